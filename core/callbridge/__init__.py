@@ -1,0 +1,20 @@
+"""callbridge: log a phone system's calls, SMS and faxes into the apps firms use.
+
+The host defines the hooks (:mod:`callbridge.hookspecs`), loads each app's plugin
+by entry point (:mod:`callbridge.plugins`), and runs every event through one
+pipeline per connected app (:mod:`callbridge.pipeline`).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("callbridge")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+#: The hook API this host implements. A plugin declares the version it was built
+#: for; the host accepts it when the major numbers are equal and the plugin's
+#: minor is not above the host's (see docs/writing-a-plugin.md).
+HOOK_API_VERSION = "1.0"
+
+__all__ = ["HOOK_API_VERSION", "__version__"]

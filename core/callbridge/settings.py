@@ -1,0 +1,243 @@
+"""Settings: per tenant and per connected app, from a TOML file and the environment.
+
+The file names tenants and their apps; secrets (client secrets, the ledger's
+encryption key) come from environment variables only. :class:`SettingsSource`
+re-reads the file when it changes, so a changed setting applies from the next
+event without a restart. Every error names the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from callbridge.errors import ConfigError
+from callbridge.phones import UnreadableNumber, to_e164
+
+
+class EventType(StrEnum):
+    """The types a contact creation policy admits (SPEC §2 step 2)."""
+
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+    MISSED = "missed"
+    COMPLETED = "completed"
+    FAX = "fax"
+
+
+ALL_TYPES = frozenset({EventType.INCOMING, EventType.OUTGOING, EventType.MISSED, EventType.COMPLETED})
+
+
+class SeveralMatches(StrEnum):
+    ASK = "ask"
+    MOST_RECENT = "most_recent"
+    ALL = "all"
+
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppSettings(BaseModel):
+    """One connected app of one tenant."""
+
+    model_config = _STRICT
+
+    plugin: str | None = Field(default=None, description="plugin name; defaults to the app's key")
+    enabled: bool = True
+    contact_creation: frozenset[EventType] = frozenset()
+    several_matches: SeveralMatches = SeveralMatches.ASK
+    exclusive_contact_association: bool = False
+    matter_association: bool = True
+    fax_logging: bool = True
+    placeholder_name: str = Field(default="New callbridge Contact", min_length=1, max_length=100)
+    default_billable: bool = False
+    automatic_logging: bool = True
+    delayed_logging_minutes: float = Field(default=5.0, ge=0)
+    credentials_env: str | None = Field(
+        default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="prefix of environment variables holding this app's secrets")
+    options: dict[str, Any] = Field(default_factory=dict, description="the plugin's own settings")
+
+    @field_validator("contact_creation", mode="before")
+    @classmethod
+    def _policy(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, str) else list(value or [])
+        out: set[str] = set()
+        for item in items:
+            if item == "all":
+                out |= {t.value for t in ALL_TYPES}
+            elif item == "none":
+                continue
+            else:
+                out.add(item)
+        return out
+
+    def admits(self, types: frozenset[EventType]) -> bool:
+        return bool(types & self.contact_creation)
+
+
+class TenantSettings(BaseModel):
+    """One firm."""
+
+    model_config = _STRICT
+
+    name: str = ""
+    time_zone: str = "UTC"
+    default_region: str = Field(default="US", min_length=2, max_length=2)
+    own_numbers: frozenset[str] = frozenset()
+    extensions: dict[str, str] = Field(default_factory=dict, description="extension -> staff email")
+    retention_days: int = Field(default=365, ge=1)
+    source_secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
+    apps: dict[str, AppSettings] = Field(default_factory=dict)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not an IANA time zone name") from None
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("is not a region code phonenumbers knows (e.g. US, GB, AU)")
+        return value.upper()
+
+    @field_validator("own_numbers", mode="before")
+    @classmethod
+    def _own(cls, value: Any, info: Any) -> Any:
+        region = info.data.get("default_region", "US")
+        out = set()
+        for i, text in enumerate(value or []):
+            try:
+                out.add(to_e164(str(text), region))
+            except UnreadableNumber as exc:
+                raise ValueError(f"entry {i} cannot be read as a phone number ({exc})") from None
+        return out
+
+    def app_plugin(self, app: str) -> str:
+        return self.apps[app].plugin or app
+
+
+class LedgerSettings(BaseModel):
+    model_config = _STRICT
+
+    url: str = "sqlite:///callbridge.db"
+    lease_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+
+
+class ModeSettings(BaseModel):
+    model_config = _STRICT
+
+    digest_every_minutes: float = Field(default=60, gt=0)
+    digest_lookback_hours: float = Field(default=4, gt=0)
+
+    @property
+    def digest_lookback(self) -> timedelta:
+        return timedelta(hours=self.digest_lookback_hours)
+
+
+class Settings(BaseModel):
+    """The whole file."""
+
+    model_config = _STRICT
+
+    ledger: LedgerSettings = LedgerSettings()
+    modes: ModeSettings = ModeSettings()
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+
+    def tenant(self, name: str) -> TenantSettings:
+        try:
+            return self.tenants[name]
+        except KeyError:
+            raise KeyError(name) from None
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+def parse_settings(data: Mapping[str, Any], *, origin: str,
+                   plugin_models: Mapping[str, type[BaseModel] | None] | None = None) -> Settings:
+    """Validate settings; ``plugin_models`` maps plugin names to their settings models.
+
+    Raises :class:`ConfigError` naming ``origin`` and every bad key.
+    """
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{_loc(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False, include_url=False)]
+        raise ConfigError(f"{origin}: invalid settings\n  - " + "\n  - ".join(lines)) from None
+    problems = []
+    for tname, tenant in settings.tenants.items():
+        for aname, app in tenant.apps.items():
+            model = (plugin_models or {}).get(app.plugin or aname)
+            if model is None:
+                if app.options and plugin_models is not None and (app.plugin or aname) in plugin_models:
+                    problems.append(f"tenants.{tname}.apps.{aname}.options: this plugin takes no options")
+                continue
+            try:
+                model.model_validate(app.options)
+            except ValidationError as exc:
+                for e in exc.errors(include_input=False, include_url=False):
+                    problems.append(f"tenants.{tname}.apps.{aname}.options.{_loc(e['loc'])}: {e['msg']}")
+    if problems:
+        raise ConfigError(f"{origin}: invalid settings\n  - " + "\n  - ".join(problems))
+    return settings
+
+
+def load_settings(path: Path, plugin_models: Mapping[str, type[BaseModel] | None] | None = None) -> Settings:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_settings(data, origin=str(path), plugin_models=plugin_models)
+
+
+class SettingsSource:
+    """The current settings, re-read when the file changes (checked on each call)."""
+
+    def __init__(self, path: Path | None, *, default: Settings | None = None,
+                 plugin_models: Mapping[str, type[BaseModel] | None] | None = None) -> None:
+        self.path = path
+        self.plugin_models = dict(plugin_models or {})
+        self._stamp: tuple[int, int] | None = None
+        self._settings = default or Settings()
+        if path is not None:
+            self.current()
+
+    def current(self) -> Settings:
+        if self.path is None:
+            return self._settings
+        stat = self.path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            self._settings = load_settings(self.path, self.plugin_models)
+            self._stamp = stamp
+        return self._settings
+
+
+def secret(env_prefix: str | None, name: str) -> str | None:
+    """A secret from the environment: ``{env_prefix}_{NAME}``."""
+    if not env_prefix:
+        return None
+    return os.environ.get(f"{env_prefix}_{name.upper()}")
+
+
