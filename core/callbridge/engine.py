@@ -1,0 +1,288 @@
+"""The engine: events in, deliveries claimed from the ledger, the pipeline run
+for each, outcomes recorded. asyncio, overlapping I/O across events and apps.
+
+One :class:`Engine` per process. Many processes may share one database: a
+delivery is claimed under a lease with a fencing token, renewed while the work
+runs, so two processes never send it at once and a crashed process's claim
+expires (see docs/ledger.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx2
+
+from callbridge.capabilities import Capability
+from callbridge.context import HookContext
+from callbridge.events import AnyEvent
+from callbridge.facade import Facade, Hooks
+from callbridge.ledger import Claim, LeaseLost, Ledger, LedgerStore, LedgerTokenStore, Stored
+from callbridge.models import Outcome, OutcomeStatus, Record
+from callbridge.phoneindex import PhoneIndex
+from callbridge.pipeline import Job, outcome_for_error, run
+from callbridge.plugins import Registry
+from callbridge.settings import AppSettings, Settings, SettingsSource, TenantSettings, secret
+
+log = logging.getLogger("callbridge.engine")
+
+
+class _Delivery:
+    """The ledger's delivery, as the context's ``delivery`` (fenced writes)."""
+
+    def __init__(self, ledger: Ledger, claim: Claim) -> None:
+        self._ledger = ledger
+        self.claim = claim
+        self._records = list(claim.records)
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(self._records)
+
+    @property
+    def first_attempt_at(self) -> datetime:
+        return self.claim.first_attempt_at
+
+    @property
+    def attempt(self) -> int:
+        return self.claim.attempt
+
+    async def remember(self, record: Record) -> None:
+        await asyncio.to_thread(self._ledger.remember, self.claim, record)
+        self._records.append(record)
+
+
+@dataclass
+class _Connection:
+    key: tuple[Any, ...]
+    http: httpx2.AsyncClient
+    bare: httpx2.AsyncClient
+
+
+@dataclass
+class Engine:
+    """Feeds events through the pipeline for every connected app.
+
+    ``transports`` maps a plugin name to an httpx2 transport (an app sandbox,
+    a recording); by default the network is used.
+    """
+
+    settings: SettingsSource
+    registry: Registry
+    ledger: Ledger
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    transports: Mapping[str, httpx2.AsyncBaseTransport] = field(default_factory=dict)
+    concurrency: int = 32
+    dry_run: bool = False
+    trace: bool | None = None
+    retry: Any = None  # callbridge.http.RetryPolicy; None for the default
+
+    def __post_init__(self) -> None:
+        from callbridge.http import MemoryTokenStore  # noqa: F401  (import check: the layer exists)
+        from callbridge.ratelimit import LimiterRegistry
+
+        self.facade = Facade(self.registry, trace=self.trace, dry_run=self.dry_run)
+        self.index = PhoneIndex(self.ledger)
+        self.limiters = LimiterRegistry()
+        self.tokens = LedgerTokenStore(self.ledger)
+        self._connections: dict[tuple[str, str], _Connection] = {}
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+
+    # --- settings and routing -------------------------------------------------------
+
+    @property
+    def config(self) -> Settings:
+        return self.settings.current()
+
+    def apps_for(self, tenant: TenantSettings, *, automatic: bool = True) -> list[str]:
+        """The tenant's apps an event is delivered to automatically."""
+        out = []
+        for name, app in tenant.apps.items():
+            if not app.enabled or (automatic and not app.automatic_logging):
+                continue
+            if (app.plugin or name) not in self.registry.plugins:
+                log.warning("tenant app %s uses plugin %r, which is not loaded", name, app.plugin or name)
+                continue
+            out.append(name)
+        return sorted(out)
+
+    def hooks_for(self, tenant: TenantSettings, app: str) -> Hooks:
+        return self.facade.for_plugin(tenant.app_plugin(app))
+
+    # --- context --------------------------------------------------------------------
+
+    def _lock(self, tenant: str, app: str) -> Any:
+        @asynccontextmanager
+        async def lock(name: str) -> AsyncIterator[None]:
+            key = (tenant, app, name)
+            mutex = self._locks.get(key)
+            if mutex is None:
+                mutex = self._locks[key] = asyncio.Lock()
+            async with mutex:
+                yield
+        return lock
+
+    def context(self, tenant_id: str, app: str, delivery: _Delivery | None = None) -> HookContext:
+        """The hook context for one (tenant, app), with its HTTP client."""
+        from callbridge.http import Credentials, build_bare_client, build_client
+
+        tenant = self.config.tenant(tenant_id)
+        settings = tenant.apps[app]
+        hooks = self.hooks_for(tenant, app)
+        plugin = hooks.plugin
+        model = plugin.declaration.settings_model
+        options = model.model_validate(settings.options) if model is not None else None
+        key = (settings.model_dump_json(), plugin.dist_version)
+        conn = self._connections.get((tenant_id, app))
+        if conn is None or conn.key != key:
+            connection = self.registry.connection(plugin.name, options)
+            transport = self.transports.get(plugin.name)
+            if connection is None:
+                from callbridge.capabilities import Connection
+                connection = Connection(base_url="http://app.invalid")
+            prefix = settings.credentials_env
+            creds = Credentials(api_key=secret(prefix, "API_KEY"), token=secret(prefix, "TOKEN"),
+                                client_id=secret(prefix, "CLIENT_ID"),
+                                client_secret=secret(prefix, "CLIENT_SECRET"))
+            kwargs: dict[str, Any] = {}
+            if self.retry is not None:
+                kwargs["retry"] = self.retry
+            http = build_client(
+                tenant=tenant_id, app=app, plugin=plugin.name, plugin_version=plugin.dist_version,
+                connection=connection, credentials=creds, buckets=plugin.declaration.rate_limits,
+                limiters=self.limiters, tokens=self.tokens, transport=transport, **kwargs)
+            conn = _Connection(key, http, build_bare_client(transport=transport))
+            self._connections[(tenant_id, app)] = conn
+        return HookContext(
+            tenant_id=tenant_id, tenant=tenant, app=app, settings=settings, options=options,
+            http=conn.http, bare_http=conn.bare,
+            log=logging.LoggerAdapter(logging.getLogger(f"callbridge.plugin.{plugin.name}"),
+                                      {"tenant": tenant_id, "app": app}),
+            store=LedgerStore(self.ledger, tenant_id, app), lock=self._lock(tenant_id, app),
+            delivery=delivery)
+
+    async def aclose(self) -> None:
+        for conn in self._connections.values():
+            await conn.http.aclose()
+            await conn.bare.aclose()
+        self._connections.clear()
+
+    # --- events in ------------------------------------------------------------------
+
+    async def ingest(self, event: AnyEvent) -> Stored:
+        """Store an event and create its deliveries to the tenant's automatic apps."""
+        tenant = self.config.tenant(event.tenant)
+        apps = self.apps_for(tenant)
+        return await asyncio.to_thread(self.ledger.store_event, event, apps=apps)
+
+    # --- work -----------------------------------------------------------------------
+
+    async def process_due(self, *, limit: int = 256, event_pks: Sequence[int] | None = None,
+                          tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
+        """Claim what is due and run it; return how many deliveries were worked."""
+        lease = self.config.ledger.lease_seconds
+        claims = await asyncio.to_thread(
+            self.ledger.claim, owner=self.owner, limit=limit, lease_seconds=lease,
+            event_pks=event_pks, tenant=tenant, apps=apps)
+        if claims:
+            await asyncio.gather(*(self._work(c) for c in claims))
+        return len(claims)
+
+    async def run_until_idle(self, *, max_rounds: int = 1000, **kwargs: Any) -> int:
+        total = 0
+        for _ in range(max_rounds):
+            n = await self.process_due(**kwargs)
+            if n == 0:
+                break
+            total += n
+        return total
+
+    async def serve(self, stop: asyncio.Event, *, poll: float = 0.5) -> None:
+        """Work until ``stop`` is set; sync phone indexes when idle."""
+        while not stop.is_set():
+            n = await self.process_due()
+            if n == 0:
+                await self.sync_indexes(stale_after=300)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=poll)
+                except TimeoutError:
+                    pass
+
+    async def sync_indexes(self, *, stale_after: float = 0) -> int:
+        """Catch up every phone index last synced more than ``stale_after`` seconds ago."""
+        seen = 0
+        now = datetime.now(UTC)
+        for tenant_id, tenant in self.config.tenants.items():
+            for app in self.apps_for(tenant, automatic=False):
+                hooks = self.hooks_for(tenant, app)
+                if not hooks.supports(Capability.CONTACTS_CHANGED):
+                    continue
+                _, synced_at = await asyncio.to_thread(self.ledger.index_state, tenant_id, app)
+                if synced_at is not None and (now - synced_at).total_seconds() < stale_after:
+                    continue
+                try:
+                    seen += await self.index.sync(self.context(tenant_id, app), hooks)
+                except Exception as exc:
+                    log.warning("phone index sync %s/%s failed: %s", tenant_id, app, type(exc).__name__)
+        return seen
+
+    async def _work(self, claim: Claim) -> None:
+        async with self._semaphore:
+            delivery = _Delivery(self.ledger, claim)
+            task = asyncio.current_task()
+            assert task is not None
+            renewer = asyncio.create_task(self._renew(claim, task))
+            try:
+                outcome = await self._attempt(claim, delivery)
+                renewer.cancel()
+                await asyncio.to_thread(self.ledger.finish, claim, outcome)
+            except LeaseLost:
+                log.warning("lease lost on delivery %s; another worker owns it now", claim.delivery_id)
+            except asyncio.CancelledError:
+                if renewer.done() and isinstance(renewer.exception(), LeaseLost):
+                    log.warning("lease lost on delivery %s while working; stopped", claim.delivery_id)
+                    return
+                raise
+            finally:
+                renewer.cancel()
+
+    async def _renew(self, claim: Claim, work: asyncio.Task[Any]) -> None:
+        lease = self.config.ledger.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await asyncio.to_thread(self.ledger.renew, claim, lease)
+            except LeaseLost:
+                work.cancel()
+                raise
+
+    async def _attempt(self, claim: Claim, delivery: _Delivery) -> Outcome:
+        try:
+            event = await asyncio.to_thread(self.ledger.load_event, claim.event_pk)
+            tenant = self.config.tenant(claim.tenant)
+            if claim.app not in tenant.apps:
+                return Outcome(status=OutcomeStatus.SKIPPED, reason="app_removed",
+                               message="The app is no longer connected for this tenant.")
+            hooks = self.hooks_for(tenant, claim.app)
+            ctx = self.context(claim.tenant, claim.app, delivery)
+            job = Job(event=event, hooks=hooks, ctx=ctx, chosen_contact_ids=claim.chosen_contact_ids,
+                      notes=claim.notes, needs_update=claim.needs_update)
+            return await run(job, self.index)
+        except LeaseLost:
+            raise
+        except KeyError as exc:
+            return Outcome(status=OutcomeStatus.FAILED, reason="not_configured", retryable=False,
+                           message=f"not configured: {exc}")
+        except Exception as exc:
+            return outcome_for_error(exc, attempt=claim.attempt,
+                                     max_attempts=self.config.ledger.max_attempts)
