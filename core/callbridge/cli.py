@@ -1,0 +1,305 @@
+"""The ``callbridge`` command.
+
+Exit codes scripts can trust: 0 success; 1 an error (a message, never a
+traceback); 2 bad input (bad lines in an ingest file, bad settings); 3 some
+deliveries failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from callbridge import HOOK_API_VERSION, __version__
+from callbridge.errors import CallbridgeError, ConfigError
+from callbridge.events import parse_event
+from callbridge.runtime import Runtime, config_path, load
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Log a phone system's calls, SMS and faxes into the apps firms use.")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="settings file (TOML)",
+                                                 envvar="CALLBRIDGE_CONFIG")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+_state: dict[str, Any] = {}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"callbridge {__version__} (hook API {HOOK_API_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    trace: Annotated[bool, typer.Option("--trace", help="print every hook call")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    if trace:
+        import os
+        os.environ["CALLBRIDGE_TRACE"] = "1"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _runtime(config: Path | None) -> Runtime:
+    try:
+        return load(config_path(config))
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except CallbridgeError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def plugins(
+    as_json: JsonOpt = False,
+    hook: Annotated[str | None, typer.Option("--hook", help="only plugins implementing this hook")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="include load errors in --json output")] = True,
+) -> None:
+    """Installed plugins: versions, hooks, capabilities, and load errors."""
+    from callbridge.plugins import discover
+
+    registry = discover(strict=False)
+    rows = []
+    for p in sorted(registry.plugins.values(), key=lambda p: p.name):
+        if hook and hook not in p.implementations:
+            continue
+        rows.append({
+            "name": p.name, "distribution": p.distribution, "version": p.dist_version,
+            "hook_api_version": p.declaration.hook_api_version,
+            "hooks": p.hooks,
+            "capabilities": sorted(c.value for c in p.declaration.capabilities),
+            "rate_limits": [b.model_dump() for b in p.declaration.rate_limits],
+        })
+    errors = [{"entry_point": e.entry_point, "distribution": e.distribution, "version": e.dist_version,
+               "error": e.reason} for e in registry.errors]
+    if as_json:
+        out: dict[str, Any] = {"plugins": rows}
+        if all_:
+            out["errors"] = errors
+        print(json.dumps(out, indent=2))
+        raise typer.Exit(0)
+    table = Table(title="callbridge plugins")
+    for col in ("name", "distribution", "version", "hooks", "capabilities"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["distribution"], r["version"], ", ".join(r["hooks"]),
+                      ", ".join(r["capabilities"]))
+    console.print(table)
+    if errors:
+        bad = Table(title="failed to load", title_style="red")
+        for col in ("entry point", "distribution", "version", "error"):
+            bad.add_column(col)
+        for e in errors:
+            bad.add_row(e["entry_point"], e["distribution"], e["version"], e["error"])
+        console.print(bad)
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new encryption key for CALLBRIDGE_SECRET_KEY."""
+    from callbridge.ledger import Ledger
+
+    print(Ledger.generate_key())
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSON lines, one event per line")],
+    config: ConfigOpt = None,
+    rejects: Annotated[Path | None, typer.Option(help="where bad lines are kept")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="run the pipeline, write nothing")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Feed events from a file through every connected app and show the outcomes."""
+    rt = _runtime(config)
+    try:
+        lines = file.read_text().splitlines()
+    except OSError as exc:
+        raise _fail(f"{file}: cannot be read ({exc.strerror})") from None
+    code = asyncio.run(_ingest(rt, file, lines, rejects, dry_run, as_json))
+    raise typer.Exit(code)
+
+
+async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | None,
+                  dry_run: bool, as_json: bool) -> int:
+    settings = rt.settings.current()
+
+    def region_for(tenant: str) -> str:
+        return settings.tenant(tenant).default_region
+
+    engine = rt.engine(dry_run=dry_run)
+    bad: list[tuple[int, str, str]] = []
+    stored = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=err, transient=True, disable=as_json) as progress:
+            task = progress.add_task("storing events", total=len(lines))
+            for number, line in enumerate(lines, 1):
+                progress.advance(task)
+                if not line.strip():
+                    continue
+                try:
+                    event = parse_event(line, region_for=region_for)
+                except CallbridgeError as exc:
+                    bad.append((number, str(exc), line))
+                    continue
+                stored.append(await engine.ingest(event))
+            task2 = progress.add_task("logging", total=None)
+            while True:
+                n = await engine.process_due(event_pks=[s.event_pk for s in stored])
+                if n == 0:
+                    break
+                progress.advance(task2, n)
+        counts: Counter[tuple[str, str, str]] = Counter()
+        pks = {s.event_pk for s in stored}
+        for view in engine.ledger.history(limit=10**9):
+            if view.event_pk in pks:
+                counts[(view.app, view.status, view.reason or "")] += 1
+    finally:
+        await engine.aclose()
+    if bad:
+        target = rejects or file.with_name(file.name + ".rejected")
+        with target.open("a") as fh:
+            for number, _, line in bad:
+                fh.write(line + "\n")
+        for number, message, _ in bad:
+            err.print(f"[yellow]line {number}[/yellow]: {message}", highlight=False)
+        err.print(f"{len(bad)} bad line(s) kept in {target}")
+    failed = sum(n for (_, status, _), n in counts.items() if status == "failed")
+    if as_json:
+        print(json.dumps({"events": len(stored), "bad_lines": [b[0] for b in bad],
+                          "outcomes": [{"app": a, "status": s, "reason": r, "count": n}
+                                       for (a, s, r), n in sorted(counts.items())]}, indent=2))
+    else:
+        table = Table(title=f"{len(stored)} events from {file.name}")
+        for col in ("app", "status", "reason", "events"):
+            table.add_column(col)
+        for (a, s, r), n in sorted(counts.items()):
+            table.add_row(a, s, r, str(n))
+        console.print(table)
+    return 2 if bad else (3 if failed else 0)
+
+
+@app.command()
+def history(
+    config: ConfigOpt = None,
+    tenant: Annotated[str | None, typer.Option()] = None,
+    app_name: Annotated[str | None, typer.Option("--app")] = None,
+    status: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Outcomes per event and app, newest first."""
+    rt = _runtime(config)
+    ledger = rt.ledger()
+    views = ledger.history(tenant=tenant, app=app_name, status=status, limit=limit)
+    if as_json:
+        print(json.dumps([{
+            "delivery": v.delivery_id, "tenant": v.tenant, "app": v.app, "kind": v.kind,
+            "source": v.source, "event": v.source_id, "status": v.status, "reason": v.reason,
+            "message": v.message, "records": [r.model_dump() for r in v.records],
+            "attempts": v.attempts, "candidates": [c.id for c in v.candidates],
+        } for v in views], indent=2, default=str))
+        return
+    table = Table(title="history")
+    for col in ("delivery", "tenant", "app", "kind", "event", "status", "reason", "records", "message"):
+        table.add_column(col)
+    for v in views:
+        table.add_row(str(v.delivery_id), v.tenant, v.app, v.kind, v.source_id, v.status,
+                      v.reason or "", ", ".join(f"{r.kind}:{r.id}" for r in v.records), v.message or "")
+    console.print(table)
+
+
+@app.command()
+def resolve(
+    delivery: Annotated[int, typer.Argument(help="the delivery id from `callbridge history`")],
+    contact: Annotated[list[str], typer.Option("--contact", help="contact id(s) to log to")],
+    config: ConfigOpt = None,
+) -> None:
+    """Choose the contact(s) for an unresolved event, then log it."""
+    rt = _runtime(config)
+    ledger = rt.ledger()
+    view = ledger.delivery(delivery)
+    if view.status in ("logged", "accepted"):
+        raise _fail(f"delivery {delivery} is already logged in {view.app}; refusing to log it twice")
+    ledger.choose(delivery, contact)
+    engine = rt.engine()
+
+    async def go() -> None:
+        try:
+            await engine.process_due(event_pks=[view.event_pk], apps=[view.app])
+        finally:
+            await engine.aclose()
+    asyncio.run(go())
+    after = ledger.delivery(delivery)
+    console.print(f"delivery {delivery}: {after.status} {after.reason or ''} {after.message or ''}")
+    raise typer.Exit(0 if after.status in ("logged", "accepted") else 3)
+
+
+@app.command()
+def purge(config: ConfigOpt = None) -> None:
+    """Erase event contents past each tenant's retention period (outcomes stay)."""
+    rt = _runtime(config)
+    settings = rt.settings.current()
+    n = rt.ledger().purge({name: t.retention_days for name, t in settings.tenants.items()})
+    console.print(f"erased the contents of {n} event(s)")
+
+
+@app.command()
+def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Check settings, plugins and credentials; print a redacted diagnostics dump."""
+    from callbridge.doctor import diagnose
+
+    report = diagnose(config_path(config))
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for check in report["checks"]:
+            mark = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]"}.get(
+                check["status"], "[red]fail[/red]")
+            console.print(f"{mark}  {check['name']}: {check['detail']}", highlight=False)
+    raise typer.Exit(0 if all(c["status"] != "fail" for c in report["checks"]) else 1)
+
+
+@app.command()
+def sandbox(
+    name: Annotated[str, typer.Argument(help="the app, e.g. clio")],
+    port: Annotated[int, typer.Option()] = 8765,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+) -> None:
+    """Run an app's sandbox (an emulator of its API) on loopback."""
+    import importlib.metadata
+
+    import uvicorn
+
+    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="callbridge.sandboxes")}
+    if name not in eps:
+        raise _fail(f"no sandbox named {name!r}; installed: {', '.join(sorted(eps)) or 'none'}")
+    factory = eps[name].load()
+    console.print(f"{name} sandbox on http://{host}:{port}")
+    uvicorn.run(factory(), host=host, port=port, log_level="warning")
+
+
+def main() -> None:
+    try:
+        app()
+    except CallbridgeError as exc:  # last resort: a message, not a traceback
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,114 @@
+"""``callbridge doctor``: settings, plugins, credentials and ledger checked, and a
+diagnostics dump with every secret and number redacted."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from callbridge import HOOK_API_VERSION, __version__
+from callbridge.errors import CallbridgeError
+from callbridge.phones import mask_number
+from callbridge.plugins import discover
+from callbridge.settings import SettingsSource, secret
+
+SECRET_ENV = "CALLBRIDGE_SECRET_KEY"
+
+
+def _mask_email(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _check(name: str, status: str, detail: str) -> dict[str, str]:
+    return {"name": name, "status": status, "detail": detail}
+
+
+def diagnose(path: Path | None) -> dict[str, Any]:
+    """Run every check; return a JSON-able report holding no secret or full number."""
+    checks: list[dict[str, str]] = []
+    registry = discover(strict=False)
+    for plugin in registry.plugins.values():
+        checks.append(_check(f"plugin {plugin.name}", "ok",
+                             f"{plugin.distribution} {plugin.dist_version}, hooks: {', '.join(plugin.hooks)}"))
+    for error in registry.errors:
+        checks.append(_check(f"plugin {error.entry_point}", "fail", str(error)))
+    checks.append(_check("encryption key", "ok" if os.environ.get(SECRET_ENV) else "fail",
+                         "set" if os.environ.get(SECRET_ENV) else
+                         f"{SECRET_ENV} is not set; make one with `callbridge keygen`"))
+    dump: dict[str, Any] = {
+        "callbridge": __version__, "hook_api": HOOK_API_VERSION,
+        "python": platform.python_version(), "settings_file": str(path) if path else None,
+        "plugins": {p.name: p.dist_version for p in registry.plugins.values()},
+    }
+    if path is None:
+        checks.append(_check("settings", "warn", "no settings file (use --config or CALLBRIDGE_CONFIG)"))
+        return {"checks": checks, "dump": dump}
+    try:
+        settings = SettingsSource(path, plugin_models=registry.settings_models()).current()
+    except CallbridgeError as exc:
+        checks.append(_check("settings", "fail", str(exc)))
+        return {"checks": checks, "dump": dump}
+    checks.append(_check("settings", "ok", f"{path}: {len(settings.tenants)} tenant(s)"))
+    tenants: dict[str, Any] = {}
+    for tname, tenant in settings.tenants.items():
+        apps = {}
+        for aname, app in tenant.apps.items():
+            plugin_name = app.plugin or aname
+            if plugin_name not in registry.plugins:
+                checks.append(_check(f"{tname}/{aname}", "fail", f"plugin {plugin_name!r} is not loaded"))
+                continue
+            plugin = registry.plugins[plugin_name]
+            model = plugin.declaration.settings_model
+            options = model.model_validate(app.options) if model is not None else None
+            conn = registry.connection(plugin_name, options)
+            auth = conn.auth if conn else "none"
+            missing = []
+            needed = {"api_key": ["API_KEY"], "bearer": ["TOKEN"],
+                      "oauth2": ["CLIENT_ID", "CLIENT_SECRET"]}.get(auth, [])
+            for key in needed:
+                if not secret(app.credentials_env, key):
+                    missing.append(f"{app.credentials_env or '<credentials_env>'}_{key}")
+            checks.append(_check(f"{tname}/{aname} credentials", "fail" if missing else "ok",
+                                 f"missing environment variables: {', '.join(missing)}" if missing
+                                 else f"{auth} credentials present"))
+            apps[aname] = {
+                "plugin": plugin_name, "auth": auth,
+                "base_url": conn.base_url if conn else None,
+                "settings": app.model_dump(mode="json", exclude={"options"}),
+                "options": _redact_options(options.model_dump(mode="json") if options else {}),
+            }
+        tenants[tname] = {
+            "time_zone": tenant.time_zone, "default_region": tenant.default_region,
+            "own_numbers": sorted(mask_number(n) for n in tenant.own_numbers),
+            "extensions": {ext: _mask_email(email) for ext, email in tenant.extensions.items()},
+            "retention_days": tenant.retention_days, "apps": apps,
+        }
+    dump["tenants"] = tenants
+    dump["ledger"] = {"url": _redact_url(settings.ledger.url)}
+    return {"checks": checks, "dump": dump}
+
+
+_SECRETISH = ("secret", "token", "password", "key", "signature")
+
+
+def _redact_options(options: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in options.items():
+        if any(s in key.lower() for s in _SECRETISH):
+            out[key] = "***"
+        else:
+            out[key] = value
+    return out
+
+
+def _redact_url(url: str) -> str:
+    # postgresql://user:password@host/db -> postgresql://user:***@host/db
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
