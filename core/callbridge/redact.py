@@ -1,0 +1,205 @@
+"""Redaction: no token, signed URL or full phone number in a log line or a message.
+
+:func:`redact` is applied to every exception message the HTTP layer builds and,
+after :func:`install_log_redaction`, to every log record of the process
+(httpx2 logs full URLs at INFO, and a contact search puts the number in the
+query string). It masks:
+
+* phone numbers (E.164, national forms, also URL-encoded such as ``%2B1212...``):
+  all but the last 4 digits, as :func:`mask_number` does;
+* ``Bearer``/``Basic`` credentials and ``Authorization``/API-key header values;
+* the values of ``access_token``, ``refresh_token``, ``id_token``,
+  ``client_secret``, ``code``, ``api_key``, ``password``, ``token`` and signature
+  parameters, in query strings, form bodies and JSON;
+* the whole query string of a signed URL (``X-Amz-Signature``, ``Signature``,
+  ``sig``, ``token``): the path stays, the query becomes ``?[redacted]``;
+* any value registered with :func:`register_secret` (the HTTP layer registers
+  each credential and token it holds), raw or URL-encoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from callbridge.phones import mask_number
+
+__all__ = [
+    "RedactingFilter",
+    "install_log_redaction",
+    "mask_number",
+    "redact",
+    "register_secret",
+]
+
+MASK = "[redacted]"
+
+# --- known secret values --------------------------------------------------------
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_secret_pattern: re.Pattern[str] | None = None
+
+
+def register_secret(value: str | None) -> None:
+    """Make :func:`redact` hide ``value`` wherever it appears (raw or URL-encoded).
+
+    Values shorter than 8 characters are ignored: they would mask ordinary words.
+    """
+    global _secret_pattern
+    if not value or len(value) < 8:
+        return
+    with _secrets_lock:
+        forms = {value, quote(value, safe=""), quote_plus(value, safe="")}
+        if forms <= _secrets:
+            return
+        _secrets.update(forms)
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+# --- patterns -------------------------------------------------------------------
+
+# A signed URL: its query string is the credential, so all of it goes.
+_SIGNED_QUERY = re.compile(
+    r"\?(?=[^\s\"'<>]*?(?:X-Amz-Signature|X-Goog-Signature|Signature|[?&]sig|[?&]token)=)"
+    r"[^\s\"'<>]*",
+    re.IGNORECASE,
+)
+_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic)(\s+|%20|\+)[A-Za-z0-9\-._~+/%]+=*", re.IGNORECASE)
+_HEADER_VALUE = re.compile(
+    r"(\b(?:authorization|proxy-authorization|x-api-key|api-key|apikey|cookie|set-cookie)"
+    r"[\"']?\s*[:=,]\s*[\"']?)(?!\[redacted\])[^\"'\r\n,}\]]+",
+    re.IGNORECASE,
+)
+_SECRET_KEYS = (
+    r"access_token|refresh_token|id_token|client_secret|code|api_key|apikey|password|"
+    r"token|secret|x-amz-signature|x-amz-credential|x-amz-security-token|signature|sig"
+)
+# key=value in a query string or form body (also URL-encoded "=" as %3D).
+_KV = re.compile(rf"(?<![\w-])((?:{_SECRET_KEYS})(?:=|%3D))(?!\[redacted\])[^&\s\"'<>#]+",
+                 re.IGNORECASE)
+# "key": "value" in JSON and key: value / key='value' in reprs.
+_JSON = re.compile(
+    rf"([\"']?(?<![\w-])(?:{_SECRET_KEYS})[\"']?\s*:\s*[\"'])(?!\[redacted\])[^\"']+",
+    re.IGNORECASE)
+
+# A run of digits with the separators people and URL encoders put between them.
+_SEP = r"(?:[\s().\-+]|%20|%28|%29|%2[dD])"
+_PHONE = re.compile(rf"(?<![\w%])((?:\+|%2[bB])\s*)?(\(?\d(?:{_SEP}{{0,3}}\d)+)")
+_DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_DOTTED_QUAD = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_TOKENS = re.compile(r"%[0-9A-Fa-f]{2}|.", re.DOTALL)
+
+
+def _mask_phone(match: re.Match[str]) -> str:
+    prefix, body = match.group(1) or "", match.group(2)
+    if _DATE_LIKE.match(body) or _DOTTED_QUAD.match(body):
+        return match.group(0)
+    parts = _TOKENS.findall(body)
+    digit_positions = [i for i, p in enumerate(parts) if len(p) == 1 and p.isdigit()]
+    if not 7 <= len(digit_positions) <= 15:
+        return match.group(0)
+    keep = set(digit_positions[-4:])
+    masked = "".join(
+        "*" if (len(p) == 1 and p.isdigit() and i not in keep) else p for i, p in enumerate(parts))
+    return prefix + masked
+
+
+def redact(text: str) -> str:
+    """``text`` with secrets, signed query strings and phone numbers masked."""
+    if not text:
+        return text
+    pattern = _secret_pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    text = _SIGNED_QUERY.sub("?" + MASK, text)
+    text = _HEADER_VALUE.sub(lambda m: m.group(1) + MASK, text)
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _KV.sub(lambda m: m.group(1) + MASK, text)
+    text = _JSON.sub(lambda m: m.group(1) + MASK, text)
+    return _PHONE.sub(_mask_phone, text)
+
+
+# --- logging --------------------------------------------------------------------
+
+_plain_formatter = logging.Formatter()
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    if getattr(record, "_callbridge_redacted", False):
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: keep what we can show safely
+        message = f"{record.msg!s} {record.args!r}"
+    record.msg = redact(message)
+    record.args = None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact(_plain_formatter.formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    setattr(record, "_callbridge_redacted", True)  # noqa: B010 - not a LogRecord field
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message (args merged in) and traceback through :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _redact_record(record)
+        return True
+
+
+_LOGGERS = (
+    "callbridge",
+    "httpx2",
+    "httpcore2",
+    "httpcore2.connection",
+    "httpcore2.http11",
+    "httpcore2.http2",
+    "httpcore2.proxy",
+    "httpcore2.socks",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+)
+_PREFIXES = ("callbridge", "httpx2", "httpcore2", "uvicorn")
+_installed = False
+_install_lock = threading.Lock()
+_FILTER = RedactingFilter()
+
+
+def install_log_redaction() -> None:
+    """Redact every log record of the process. Safe to call more than once.
+
+    A filter on a logger does not see records of its child loggers, and a
+    handler added later (a test's capture handler) has no filter, so besides
+    attaching :class:`RedactingFilter` to the root logger's handlers and to the
+    ``callbridge``, ``httpx2``, ``httpcore2.*`` and ``uvicorn`` loggers, this
+    wraps the log record factory so every record is redacted when it is made.
+    """
+    global _installed
+    with _install_lock:
+        for handler in logging.getLogger().handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
+        names = set(_LOGGERS) | {
+            name for name in logging.root.manager.loggerDict if name.startswith(_PREFIXES)}
+        for name in sorted(names):
+            logger = logging.getLogger(name)
+            if _FILTER not in logger.filters:
+                logger.addFilter(_FILTER)
+        if _installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            _redact_record(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _installed = True
