@@ -1,0 +1,147 @@
+"""Issue point 3: plugins found by entry point, validated one by one, routed by app."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from callbridge.capabilities import Capability, Declaration
+from callbridge.hookspecs import hookimpl
+from callbridge.models import Contact
+from callbridge.plugins import LoadError, LoadedPlugin, PluginLoadError, Registry, discover
+
+
+def declaring(name: str, *caps: Capability, api: str = "1.0") -> Any:
+    @hookimpl
+    def declare() -> Declaration:
+        return Declaration(name=name, version="9.9", hook_api_version=api, capabilities=frozenset(caps))
+    return declare
+
+
+class Good:
+    declare = staticmethod(declaring("good", Capability.CALLS, Capability.CONTACT_SEARCH_PHONE))
+
+    @hookimpl
+    async def log_call(self, ctx: Any, event: Any, target: Any) -> Any: ...
+
+    @hookimpl
+    async def find_contact(self, ctx: Any, party: Any) -> list[Contact]:
+        return [Contact(id="good-1")]
+
+
+def reason(obj: object) -> str:
+    result = Registry().add(obj, distribution="dist-x", dist_version="1.2.3")
+    assert isinstance(result, LoadError)
+    assert "dist-x 1.2.3" in str(result)
+    return result.reason
+
+
+def test_a_consistent_plugin_loads_with_its_hooks() -> None:
+    loaded = Registry().add(Good())
+    assert isinstance(loaded, LoadedPlugin)
+    assert loaded.hooks == ["find_contact", "log_call"]
+
+
+def test_a_declared_capability_without_its_hook_is_refused() -> None:
+    class NoSms(Good):
+        declare = staticmethod(declaring("nosms", Capability.CALLS, Capability.CONTACT_SEARCH_PHONE, Capability.SMS))
+    assert "declares sms but does not implement log_sms" in reason(NoSms())
+
+
+def test_an_implemented_hook_without_its_capability_is_refused() -> None:
+    class Extra(Good):
+        @hookimpl
+        async def find_matters(self, ctx: Any, contact: Any) -> list[Any]:
+            return []
+    assert "implements find_matters but declares no capability" in reason(Extra())
+
+
+def test_a_misspelt_hook_name_is_refused() -> None:
+    class Typo(Good):
+        @hookimpl
+        async def log_smss(self, ctx: Any, event: Any, target: Any) -> Any: ...
+    assert "unknown hook 'log_smss'" in reason(Typo())
+
+
+def test_an_argument_the_spec_lacks_is_refused() -> None:
+    class BadArgs(Good):
+        @hookimpl
+        async def log_call(self, ctx: Any, event: Any, target: Any, colour: Any) -> Any: ...
+    assert "colour" in reason(BadArgs())
+
+
+@pytest.mark.parametrize(("api", "ok"), [("1.0", True), ("0.9", False), ("1.1", False), ("2.0", False)])
+def test_hook_api_version_rule_same_major_minor_not_above_host(api: str, ok: bool) -> None:
+    class Versioned(Good):
+        declare = staticmethod(declaring("v", Capability.CALLS, Capability.CONTACT_SEARCH_PHONE, api=api))
+    result = Registry().add(Versioned())
+    assert isinstance(result, LoadedPlugin) == ok
+    if not ok:
+        assert isinstance(result, LoadError) and f"built for hook API {api}" in result.reason
+
+
+def test_a_declare_hook_that_raises_is_reported_not_fatal() -> None:
+    class Raises(Good):
+        @hookimpl
+        def declare(self) -> Declaration:
+            raise RuntimeError("boom")
+    assert "declare() raised RuntimeError: boom" in reason(Raises())
+
+
+def test_two_plugins_claiming_one_app_name_keeps_the_first() -> None:
+    registry = Registry()
+    registry.add(Good(), distribution="first")
+    second = registry.add(Good(), distribution="second")
+    assert isinstance(second, LoadError) and "already taken by first" in second.reason
+    assert registry.plugins["good"].distribution == "first"
+
+
+def test_entry_points_load_each_plugin_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CALLBRIDGE_PLUGINS", raising=False)
+    registry = discover(strict=False)
+    assert "notebook" in registry.plugins
+    assert registry.plugins["notebook"].distribution == "callbridge-notebook"
+    errors = {e.entry_point: e for e in registry.errors}
+    assert errors["broken_import"].distribution == "callbridge-broken-example"
+    assert errors["broken_import"].dist_version == "0.0.1"
+    assert "ModuleNotFoundError" in errors["broken_import"].reason
+    assert "unknown hook 'log_cal'" in errors["broken_misspelt"].reason
+
+
+def test_strict_mode_turns_a_load_error_into_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBRIDGE_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match="broken_misspelt"):
+        discover()
+
+
+def test_allow_and_deny_lists_choose_what_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBRIDGE_PLUGINS", "notebook")
+    registry = discover(strict=True)
+    assert list(registry.plugins) == ["notebook"] and registry.errors == []
+    monkeypatch.delenv("CALLBRIDGE_PLUGINS")
+    monkeypatch.setenv("CALLBRIDGE_DISABLE_PLUGINS", "broken_import,broken_misspelt,notebook")
+    registry = discover(strict=True)
+    assert "notebook" not in registry.plugins and registry.errors == []
+
+
+def test_sync_plugins_run_in_a_worker_thread_and_fewer_arguments_are_fine() -> None:
+    seen: dict[str, Any] = {}
+
+    class Sync:
+        declare = staticmethod(declaring("sync", Capability.CALLS, Capability.CONTACT_SEARCH_PHONE))
+
+        @hookimpl
+        def find_contact(self, party: Any) -> list[Contact]:  # takes no ctx: allowed
+            seen["thread"] = threading.current_thread().name
+            seen["party"] = party
+            return [Contact(id="s-1")]
+
+        @hookimpl
+        def log_call(self, ctx: Any, event: Any, target: Any) -> Any: ...
+
+    from tests.helpers import call_hook
+    result = call_hook(Sync(), "find_contact", party="P")
+    assert result == [Contact(id="s-1")]
+    assert seen["party"] == "P" and seen["thread"] != threading.main_thread().name
