@@ -108,7 +108,7 @@ class Registry:
                             f"{other.distribution} {other.dist_version}")
             self.errors.append(err)
             return err
-        self.manager.register(obj, name=f"{distribution}:{label}")
+        self.manager.register(obj, name=f"{distribution}:{label}:{result.name}")
         self.plugins[result.name] = result
         return result
 
