@@ -4,10 +4,10 @@ Wrap any ASGI app (an app's sandbox, a test's small app) in :class:`FaultInjecto
 and flip its attributes at run time::
 
     faults = FaultInjector(sandbox, seed=1)
-    faults.latency = 0.05                    # seconds before each answer
+    faults.latency = 0.05                    # seconds added before each answer
     faults.rate_limit = (5, 1.0)             # 5 requests per second, then 429
     faults.storm_until = time.monotonic() + 2  # every request 429 until then
-    faults.fail_next = [503, "drop", "drop_after"]
+    faults.fail_next = [503, (503, 0.2), "drop", "drop_after"]
     faults.error_rate, faults.error_statuses = 0.1, (502, 503)
 
 ``"drop"`` closes the connection before the app sees the request;
@@ -40,7 +40,8 @@ import httpx2
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Fault = int | Literal["drop", "drop_after"]
+#: A status, a status with a Retry-After (seconds), or a dropped connection.
+Fault = int | tuple[int, float] | Literal["drop", "drop_after"]
 
 
 def _seconds(value: float) -> str:
@@ -54,11 +55,13 @@ class FaultInjector:
     """ASGI middleware that answers with latency, 429s, 5xx and dropped connections.
 
     Attributes (all settable while serving):
-        latency: seconds slept before each request is handled.
+        latency: seconds added before each answer. The app handles the request
+            first, so a client that times out meanwhile leaves the work done.
         rate_limit: ``(requests, per_seconds)`` in fixed windows; beyond it 429.
         storm_until: a ``time.monotonic()`` instant until which every request gets 429.
         storm_retry_after: the Retry-After (seconds) sent during a storm.
-        fail_next: faults for the next requests, one each, in order.
+        fail_next: faults for the next requests, one each, in order: a status, a
+            ``(status, retry_after)`` pair, ``"drop"`` or ``"drop_after"``.
         error_rate: chance of a random status from ``error_statuses`` (seeded).
         requests: ``(monotonic time of arrival, method, path, status)`` of every
             request seen; status 0 means the connection was dropped.
@@ -130,23 +133,30 @@ class FaultInjector:
             storm = self.storm_until is not None and arrived < self.storm_until
             random_error = (self.error_rate > 0 and self._random.random() < self.error_rate)
             random_status = self._random.choice(list(self.error_statuses)) if random_error else 0
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
+        latency = self.latency
         if fault == "drop":
             self._record(arrived, scope, 0)
+            await _pause(latency)
             await _drop(send)
             return
         if storm:
             self._record(arrived, scope, 429)
+            await _pause(latency)
             await _answer(send, 429, [(b"retry-after", _seconds(self.storm_retry_after).encode())],
                           b'{"error": {"type": "RateLimited", "message": "slow down"}}')
             return
-        if isinstance(fault, int):
-            self._record(arrived, scope, fault)
-            await _answer(send, fault, [], b'{"error": {"type": "Injected", "message": "fault"}}')
+        if isinstance(fault, int | tuple):
+            status, retry_after = fault if isinstance(fault, tuple) else (fault, None)
+            headers = ([] if retry_after is None
+                       else [(b"retry-after", _seconds(retry_after).encode())])
+            self._record(arrived, scope, status)
+            await _pause(latency)
+            await _answer(send, status, headers,
+                          b'{"error": {"type": "Injected", "message": "injected fault"}}')
             return
         if random_status:
             self._record(arrived, scope, random_status)
+            await _pause(latency)
             await _answer(send, random_status, [], b'{"error": {"type": "Injected"}}')
             return
         extra: list[tuple[bytes, bytes]] = []
@@ -154,6 +164,7 @@ class FaultInjector:
             status, extra = self._rate_headers(arrived, admitted=True)
             if status:
                 self._record(arrived, scope, status)
+                await _pause(latency)
                 await _answer(send, status, extra,
                               b'{"error": {"type": "RateLimited", "message": "too many requests"}}')
                 return
@@ -166,20 +177,31 @@ class FaultInjector:
 
             await self.app(scope, receive, swallow)
             self._record(arrived, scope, 0)
+            await _pause(latency)
             await _drop(send)
             return
         statuses: list[int] = []
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                # The app has done its work; only the answer is late (a slow app).
+                await _pause(latency)
                 statuses.append(int(message["status"]))
+                # Logged before the answer leaves, so a client never sees an unlogged answer.
+                self._record(arrived, scope, statuses[0])
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         try:
             await self.app(scope, receive, with_headers)
         finally:
-            self._record(arrived, scope, statuses[0] if statuses else 500)
+            if not statuses:
+                self._record(arrived, scope, 500)
+
+
+async def _pause(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
 
 
 async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -1,0 +1,447 @@
+"""The HTTP layer every plugin talks to its app through: ``ctx.http``.
+
+:func:`build_client` makes one :class:`httpx2.AsyncClient` per (tenant, app):
+the app's base URL (per region), timeouts, a connection pool, a User-Agent
+naming callbridge and the plugin, the connection's credentials, the plugin's
+rate-limit buckets and retries. Every answer that is not 2xx/3xx after retries
+is raised as one of the host's exceptions (:mod:`callbridge.errors`), with a
+message that holds no query string, token or phone number.
+
+Retry rules (see docs/http.md):
+
+* 429, 502, 503, 504, connect errors and timeouts are retried with exponential
+  backoff and jitter, waiting at least ``Retry-After`` when the app sends it.
+* A wait longer than :attr:`RetryPolicy.inline_max_wait` is not slept:
+  :class:`~callbridge.errors.RateLimited` with ``retry_after`` is raised so the
+  host schedules the delivery.
+* POST and PATCH may create or change a record. They are retried only when the
+  request surely did not reach the app (connect error, 429, 503 with
+  Retry-After), unless marked ``extensions={"callbridge_idempotent": True}``
+  (the app's idempotency key is set, or the request is a search sent by POST).
+  Otherwise :class:`UncertainWrite` tells the caller to look for the record
+  before trying again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx2
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+import callbridge
+from callbridge.capabilities import Connection, RateBucket
+from callbridge.errors import (
+    AppError,
+    AuthenticationFailed,
+    ConfigError,
+    NotFound,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from callbridge.oauth import OAuth2Auth
+from callbridge.ratelimit import LimiterRegistry, parse_retry_after
+from callbridge.redact import redact, register_secret
+
+__all__ = [
+    "Credentials",
+    "MemoryTokenStore",
+    "RetryPolicy",
+    "TokenStore",
+    "UncertainWrite",
+    "build_bare_client",
+    "build_client",
+    "map_response_error",
+]
+
+log = logging.getLogger("callbridge.http")
+
+#: Request extension: ``True`` marks a POST/PATCH safe to repeat.
+IDEMPOTENT = "callbridge_idempotent"
+#: Request extension: the purpose bucket (e.g. ``"search"``) this request also draws from.
+BUCKET = "callbridge_bucket"
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Errors after which the request surely never reached the app.
+_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the client retries inline.
+
+    ``attempts`` counts the first try. Waits grow from ``base_delay`` to
+    ``max_delay`` with jitter; a ``Retry-After`` is waited in full. A wait longer
+    than ``inline_max_wait`` is left to the host (:class:`RateLimited`).
+    """
+
+    enabled: bool = True
+    attempts: int = 4
+    inline_max_wait: float = 10.0
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+
+class TokenStore(Protocol):
+    """Where OAuth tokens live. The ledger provides ``LedgerTokenStore`` (encrypted).
+
+    ``refresh_lock`` serialises refreshes of one (tenant, app), across processes
+    when the store is shared.
+    """
+
+    async def load(self, tenant: str, app: str) -> dict[str, Any] | None: ...
+    async def save(self, tenant: str, app: str, token: Mapping[str, Any]) -> None: ...
+    def refresh_lock(self, tenant: str, app: str) -> AbstractAsyncContextManager[None]: ...
+
+
+class MemoryTokenStore:
+    """A :class:`TokenStore` in memory, for tests and the demo (one process only)."""
+
+    def __init__(self, tokens: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> None:
+        self._tokens: dict[tuple[str, str], dict[str, Any]] = {
+            key: dict(value) for key, value in (tokens or {}).items()}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.saves: list[tuple[str, str]] = []  # what was saved, in order (for tests)
+
+    async def load(self, tenant: str, app: str) -> dict[str, Any] | None:
+        token = self._tokens.get((tenant, app))
+        return dict(token) if token is not None else None
+
+    async def save(self, tenant: str, app: str, token: Mapping[str, Any]) -> None:
+        self._tokens[(tenant, app)] = dict(token)
+        self.saves.append((tenant, app))
+
+    @asynccontextmanager
+    async def _locked(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            yield
+
+    def refresh_lock(self, tenant: str, app: str) -> AbstractAsyncContextManager[None]:
+        return self._locked((tenant, app))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The secrets of one connection, from the environment (never from a plugin)."""
+
+    api_key: str | None = None
+    token: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+
+    def __repr__(self) -> str:  # never print a secret, even in a debugger dump
+        present = [name for name in ("api_key", "token", "client_id", "client_secret")
+                   if getattr(self, name)]
+        return f"Credentials(set={present})"
+
+
+class UncertainWrite(TransientError):
+    """A create/update failed in a way that may have left it done in the app.
+
+    Retryable, but look for the record first (or send the app's idempotency key).
+    """
+
+
+# --- messages -------------------------------------------------------------------
+
+
+def _describe(request: httpx2.Request) -> str:
+    """``METHOD /path``: never the query string or the host's credentials."""
+    return redact(f"{request.method} {request.url.path}")
+
+
+def _app_detail(response: httpx2.Response) -> str:
+    """The app's own error type and message, when its body is JSON."""
+    try:
+        data = response.json()
+    except Exception:  # not JSON, or a streamed body not read
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    err = data.get("error")
+    parts: list[str] = []
+    if isinstance(err, dict):  # Clio: {"error": {"type": ..., "message": ...}}
+        parts = [str(err.get(k)) for k in ("type", "message") if err.get(k)]
+    elif isinstance(err, str):  # OAuth: {"error": ..., "error_description": ...}
+        parts = [err] + ([str(data["error_description"])] if data.get("error_description") else [])
+    else:  # HubSpot: {"category"/"errorType": ..., "message": ...}; others: message/detail
+        kind = data.get("errorType") or data.get("category") or data.get("type")
+        text = data.get("message") or data.get("detail") or data.get("title")
+        parts = [str(p) for p in (kind, text) if p]
+    return ": ".join(parts)[:300]
+
+
+def map_response_error(response: httpx2.Response) -> AppError | None:
+    """The host's exception for an answer, or None for 1xx-3xx.
+
+    401 -> AuthenticationFailed, 404 -> NotFound, 429 -> RateLimited (with
+    ``retry_after``), 408 and 5xx -> TransientError, any other 4xx ->
+    PermanentError. The message holds the method, the path without the query,
+    the status and the app's own error type and message, all redacted.
+    """
+    status = response.status_code
+    if status < 400:
+        return None
+    try:
+        what = _describe(response.request)
+    except RuntimeError:  # a response built without a request
+        what = "request"
+    detail = _app_detail(response)
+    message = f"{what} -> {status} {response.reason_phrase}".rstrip()
+    if detail:
+        message += f": {detail}"
+    message = redact(message)
+    if status == 401:
+        return AuthenticationFailed(message)
+    if status == 404:
+        return NotFound(message)
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return RateLimited(message, retry_after=retry_after)
+    if status == 408 or status >= 500:
+        return TransientError(message)
+    if status == 403:
+        return PermanentError(message + " (the connection may lack a permission in the app)")
+    return PermanentError(message)
+
+
+# --- the client -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Limits:
+    registry: LimiterRegistry
+    plugin: str
+    tenant: str
+    token_id: str
+    buckets: tuple[RateBucket, ...]
+
+    def for_request(self, request: httpx2.Request) -> list[RateBucket]:
+        purpose = request.extensions.get(BUCKET)
+        return [b for b in self.buckets if b.purpose == "default" or b.purpose == purpose]
+
+
+class _Retry(Exception):
+    """One attempt failed in a way that trying again can fix."""
+
+    def __init__(self, error: AppError, retry_after: float | None, why: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+        self.why = why
+
+
+class _BorrowedTransport(httpx2.AsyncBaseTransport):
+    """Lends a transport to a second client without letting that client close it."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class CallbridgeClient(httpx2.AsyncClient):
+    """An :class:`httpx2.AsyncClient` that limits, retries and raises the host's errors.
+
+    Built by :func:`build_client` and :func:`build_bare_client`; plugins use it as
+    a plain httpx2 client (``await ctx.http.get("/contacts.json", params=...)``).
+    """
+
+    def __init__(self, *, retry: RetryPolicy, limits: _Limits | None = None,
+                 closables: Sequence[httpx2.AsyncClient] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.retry_policy = retry
+        self._limits = limits
+        self._closables = list(closables)
+        self._random = random.Random()
+        self._backoff = wait_exponential_jitter(multiplier=retry.base_delay, max=retry.max_delay,
+                                                jitter=retry.base_delay)
+
+    def limiter_snapshot(self) -> dict[str, Any]:
+        """The rate-limit buckets' state (all of the process's buckets)."""
+        return self._limits.registry.snapshot() if self._limits else {}
+
+    async def aclose(self) -> None:
+        for client in self._closables:
+            await client.aclose()
+        await super().aclose()
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        backoff = min(float(self._backoff(state)), self.retry_policy.inline_max_wait)
+        if isinstance(exc, _Retry) and exc.retry_after is not None:
+            # Never before the app's time; a little jitter after it spreads the herd.
+            return exc.retry_after + self._random.uniform(0, min(0.1, exc.retry_after * 0.1))
+        return backoff
+
+    async def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.upcoming_sleep
+        if isinstance(exc, _Retry):
+            log.info("retrying %s in %.2fs (attempt %d of %d)", exc.why, wait,
+                     state.attempt_number + 1, self.retry_policy.attempts)
+
+    async def send(self, request: httpx2.Request, *, stream: bool = False,
+                   auth: Any = httpx2.USE_CLIENT_DEFAULT,
+                   follow_redirects: Any = httpx2.USE_CLIENT_DEFAULT) -> httpx2.Response:
+        """Send with rate limits and retries; raise the host's exception for a failure."""
+        safe = request.method in _SAFE_METHODS or request.extensions.get(IDEMPOTENT) is True
+        attempts = max(1, self.retry_policy.attempts) if self.retry_policy.enabled else 1
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retry),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(request, safe=safe, stream=stream, auth=auth,
+                                               follow_redirects=follow_redirects)
+        except _Retry as exc:
+            raise exc.error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, request: httpx2.Request, *, safe: bool, stream: bool, auth: Any,
+                       follow_redirects: Any) -> httpx2.Response:
+        limits = self._limits
+        buckets = limits.for_request(request) if limits else []
+        if limits:
+            for bucket in buckets:
+                await limits.registry.acquire(
+                    plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
+                    token_id=limits.token_id, max_wait=self.retry_policy.inline_max_wait)
+        what = _describe(request)
+        try:
+            response = await super().send(request, stream=stream, auth=auth,
+                                          follow_redirects=follow_redirects)
+        except httpx2.TransportError as exc:
+            kind = type(exc).__name__
+            if isinstance(exc, _NOT_SENT):
+                raise _Retry(TransientError(f"{what}: could not reach the app ({kind})"),
+                             None, f"{what} after {kind}") from None
+            if not safe:
+                raise UncertainWrite(
+                    f"{what}: {kind}; the request may have reached the app; "
+                    "look for the record before retrying") from None
+            raise _Retry(TransientError(f"{what}: no answer from the app ({kind})"),
+                         None, f"{what} after {kind}") from None
+        if limits:
+            for bucket in buckets:
+                limits.registry.observe(plugin=limits.plugin, bucket=bucket,
+                                        tenant=limits.tenant, token_id=limits.token_id,
+                                        headers=response.headers)
+        status = response.status_code
+        if status < 400:
+            return response
+        await response.aread()
+        await response.aclose()
+        error = map_response_error(response)
+        assert error is not None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        not_processed = status == 429 or (status == 503 and retry_after is not None)
+        if status in _RETRY_STATUSES and (safe or not_processed):
+            if retry_after is not None and retry_after > self.retry_policy.inline_max_wait:
+                raise RateLimited(str(error), retry_after=retry_after)
+            raise _Retry(error, retry_after, f"{what} after {status}")
+        if status in _RETRY_STATUSES and not safe:
+            raise UncertainWrite(f"{error}; the request may have reached the app; "
+                                 "look for the record before retrying")
+        raise error
+
+
+def _token_id(app: str, connection: Connection, credentials: Credentials) -> str:
+    """A stable, non-secret id of the connection's credential, for per-token buckets."""
+    secret = {"api_key": credentials.api_key, "bearer": credentials.token}.get(connection.auth)
+    if secret:
+        return f"{app}:{hashlib.sha256(secret.encode()).hexdigest()[:12]}"
+    return f"{app}:{connection.auth}"
+
+
+class _HeaderAuth(httpx2.Auth):
+    """A static credential in one header, or a clear failure when it is missing."""
+
+    def __init__(self, header: str, value: str | None, missing: str) -> None:
+        self._header = header
+        self._value = value
+        self._missing = missing
+        register_secret(value)
+
+    async def async_auth_flow(self, request: httpx2.Request) -> Any:
+        if not self._value:
+            raise AuthenticationFailed(self._missing)
+        request.headers[self._header] = self._value
+        yield request
+
+
+def build_client(*, tenant: str, app: str, plugin: str, plugin_version: str,
+                 connection: Connection, credentials: Credentials,
+                 buckets: Sequence[RateBucket], limiters: LimiterRegistry,
+                 tokens: TokenStore | None = None, retry: RetryPolicy = RetryPolicy(),
+                 transport: httpx2.AsyncBaseTransport | None = None,
+                 timeout: float = 30.0) -> httpx2.AsyncClient:
+    """The app's client for one (tenant, app): what hooks get as ``ctx.http``.
+
+    ``transport`` (e.g. ``httpx2.ASGITransport(app=sandbox)``) is the innermost
+    transport, so cassette recorders see the real requests.
+    """
+    headers = dict(connection.headers)
+    headers["User-Agent"] = f"callbridge/{callbridge.__version__} {plugin}/{plugin_version}"
+    auth: httpx2.Auth | None = None
+    closables: list[httpx2.AsyncClient] = []
+    if connection.auth == "api_key":
+        auth = _HeaderAuth(connection.api_key_header, credentials.api_key,
+                           f"no API key is configured for app '{app}'")
+    elif connection.auth == "bearer":
+        token = f"Bearer {credentials.token}" if credentials.token else None
+        auth = _HeaderAuth("Authorization", token, f"no access token is configured for app '{app}'")
+    elif connection.auth == "oauth2":
+        if connection.oauth2 is None:
+            raise ConfigError(f"plugin '{plugin}' declares OAuth 2.0 without its endpoints")
+        if tokens is None:
+            raise ConfigError(f"app '{app}' uses OAuth 2.0 but the host gave no token store")
+        if not credentials.client_id or not credentials.client_secret:
+            raise ConfigError(f"app '{app}' needs an OAuth client id and secret in the environment")
+        token_client = httpx2.AsyncClient(
+            transport=_BorrowedTransport(transport) if transport is not None else None,
+            timeout=timeout)
+        closables.append(token_client)
+        auth = OAuth2Auth(connection.oauth2, tenant=tenant, app=app,
+                          client_id=credentials.client_id, client_secret=credentials.client_secret,
+                          tokens=tokens, token_client=token_client)
+    limits = _Limits(limiters, plugin, tenant, _token_id(app, connection, credentials),
+                     tuple(buckets))
+    return CallbridgeClient(
+        retry=retry, limits=limits, closables=closables,
+        base_url=connection.base_url, headers=headers, auth=auth,
+        timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
+        transport=transport, follow_redirects=False)
+
+
+def build_bare_client(*, transport: httpx2.AsyncBaseTransport | None = None,
+                      timeout: float = 60.0, retry: RetryPolicy = RetryPolicy()
+                      ) -> httpx2.AsyncClient:
+    """A client with no auth, base URL, default headers or params: for pre-signed URLs.
+
+    Anything the app's client adds would reach the storage host too, leaking
+    the token and breaking the signature. Errors are the host's exceptions,
+    with the URL's query (the signature) never shown.
+    """
+    return CallbridgeClient(retry=retry, timeout=timeout, transport=transport,
+                            follow_redirects=False)
