@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx2
 import pytest
@@ -61,6 +62,7 @@ class RecordsState:
     valid_token: str | None = None
     refresh_token: str = "refresh-1"
     refresh_ok: bool = True
+    tokens_work: bool = True  # False: the API refuses every token, even a fresh one
     token_requests: list[dict[str, str]] = field(default_factory=list)
     issued: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -77,7 +79,8 @@ def records_app(state: RecordsState) -> Starlette:
         state.seen_headers.append(dict(request.headers))
         if state.valid_token is None:
             return True
-        return request.headers.get("authorization") == f"Bearer {state.valid_token}"
+        return state.tokens_work and \
+            request.headers.get("authorization") == f"Bearer {state.valid_token}"
 
     def unauthorised() -> JSONResponse:
         return JSONResponse({"error": "invalid_token",
@@ -126,8 +129,8 @@ def records_app(state: RecordsState) -> Starlette:
         return JSONResponse({"headers": dict(request.headers), "query": str(request.url.query)})
 
     async def token(request: Request) -> Response:
-        form = dict(await request.form())
-        state.token_requests.append({k: str(v) for k, v in form.items()})
+        form = dict(parse_qsl((await request.body()).decode()))
+        state.token_requests.append(form)
         grant = form.get("grant_type")
         if grant == "authorization_code" and form.get("code") == "the-code":
             n = next(state.issued)
