@@ -65,7 +65,7 @@ def register_secret(value: str | None) -> None:
 
 # A signed URL: its query string is the credential, so all of it goes.
 _SIGNED_QUERY = re.compile(
-    r"\?(?=[^\s\"'<>]*?(?:X-Amz-Signature|X-Goog-Signature|Signature|[?&]sig|[?&]token)=)"
+    r"\?(?=(?:[^\s\"'<>]*?&)?(?:X-Amz-Signature|X-Goog-Signature|Signature|sig|token)=)"
     r"[^\s\"'<>]*",
     re.IGNORECASE,
 )

@@ -1,0 +1,147 @@
+"""Redaction: no token, signed URL or full phone number in logs or messages."""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import quote, quote_plus
+
+import pytest
+from callbridge.capabilities import RateBucket
+from callbridge.errors import AppError
+from callbridge.http import Credentials, RetryPolicy
+from callbridge.ratelimit import LimiterRegistry
+from callbridge.redact import (
+    RedactingFilter,
+    install_log_redaction,
+    mask_number,
+    redact,
+    register_secret,
+)
+
+from tests import test_http
+from tests.test_http import Server, make_client
+
+_server = test_http._server
+server = test_http.server
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("from +12125550142", "from +*******0142"),
+    ("from +1 212-555-0142", "from +* ***-***-0142"),
+    ("from (212) 555-0142", "from (***) ***-0142"),
+    ("from 2125550142", "from ******0142"),
+    ("from 020 7946 0123", "from *** **** 0123"),
+    ("?query=%2B12125550142&fields=id", "?query=%2B*******0142&fields=id"),
+    ("?query=%2B1%20212%20555%200142", "?query=%2B*%20***%20***%200142"),
+    ("?q=+1+212+555+0142", "?q=+*+***+***+0142"),
+])
+def test_phone_numbers_keep_only_their_last_four_digits(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "at 2026-11-22 11:42:48", "GET /api/v4/contacts.json", "host 192.168.100.200",
+    "took 0.25s, 3 attempts", "extension 1234"])
+def test_dates_addresses_and_small_numbers_are_left_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Authorization: Bearer abc.DEF-123", "Authorization: [redacted]"),
+    ("sent Bearer abc.DEF-123 to", "sent Bearer [redacted] to"),
+    ("{'authorization': 'Basic dXNlcjpwYXNz'}", "{'authorization': '[redacted]'}"),
+    ("X-Api-Key: k-123456", "X-Api-Key: [redacted]"),
+    ("grant_type=refresh_token&refresh_token=rt-1&client_secret=cs-1",
+     "grant_type=refresh_token&refresh_token=[redacted]&client_secret=[redacted]"),
+    ('{"access_token": "at-1", "expires_in": 3600}',
+     '{"access_token": "[redacted]", "expires_in": 3600}'),
+    ("callback?code=abc123&state=xyz", "callback?code=[redacted]&state=xyz"),
+    ("PUT https://bucket.s3.amazonaws.com/fax.pdf?X-Amz-Credential=AKIA&X-Amz-Signature=ff01 ok",
+     "PUT https://bucket.s3.amazonaws.com/fax.pdf?[redacted] ok"),
+    ("https://files.example.com/u/1?sig=abc&exp=1", "https://files.example.com/u/1?[redacted]"),
+])
+def test_credentials_and_signed_queries_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_a_registered_secret_is_masked_raw_and_url_encoded() -> None:
+    secret = "opaque/Secret+value=="
+    register_secret(secret)
+    text = f"a {secret} b {quote(secret, safe='')} c {quote_plus(secret)}"
+    assert redact(text) == "a [redacted] b [redacted] c [redacted]"
+
+
+def test_mask_number_is_the_phones_one() -> None:
+    assert mask_number("+12125550142") == "+*******0142"
+
+
+def test_the_filter_redacts_the_message_with_its_arguments() -> None:
+    record = logging.LogRecord("callbridge.x", logging.INFO, __file__, 1,
+                               "calling %s with %s", ("+12125550142", "Bearer tok-123"), None)
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == "calling +*******0142 with Bearer [redacted]"
+
+
+def test_the_filter_redacts_a_logged_traceback() -> None:
+    try:
+        raise ValueError("number +12125550142")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("callbridge.x", logging.ERROR, __file__, 1, "failed", (),
+                                   sys.exc_info())
+    RedactingFilter().filter(record)
+    assert record.exc_text is not None
+    assert "2125550142" not in record.exc_text
+    assert "+*******0142" in record.exc_text
+
+
+def test_installing_twice_adds_one_filter() -> None:
+    install_log_redaction()
+    install_log_redaction()
+    filters = logging.getLogger("httpx2").filters
+    assert sum(isinstance(f, RedactingFilter) for f in filters) == 1
+
+
+# --- the canary -----------------------------------------------------------------------
+
+TOKEN = "SENTINEL/tok+7f3a9c0d=="
+NUMBER = "+12125550142"
+
+
+def leaked_forms() -> list[str]:
+    return [TOKEN, quote(TOKEN, safe=""), quote_plus(TOKEN), quote(TOKEN), "tok+7f3a9c0d",
+            "tok%2B7f3a9c0d", "7f3a9c0d", "2125550142"]
+
+
+async def test_no_sentinel_token_or_number_reaches_a_log_or_an_error(
+        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    install_log_redaction()
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx2", "httpcore2", "callbridge", "uvicorn"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    limiters = LimiterRegistry()
+    bucket = RateBucket(name="api", requests=100, per_seconds=1)
+    params = {"query": NUMBER, "api_key": TOKEN, "note": f"call {NUMBER}"}
+    messages: list[str] = []
+    server.faults.fail_next = [503, 429]
+    async with make_client(server.url, credentials=Credentials(token=TOKEN), buckets=(bucket,),
+                           limiters=limiters,
+                           retry=RetryPolicy(attempts=3, base_delay=0.01)) as c:
+        await c.get("/records", params=params)  # retried after the 503 and the 429: logged
+        for path in ("/status/422", "/status/404", "/status/500", "/records"):
+            if path == "/records":
+                server.faults.fail_next = ["drop_after"]
+            try:
+                await c.post(path, params=params, json={"phone": NUMBER})
+            except AppError as exc:
+                messages.append(str(exc))
+                messages.append(repr(exc))
+    assert len(messages) == 8  # four failures, each seen as str and repr
+    dump = json.dumps(limiters.snapshot())
+    seen = "\n".join([caplog.text, *messages, dump])
+    assert "HTTP Request: GET" in caplog.text  # httpx2's own INFO line was captured
+    assert "[redacted]" in caplog.text
+    for form in leaked_forms():
+        assert form not in seen, form
