@@ -9,10 +9,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from callbridge.capabilities import OAuth2Config
+from callbridge.capabilities import OAuth2Config, RateBucket
 from callbridge.errors import AuthenticationFailed
 from callbridge.http import MemoryTokenStore
 from callbridge.oauth import authorize_url, exchange_code, new_state, refresh
+from callbridge.ratelimit import LimiterRegistry
 
 from tests import test_http
 from tests.test_http import Server, make_client
@@ -216,3 +217,16 @@ async def test_a_code_the_app_refuses_is_an_authentication_failure(server: Serve
             redirect_url_received="http://localhost:8765/callback?code=wrong-code&state=st-1",
             expected_state="st-1")
     assert "wrong-code" not in str(caught.value)
+
+
+async def test_the_retry_after_a_refresh_is_counted_in_the_rate_limit_bucket(
+        server: Server) -> None:
+    server.state.valid_token = "access-live"
+    limiters = LimiterRegistry()
+    bucket = RateBucket(name="api", requests=100, per_seconds=1)
+    tokens = MemoryTokenStore({("acme", "records"): STALE})
+    async with make_client(server.url, auth="oauth2", tokens=tokens, buckets=(bucket,),
+                           limiters=limiters) as c:
+        await c.get("/records")
+    (state,) = limiters.snapshot().values()
+    assert state["started_in_window"] == len(api_requests(server)) == 2

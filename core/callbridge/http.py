@@ -267,6 +267,11 @@ class CallbridgeClient(httpx2.AsyncClient):
         super().__init__(**kwargs)
         self.retry_policy = retry
         self._limits = limits
+        if limits is not None:
+            # Hooks run for every request put on the wire, the retry after an
+            # OAuth refresh included, so each one is counted in its buckets.
+            self.event_hooks["request"].append(self._acquire)
+            self.event_hooks["response"].append(self._observe)
         self._closables = list(closables)
         self._random = random.Random()
         self._backoff = wait_exponential_jitter(multiplier=retry.base_delay, max=retry.max_delay,
@@ -296,6 +301,21 @@ class CallbridgeClient(httpx2.AsyncClient):
             log.info("retrying %s in %.2fs (attempt %d of %d)", exc.why, wait,
                      state.attempt_number + 1, self.retry_policy.attempts)
 
+    async def _acquire(self, request: httpx2.Request) -> None:
+        limits = self._limits
+        assert limits is not None
+        for bucket in limits.for_request(request):
+            await limits.registry.acquire(
+                plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
+                token_id=limits.token_id, max_wait=self.retry_policy.inline_max_wait)
+
+    async def _observe(self, response: httpx2.Response) -> None:
+        limits = self._limits
+        assert limits is not None
+        for bucket in limits.for_request(response.request):
+            limits.registry.observe(plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
+                                    token_id=limits.token_id, headers=response.headers)
+
     async def send(self, request: httpx2.Request, *, stream: bool = False,
                    auth: Any = httpx2.USE_CLIENT_DEFAULT,
                    follow_redirects: Any = httpx2.USE_CLIENT_DEFAULT) -> httpx2.Response:
@@ -320,13 +340,6 @@ class CallbridgeClient(httpx2.AsyncClient):
 
     async def _attempt(self, request: httpx2.Request, *, safe: bool, stream: bool, auth: Any,
                        follow_redirects: Any) -> httpx2.Response:
-        limits = self._limits
-        buckets = limits.for_request(request) if limits else []
-        if limits:
-            for bucket in buckets:
-                await limits.registry.acquire(
-                    plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
-                    token_id=limits.token_id, max_wait=self.retry_policy.inline_max_wait)
         what = _describe(request)
         try:
             response = await super().send(request, stream=stream, auth=auth,
@@ -342,11 +355,6 @@ class CallbridgeClient(httpx2.AsyncClient):
                     "look for the record before retrying") from None
             raise _Retry(TransientError(f"{what}: no answer from the app ({kind})"),
                          None, f"{what} after {kind}") from None
-        if limits:
-            for bucket in buckets:
-                limits.registry.observe(plugin=limits.plugin, bucket=bucket,
-                                        tenant=limits.tenant, token_id=limits.token_id,
-                                        headers=response.headers)
         status = response.status_code
         if status < 400:
             return response
