@@ -38,7 +38,8 @@ def arrivals(server: Server, path: str | None = None) -> list[float]:
 
 async def test_requests_per_window_never_exceed_the_bucket(server: Server) -> None:
     bucket = RateBucket(name="api", requests=5, per_seconds=0.5)
-    async with make_client(server.url, buckets=(bucket,), retry=PATIENT) as c:
+    async with make_client(server.url, buckets=(bucket,), retry=PATIENT,
+                           limiters=LimiterRegistry()) as c:
         await asyncio.gather(*(c.get("/records") for _ in range(18)))
     assert len(arrivals(server)) == 18
     assert most_in_any_window(arrivals(server), 0.5) <= 5
@@ -84,7 +85,8 @@ async def test_per_token_buckets_of_two_tenants_are_independent(server: Server) 
 async def test_a_search_bucket_holds_back_searches_only(server: Server) -> None:
     buckets = (RateBucket(name="api", requests=50, per_seconds=0.5),
                RateBucket(name="search", requests=2, per_seconds=0.5, purpose="search"))
-    async with make_client(server.url, buckets=buckets, retry=PATIENT) as c:
+    async with make_client(server.url, buckets=buckets, retry=PATIENT,
+                           limiters=LimiterRegistry()) as c:
         searches = [c.get("/records/search", extensions={"callbridge_bucket": "search"})
                     for _ in range(6)]
         reads = [c.get("/records") for _ in range(6)]
@@ -146,7 +148,8 @@ def registry(fake: FakeTime) -> LimiterRegistry:
 
 async def start(registry: LimiterRegistry, fake: FakeTime, bucket: RateBucket, *,
                 tenant: str = "acme", token_id: str = "t1") -> float:
-    await registry.acquire(plugin="p", bucket=bucket, tenant=tenant, token_id=token_id)
+    ticket = await registry.acquire(plugin="p", bucket=bucket, tenant=tenant, token_id=token_id)
+    registry.release(ticket)  # answered at once
     return fake.now - 1000.0
 
 
@@ -186,6 +189,18 @@ async def test_hubspot_headers_lower_the_limit_and_the_remaining(
     assert await start(registry, fake, bucket) == pytest.approx(10)
     (state,) = registry.snapshot().values()
     assert state["limit"] == 100
+
+
+async def test_a_request_in_flight_holds_its_slot_until_its_answer(
+        registry: LimiterRegistry, fake: FakeTime) -> None:
+    bucket = RateBucket(name="api", requests=1, per_seconds=1)
+    slow = await registry.acquire(plugin="p", bucket=bucket, tenant="acme", token_id="t1")
+    fake.now += 3  # still connecting: the app may see it any moment
+    with pytest.raises(RateLimited):
+        await registry.acquire(plugin="p", bucket=bucket, tenant="acme", token_id="t1",
+                               max_wait=0.5)
+    registry.release(slow)
+    assert await start(registry, fake, bucket) == pytest.approx(4)
 
 
 async def test_retry_after_holds_back_the_bucket(registry: LimiterRegistry,

@@ -49,7 +49,7 @@ from callbridge.errors import (
     TransientError,
 )
 from callbridge.oauth import OAuth2Auth
-from callbridge.ratelimit import LimiterRegistry, parse_retry_after
+from callbridge.ratelimit import LimiterRegistry, Ticket, parse_retry_after
 from callbridge.redact import redact, register_secret
 
 __all__ = [
@@ -267,6 +267,7 @@ class CallbridgeClient(httpx2.AsyncClient):
         super().__init__(**kwargs)
         self.retry_policy = retry
         self._limits = limits
+        self._tickets: dict[int, list[Ticket]] = {}  # by id() of requests in flight
         if limits is not None:
             # Hooks run for every request put on the wire, the retry after an
             # OAuth refresh included, so each one is counted in its buckets.
@@ -304,17 +305,24 @@ class CallbridgeClient(httpx2.AsyncClient):
     async def _acquire(self, request: httpx2.Request) -> None:
         limits = self._limits
         assert limits is not None
+        tickets = self._tickets.setdefault(id(request), [])
         for bucket in limits.for_request(request):
-            await limits.registry.acquire(
+            tickets.append(await limits.registry.acquire(
                 plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
-                token_id=limits.token_id, max_wait=self.retry_policy.inline_max_wait)
+                token_id=limits.token_id, max_wait=self.retry_policy.inline_max_wait))
 
     async def _observe(self, response: httpx2.Response) -> None:
         limits = self._limits
         assert limits is not None
+        self._release(response.request)
         for bucket in limits.for_request(response.request):
             limits.registry.observe(plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
                                     token_id=limits.token_id, headers=response.headers)
+
+    def _release(self, request: httpx2.Request) -> None:
+        if self._limits is not None:
+            for ticket in self._tickets.pop(id(request), []):
+                self._limits.registry.release(ticket)
 
     async def send(self, request: httpx2.Request, *, stream: bool = False,
                    auth: Any = httpx2.USE_CLIENT_DEFAULT,
@@ -345,6 +353,7 @@ class CallbridgeClient(httpx2.AsyncClient):
             response = await super().send(request, stream=stream, auth=auth,
                                           follow_redirects=follow_redirects)
         except httpx2.TransportError as exc:
+            self._release(request)
             kind = type(exc).__name__
             if isinstance(exc, _NOT_SENT):
                 raise _Retry(TransientError(f"{what}: could not reach the app ({kind})"),
@@ -355,6 +364,9 @@ class CallbridgeClient(httpx2.AsyncClient):
                     "look for the record before retrying") from None
             raise _Retry(TransientError(f"{what}: no answer from the app ({kind})"),
                          None, f"{what} after {kind}") from None
+        except BaseException:  # cancelled, or the auth flow failed: the slot is free again
+            self._release(request)
+            raise
         status = response.status_code
         if status < 400:
             return response

@@ -7,30 +7,32 @@ values. Each bucket lives once per *scope key*:
 * ``tenant``: per tenant;
 * ``partner``: one bucket (``"*"``) shared by every tenant of the app.
 
-A bucket is a sliding-window log: a request may start only when fewer than
-``requests`` requests started in the last ``per_seconds`` (plus a small slack
-for the app's clock and the network), so the count in *any* window of that
-length stays within the bucket, an upper bound rather than an average. A
-``burst`` smaller than ``requests`` also spreads them out: at most ``burst``
-requests in ``burst / requests`` of the window.
+A bucket is a sliding-window log that counts each request from its start
+until its answer arrives (the app sees it somewhere in between; see
+:class:`Ticket`): a request may start only when fewer than ``requests``
+requests counted within the last ``per_seconds`` (plus a small slack for
+clocks), so the number the app sees in *any* window of that length stays
+within the bucket, even when a request spends a while connecting. It is an
+upper bound, not an average. A ``burst`` smaller than ``requests`` also spreads
+them out: at most ``burst`` requests in ``burst / requests`` of the window.
 
 The app's rate-limit headers narrow a bucket further (:meth:`LimiterRegistry.observe`):
 ``X-RateLimit-Limit/Remaining/Reset`` (Clio), ``X-HubSpot-RateLimit-Max/Remaining/
 Interval-Milliseconds`` (HubSpot) and ``Retry-After``.
 
-Slots are reserved without holding a lock across the wait: a caller computes
-the earliest free time, books it and then sleeps, so one scope's queue never
-delays another scope. State is per process; docs/http.md says how it will be
-shared by several worker processes.
+No lock is held across a wait: a caller computes when a slot frees, sleeps,
+and looks again, so one scope's queue never delays another scope. State is
+per process; docs/http.md says how it will be shared by several worker
+processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -81,27 +83,52 @@ def _number(headers: Mapping[str, str], *names: str) -> float | None:
     return None
 
 
+#: An answer not seen after this long no longer holds its slot (a lost release).
+STALE_AFTER = 300.0
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request counted in its buckets, from its start until its answer arrives.
+
+    The app sees the request somewhere between the two, so the ticket counts
+    at its answer time (while in flight: at the current time). Hand it back
+    with :meth:`LimiterRegistry.release` when the answer (or the error) comes.
+    """
+
+    started: float
+    done_at: float | None = None
+
+    def counts_at(self, now: float) -> float:
+        if self.done_at is not None:
+            return self.done_at
+        if now - self.started > STALE_AFTER:
+            return self.started + STALE_AFTER
+        return now
+
+
 @dataclass
 class _Window:
-    """At most ``limit`` starts in any ``seconds`` (+ slack)."""
+    """At most ``limit`` requests reach the app in any ``seconds`` (+ slack)."""
 
     limit: int
     seconds: float
-    starts: deque[float] = field(default_factory=deque)
-
-    def earliest(self, at: float, slack: float) -> float:
-        if len(self.starts) < self.limit:
-            return at
-        return max(at, self.starts[-self.limit] + self.seconds + slack)
+    tickets: list[Ticket] = field(default_factory=list)
 
     def prune(self, now: float, slack: float) -> None:
-        # earliest() needs the last ``limit`` starts; older ones outside the window go.
         horizon = now - self.seconds - slack
-        while len(self.starts) > self.limit and self.starts[0] < horizon:
-            self.starts.popleft()
+        if len(self.tickets) >= self.limit:
+            self.tickets = [t for t in self.tickets if t.counts_at(now) >= horizon]
 
-    def count_since(self, since: float) -> int:
-        return sum(1 for s in self.starts if s >= since)
+    def free_at(self, now: float, slack: float) -> float:
+        """When one more request may start (``now`` if it may start at once)."""
+        if len(self.tickets) < self.limit:
+            return now
+        kth = heapq.nlargest(self.limit, (t.counts_at(now) for t in self.tickets))[-1]
+        return max(now, kth + self.seconds + slack)
+
+    def count_since(self, since: float, now: float) -> int:
+        return sum(1 for t in self.tickets if t.counts_at(now) >= since)
 
 
 @dataclass
@@ -109,7 +136,6 @@ class _BucketState:
     bucket: RateBucket
     main: _Window
     burst: _Window | None
-    last: float = float("-inf")  # reservations never go back in time
     app_remaining: int | None = None  # what the app's headers said is left
     app_reset_at: float = 0.0
     blocked_until: float = float("-inf")  # Retry-After
@@ -157,53 +183,56 @@ class LimiterRegistry:
             self._states[key] = state
         return state
 
-    def _reserve(self, state: _BucketState, now: float, max_wait: float | None) -> float:
-        at = max(now, state.last, state.blocked_until)
+    def _free_at(self, state: _BucketState, now: float) -> float:
+        at = max(now, state.blocked_until)
         if state.app_remaining is not None and state.app_reset_at <= now:
             state.app_remaining = None  # the app's window has rolled over
-        uses_app_quota = False
-        if state.app_remaining is not None:
-            if state.app_remaining > 0:
-                uses_app_quota = True
-            else:
-                at = max(at, state.app_reset_at)
-        # Each window can only push the time later; repeat until all agree.
-        for _ in range(4):
-            later = max(w.earliest(at, self._slack) for w in state.windows())
-            if later <= at:
-                break
-            at = later
-        if max_wait is not None and at - now > max_wait:
-            state.refused += 1
-            raise RateLimited(
-                f"rate-limit bucket '{state.bucket.name}' is full for {at - now:.1f}s",
-                retry_after=at - now)
+        if state.app_remaining is not None and state.app_remaining <= 0:
+            at = max(at, state.app_reset_at)
         for window in state.windows():
             window.prune(now, self._slack)
-            window.starts.append(at)
-        if uses_app_quota and state.app_remaining is not None:
-            state.app_remaining -= 1
-        state.last = at
-        if at > now:
-            state.waits += 1
-            state.waited += at - now
+            at = max(at, window.free_at(now, self._slack))
         return at
 
     async def acquire(self, *, plugin: str, bucket: RateBucket, tenant: str, token_id: str,
-                      max_wait: float | None = None) -> None:
+                      max_wait: float | None = None) -> Ticket:
         """Wait until a request may start within ``bucket``, then count it.
 
-        ``max_wait``: if the wait would be longer, nothing is booked and
-        :class:`~callbridge.errors.RateLimited` is raised with ``retry_after``,
-        so the host can schedule the work instead of holding a worker.
+        Returns the request's :class:`Ticket`; pass it to :meth:`release` when
+        the answer arrives. ``max_wait``: if the wait would be longer, nothing
+        is counted and :class:`~callbridge.errors.RateLimited` is raised with
+        ``retry_after``, so the host can schedule the work instead of holding a
+        worker.
         """
+        began = self._clock()
+        while True:
+            with self._lock:
+                now = self._clock()
+                state = self._state(plugin, bucket, tenant, token_id)
+                at = self._free_at(state, now)
+                if at <= now:
+                    ticket = Ticket(now)
+                    for window in state.windows():
+                        window.tickets.append(ticket)
+                    if state.app_remaining is not None:
+                        state.app_remaining -= 1
+                    if now > began:
+                        state.waits += 1
+                        state.waited += now - began
+                    return ticket
+                if max_wait is not None and at - began > max_wait:
+                    state.refused += 1
+                    raise RateLimited(
+                        f"rate-limit bucket '{bucket.name}' is full for {at - now:.1f}s",
+                        retry_after=at - now)
+            # Requests still in flight may answer late and push the time on: look again.
+            await self._sleep(at - now)
+
+    def release(self, ticket: Ticket) -> None:
+        """The request's answer (or error) has arrived: it counts at this time."""
         with self._lock:
-            now = self._clock()
-            state = self._state(plugin, bucket, tenant, token_id)
-            at = self._reserve(state, now, max_wait)
-        delay = at - now
-        if delay > 0:
-            await self._sleep(delay)
+            if ticket.done_at is None:
+                ticket.done_at = max(self._clock(), ticket.started)
 
     def observe(self, *, plugin: str, bucket: RateBucket, tenant: str, token_id: str,
                 headers: Mapping[str, str]) -> None:
@@ -253,12 +282,14 @@ class LimiterRegistry:
             out: dict[str, Any] = {}
             for (plugin, name, scope), state in sorted(self._states.items()):
                 since = now - state.main.seconds
+                in_flight = sum(1 for t in state.main.tickets if t.done_at is None)
                 out[f"{plugin}/{name}/{scope}"] = {
                     "scope": state.bucket.scope,
                     "purpose": state.bucket.purpose,
                     "limit": state.main.limit,
                     "per_seconds": state.main.seconds,
-                    "started_in_window": state.main.count_since(since),
+                    "started_in_window": state.main.count_since(since, now),
+                    "in_flight": in_flight,
                     "app_remaining": state.app_remaining if state.app_reset_at > now else None,
                     "blocked_for": max(0.0, state.blocked_until - now),
                     "waits": state.waits,
