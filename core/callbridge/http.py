@@ -50,7 +50,7 @@ from callbridge.errors import (
 )
 from callbridge.oauth import OAuth2Auth
 from callbridge.ratelimit import LimiterRegistry, Ticket, parse_retry_after
-from callbridge.redact import redact, register_secret
+from callbridge.redact import install_log_redaction, redact, register_secret
 
 __all__ = [
     "Credentials",
@@ -421,6 +421,7 @@ def build_client(*, tenant: str, app: str, plugin: str, plugin_version: str,
     ``transport`` (e.g. ``httpx2.ASGITransport(app=sandbox)``) is the innermost
     transport, so cassette recorders see the real requests.
     """
+    install_log_redaction()  # httpx2 logs full URLs: never without redaction
     headers = dict(connection.headers)
     headers["User-Agent"] = f"callbridge/{callbridge.__version__} {plugin}/{plugin_version}"
     auth: httpx2.Auth | None = None
@@ -463,5 +464,6 @@ def build_bare_client(*, transport: httpx2.AsyncBaseTransport | None = None,
     the token and breaking the signature. Errors are the host's exceptions,
     with the URL's query (the signature) never shown.
     """
+    install_log_redaction()
     return CallbridgeClient(retry=retry, timeout=timeout, transport=transport,
                             follow_redirects=False)
