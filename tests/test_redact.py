@@ -42,8 +42,9 @@ def test_phone_numbers_keep_only_their_last_four_digits(text: str, expected: str
 
 @pytest.mark.parametrize("text", [
     "at 2026-11-22 11:42:48", "GET /api/v4/contacts.json", "host 192.168.100.200",
-    "took 0.25s, 3 attempts", "extension 1234"])
-def test_dates_addresses_and_small_numbers_are_left_alone(text: str) -> None:
+    "took 0.25s, 3 attempts", "extension 1234",
+    "event 3f2a1b4c-1234-5678-9abc-def012345678", "marker 8237461923abcdef"])
+def test_dates_addresses_ids_and_small_numbers_are_left_alone(text: str) -> None:
     assert redact(text) == text
 
 
