@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 from callbridge.capabilities import RateBucket
@@ -146,3 +146,19 @@ async def test_no_sentinel_token_or_number_reaches_a_log_or_an_error(
     assert "[redacted]" in caplog.text
     for form in leaked_forms():
         assert form not in seen, form
+
+
+@pytest.mark.parametrize("region", ["US", "CA", "GB", "AU", "DE", "FR", "IE", "NZ", "IN", "BR"])
+@pytest.mark.parametrize("style", ["E164", "INTERNATIONAL", "NATIONAL"])
+def test_every_written_form_of_a_number_is_masked(region: str, style: str) -> None:
+    import phonenumbers
+
+    number = phonenumbers.example_number_for_type(region,
+                                                  phonenumbers.PhoneNumberType.MOBILE)
+    written = phonenumbers.format_number(number, getattr(phonenumbers.PhoneNumberFormat, style))
+    digits = str(number.national_number)
+    for text in (f"from {written} today", f"?q={quote(written, safe='')}&x=1",
+                 f"?q={quote_plus(written)}"):
+        shown = "".join(ch for ch in unquote_plus(redact(text)) if ch.isdigit() or ch == "*")
+        assert digits not in shown
+        assert digits[-4:] in shown  # the last 4 stay, so a person can tell calls apart

@@ -90,7 +90,9 @@ _JSON = re.compile(
 # A run of digits with the separators people and URL encoders put between them.
 _SEP = r"(?:[\s().\-+]|%20|%28|%29|%2[dD])"
 # Atomic, and not glued to letters: a run inside a UUID or a hex digest is no number.
-_PHONE = re.compile(rf"(?<![\w%])((?:\+|%2[bB])\s*)?(?>(\(?\d(?:{_SEP}{{0,3}}\d)+))(?![A-Za-z_])")
+_PHONE = re.compile(
+    r"(?<![\w%])((?:\+|%2[bB])\s*(?:%28)?|%28)?"  # "+", "%2B", "(" URL-encoded
+    rf"(?>(\(?\d(?:{_SEP}{{0,3}}\d)+))(?![A-Za-z_])")
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _DOTTED_QUAD = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _TOKENS = re.compile(r"%[0-9A-Fa-f]{2}|.", re.DOTALL)
