@@ -124,7 +124,8 @@ async def test_no_sentinel_token_or_number_reaches_a_log_or_an_error(
         caplog.set_level(logging.DEBUG, logger=name)
     limiters = LimiterRegistry()
     bucket = RateBucket(name="api", requests=100, per_seconds=1)
-    params = {"query": NUMBER, "api_key": TOKEN, "note": f"call {NUMBER}"}
+    # The token also as the value of an ordinary parameter name.
+    params = {"query": NUMBER, "api_key": TOKEN, "cursor": TOKEN, "note": f"call {NUMBER}"}
     messages: list[str] = []
     server.faults.fail_next = [503, 429]
     async with make_client(server.url, credentials=Credentials(token=TOKEN), buckets=(bucket,),

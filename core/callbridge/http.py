@@ -422,6 +422,8 @@ def build_client(*, tenant: str, app: str, plugin: str, plugin_version: str,
     transport, so cassette recorders see the real requests.
     """
     install_log_redaction()  # httpx2 logs full URLs: never without redaction
+    for value in (credentials.api_key, credentials.token, credentials.client_secret):
+        register_secret(value)
     headers = dict(connection.headers)
     headers["User-Agent"] = f"callbridge/{callbridge.__version__} {plugin}/{plugin_version}"
     auth: httpx2.Auth | None = None
