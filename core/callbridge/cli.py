@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +51,22 @@ def main_options(
     if trace:
         import os
         os.environ["CALLBRIDGE_TRACE"] = "1"
+
+
+def _pending(engine: Any, stored: list[Any]) -> bool:
+    """Whether any delivery of these events is still waiting to be worked."""
+    for s in stored:
+        for view in engine.ledger.deliveries_of(s.event_pk):
+            if view.status == "pending" or (view.status == "failed" and view.retryable
+                                            and view.next_attempt_at is not None
+                                            and (view.next_attempt_at - _now()).total_seconds() < 5):
+                return True
+    return False
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+    return datetime.now(UTC)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -125,6 +142,8 @@ def ingest(
     config: ConfigOpt = None,
     rejects: Annotated[Path | None, typer.Option(help="where bad lines are kept")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="run the pipeline, write nothing")] = False,
+    wait: Annotated[float, typer.Option(
+        help="seconds to wait for deliveries that other processes hold, before the summary")] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Feed events from a file through every connected app and show the outcomes."""
@@ -133,12 +152,12 @@ def ingest(
         lines = file.read_text().splitlines()
     except OSError as exc:
         raise _fail(f"{file}: cannot be read ({exc.strerror})") from None
-    code = asyncio.run(_ingest(rt, file, lines, rejects, dry_run, as_json))
+    code = asyncio.run(_ingest(rt, file, lines, rejects, dry_run, as_json, wait))
     raise typer.Exit(code)
 
 
 async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | None,
-                  dry_run: bool, as_json: bool) -> int:
+                  dry_run: bool, as_json: bool, wait: float) -> int:
     settings = rt.settings.current()
 
     def region_for(tenant: str) -> str:
@@ -162,11 +181,18 @@ async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | Non
                     continue
                 stored.append(await engine.ingest(event))
             task2 = progress.add_task("logging", total=None)
+            pks = [s.event_pk for s in stored]
+            deadline = time.monotonic() + wait
             while True:
-                n = await engine.process_due(event_pks=[s.event_pk for s in stored])
-                if n == 0:
-                    break
+                n = await engine.process_due(event_pks=pks)
                 progress.advance(task2, n)
+                if n:
+                    continue
+                # Nothing claimable: done, unless other processes still hold some of
+                # these deliveries and we were asked to wait for them.
+                if time.monotonic() >= deadline or not _pending(engine, stored):
+                    break
+                await asyncio.sleep(0.25)
         counts: Counter[tuple[str, str, str]] = Counter()
         pks = {s.event_pk for s in stored}
         for view in engine.ledger.history(limit=10**9):

@@ -1,0 +1,64 @@
+"""Fixtures for the host tests: a real notebook server on loopback, a real SQLite
+ledger, the notebook plugin found by its entry point, and an engine."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callbridge_notebook.server import NotebookState, create_app
+
+
+@dataclass
+class Notebook:
+    state: NotebookState
+    faults: Any
+    url: str
+
+
+@pytest.fixture
+def notebook() -> Iterator[Notebook]:
+    from callbridge.faults import FaultInjector, serve_in_thread
+
+    state = NotebookState()
+    faults = FaultInjector(create_app(state))
+    with serve_in_thread(faults) as url:
+        yield Notebook(state, faults, url)
+
+
+@pytest.fixture
+def secret_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    from callbridge.ledger import Ledger
+
+    key = Ledger.generate_key()
+    monkeypatch.setenv("CALLBRIDGE_SECRET_KEY", key)
+    return key
+
+
+def write_config(path: Path, url: str, *, app: str = "", tenant: str = "",
+                 extra: str = "") -> Path:
+    text = f"""
+    [ledger]
+    url = "sqlite:///{path.parent / 'ledger.db'}"
+    lease_seconds = 5
+
+    [tenants.acme]
+    default_region = "US"
+    own_numbers = ["+1 212 555 0100"]
+    extensions = {{ "101" = "ann@acme.example", "102" = "bob@acme.example" }}
+    {tenant}
+
+    [tenants.acme.apps.crm]
+    plugin = "notebook"
+    {app}
+
+    [tenants.acme.apps.crm.options]
+    base_url = "{url}"
+    """
+    path.write_text(textwrap.dedent(text) + textwrap.dedent(extra))
+    return path
