@@ -1,0 +1,670 @@
+"""The ledger: every event received, one delivery per (tenant, app, event), what was
+written in each app, and every attempt — the source of truth (docs/ledger.md).
+
+SQLAlchemy 2 Core, a SQLite file by default, any SQLAlchemy URL otherwise,
+Alembic migrations. Synchronous and thread-safe: the async engine calls it
+through ``asyncio.to_thread``.
+
+Claims: a delivery is claimed under a lease (owner, expiry) and a fencing
+token (``fence``, raised by every claim). Every write made for a claim checks
+the token, so a process that paused past its lease and lost the delivery to
+another cannot write: it gets :class:`LeaseLost`. On SQLite every write
+transaction starts with ``BEGIN IMMEDIATE``, so a claim's read and update are
+one step across processes; on PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine
+
+from callbridge.errors import CallbridgeError
+from callbridge.events import AnyEvent, dump_event, parse_event
+from callbridge.ledger import tables as t
+from callbridge.ledger.crypto import Cipher
+from callbridge.models import Contact, Outcome, Record
+
+__all__ = [
+    "AttemptView", "Claim", "ContentErased", "DeliveryView", "IndexEntry", "LeaseLost", "Ledger",
+    "LedgerStore", "LedgerTokenStore", "Stored",
+]
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+FINAL_OK = ("logged", "accepted")
+
+
+class LeaseLost(CallbridgeError):
+    """This process's claim on a delivery is no longer valid: another one owns it."""
+
+
+class ContentErased(CallbridgeError):
+    """The event's contents were erased (retention or a person's request)."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    event_pk: int
+    status: Literal["new", "duplicate", "revision"]
+    revision: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    delivery_id: int
+    event_pk: int
+    tenant: str
+    app: str
+    kind: str
+    fence: int
+    attempt: int
+    first_attempt_at: datetime
+    records: tuple[Record, ...]
+    chosen_contact_ids: tuple[str, ...] | None
+    needs_update: bool
+    notes: str | None
+    mode: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    delivery_id: int
+    event_pk: int
+    tenant: str
+    app: str
+    source: str
+    kind: str
+    source_id: str
+    occurred_at: datetime
+    status: str
+    reason: str | None
+    message: str | None
+    retryable: bool
+    next_attempt_at: datetime | None
+    records: tuple[Record, ...]
+    attempts: int
+    updated_at: datetime
+    candidates: tuple[Contact, ...]
+    mode: str
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    attempt: int
+    fence: int
+    started_at: datetime | None
+    finished_at: datetime
+    status: str
+    reason: str | None
+    message: str | None
+    retryable: bool
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    contact_id: str
+    updated_at: datetime | None
+    name: str | None
+    checked_at: datetime | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """One per process. See the module docstring."""
+
+    def __init__(self, url: str, *, secret_key: str | None = None) -> None:
+        self.url = url
+        self._cipher = Cipher(secret_key)
+        self._sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self._sqlite:
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        self.engine: Engine = sa.create_engine(url, **kwargs)
+        if self._sqlite:
+            self._sqlite_setup(self.engine)
+        self._claim_lock = threading.Lock()
+
+    @staticmethod
+    def _sqlite_setup(engine: Engine) -> None:
+        @sa_event.listens_for(engine, "connect")
+        def connect(dbapi: Any, _record: Any) -> None:
+            dbapi.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi.cursor()
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
+                           "busy_timeout=30000"):
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def begin(conn: Connection) -> None:
+            # Every transaction takes the write lock up front: a claim's SELECT and
+            # UPDATE cannot interleave with another process's.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @staticmethod
+    def generate_key() -> str:
+        """A new key for ``CALLBRIDGE_SECRET_KEY``."""
+        return Cipher.generate_key()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (Alembic ``upgrade head``)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- events --------------------------------------------------------------------------
+
+    def store_event(self, event: AnyEvent, *, apps: Sequence[str],
+                    received_at: datetime | None = None) -> Stored:
+        """Keep an event (new, duplicate or revision) and its deliveries to ``apps``."""
+        now = received_at or _now()
+        content = dump_event(event)
+        chash = self._cipher.digest("content", content)
+        party = event.external.number
+        phash = self._cipher.digest(event.tenant, party) if party else None
+        tenant, source, kind, source_id = event.key
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.events.c.id, t.events.c.revision, t.events.c.content_hash)
+                               .where(t.events.c.tenant == tenant, t.events.c.source == source,
+                                      t.events.c.kind == kind, t.events.c.source_id == source_id)
+                               ).first()
+            status: Literal["new", "duplicate", "revision"]
+            if row is None:
+                pk = conn.execute(t.events.insert().values(
+                    tenant=tenant, source=source, kind=kind, source_id=source_id,
+                    occurred_at=event.occurred_at, received_at=now, revision=1, content_hash=chash,
+                    party_hash=phash, content_enc=self._cipher.encrypt(content))).inserted_primary_key[0]
+                revision, status = 1, "new"
+                conn.execute(t.event_revisions.insert().values(
+                    event_id=pk, revision=1, received_at=now, content_enc=self._cipher.encrypt(content)))
+            else:
+                pk, revision = row.id, row.revision
+                if row.content_hash == chash:
+                    status = "duplicate"
+                else:
+                    revision, status = revision + 1, "revision"
+                    enc = self._cipher.encrypt(content)
+                    conn.execute(t.events.update().where(t.events.c.id == pk).values(
+                        revision=revision, content_hash=chash, content_enc=enc, party_hash=phash,
+                        occurred_at=event.occurred_at))
+                    conn.execute(t.event_revisions.insert().values(
+                        event_id=pk, revision=revision, received_at=now, content_enc=enc))
+                    conn.execute(t.deliveries.update().where(
+                        t.deliveries.c.event_id == pk, t.deliveries.c.status.in_(FINAL_OK)
+                    ).values(needs_update=True, updated_at=now))
+            self._add_deliveries(conn, pk, tenant, event.occurred_at, apps, now)
+        return Stored(event_pk=int(pk), status=status, revision=revision)
+
+    def _add_deliveries(self, conn: Connection, pk: int, tenant: str, occurred_at: datetime,
+                        apps: Iterable[str], now: datetime, **values: Any) -> dict[str, int]:
+        have = {r.app: r.id for r in conn.execute(
+            sa.select(t.deliveries.c.app, t.deliveries.c.id).where(t.deliveries.c.event_id == pk))}
+        for app in apps:
+            if app not in have:
+                have[app] = conn.execute(t.deliveries.insert().values(
+                    event_id=pk, tenant=tenant, app=app, occurred_at=occurred_at, status="pending",
+                    mode=values.get("mode", "auto"), retryable=False, needs_update=False, fence=0,
+                    attempt=0, updated_at=now, notes_enc=values.get("notes_enc"),
+                    chosen_contact_ids=values.get("chosen"))).inserted_primary_key[0]
+        return have
+
+    def load_event(self, event_pk: int) -> AnyEvent:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.events.c.content_enc, t.events.c.purged_at)
+                               .where(t.events.c.id == event_pk)).one()
+        if row.content_enc is None:
+            raise ContentErased(f"event {event_pk}: contents erased on {row.purged_at:%Y-%m-%d}")
+        return parse_event(self._cipher.decrypt(row.content_enc) or "")
+
+    def find_event(self, tenant: str, source: str, kind: str, source_id: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.events.c.id).where(
+                t.events.c.tenant == tenant, t.events.c.source == source,
+                t.events.c.kind == kind, t.events.c.source_id == source_id)).scalar()
+
+    def add_delivery(self, event_pk: int, app: str, *, mode: str = "auto", notes: str | None = None,
+                     chosen_contact_ids: Sequence[str] | None = None) -> int:
+        """The event's delivery to ``app``, made if missing (manual and delayed logging)."""
+        with self.engine.begin() as conn:
+            ev = conn.execute(sa.select(t.events.c.tenant, t.events.c.occurred_at)
+                              .where(t.events.c.id == event_pk)).one()
+            have = self._add_deliveries(
+                conn, event_pk, ev.tenant, ev.occurred_at, [app], _now(), mode=mode,
+                notes_enc=self._cipher.encrypt(notes),
+                chosen=json.dumps(list(chosen_contact_ids)) if chosen_contact_ids is not None else None)
+            return int(have[app])
+
+    # --- claims ----------------------------------------------------------------------------
+
+    def claim(self, *, owner: str, limit: int, lease_seconds: float, now: datetime | None = None,
+              tenant: str | None = None, apps: Sequence[str] | None = None,
+              event_pks: Sequence[int] | None = None, modes: Sequence[str] | None = None) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries to ``owner``; each claim raises the fence."""
+        now = now or _now()
+        d = t.deliveries
+        due = sa.or_(d.c.status == "pending",
+                     sa.and_(d.c.status == "failed", d.c.retryable.is_(True), d.c.next_attempt_at <= now),
+                     d.c.needs_update.is_(True))
+        query = (sa.select(d).where(due, sa.or_(d.c.lease_expires.is_(None), d.c.lease_expires < now),
+                                    sa.or_(d.c.not_before.is_(None), d.c.not_before <= now))
+                 .order_by(d.c.occurred_at, d.c.id).limit(limit))
+        if tenant is not None:
+            query = query.where(d.c.tenant == tenant)
+        if apps is not None:
+            query = query.where(d.c.app.in_(list(apps)))
+        if event_pks is not None:
+            query = query.where(d.c.event_id.in_(list(event_pks)))
+        if modes is not None:
+            query = query.where(d.c.mode.in_(list(modes)))
+        if not self._sqlite:
+            query = query.with_for_update(skip_locked=True)
+        expires = now + timedelta(seconds=lease_seconds)
+        claims: list[Claim] = []
+        with self._claim_lock, self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                return []
+            kinds = dict(conn.execute(sa.select(t.events.c.id, t.events.c.kind).where(
+                t.events.c.id.in_([r.event_id for r in rows]))).all())
+            recs = self._records(conn, [r.id for r in rows])
+            for r in rows:
+                first = r.first_attempt_at or now
+                conn.execute(d.update().where(d.c.id == r.id).values(
+                    lease_owner=owner, lease_expires=expires, fence=r.fence + 1,
+                    attempt=r.attempt + 1, first_attempt_at=first, updated_at=now))
+                claims.append(Claim(
+                    delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app,
+                    kind=kinds[r.event_id], fence=r.fence + 1, attempt=r.attempt + 1,
+                    first_attempt_at=first, records=recs.get(r.id, ()),
+                    chosen_contact_ids=tuple(json.loads(r.chosen_contact_ids))
+                    if r.chosen_contact_ids else None,
+                    needs_update=bool(r.needs_update), notes=self._cipher.decrypt(r.notes_enc),
+                    mode=r.mode, owner=owner))
+        return claims
+
+    def _fenced(self, conn: Connection, claim: Claim, **values: Any) -> None:
+        d = t.deliveries
+        result = conn.execute(d.update().where(d.c.id == claim.delivery_id, d.c.fence == claim.fence,
+                                               d.c.lease_owner == claim.owner).values(**values))
+        if result.rowcount != 1:
+            raise LeaseLost(f"delivery {claim.delivery_id}: fence {claim.fence} is no longer current")
+
+    def renew(self, claim: Claim, lease_seconds: float) -> None:
+        now = _now()
+        with self.engine.begin() as conn:
+            self._fenced(conn, claim, lease_expires=now + timedelta(seconds=lease_seconds))
+
+    def remember(self, claim: Claim, record: Record) -> None:
+        """Keep a record written in the app, under the claim's fence."""
+        now = _now()
+        with self.engine.begin() as conn:
+            self._fenced(conn, claim, updated_at=now)
+            exists = conn.execute(sa.select(t.records.c.id).where(
+                t.records.c.delivery_id == claim.delivery_id, t.records.c.kind == record.kind,
+                t.records.c.step == record.step)).first()
+            if exists is None:
+                conn.execute(t.records.insert().values(
+                    delivery_id=claim.delivery_id, kind=record.kind, app_id=record.id,
+                    step=record.step, created_at=now))
+
+    def finish(self, claim: Claim, outcome: Outcome, *, now: datetime | None = None,
+               started_at: datetime | None = None) -> None:
+        """Record the attempt's outcome (appended) and make it current, under the fence."""
+        now = now or _now()
+        ok = outcome.status.value in FINAL_OK
+        values: dict[str, Any] = {
+            "status": outcome.status.value, "reason": outcome.reason, "message": outcome.message,
+            "retryable": outcome.retryable, "next_attempt_at": outcome.next_attempt_at,
+            "lease_owner": None, "lease_expires": None, "updated_at": now,
+            "candidates_enc": self._cipher.encrypt(json.dumps(
+                [{"id": c.id, "name": c.name} for c in outcome.candidates])) if outcome.candidates else None,
+        }
+        if ok:
+            values["needs_update"] = False
+        with self.engine.begin() as conn:
+            self._fenced(conn, claim, **values)
+            conn.execute(t.attempts.insert().values(
+                delivery_id=claim.delivery_id, attempt=claim.attempt, fence=claim.fence,
+                started_at=started_at, finished_at=now, status=outcome.status.value,
+                reason=outcome.reason, message=outcome.message, retryable=outcome.retryable,
+                next_attempt_at=outcome.next_attempt_at))
+
+    def release(self, claim: Claim) -> None:
+        with self.engine.begin() as conn:
+            try:
+                self._fenced(conn, claim, lease_owner=None, lease_expires=None)
+            except LeaseLost:
+                pass
+
+    # --- reading deliveries ----------------------------------------------------------------
+
+    def _records(self, conn: Connection, ids: Sequence[int]) -> dict[int, tuple[Record, ...]]:
+        out: dict[int, list[Record]] = {}
+        if not ids:
+            return {}
+        for r in conn.execute(sa.select(t.records).where(t.records.c.delivery_id.in_(list(ids)))
+                              .order_by(t.records.c.id)):
+            out.setdefault(r.delivery_id, []).append(Record(kind=r.kind, id=r.app_id, step=r.step))
+        return {k: tuple(v) for k, v in out.items()}
+
+    def records(self, delivery_id: int) -> tuple[Record, ...]:
+        with self.engine.connect() as conn:
+            return self._records(conn, [delivery_id]).get(delivery_id, ())
+
+    def _views(self, conn: Connection, where: list[Any], limit: int = 10**9,
+               newest_first: bool = True) -> list[DeliveryView]:
+        d, e = t.deliveries, t.events
+        count = (sa.select(sa.func.count()).where(t.attempts.c.delivery_id == d.c.id)
+                 .correlate(d).scalar_subquery())
+        query = (sa.select(d, e.c.source, e.c.kind, e.c.source_id, count.label("n_attempts"))
+                 .join(e, e.c.id == d.c.event_id).where(*where).limit(limit)
+                 .order_by(d.c.updated_at.desc() if newest_first else d.c.id, d.c.id.desc()))
+        rows = conn.execute(query).all()
+        recs = self._records(conn, [r.id for r in rows])
+        views = []
+        for r in rows:
+            cands = json.loads(self._cipher.decrypt(r.candidates_enc) or "[]")
+            views.append(DeliveryView(
+                delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app, source=r.source,
+                kind=r.kind, source_id=r.source_id, occurred_at=r.occurred_at, status=r.status,
+                reason=r.reason, message=r.message, retryable=bool(r.retryable),
+                next_attempt_at=r.next_attempt_at, records=recs.get(r.id, ()),
+                attempts=int(r.n_attempts), updated_at=r.updated_at, mode=r.mode,
+                candidates=tuple(Contact(id=c["id"], name=c.get("name")) for c in cands)))
+        return views
+
+    def delivery(self, delivery_id: int) -> DeliveryView:
+        with self.engine.connect() as conn:
+            views = self._views(conn, [t.deliveries.c.id == delivery_id])
+        if not views:
+            raise KeyError(f"no delivery {delivery_id}")
+        return views[0]
+
+    def find_delivery(self, tenant: str, app: str, event_pk: int) -> DeliveryView | None:
+        d = t.deliveries
+        with self.engine.connect() as conn:
+            views = self._views(conn, [d.c.tenant == tenant, d.c.app == app, d.c.event_id == event_pk])
+        return views[0] if views else None
+
+    def deliveries_of(self, event_pk: int) -> list[DeliveryView]:
+        with self.engine.connect() as conn:
+            return self._views(conn, [t.deliveries.c.event_id == event_pk], newest_first=False)
+
+    def history(self, *, tenant: str | None = None, app: str | None = None, status: str | None = None,
+                since: datetime | None = None, limit: int = 1000,
+                event_pks: Sequence[int] | None = None) -> list[DeliveryView]:
+        d = t.deliveries
+        where: list[Any] = []
+        if tenant is not None:
+            where.append(d.c.tenant == tenant)
+        if app is not None:
+            where.append(d.c.app == app)
+        if status is not None:
+            where.append(d.c.status == status)
+        if since is not None:
+            where.append(d.c.occurred_at >= since)
+        if event_pks is not None:
+            where.append(d.c.event_id.in_(list(event_pks)))
+        with self.engine.connect() as conn:
+            return self._views(conn, where, limit)
+
+    def attempts(self, delivery_id: int) -> list[AttemptView]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.attempts).where(t.attempts.c.delivery_id == delivery_id)
+                                .order_by(t.attempts.c.id)).all()
+        return [AttemptView(attempt=r.attempt, fence=r.fence, started_at=r.started_at,
+                            finished_at=r.finished_at, status=r.status, reason=r.reason,
+                            message=r.message, retryable=bool(r.retryable),
+                            next_attempt_at=r.next_attempt_at) for r in rows]
+
+    def counts(self, *, tenant: str | None = None) -> dict[tuple[str, str], int]:
+        d = t.deliveries
+        query = sa.select(d.c.app, d.c.status, sa.func.count()).group_by(d.c.app, d.c.status)
+        if tenant is not None:
+            query = query.where(d.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return {(a, s): int(n) for a, s, n in conn.execute(query)}
+
+    # --- a user's choices and the modes ----------------------------------------------------
+
+    def choose(self, delivery_id: int, contact_ids: Sequence[str], *, notes: str | None = None) -> None:
+        """A user's pick for an unresolved (or skipped) delivery: it becomes due again."""
+        with self.engine.begin() as conn:
+            values: dict[str, Any] = {"chosen_contact_ids": json.dumps(list(contact_ids)),
+                                      "status": "pending", "mode": "manual", "updated_at": _now(),
+                                      "next_attempt_at": None, "retryable": False}
+            if notes is not None:
+                values["notes_enc"] = self._cipher.encrypt(notes)
+            conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(**values))
+
+    def requeue(self, delivery_id: int, *, mode: str, not_before: datetime | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(
+                status="pending", mode=mode, not_before=not_before, updated_at=_now(),
+                next_attempt_at=None, retryable=False))
+
+    def schedule(self, delivery_id: int, not_before: datetime | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(
+                not_before=not_before, updated_at=_now()))
+
+    # --- key-value store -------------------------------------------------------------------
+
+    def kv_get(self, tenant: str, app: str, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            blob = conn.execute(sa.select(t.kv.c.value_enc).where(
+                t.kv.c.tenant == tenant, t.kv.c.app == app, t.kv.c.key == key)).scalar()
+        return self._cipher.decrypt(blob)
+
+    def kv_set(self, tenant: str, app: str, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, t.kv, {"tenant": tenant, "app": app, "key": key},
+                         {"value_enc": self._cipher.encrypt(value)})
+
+    def kv_delete(self, tenant: str, app: str, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.kv.delete().where(t.kv.c.tenant == tenant, t.kv.c.app == app,
+                                             t.kv.c.key == key))
+
+    @staticmethod
+    def _upsert(conn: Connection, table: sa.Table, keys: dict[str, Any], values: dict[str, Any]) -> None:
+        cond = [table.c[k] == v for k, v in keys.items()]
+        if conn.execute(table.update().where(*cond).values(**values)).rowcount == 0:
+            conn.execute(table.insert().values(**keys, **values))
+
+    # --- the phone index -------------------------------------------------------------------
+
+    def index_put(self, tenant: str, app: str, contact_id: str, e164s: Iterable[str], *,
+                  updated_at: datetime | None, name: str | None, now: datetime | None = None) -> None:
+        """Replace a contact's rows: one per number, as a keyed hash; checked now."""
+        now = now or _now()
+        p = t.phone_index
+        with self.engine.begin() as conn:
+            conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app, p.c.contact_id == contact_id))
+            name_enc = self._cipher.encrypt(name)
+            for number in dict.fromkeys(e164s):
+                conn.execute(p.insert().values(
+                    tenant=tenant, app=app, number_hash=self._cipher.digest(tenant, number),
+                    contact_id=contact_id, updated_at=updated_at, name_enc=name_enc, checked_at=now))
+
+    def index_remove(self, tenant: str, app: str, contact_id: str) -> None:
+        p = t.phone_index
+        with self.engine.begin() as conn:
+            conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app, p.c.contact_id == contact_id))
+
+    def index_lookup(self, tenant: str, app: str, e164: str) -> list[IndexEntry]:
+        p = t.phone_index
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(p).where(
+                p.c.tenant == tenant, p.c.app == app,
+                p.c.number_hash == self._cipher.digest(tenant, e164)).order_by(p.c.id)).all()
+        return [IndexEntry(contact_id=r.contact_id, updated_at=r.updated_at,
+                           name=self._cipher.decrypt(r.name_enc), checked_at=r.checked_at) for r in rows]
+
+    def index_mark_checked(self, tenant: str, app: str, contact_id: str, now: datetime | None = None) -> None:
+        p = t.phone_index
+        with self.engine.begin() as conn:
+            conn.execute(p.update().where(p.c.tenant == tenant, p.c.app == app,
+                                          p.c.contact_id == contact_id).values(checked_at=now or _now()))
+
+    def index_state(self, tenant: str, app: str) -> tuple[datetime | None, datetime | None]:
+        s = t.index_state
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(s.c.high_water, s.c.synced_at).where(
+                s.c.tenant == tenant, s.c.app == app)).first()
+        return (row.high_water, row.synced_at) if row else (None, None)
+
+    def set_index_state(self, tenant: str, app: str, *, high_water: datetime | None,
+                        synced_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, t.index_state, {"tenant": tenant, "app": app},
+                         {"high_water": high_water, "synced_at": synced_at})
+
+    # --- tokens and locks ------------------------------------------------------------------
+
+    def token_get(self, tenant: str, app: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            blob = conn.execute(sa.select(t.tokens.c.token_enc).where(
+                t.tokens.c.tenant == tenant, t.tokens.c.app == app)).scalar()
+        text = self._cipher.decrypt(blob)
+        return json.loads(text) if text else None
+
+    def token_set(self, tenant: str, app: str, token: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, t.tokens, {"tenant": tenant, "app": app},
+                         {"token_enc": self._cipher.encrypt(json.dumps(dict(token))), "updated_at": _now()})
+
+    def acquire_lock(self, name: str, *, ttl: float = 30.0, wait: float = 30.0) -> str:
+        """Take a named lock shared by every process on this database; returns the owner token."""
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        while True:
+            now = _now()
+            with self.engine.begin() as conn:
+                row = conn.execute(sa.select(t.locks).where(t.locks.c.name == name)).first()
+                if row is None or row.expires_at < now:
+                    self._upsert(conn, t.locks, {"name": name},
+                                 {"owner": owner, "expires_at": now + timedelta(seconds=ttl)})
+                    return owner
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"lock {name!r} is held by another process")
+            time.sleep(0.05)
+
+    def release_lock(self, name: str, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.locks.delete().where(t.locks.c.name == name, t.locks.c.owner == owner))
+
+    @contextmanager
+    def lock(self, name: str, *, ttl: float = 30.0, wait: float = 30.0) -> Iterator[None]:
+        owner = self.acquire_lock(name, ttl=ttl, wait=wait)
+        try:
+            yield
+        finally:
+            self.release_lock(name, owner)
+
+    # --- retention and erasure -------------------------------------------------------------
+
+    def _erase(self, conn: Connection, event_ids: Sequence[int], now: datetime) -> None:
+        if not event_ids:
+            return
+        ids = list(event_ids)
+        conn.execute(t.events.update().where(t.events.c.id.in_(ids)).values(
+            content_enc=None, purged_at=now, party_hash=None))
+        conn.execute(t.event_revisions.update().where(t.event_revisions.c.event_id.in_(ids))
+                     .values(content_enc=None))
+        conn.execute(t.deliveries.update().where(t.deliveries.c.event_id.in_(ids))
+                     .values(notes_enc=None, candidates_enc=None))
+
+    def purge(self, retention_days: Mapping[str, int], *, now: datetime | None = None) -> int:
+        """Erase contents older than each tenant's retention; outcomes and record ids stay."""
+        now = now or _now()
+        total = 0
+        with self.engine.begin() as conn:
+            for tenant, days in retention_days.items():
+                ids = [r[0] for r in conn.execute(sa.select(t.events.c.id).where(
+                    t.events.c.tenant == tenant, t.events.c.purged_at.is_(None),
+                    t.events.c.occurred_at < now - timedelta(days=days)))]
+                self._erase(conn, ids, now)
+                total += len(ids)
+        return total
+
+    def erase_person(self, tenant: str, e164: str) -> int:
+        """Erase the contents of a tenant's events with this number, and its index rows."""
+        digest = self._cipher.digest(tenant, e164)
+        now = _now()
+        with self.engine.begin() as conn:
+            ids = [r[0] for r in conn.execute(sa.select(t.events.c.id).where(
+                t.events.c.tenant == tenant, t.events.c.party_hash == digest))]
+            self._erase(conn, ids, now)
+            conn.execute(t.phone_index.delete().where(t.phone_index.c.tenant == tenant,
+                                                      t.phone_index.c.number_hash == digest))
+        return len(ids)
+
+
+class LedgerStore:
+    """``ctx.store``: the ledger's key-value rows for one (tenant, app)."""
+
+    def __init__(self, ledger: Ledger, tenant: str, app: str) -> None:
+        self._ledger, self._tenant, self._app = ledger, tenant, app
+
+    async def get(self, key: str) -> str | None:
+        return await asyncio.to_thread(self._ledger.kv_get, self._tenant, self._app, key)
+
+    async def set(self, key: str, value: str) -> None:
+        await asyncio.to_thread(self._ledger.kv_set, self._tenant, self._app, key, value)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._ledger.kv_delete, self._tenant, self._app, key)
+
+
+class LedgerTokenStore:
+    """OAuth tokens in the ledger, encrypted; the refresh lock holds across processes."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._local: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def load(self, tenant: str, app: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self._ledger.token_get, tenant, app)
+
+    async def save(self, tenant: str, app: str, token: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(self._ledger.token_set, tenant, app, token)
+
+    @asynccontextmanager
+    async def refresh_lock(self, tenant: str, app: str) -> AsyncIterator[None]:
+        local = self._local.setdefault((tenant, app), asyncio.Lock())
+        async with local:
+            name = f"oauth:{tenant}:{app}"
+            owner = await asyncio.to_thread(self._ledger.acquire_lock, name)
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(self._ledger.release_lock, name, owner)

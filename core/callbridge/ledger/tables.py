@@ -1,0 +1,183 @@
+"""The ledger's tables (SQLAlchemy Core). The migrations in ``migrations/`` create
+them; a test checks the two agree.
+
+Columns named ``*_enc`` hold Fernet ciphertext; ``*_hash`` hold keyed HMAC-SHA256
+digests. Everything else is plain: identities, times, statuses, record ids.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(100), nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("source_id", String(200), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("party_hash", String(64)),
+    Column("content_enc", LargeBinary),
+    Column("purged_at", UTCDateTime),
+    UniqueConstraint("tenant", "source", "kind", "source_id", name="uq_events_identity"),
+    Index("ix_events_tenant_occurred", "tenant", "occurred_at"),
+    Index("ix_events_party", "tenant", "party_hash"),
+)
+
+event_revisions = Table(
+    "event_revisions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("content_enc", LargeBinary),
+    UniqueConstraint("event_id", "revision", name="uq_event_revisions"),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant", String(100), nullable=False),
+    Column("app", String(100), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("mode", String(20), nullable=False, default="auto"),
+    Column("status", String(20), nullable=False, default="pending"),
+    Column("reason", String(100)),
+    Column("message", Text),
+    Column("retryable", Boolean, nullable=False, default=False),
+    Column("next_attempt_at", UTCDateTime),
+    Column("not_before", UTCDateTime),
+    Column("needs_update", Boolean, nullable=False, default=False),
+    Column("notes_enc", LargeBinary),
+    Column("chosen_contact_ids", Text),
+    Column("candidates_enc", LargeBinary),
+    Column("lease_owner", String(200)),
+    Column("lease_expires", UTCDateTime),
+    Column("fence", Integer, nullable=False, default=0),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("first_attempt_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant", "app", "event_id", name="uq_deliveries_one_per_app"),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_event", "event_id"),
+)
+
+records = Table(
+    "records", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("app_id", String(200), nullable=False),
+    Column("step", String(50), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("delivery_id", "kind", "step", name="uq_records_step"),
+)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("fence", Integer, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", String(100)),
+    Column("message", Text),
+    Column("retryable", Boolean, nullable=False, default=False),
+    Column("next_attempt_at", UTCDateTime),
+    Index("ix_attempts_delivery", "delivery_id"),
+)
+
+kv = Table(
+    "kv", metadata,
+    Column("tenant", String(100), primary_key=True),
+    Column("app", String(100), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("value_enc", LargeBinary, nullable=False),
+)
+
+phone_index = Table(
+    "phone_index", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(100), nullable=False),
+    Column("app", String(100), nullable=False),
+    Column("number_hash", String(64), nullable=False),
+    Column("contact_id", String(200), nullable=False),
+    Column("updated_at", UTCDateTime),
+    Column("name_enc", LargeBinary),
+    Column("checked_at", UTCDateTime),
+    UniqueConstraint("tenant", "app", "number_hash", "contact_id", name="uq_phone_index"),
+    Index("ix_phone_index_contact", "tenant", "app", "contact_id"),
+)
+
+index_state = Table(
+    "index_state", metadata,
+    Column("tenant", String(100), primary_key=True),
+    Column("app", String(100), primary_key=True),
+    Column("high_water", UTCDateTime),
+    Column("synced_at", UTCDateTime),
+)
+
+tokens = Table(
+    "tokens", metadata,
+    Column("tenant", String(100), primary_key=True),
+    Column("app", String(100), primary_key=True),
+    Column("token_enc", LargeBinary, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+locks = Table(
+    "locks", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
