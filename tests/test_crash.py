@@ -31,7 +31,7 @@ def events_file(path: Path) -> Path:
             t = start + timedelta(minutes=i)
             fh.write(json.dumps({
                 "kind": "call", "id": f"c-{i}", "tenant": "acme", "direction": "inbound",
-                "external": {"number": f"+1 212 555 01{i % 100:02d}"},
+                "external": {"number": f"+1 646 555 01{i % 100:02d}"},
                 "started_at": t.isoformat(), "ended_at": (t + timedelta(seconds=90)).isoformat(),
                 "outcome": "completed"}) + "\n")
     return path
@@ -51,8 +51,8 @@ def second_notebook() -> Iterator[Notebook]:
 def test_three_processes_and_a_sigkill_leave_exactly_one_record_per_event_and_app(
         tmp_path: Path, notebook: Notebook, second_notebook: Notebook, secret_key: str) -> None:
     for i in range(100):
-        notebook.state.add_contact(f"Client {i}", [f"212-555-01{i:02d}"])
-        second_notebook.state.add_contact(f"Client {i}", [f"(212) 555-01{i:02d}"])
+        notebook.state.add_contact(f"Client {i}", [f"646-555-01{i:02d}"])
+        second_notebook.state.add_contact(f"Client {i}", [f"(646) 555-01{i:02d}"])
     extra = f"""
     [tenants.acme.apps.crm2]
     plugin = "notebook"
@@ -84,6 +84,11 @@ def test_three_processes_and_a_sigkill_leave_exactly_one_record_per_event_and_ap
     for proc in procs[1:]:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode in (0, 3), err
+    from callbridge.ledger import Ledger
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", secret_key=secret_key)
+    unsettled = [(v.app, v.source_id, v.status, v.reason, v.message)
+                 for v in ledger.history(limit=10**6) if v.status != "logged"]
+    assert unsettled == []
     for app in (notebook, second_notebook):
         markers = collections.Counter(entry["marker"] for entry in app.state.logs.values())
         assert len(markers) == EVENTS
