@@ -10,14 +10,22 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import datetime
-
-from pydantic import BaseModel, Field
+from typing import Literal
 
 from callbridge.capabilities import Capability, Connection, Declaration, RateBucket
 from callbridge.context import HookContext, find_record
 from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
 from callbridge.hookspecs import hookimpl
-from callbridge.models import AppUser, ChangedContacts, Contact, LogResult, LogTarget, Matter, Record
+from callbridge.models import (
+    AppUser,
+    ChangedContacts,
+    Contact,
+    LogResult,
+    LogTarget,
+    Matter,
+    Record,
+)
+from pydantic import BaseModel, Field
 
 __version__ = "0.1.0"
 
@@ -30,6 +38,8 @@ class NotebookSettings(BaseModel):
     base_url: str = "http://127.0.0.1:8765"
     delay_ms: tuple[int, int] = Field(default=(0, 0), description="random wait before each call")
     requests_per_second: float = Field(default=1000.0, gt=0)
+    auth: Literal["none", "bearer"] = Field(
+        default="none", description="bearer: send the token from {credentials_env}_TOKEN")
 
 
 @hookimpl
@@ -49,7 +59,7 @@ def declare() -> Declaration:
 
 @hookimpl
 def connection(options: NotebookSettings) -> Connection:
-    return Connection(base_url=options.base_url, auth="none")
+    return Connection(base_url=options.base_url, auth=options.auth)
 
 
 async def _pause(ctx: HookContext) -> None:
