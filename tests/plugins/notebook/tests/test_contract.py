@@ -35,6 +35,8 @@ SCENARIOS = Scenarios(
     contact_one_matter="c1", contact_no_matters="c3", contact_several_matters="c4",
 )
 
+SETTINGS = {"base_url": "https://notebook.example.com", "auth": "bearer"}
+
 ROWS = [
     Row("user-by-email", "find_user", {"email": "dana@acme.example", "extension": None},
         expect=lambda user: isinstance(user, AppUser) and user.id == "u7"),
@@ -45,6 +47,6 @@ ROWS = [
 
 TestNotebook = contract_suite(
     plugin=callbridge_notebook,
-    settings={"base_url": "https://notebook.example.com", "auth": "bearer"},
+    settings=SETTINGS,
     cassettes=Path(__file__).parent / "cassettes",
     scenarios=SCENARIOS, extra_rows=ROWS, sandbox=seeded_sandbox)
