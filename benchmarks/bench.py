@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from callbridge.capabilities import Capability, Connection, Declaration, RateBucket
+from callbridge.capabilities import Capability, Connection, Declaration
 from callbridge.engine import Engine
 from callbridge.events import dump_event, parse_event
 from callbridge.hookspecs import hookimpl
@@ -184,7 +184,7 @@ def main() -> None:
         print(f"pipeline: callbridge {p['callbridge_events_per_s']} events/s, baseline "
               f"{p['baseline_events_per_s']} events/s, ratio {p['ratio']}x (goal: within 3x)")
     if args.only in (None, "io"):
-        from benchmarks_io import bench_io  # noqa: PLC0415
+        from benchmarks_io import bench_io
         report["io"] = bench_io()
         io = report["io"]
         print(f"io: {io['events_per_s']} events/s of a bound {io['bound_events_per_s']} "

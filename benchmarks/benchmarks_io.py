@@ -19,11 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
 from callbridge.capabilities import Capability, Connection, Declaration, RateBucket
 from callbridge.engine import Engine
 from callbridge.events import parse_event
@@ -33,6 +28,10 @@ from callbridge.ledger import Ledger
 from callbridge.models import LogResult, Record
 from callbridge.plugins import Registry
 from callbridge.settings import Settings, SettingsSource
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 TENANTS = 20
 RATE = 8            # requests per second per tenant: 160 in all, under the 2-core CPU's reach

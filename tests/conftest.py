@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from callbridge_notebook.server import NotebookState, create_app
 
 

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
-
 from callbridge.context import HookContext
 from callbridge.facade import Facade
 from callbridge.plugins import LoadedPlugin, Registry

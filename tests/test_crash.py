@@ -12,8 +12,8 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -82,7 +82,7 @@ def test_three_processes_and_a_sigkill_leave_exactly_one_record_per_event_and_ap
     procs[0].wait()
     procs.append(start())  # the restart
     for proc in procs[1:]:
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode in (0, 3), err
     from callbridge.ledger import Ledger
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", secret_key=secret_key)

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from callbridge import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from callbridge.errors import EventValidationError
 from callbridge.events import CallEvent, FaxEvent, PartyKind, SmsEvent, dump_event, parse_event
 

@@ -7,16 +7,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
 from callbridge.capabilities import Capability, Declaration
 from callbridge.errors import PermanentError
 from callbridge.events import parse_event
 from callbridge.facade import Facade, HookNotDeclared
 from callbridge.hookspecs import hookimpl
 from callbridge.models import (
-    AppUser, ChangedContacts, Contact, LogResult, LogTarget, Matter, Record,
+    AppUser,
+    ChangedContacts,
+    Contact,
+    LogResult,
+    LogTarget,
+    Matter,
+    Record,
 )
 from callbridge.plugins import Registry
+
 from tests.helpers import bare_context
 
 CALL = parse_event({

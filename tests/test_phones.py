@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from callbridge.phones import caller_name, mask_number, search_forms, to_e164, try_e164, UnreadableNumber
+from callbridge.phones import (
+    UnreadableNumber,
+    caller_name,
+    mask_number,
+    search_forms,
+    to_e164,
+    try_e164,
+)
 
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "phone-vectors.csv"
 LOCAL_VECTORS = Path(__file__).with_name("phone-vectors.csv")

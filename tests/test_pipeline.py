@@ -4,18 +4,16 @@ ledger and the notebook plugin over real HTTP on loopback."""
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from callbridge.engine import Engine
 from callbridge.events import parse_event
 from callbridge.ledger import DeliveryView
 from callbridge.runtime import load
+
 from tests.conftest import Notebook, write_config
 
 pytestmark = pytest.mark.usefixtures("secret_key")
@@ -120,7 +118,7 @@ async def test_several_matches_ask_leaves_the_event_unresolved_with_candidates(
 async def test_several_matches_most_recent_takes_the_contact_updated_last(
         make_engine: MakeEngine, notebook: Notebook) -> None:
     notebook.state.add_contact("Dana Whitfield", ["2125550142"])
-    time.sleep(0.01)
+    await asyncio.sleep(0.01)
     later = notebook.state.add_contact("Sam Whitfield", ["2125550142"])
     await deliver(make_engine(app='several_matches = "most_recent"'), call())
     assert logs(notebook)[0]["contact_ids"] == [later]

@@ -6,11 +6,10 @@ import threading
 from typing import Any
 
 import pytest
-
 from callbridge.capabilities import Capability, Declaration
 from callbridge.hookspecs import hookimpl
 from callbridge.models import Contact
-from callbridge.plugins import LoadError, LoadedPlugin, PluginLoadError, Registry, discover
+from callbridge.plugins import LoadedPlugin, LoadError, PluginLoadError, Registry, discover
 
 
 def declaring(name: str, *caps: Capability, api: str = "1.0") -> Any:

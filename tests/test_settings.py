@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
-
 from callbridge.errors import ConfigError
 from callbridge.settings import EventType, SettingsSource, load_settings
+from pydantic import BaseModel
 
 GOOD = """
 [tenants.acme]

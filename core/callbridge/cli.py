@@ -93,7 +93,7 @@ def plugins(
     from callbridge.plugins import discover
 
     registry = discover(strict=False)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in sorted(registry.plugins.values(), key=lambda p: p.name):
         if hook and hook not in p.implementations:
             continue
@@ -194,16 +194,14 @@ async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | Non
                     break
                 await asyncio.sleep(0.25)
         counts: Counter[tuple[str, str, str]] = Counter()
-        pks = {s.event_pk for s in stored}
-        for view in engine.ledger.history(limit=10**9):
-            if view.event_pk in pks:
-                counts[(view.app, view.status, view.reason or "")] += 1
+        for view in engine.ledger.history(limit=10**9, event_pks=pks):
+            counts[(view.app, view.status, view.reason or "")] += 1
     finally:
         await engine.aclose()
     if bad:
         target = rejects or file.with_name(file.name + ".rejected")
         with target.open("a") as fh:
-            for number, _, line in bad:
+            for _number, _, line in bad:
                 fh.write(line + "\n")
         for number, message, _ in bad:
             err.print(f"[yellow]line {number}[/yellow]: {message}", highlight=False)

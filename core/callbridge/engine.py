@@ -31,7 +31,7 @@ from callbridge.models import Outcome, OutcomeStatus, Record
 from callbridge.phoneindex import PhoneIndex
 from callbridge.pipeline import Job, outcome_for_error, run
 from callbridge.plugins import Registry
-from callbridge.settings import AppSettings, Settings, SettingsSource, TenantSettings, secret
+from callbridge.settings import Settings, SettingsSource, TenantSettings, secret
 
 log = logging.getLogger("callbridge.engine")
 

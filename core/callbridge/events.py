@@ -172,7 +172,7 @@ class _EventBase(BaseModel):
     @property
     def key(self) -> tuple[str, str, str, str]:
         """The event's identity: (tenant, source, kind, id)."""
-        kind: str = getattr(self, "kind")
+        kind: str = self.kind
         return (self.tenant, self.source, kind, self.id)
 
     @property
@@ -257,7 +257,7 @@ class FaxEvent(_EventBase):
 
 
 Event = Annotated[CallEvent | SmsEvent | FaxEvent, Field(discriminator="kind")]
-_EVENT = TypeAdapter(Event)
+_EVENT: TypeAdapter[CallEvent | SmsEvent | FaxEvent] = TypeAdapter(Event)
 
 #: Fields whose arrival on a known event makes a revision ("late details").
 LATE_DETAIL_FIELDS = ("recording_url", "transcript", "summary", "notes")

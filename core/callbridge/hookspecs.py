@@ -30,7 +30,15 @@ import pluggy
 from callbridge.capabilities import Connection, Declaration
 from callbridge.context import HookContext
 from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
-from callbridge.models import AppUser, ChangedContacts, Contact, LogResult, LogTarget, Matter, Record
+from callbridge.models import (
+    AppUser,
+    ChangedContacts,
+    Contact,
+    LogResult,
+    LogTarget,
+    Matter,
+    Record,
+)
 
 PROJECT = "callbridge"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -137,7 +145,7 @@ async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:  # t
 
 
 @hookspec(firstresult=True)
-async def find_user(ctx: HookContext, email: str | None, extension: str | None) -> AppUser | None:  # type: ignore[empty-body]
+async def find_user(ctx: HookContext, email: str | None, extension: str | None) -> AppUser | None:
     """The app's user for the firm's staff member on the event.
 
     Args:
@@ -155,7 +163,7 @@ async def find_user(ctx: HookContext, email: str | None, extension: str | None) 
 
 
 @hookspec(firstresult=True)
-async def pick_default_user(ctx: HookContext) -> AppUser | None:  # type: ignore[empty-body]
+async def pick_default_user(ctx: HookContext) -> AppUser | None:
     """The user to act as when no user matches the event's internal user.
 
     Returns:

@@ -21,7 +21,15 @@ from callbridge.errors import (
     RateLimited,
     SkipEvent,
 )
-from callbridge.events import AnyEvent, CallEvent, CallOutcome, Direction, FaxEvent, PartyKind, SmsEvent
+from callbridge.events import (
+    AnyEvent,
+    CallEvent,
+    CallOutcome,
+    Direction,
+    FaxEvent,
+    PartyKind,
+    SmsEvent,
+)
 from callbridge.facade import Hooks
 from callbridge.models import (
     Contact,
@@ -34,8 +42,8 @@ from callbridge.models import (
     Record,
 )
 from callbridge.phoneindex import PhoneIndex
-from callbridge.settings import EventType, SeveralMatches
 from callbridge.redact import redact
+from callbridge.settings import EventType, SeveralMatches
 
 KIND_CAPABILITY = {"call": Capability.CALLS, "sms": Capability.SMS, "fax": Capability.FAX}
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pluggy
 from pydantic import ValidationError
-from stevedore import ExtensionManager  # type: ignore[import-untyped]
+from stevedore import ExtensionManager
 
 from callbridge import HOOK_API_VERSION, hookspecs
 from callbridge.capabilities import Connection, Declaration, api_compatible
@@ -95,7 +95,7 @@ class Registry:
     def add(self, obj: object, *, entry_point: str | None = None,
             distribution: str = "(in-process)", dist_version: str = "-") -> LoadedPlugin | LoadError:
         """Validate and register one plugin object (a module or an instance)."""
-        label = entry_point or getattr(obj, "__name__", type(obj).__name__)
+        label = entry_point or str(getattr(obj, "__name__", type(obj).__name__))
         result = validate_plugin(obj, entry_point=label, distribution=distribution,
                                  dist_version=dist_version)
         if isinstance(result, LoadError):

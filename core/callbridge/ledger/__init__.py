@@ -201,7 +201,7 @@ class Ledger:
                 pk = conn.execute(t.events.insert().values(
                     tenant=tenant, source=source, kind=kind, source_id=source_id,
                     occurred_at=event.occurred_at, received_at=now, revision=1, content_hash=chash,
-                    party_hash=phash, content_enc=self._cipher.encrypt(content))).inserted_primary_key[0]
+                    party_hash=phash, content_enc=self._cipher.encrypt(content))).inserted_primary_key[0]  # type: ignore[index]
                 revision, status = 1, "new"
                 conn.execute(t.event_revisions.insert().values(
                     event_id=pk, revision=1, received_at=now, content_enc=self._cipher.encrypt(content)))
@@ -233,7 +233,7 @@ class Ledger:
                     event_id=pk, tenant=tenant, app=app, occurred_at=occurred_at, status="pending",
                     mode=values.get("mode", "auto"), retryable=False, needs_update=False, fence=0,
                     attempt=0, updated_at=now, notes_enc=values.get("notes_enc"),
-                    chosen_contact_ids=values.get("chosen"))).inserted_primary_key[0]
+                    chosen_contact_ids=values.get("chosen"))).inserted_primary_key[0]  # type: ignore[index]
         return have
 
     def load_event(self, event_pk: int) -> AnyEvent:

@@ -1,16 +1,15 @@
 """The ledger's first schema: events, deliveries, records, attempts, index, tokens, locks.
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 Create Date: 2026-11-22 12:15:29.665335
 """
 
 from __future__ import annotations
 
+import callbridge.ledger.tables
 import sqlalchemy as sa
 from alembic import op
-
-import callbridge.ledger.tables
 
 revision = '0001'
 down_revision = None
