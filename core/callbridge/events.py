@@ -172,7 +172,7 @@ class _EventBase(BaseModel):
     @property
     def key(self) -> tuple[str, str, str, str]:
         """The event's identity: (tenant, source, kind, id)."""
-        kind: str = self.kind
+        kind = str(type(self).model_fields["kind"].default)
         return (self.tenant, self.source, kind, self.id)
 
     @property
