@@ -351,6 +351,14 @@ class Ledger:
             values["needs_update"] = False
         with self.engine.begin() as conn:
             self._fenced(conn, claim, **values)
+            known = {(r.kind, r.step) for r in self._records(conn, [claim.delivery_id]).get(
+                claim.delivery_id, ())}
+            for record in outcome.records:
+                if (record.kind, record.step) not in known:
+                    known.add((record.kind, record.step))
+                    conn.execute(t.records.insert().values(
+                        delivery_id=claim.delivery_id, kind=record.kind, app_id=record.id,
+                        step=record.step, created_at=now))
             conn.execute(t.attempts.insert().values(
                 delivery_id=claim.delivery_id, attempt=claim.attempt, fence=claim.fence,
                 started_at=started_at, finished_at=now, status=outcome.status.value,
