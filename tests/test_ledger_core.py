@@ -55,7 +55,7 @@ def test_the_migrated_schema_matches_the_tables(ledger: Ledger) -> None:
 
 def test_a_missing_key_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CALLBRIDGE_SECRET_KEY", raising=False)
-    with pytest.raises(ConfigError, match="CALLBRIDGE_SECRET_KEY is not set.*callbridge keygen"):
+    with pytest.raises(ConfigError, match=r"CALLBRIDGE_SECRET_KEY is not set.*callbridge keygen"):
         Ledger(f"sqlite:///{tmp_path / 'x.db'}")
 
 

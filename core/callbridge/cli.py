@@ -303,6 +303,99 @@ def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def auth(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="the tenant's app key, e.g. clio")],
+    tenant: Annotated[str, typer.Option(help="the tenant (firm) to connect")],
+    redirect_uri: Annotated[str, typer.Option(help="the redirect URI registered with the app")],
+    redirect_url: Annotated[str | None, typer.Option(
+        help="the URL the browser was sent back to (with ?code=...&state=...)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Connect an OAuth 2.0 app: print the authorise URL, then finish from the redirect URL."""
+    from callbridge import oauth
+    from callbridge.settings import secret
+
+    rt = _runtime(config)
+    settings = rt.settings.current()
+    try:
+        app_settings = settings.tenant(tenant).apps[app_name]
+    except KeyError:
+        raise _fail(f"tenant {tenant!r} has no app {app_name!r} in the settings") from None
+    plugin = rt.registry.get(app_settings.plugin or app_name)
+    model = plugin.declaration.settings_model
+    options = model.model_validate(app_settings.options) if model is not None else None
+    conn = rt.registry.connection(plugin.name, options)
+    if conn is None or conn.auth != "oauth2" or conn.oauth2 is None:
+        raise _fail(f"{app_name} does not use OAuth 2.0; nothing to authorise")
+    prefix = app_settings.credentials_env
+    client_id, client_secret = secret(prefix, "CLIENT_ID"), secret(prefix, "CLIENT_SECRET")
+    if not client_id or not client_secret:
+        raise _fail(f"set {prefix or '<credentials_env>'}_CLIENT_ID and _CLIENT_SECRET first", 2)
+    ledger = rt.ledger()
+    if redirect_url is None:
+        state = oauth.new_state()
+        ledger.kv_set(tenant, app_name, "oauth:state", state)
+        print(oauth.authorize_url(conn.oauth2, client_id=client_id, redirect_uri=redirect_uri,
+                                  state=state))
+        err.print("Open this URL, approve, then run this command again with --redirect-url "
+                  "set to the address the browser was sent back to.")
+        return
+    expected = ledger.kv_get(tenant, app_name, "oauth:state")
+    if expected is None:
+        raise _fail("no authorisation in progress: run without --redirect-url first")
+    token = asyncio.run(oauth.exchange_code(
+        conn.oauth2, client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri,
+        redirect_url_received=redirect_url, expected_state=expected))
+    ledger.token_set(tenant, app_name, token)
+    ledger.kv_delete(tenant, app_name, "oauth:state")
+    # Deliveries that failed on authentication can be tried again now.
+    waiting = ledger.history(tenant=tenant, app=app_name, status="failed", limit=10**6)
+    for view in waiting:
+        if view.reason == "authentication_failed":
+            ledger.requeue(view.delivery_id, mode=view.mode)
+    console.print(f"{tenant}/{app_name} connected; {sum(v.reason == 'authentication_failed' for v in waiting)} "
+                  "delivery(ies) queued again")
+
+
+@app.command()
+def check(
+    tenant: Annotated[str, typer.Argument()],
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    config: ConfigOpt = None,
+) -> None:
+    """Check one connection: credentials, token refresh and a cheap read from the app."""
+    from callbridge.capabilities import Capability
+    from callbridge.events import ExternalParty
+
+    rt = _runtime(config)
+    engine = rt.engine()
+
+    async def go() -> str:
+        try:
+            tenant_settings = engine.config.tenant(tenant)
+            hooks = engine.hooks_for(tenant_settings, app_name)
+            ctx = engine.context(tenant, app_name)
+            if hooks.supports(Capability.USERS):
+                user = await hooks.pick_default_user(ctx)
+                return f"ok: the app answered (default user {'found' if user else 'not found'})"
+            if hooks.supports(Capability.CONTACT_SEARCH_PHONE):
+                party = ExternalParty.model_validate({"number": "+12125550100"})
+                await hooks.find_contact(ctx, party=party)
+                return "ok: the app answered a contact search"
+            return "ok: settings and credentials present (the plugin offers no cheap read)"
+        finally:
+            await engine.aclose()
+
+    try:
+        console.print(asyncio.run(go()))
+    except KeyError as exc:
+        raise _fail(f"not configured: {exc}", 2) from None
+    except CallbridgeError as exc:
+        kind = getattr(exc, "code", "error")
+        raise _fail(f"{tenant}/{app_name}: {kind}: {exc}") from None
+
+
+@app.command()
 def sandbox(
     name: Annotated[str, typer.Argument(help="the app, e.g. clio")],
     port: Annotated[int, typer.Option()] = 8765,
