@@ -191,3 +191,40 @@ def test_an_unknown_record_mode_is_refused(author: pytest.Pytester,
     result = author.runpytest("-p", "no:cacheprovider", "-k", "find_contact_found")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*CALLBRIDGE_RECORD_MODE='sometimes' is not one of none, once*"])
+
+
+def test_recording_from_an_empty_folder_writes_cassettes_that_replay(
+        author: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.rmtree(author.path / "cassettes")
+    suite_module(author, "callbridge_notebook")
+    monkeypatch.setenv("CALLBRIDGE_RECORD_MODE", "once")
+    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=21)
+    recorded = yaml.safe_load((author.path / "cassettes" / "error-429.yaml").read_text())
+    assert recorded["metadata"]["recorded"].startswith("recorded against the Notebook sandbox on ")
+    assert recorded["interactions"][0]["request"]["uri"].startswith(
+        "https://notebook.example.com/contacts?")
+    assert recorded["interactions"][0]["response"]["status"]["code"] == 429
+    monkeypatch.setenv("CALLBRIDGE_RECORD_MODE", "none")
+    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=21)
+
+
+def test_a_maintainer_can_record_against_the_real_app_with_a_credential(
+        author: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    from callbridge.faults import serve_in_thread
+    from kit_support import notebook_contract  # type: ignore[import-not-found]
+
+    shutil.rmtree(author.path / "cassettes")
+    suite_module(author, "callbridge_notebook",
+                 ', settings={"base_url": __import__("os").environ["APP_URL"], "auth": "bearer"}')
+    monkeypatch.setenv("CALLBRIDGE_RECORD_MODE", "once")
+    monkeypatch.setenv("CALLBRIDGE_RECORD_AGAINST", "app")
+    monkeypatch.setenv("CALLBRIDGE_RECORD_CREDENTIAL", TOKEN)
+    with serve_in_thread(notebook_contract().seeded_sandbox()) as url:
+        monkeypatch.setenv("APP_URL", url)
+        result = author.runpytest("-p", "no:cacheprovider", "-rs", "-k",
+                                  "find_contact_found or rate_limited")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*error answers are recorded against the sandbox*"])
+    text = (author.path / "cassettes" / "find_contact-found.yaml").read_text()
+    assert TOKEN not in text and "Bearer SCRUBBED" in text
+    assert "recorded against the Notebook app at 127.0.0.1 on " in text

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ __all__ = ["ContractSuite", "Row", "Scenarios", "contract_suite"]
 #: The credential every kit client sends: fixed, fictional, and scrubbed anyway.
 KIT_TOKEN = "kit-placeholder-token"
 TENANT = "kit"
+#: ``app`` records against the real app (the settings' base URL) instead of the sandbox.
+ENV_RECORD_AGAINST = "CALLBRIDGE_RECORD_AGAINST"
+#: The API key or access token used when recording against the real app.
+ENV_RECORD_CREDENTIAL = "CALLBRIDGE_RECORD_CREDENTIAL"
 _FIXED_START = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 
 
@@ -331,8 +336,24 @@ class _Kit:
                         "its base URL", pytrace=False)
         mode = record_mode()
         recording = mode != "none"
+        live = recording and os.environ.get(ENV_RECORD_AGAINST, "sandbox") == "app"
         inner: httpx2.AsyncBaseTransport | None = None
-        if recording:
+        credentials = Credentials(api_key=KIT_TOKEN, token=KIT_TOKEN)
+        against = f"the {declaration.title or declaration.name} sandbox"
+        if live:
+            # A maintainer's vendor account: the real network, the settings' base URL, and a
+            # credential from the environment (scrubbed on record like any other).
+            if fault is not None:
+                pytest.skip("error answers are recorded against the sandbox, not the app")
+            secret = os.environ.get(ENV_RECORD_CREDENTIAL)
+            if not secret:
+                pytest.fail(f"recording against the app needs {ENV_RECORD_CREDENTIAL} (its API "
+                            "key or access token)", pytrace=False)
+            credentials = Credentials(api_key=secret, token=secret)
+            inner = httpx2.AsyncHTTPTransport()
+            against = f"the {declaration.title or declaration.name} app at " \
+                      f"{httpx2.URL(connection.base_url).host}"
+        elif recording:
             if self.sandbox is None:
                 pytest.fail("recording needs a sandbox: pass sandbox=<a function returning the "
                             "seeded ASGI app> to contract_suite", pytrace=False)
@@ -340,10 +361,10 @@ class _Kit:
             if fault is not None:
                 app.fail_next = [fault]
             inner = httpx2.ASGITransport(app=app)
-        # OAuth refresh is off: the fixed token goes out as a plain bearer token.
+        # OAuth refresh is off: the token goes out as a plain bearer token, so a 401 is
+        # answered by the cassette, never by a refresh request that has no recording.
         if connection.auth == "oauth2":
             connection = connection.model_copy(update={"auth": "bearer", "oauth2": None})
-        credentials = Credentials(api_key=KIT_TOKEN, token=KIT_TOKEN)
         scrubber = Scrubber(region=self.scenarios.region,
                             secret_headers=[connection.api_key_header])
         off = RetryPolicy(enabled=False)
@@ -366,10 +387,8 @@ class _Kit:
                 store=_Store(), lock=_locks(), delivery=_Delivery())
             hooks = Facade(registry).for_plugin(declaration.name)
             if recording and not cassette.write_protected:
-                title = declaration.title or declaration.name
                 cassette.get_metadata(
-                    "recorded",
-                    f"recorded against the {title} sandbox on {datetime.now(UTC).date()}")
+                    "recorded", f"recorded against {against} on {datetime.now(UTC).date()}")
             try:
                 result = await body(hooks, ctx)
             except BaseException as exc:
