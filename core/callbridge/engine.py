@@ -10,15 +10,18 @@ expires (see docs/ledger.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 
@@ -31,16 +34,18 @@ from callbridge.models import Outcome, OutcomeStatus, Record
 from callbridge.phoneindex import PhoneIndex
 from callbridge.pipeline import Job, outcome_for_error, run
 from callbridge.plugins import Registry
-from callbridge.settings import Settings, SettingsSource, TenantSettings, secret
+from callbridge.settings import AppSettings, Settings, SettingsSource, TenantSettings, secret
 
 log = logging.getLogger("callbridge.engine")
+T = TypeVar("T")
 
 
 class _Delivery:
     """The ledger's delivery, as the context's ``delivery`` (fenced writes)."""
 
-    def __init__(self, ledger: Ledger, claim: Claim) -> None:
-        self._ledger = ledger
+    def __init__(self, engine: Engine, claim: Claim) -> None:
+        self._engine = engine
+        self._ledger = engine.ledger
         self.claim = claim
         self._records = list(claim.records)
 
@@ -57,13 +62,14 @@ class _Delivery:
         return self.claim.attempt
 
     async def remember(self, record: Record) -> None:
-        await asyncio.to_thread(self._ledger.remember, self.claim, record)
+        await self._engine.db(self._ledger.remember, self.claim, record)
         self._records.append(record)
 
 
 @dataclass
 class _Connection:
     key: tuple[Any, ...]
+    settings: AppSettings
     http: httpx2.AsyncClient
     bare: httpx2.AsyncClient
 
@@ -97,6 +103,22 @@ class Engine:
         self._connections: dict[tuple[str, str], _Connection] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._semaphore = asyncio.Semaphore(self.concurrency)
+        # Ledger calls run on their own small pool: the ledger serialises writers
+        # anyway, and a long SQLite wait must never block the event loop.
+        self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="callbridge-ledger")
+        # Events this process stored recently, by (event, revision): no need to
+        # decrypt and parse them again when their deliveries are worked.
+        self._recent: OrderedDict[tuple[int, int], AnyEvent] = OrderedDict()
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a ledger call off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_pool, functools.partial(fn, *args, **kwargs))
+
+    def _remember_event(self, pk: int, revision: int, event: AnyEvent) -> None:
+        self._recent[(pk, revision)] = event
+        while len(self._recent) > 10000:
+            self._recent.popitem(last=False)
 
     # --- settings and routing -------------------------------------------------------
 
@@ -142,9 +164,9 @@ class Engine:
         plugin = hooks.plugin
         model = plugin.declaration.settings_model
         options = model.model_validate(settings.options) if model is not None else None
-        key = (settings.model_dump_json(), plugin.dist_version)
+        key = (id(settings), plugin.dist_version)  # a reload makes new settings objects
         conn = self._connections.get((tenant_id, app))
-        if conn is None or conn.key != key:
+        if conn is None or conn.key != key or conn.settings is not settings:
             connection = self.registry.connection(plugin.name, options)
             transport = self.transports.get(plugin.name)
             if connection is None:
@@ -161,7 +183,7 @@ class Engine:
                 tenant=tenant_id, app=app, plugin=plugin.name, plugin_version=plugin.dist_version,
                 connection=connection, credentials=creds, buckets=plugin.declaration.rate_limits,
                 limiters=self.limiters, tokens=self.tokens, transport=transport, **kwargs)
-            conn = _Connection(key, http, build_bare_client(transport=transport))
+            conn = _Connection(key, settings, http, build_bare_client(transport=transport))
             self._connections[(tenant_id, app)] = conn
         return HookContext(
             tenant_id=tenant_id, tenant=tenant, app=app, settings=settings, options=options,
@@ -176,6 +198,7 @@ class Engine:
             await conn.http.aclose()
             await conn.bare.aclose()
         self._connections.clear()
+        self._db_pool.shutdown(wait=False)
 
     # --- events in ------------------------------------------------------------------
 
@@ -183,7 +206,9 @@ class Engine:
         """Store an event and create its deliveries to the tenant's automatic apps."""
         tenant = self.config.tenant(event.tenant)
         apps = self.apps_for(tenant)
-        return await asyncio.to_thread(self.ledger.store_event, event, apps=apps)
+        stored = await self.db(self.ledger.store_event, event, apps=apps)
+        self._remember_event(stored.event_pk, stored.revision, event)
+        return stored
 
     # --- work -----------------------------------------------------------------------
 
@@ -191,7 +216,7 @@ class Engine:
                           tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
         """Claim what is due and run it; return how many deliveries were worked."""
         lease = self.config.ledger.lease_seconds
-        claims = await asyncio.to_thread(
+        claims = await self.db(
             self.ledger.claim, owner=self.owner, limit=limit, lease_seconds=lease,
             event_pks=event_pks, tenant=tenant, apps=apps)
         if claims:
@@ -227,7 +252,7 @@ class Engine:
                 hooks = self.hooks_for(tenant, app)
                 if not hooks.supports(Capability.CONTACTS_CHANGED):
                     continue
-                _, synced_at = await asyncio.to_thread(self.ledger.index_state, tenant_id, app)
+                _, synced_at = await self.db(self.ledger.index_state, tenant_id, app)
                 if synced_at is not None and (now - synced_at).total_seconds() < stale_after:
                     continue
                 try:
@@ -238,14 +263,14 @@ class Engine:
 
     async def _work(self, claim: Claim) -> None:
         async with self._semaphore:
-            delivery = _Delivery(self.ledger, claim)
+            delivery = _Delivery(self, claim)
             task = asyncio.current_task()
             assert task is not None
             renewer = asyncio.create_task(self._renew(claim, task))
             try:
                 outcome = await self._attempt(claim, delivery)
                 renewer.cancel()
-                await asyncio.to_thread(self.ledger.finish, claim, outcome)
+                await self.db(self.ledger.finish, claim, outcome)
             except LeaseLost:
                 log.warning("lease lost on delivery %s; another worker owns it now", claim.delivery_id)
             except asyncio.CancelledError:
@@ -261,14 +286,16 @@ class Engine:
         while True:
             await asyncio.sleep(lease / 3)
             try:
-                await asyncio.to_thread(self.ledger.renew, claim, lease)
+                await self.db(self.ledger.renew, claim, lease)
             except LeaseLost:
                 work.cancel()
                 raise
 
     async def _attempt(self, claim: Claim, delivery: _Delivery) -> Outcome:
         try:
-            event = await asyncio.to_thread(self.ledger.load_event, claim.event_pk)
+            event = self._recent.get((claim.event_pk, claim.revision))
+            if event is None:
+                event = await self.db(self.ledger.load_event, claim.event_pk)
             tenant = self.config.tenant(claim.tenant)
             if claim.app not in tenant.apps:
                 return Outcome(status=OutcomeStatus.SKIPPED, reason="app_removed",

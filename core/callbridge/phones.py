@@ -7,6 +7,7 @@ is *unreadable*: reported, never matched.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -28,6 +29,22 @@ def to_e164(text: str, region: str) -> str:
     :class:`UnreadableNumber` with the reason when the text is not exactly one
     valid number.
     """
+    result = _read(text or "", region.upper())
+    if isinstance(result, UnreadableNumber):
+        raise UnreadableNumber(str(result))
+    return result
+
+
+@functools.lru_cache(maxsize=65536)
+def _read(text: str, region: str) -> str | UnreadableNumber:
+    # Cached: the same stored numbers are read again for every event that matches them.
+    try:
+        return _parse(text, region)
+    except UnreadableNumber as exc:
+        return exc
+
+
+def _parse(text: str, region: str) -> str:
     raw = (text or "").strip()
     if raw.lower().startswith("tel:"):
         raw = raw[4:].split(";", 1)[0]

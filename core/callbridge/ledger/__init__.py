@@ -77,6 +77,7 @@ class Claim:
     notes: str | None
     mode: str
     owner: str
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,48 @@ class IndexEntry:
     checked_at: datetime | None
 
 
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# Statements built once: building SQLAlchemy expressions per call costs more than
+# running them.
+_SELECT_EVENT = sa.select(t.events.c.id, t.events.c.revision, t.events.c.content_hash).where(
+    t.events.c.tenant == sa.bindparam("tenant"), t.events.c.source == sa.bindparam("source"),
+    t.events.c.kind == sa.bindparam("kind"), t.events.c.source_id == sa.bindparam("source_id"))
+_SELECT_RECORD = sa.select(t.records.c.id).where(
+    t.records.c.delivery_id == sa.bindparam("did"), t.records.c.kind == sa.bindparam("kind"),
+    t.records.c.step == sa.bindparam("step"))
+_CLAIM = t.deliveries.update().where(t.deliveries.c.id == sa.bindparam("did")).values(
+    lease_owner=sa.bindparam("owner"), lease_expires=sa.bindparam("expires"),
+    fence=sa.bindparam("fence"), attempt=sa.bindparam("attempt"),
+    first_attempt_at=sa.bindparam("first"), updated_at=sa.bindparam("now"))
+
+
+_SELECT_RECORDS = sa.select(t.records).where(
+    t.records.c.delivery_id.in_(sa.bindparam("ids", expanding=True))).order_by(t.records.c.id)
+_FENCED = t.deliveries.update().where(
+    t.deliveries.c.id == sa.bindparam("_did"), t.deliveries.c.fence == sa.bindparam("_fence"),
+    t.deliveries.c.lease_owner == sa.bindparam("_owner"))
+
+
+def _new_delivery(pk: int, tenant: str, app: str, occurred_at: datetime, now: datetime,
+                  **values: Any) -> dict[str, Any]:
+    return {"event_id": pk, "tenant": tenant, "app": app, "occurred_at": occurred_at,
+            "status": "pending", "mode": values.get("mode", "auto"), "retryable": False,
+            "needs_update": False, "fence": 0, "attempt": 0, "updated_at": now,
+            "notes_enc": values.get("notes_enc"), "chosen_contact_ids": values.get("chosen"),
+            "reason": None, "message": None, "next_attempt_at": None, "not_before": None,
+            "candidates_enc": None, "lease_owner": None, "lease_expires": None,
+            "first_attempt_at": None}
 
 
 class Ledger:
@@ -140,12 +181,28 @@ class Ledger:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         self.engine: Engine = sa.create_engine(url, **kwargs)
+        # Reads need no write lock: on SQLite they use their own engine, whose
+        # transactions begin deferred (WAL lets them run beside a writer).
+        self._reader: Engine = sa.create_engine(url, **kwargs) if self._sqlite else self.engine
         if self._sqlite:
-            self._sqlite_setup(self.engine)
-        self._claim_lock = threading.Lock()
+            self._sqlite_setup(self.engine, immediate=True)
+            self._sqlite_setup(self._reader, immediate=False)
+        # One writer at a time in this process: SQLite's busy handler would otherwise
+        # sleep between retries while our own threads queue for its write lock.
+        self._write_lock = threading.Lock() if self._sqlite else _NoLock()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn:
+            yield conn
 
     @staticmethod
-    def _sqlite_setup(engine: Engine) -> None:
+    def _sqlite_setup(engine: Engine, *, immediate: bool) -> None:
         @sa_event.listens_for(engine, "connect")
         def connect(dbapi: Any, _record: Any) -> None:
             dbapi.isolation_level = None  # we issue BEGIN ourselves
@@ -157,9 +214,9 @@ class Ledger:
 
         @sa_event.listens_for(engine, "begin")
         def begin(conn: Connection) -> None:
-            # Every transaction takes the write lock up front: a claim's SELECT and
+            # A write transaction takes the write lock up front: a claim's SELECT and
             # UPDATE cannot interleave with another process's.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     @staticmethod
     def generate_key() -> str:
@@ -173,53 +230,59 @@ class Ledger:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
+        with self._write_lock, self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
     def close(self) -> None:
         self.engine.dispose()
+        self._reader.dispose()
 
     # --- events --------------------------------------------------------------------------
 
     def store_event(self, event: AnyEvent, *, apps: Sequence[str],
                     received_at: datetime | None = None) -> Stored:
-        """Keep an event (new, duplicate or revision) and its deliveries to ``apps``."""
+        """Keep an event (new, duplicate or revision) and its deliveries to ``apps``.
+
+        The newest contents live on the event row; a revision moves the contents it
+        replaces to ``event_revisions``, so every revision received is kept.
+        """
         now = received_at or _now()
         content = dump_event(event)
         chash = self._cipher.digest("content", content)
         party = event.external.number
         phash = self._cipher.digest(event.tenant, party) if party else None
         tenant, source, kind, source_id = event.key
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(t.events.c.id, t.events.c.revision, t.events.c.content_hash)
-                               .where(t.events.c.tenant == tenant, t.events.c.source == source,
-                                      t.events.c.kind == kind, t.events.c.source_id == source_id)
-                               ).first()
+        ident = {"tenant": tenant, "source": source, "kind": kind, "source_id": source_id}
+        with self._write() as conn:
+            row = conn.execute(_SELECT_EVENT, ident).first()
             status: Literal["new", "duplicate", "revision"]
             if row is None:
-                pk = conn.execute(t.events.insert().values(
-                    tenant=tenant, source=source, kind=kind, source_id=source_id,
-                    occurred_at=event.occurred_at, received_at=now, revision=1, content_hash=chash,
-                    party_hash=phash, content_enc=self._cipher.encrypt(content))).inserted_primary_key[0]  # type: ignore[index]
+                pk = conn.execute(t.events.insert(), {
+                    **ident, "occurred_at": event.occurred_at, "received_at": now, "revision": 1,
+                    "content_hash": chash, "party_hash": phash,
+                    "content_enc": self._cipher.encrypt(content)}).inserted_primary_key[0]  # type: ignore[index]
                 revision, status = 1, "new"
-                conn.execute(t.event_revisions.insert().values(
-                    event_id=pk, revision=1, received_at=now, content_enc=self._cipher.encrypt(content)))
+                if apps:
+                    conn.execute(t.deliveries.insert(), [
+                        _new_delivery(pk, tenant, app, event.occurred_at, now) for app in apps])
+                return Stored(event_pk=int(pk), status=status, revision=revision)
+            pk, revision = row.id, row.revision
+            if row.content_hash == chash:
+                status = "duplicate"
             else:
-                pk, revision = row.id, row.revision
-                if row.content_hash == chash:
-                    status = "duplicate"
-                else:
-                    revision, status = revision + 1, "revision"
-                    enc = self._cipher.encrypt(content)
-                    conn.execute(t.events.update().where(t.events.c.id == pk).values(
-                        revision=revision, content_hash=chash, content_enc=enc, party_hash=phash,
-                        occurred_at=event.occurred_at))
-                    conn.execute(t.event_revisions.insert().values(
-                        event_id=pk, revision=revision, received_at=now, content_enc=enc))
-                    conn.execute(t.deliveries.update().where(
-                        t.deliveries.c.event_id == pk, t.deliveries.c.status.in_(FINAL_OK)
-                    ).values(needs_update=True, updated_at=now))
+                status = "revision"
+                conn.execute(t.event_revisions.insert().from_select(
+                    ["event_id", "revision", "received_at", "content_enc"],
+                    sa.select(t.events.c.id, t.events.c.revision, t.events.c.received_at,
+                              t.events.c.content_enc).where(t.events.c.id == pk)))
+                revision += 1
+                conn.execute(t.events.update().where(t.events.c.id == pk).values(
+                    revision=revision, content_hash=chash, content_enc=self._cipher.encrypt(content),
+                    party_hash=phash, occurred_at=event.occurred_at, received_at=now))
+                conn.execute(t.deliveries.update().where(
+                    t.deliveries.c.event_id == pk, t.deliveries.c.status.in_(FINAL_OK)
+                ).values(needs_update=True, updated_at=now))
             self._add_deliveries(conn, pk, tenant, event.occurred_at, apps, now)
         return Stored(event_pk=int(pk), status=status, revision=revision)
 
@@ -229,15 +292,12 @@ class Ledger:
             sa.select(t.deliveries.c.app, t.deliveries.c.id).where(t.deliveries.c.event_id == pk))}
         for app in apps:
             if app not in have:
-                have[app] = conn.execute(t.deliveries.insert().values(
-                    event_id=pk, tenant=tenant, app=app, occurred_at=occurred_at, status="pending",
-                    mode=values.get("mode", "auto"), retryable=False, needs_update=False, fence=0,
-                    attempt=0, updated_at=now, notes_enc=values.get("notes_enc"),
-                    chosen_contact_ids=values.get("chosen"))).inserted_primary_key[0]  # type: ignore[index]
+                have[app] = conn.execute(t.deliveries.insert(), _new_delivery(
+                    pk, tenant, app, occurred_at, now, **values)).inserted_primary_key[0]  # type: ignore[index]
         return have
 
     def load_event(self, event_pk: int) -> AnyEvent:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(t.events.c.content_enc, t.events.c.purged_at)
                                .where(t.events.c.id == event_pk)).one()
         if row.content_enc is None:
@@ -245,7 +305,7 @@ class Ledger:
         return parse_event(self._cipher.decrypt(row.content_enc) or "")
 
     def find_event(self, tenant: str, source: str, kind: str, source_id: str) -> int | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(t.events.c.id).where(
                 t.events.c.tenant == tenant, t.events.c.source == source,
                 t.events.c.kind == kind, t.events.c.source_id == source_id)).scalar()
@@ -253,7 +313,7 @@ class Ledger:
     def add_delivery(self, event_pk: int, app: str, *, mode: str = "auto", notes: str | None = None,
                      chosen_contact_ids: Sequence[str] | None = None) -> int:
         """The event's delivery to ``app``, made if missing (manual and delayed logging)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             ev = conn.execute(sa.select(t.events.c.tenant, t.events.c.occurred_at)
                               .where(t.events.c.id == event_pk)).one()
             have = self._add_deliveries(
@@ -288,21 +348,23 @@ class Ledger:
             query = query.with_for_update(skip_locked=True)
         expires = now + timedelta(seconds=lease_seconds)
         claims: list[Claim] = []
-        with self._claim_lock, self.engine.begin() as conn:
+        with self._write() as conn:
             rows = conn.execute(query).all()
             if not rows:
                 return []
-            kinds = dict(conn.execute(sa.select(t.events.c.id, t.events.c.kind).where(
-                t.events.c.id.in_([r.event_id for r in rows]))).all())
+            kinds = {e.id: (e.kind, e.revision) for e in conn.execute(
+                sa.select(t.events.c.id, t.events.c.kind, t.events.c.revision).where(
+                    t.events.c.id.in_([r.event_id for r in rows])))}
             recs = self._records(conn, [r.id for r in rows])
+            conn.execute(_CLAIM, [
+                {"did": r.id, "owner": owner, "expires": expires, "fence": r.fence + 1,
+                 "attempt": r.attempt + 1, "first": r.first_attempt_at or now, "now": now}
+                for r in rows])
             for r in rows:
                 first = r.first_attempt_at or now
-                conn.execute(d.update().where(d.c.id == r.id).values(
-                    lease_owner=owner, lease_expires=expires, fence=r.fence + 1,
-                    attempt=r.attempt + 1, first_attempt_at=first, updated_at=now))
                 claims.append(Claim(
                     delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app,
-                    kind=kinds[r.event_id], fence=r.fence + 1, attempt=r.attempt + 1,
+                    kind=kinds[r.event_id][0], revision=kinds[r.event_id][1], fence=r.fence + 1, attempt=r.attempt + 1,
                     first_attempt_at=first, records=recs.get(r.id, ()),
                     chosen_contact_ids=tuple(json.loads(r.chosen_contact_ids))
                     if r.chosen_contact_ids else None,
@@ -311,29 +373,27 @@ class Ledger:
         return claims
 
     def _fenced(self, conn: Connection, claim: Claim, **values: Any) -> None:
-        d = t.deliveries
-        result = conn.execute(d.update().where(d.c.id == claim.delivery_id, d.c.fence == claim.fence,
-                                               d.c.lease_owner == claim.owner).values(**values))
+        result = conn.execute(_FENCED, {"_did": claim.delivery_id, "_fence": claim.fence,
+                                     "_owner": claim.owner, **values})
         if result.rowcount != 1:
             raise LeaseLost(f"delivery {claim.delivery_id}: fence {claim.fence} is no longer current")
 
     def renew(self, claim: Claim, lease_seconds: float) -> None:
         now = _now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._fenced(conn, claim, lease_expires=now + timedelta(seconds=lease_seconds))
 
     def remember(self, claim: Claim, record: Record) -> None:
         """Keep a record written in the app, under the claim's fence."""
         now = _now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._fenced(conn, claim, updated_at=now)
-            exists = conn.execute(sa.select(t.records.c.id).where(
-                t.records.c.delivery_id == claim.delivery_id, t.records.c.kind == record.kind,
-                t.records.c.step == record.step)).first()
+            exists = conn.execute(_SELECT_RECORD, {"did": claim.delivery_id, "kind": record.kind,
+                                                   "step": record.step}).first()
             if exists is None:
-                conn.execute(t.records.insert().values(
-                    delivery_id=claim.delivery_id, kind=record.kind, app_id=record.id,
-                    step=record.step, created_at=now))
+                conn.execute(t.records.insert(), {
+                    "delivery_id": claim.delivery_id, "kind": record.kind, "app_id": record.id,
+                    "step": record.step, "created_at": now})
 
     def finish(self, claim: Claim, outcome: Outcome, *, now: datetime | None = None,
                started_at: datetime | None = None) -> None:
@@ -349,24 +409,24 @@ class Ledger:
         }
         if ok:
             values["needs_update"] = False
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._fenced(conn, claim, **values)
             known = {(r.kind, r.step) for r in self._records(conn, [claim.delivery_id]).get(
                 claim.delivery_id, ())}
             for record in outcome.records:
                 if (record.kind, record.step) not in known:
                     known.add((record.kind, record.step))
-                    conn.execute(t.records.insert().values(
-                        delivery_id=claim.delivery_id, kind=record.kind, app_id=record.id,
-                        step=record.step, created_at=now))
-            conn.execute(t.attempts.insert().values(
-                delivery_id=claim.delivery_id, attempt=claim.attempt, fence=claim.fence,
-                started_at=started_at, finished_at=now, status=outcome.status.value,
-                reason=outcome.reason, message=outcome.message, retryable=outcome.retryable,
-                next_attempt_at=outcome.next_attempt_at))
+                    conn.execute(t.records.insert(), {
+                        "delivery_id": claim.delivery_id, "kind": record.kind, "app_id": record.id,
+                        "step": record.step, "created_at": now})
+            conn.execute(t.attempts.insert(), {
+                "delivery_id": claim.delivery_id, "attempt": claim.attempt, "fence": claim.fence,
+                "started_at": started_at, "finished_at": now, "status": outcome.status.value,
+                "reason": outcome.reason, "message": outcome.message,
+                "retryable": outcome.retryable, "next_attempt_at": outcome.next_attempt_at})
 
     def release(self, claim: Claim) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             try:
                 self._fenced(conn, claim, lease_owner=None, lease_expires=None)
             except LeaseLost:
@@ -378,13 +438,12 @@ class Ledger:
         out: dict[int, list[Record]] = {}
         if not ids:
             return {}
-        for r in conn.execute(sa.select(t.records).where(t.records.c.delivery_id.in_(list(ids)))
-                              .order_by(t.records.c.id)):
+        for r in conn.execute(_SELECT_RECORDS, {"ids": list(ids)}):
             out.setdefault(r.delivery_id, []).append(Record(kind=r.kind, id=r.app_id, step=r.step))
         return {k: tuple(v) for k, v in out.items()}
 
     def records(self, delivery_id: int) -> tuple[Record, ...]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return self._records(conn, [delivery_id]).get(delivery_id, ())
 
     def _views(self, conn: Connection, where: list[Any], limit: int = 10**9,
@@ -410,7 +469,7 @@ class Ledger:
         return views
 
     def delivery(self, delivery_id: int) -> DeliveryView:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             views = self._views(conn, [t.deliveries.c.id == delivery_id])
         if not views:
             raise KeyError(f"no delivery {delivery_id}")
@@ -418,12 +477,12 @@ class Ledger:
 
     def find_delivery(self, tenant: str, app: str, event_pk: int) -> DeliveryView | None:
         d = t.deliveries
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             views = self._views(conn, [d.c.tenant == tenant, d.c.app == app, d.c.event_id == event_pk])
         return views[0] if views else None
 
     def deliveries_of(self, event_pk: int) -> list[DeliveryView]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return self._views(conn, [t.deliveries.c.event_id == event_pk], newest_first=False)
 
     def history(self, *, tenant: str | None = None, app: str | None = None, status: str | None = None,
@@ -441,11 +500,11 @@ class Ledger:
             where.append(d.c.occurred_at >= since)
         if event_pks is not None:
             where.append(d.c.event_id.in_(list(event_pks)))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return self._views(conn, where, limit)
 
     def attempts(self, delivery_id: int) -> list[AttemptView]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(t.attempts).where(t.attempts.c.delivery_id == delivery_id)
                                 .order_by(t.attempts.c.id)).all()
         return [AttemptView(attempt=r.attempt, fence=r.fence, started_at=r.started_at,
@@ -458,14 +517,14 @@ class Ledger:
         query = sa.select(d.c.app, d.c.status, sa.func.count()).group_by(d.c.app, d.c.status)
         if tenant is not None:
             query = query.where(d.c.tenant == tenant)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {(a, s): int(n) for a, s, n in conn.execute(query)}
 
     # --- a user's choices and the modes ----------------------------------------------------
 
     def choose(self, delivery_id: int, contact_ids: Sequence[str], *, notes: str | None = None) -> None:
         """A user's pick for an unresolved (or skipped) delivery: it becomes due again."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             values: dict[str, Any] = {"chosen_contact_ids": json.dumps(list(contact_ids)),
                                       "status": "pending", "mode": "manual", "updated_at": _now(),
                                       "next_attempt_at": None, "retryable": False}
@@ -474,31 +533,31 @@ class Ledger:
             conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(**values))
 
     def requeue(self, delivery_id: int, *, mode: str, not_before: datetime | None = None) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(
                 status="pending", mode=mode, not_before=not_before, updated_at=_now(),
                 next_attempt_at=None, retryable=False))
 
     def schedule(self, delivery_id: int, not_before: datetime | None) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(
                 not_before=not_before, updated_at=_now()))
 
     # --- key-value store -------------------------------------------------------------------
 
     def kv_get(self, tenant: str, app: str, key: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             blob = conn.execute(sa.select(t.kv.c.value_enc).where(
                 t.kv.c.tenant == tenant, t.kv.c.app == app, t.kv.c.key == key)).scalar()
         return self._cipher.decrypt(blob)
 
     def kv_set(self, tenant: str, app: str, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._upsert(conn, t.kv, {"tenant": tenant, "app": app, "key": key},
                          {"value_enc": self._cipher.encrypt(value)})
 
     def kv_delete(self, tenant: str, app: str, key: str) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(t.kv.delete().where(t.kv.c.tenant == tenant, t.kv.c.app == app,
                                              t.kv.c.key == key))
 
@@ -515,7 +574,7 @@ class Ledger:
         """Replace a contact's rows: one per number, as a keyed hash; checked now."""
         now = now or _now()
         p = t.phone_index
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app, p.c.contact_id == contact_id))
             name_enc = self._cipher.encrypt(name)
             for number in dict.fromkeys(e164s):
@@ -525,12 +584,12 @@ class Ledger:
 
     def index_remove(self, tenant: str, app: str, contact_id: str) -> None:
         p = t.phone_index
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app, p.c.contact_id == contact_id))
 
     def index_lookup(self, tenant: str, app: str, e164: str) -> list[IndexEntry]:
         p = t.phone_index
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(p).where(
                 p.c.tenant == tenant, p.c.app == app,
                 p.c.number_hash == self._cipher.digest(tenant, e164)).order_by(p.c.id)).all()
@@ -539,34 +598,34 @@ class Ledger:
 
     def index_mark_checked(self, tenant: str, app: str, contact_id: str, now: datetime | None = None) -> None:
         p = t.phone_index
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(p.update().where(p.c.tenant == tenant, p.c.app == app,
                                           p.c.contact_id == contact_id).values(checked_at=now or _now()))
 
     def index_state(self, tenant: str, app: str) -> tuple[datetime | None, datetime | None]:
         s = t.index_state
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(s.c.high_water, s.c.synced_at).where(
                 s.c.tenant == tenant, s.c.app == app)).first()
         return (row.high_water, row.synced_at) if row else (None, None)
 
     def set_index_state(self, tenant: str, app: str, *, high_water: datetime | None,
                         synced_at: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._upsert(conn, t.index_state, {"tenant": tenant, "app": app},
                          {"high_water": high_water, "synced_at": synced_at})
 
     # --- tokens and locks ------------------------------------------------------------------
 
     def token_get(self, tenant: str, app: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             blob = conn.execute(sa.select(t.tokens.c.token_enc).where(
                 t.tokens.c.tenant == tenant, t.tokens.c.app == app)).scalar()
         text = self._cipher.decrypt(blob)
         return json.loads(text) if text else None
 
     def token_set(self, tenant: str, app: str, token: Mapping[str, Any]) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._upsert(conn, t.tokens, {"tenant": tenant, "app": app},
                          {"token_enc": self._cipher.encrypt(json.dumps(dict(token))), "updated_at": _now()})
 
@@ -576,7 +635,7 @@ class Ledger:
         deadline = time.monotonic() + wait
         while True:
             now = _now()
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 row = conn.execute(sa.select(t.locks).where(t.locks.c.name == name)).first()
                 if row is None or row.expires_at < now:
                     self._upsert(conn, t.locks, {"name": name},
@@ -587,7 +646,7 @@ class Ledger:
             time.sleep(0.05)
 
     def release_lock(self, name: str, owner: str) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(t.locks.delete().where(t.locks.c.name == name, t.locks.c.owner == owner))
 
     @contextmanager
@@ -615,7 +674,7 @@ class Ledger:
         """Erase contents older than each tenant's retention; outcomes and record ids stay."""
         now = now or _now()
         total = 0
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for tenant, days in retention_days.items():
                 ids = [r[0] for r in conn.execute(sa.select(t.events.c.id).where(
                     t.events.c.tenant == tenant, t.events.c.purged_at.is_(None),
@@ -628,7 +687,7 @@ class Ledger:
         """Erase the contents of a tenant's events with this number, and its index rows."""
         digest = self._cipher.digest(tenant, e164)
         now = _now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             ids = [r[0] for r in conn.execute(sa.select(t.events.c.id).where(
                 t.events.c.tenant == tenant, t.events.c.party_hash == digest))]
             self._erase(conn, ids, now)

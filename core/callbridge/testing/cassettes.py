@@ -70,10 +70,13 @@ class CassetteMiss(CannotOverwriteExistingCassetteException):  # type: ignore[mi
         super().__init__(cassette=cassette, failed_request=failed_request)
         detail = redact(str(self))  # vcrpy's own explanation, numbers and secrets masked
         path = Path(cassette._path)
-        state = "" if path.exists() else " (the cassette file does not exist)"
+        exists = path.exists()
+        state = "" if exists else " (the cassette file does not exist)"
+        # ``once`` never adds to a cassette that exists: say so, or the advice would not work.
+        hint = " (delete the file first: once never adds to an existing cassette)" if exists else ""
         self.summary = (
             f"no recording for {failed_request.method} {redact(failed_request.path)} in "
-            f"{path}{state}; record it with {ENV_RECORD_MODE}=once against the sandbox")
+            f"{path}{state}; record it with {ENV_RECORD_MODE}=once against the sandbox{hint}")
         self.args = (f"{self.summary}\n\nvcrpy says:\n{detail}",)
 
 

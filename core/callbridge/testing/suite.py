@@ -329,7 +329,12 @@ class _Kit:
         registry.add(self.plugin, entry_point=self.entry_point, distribution=self.distribution,
                      dist_version=self.dist_version)
         declaration = loaded.declaration
-        options = self.options()
+        try:
+            options = self.options()
+        except ValidationError as exc:  # the values stay out of the message
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                 for e in exc.errors(include_input=False))
+            pytest.fail(f"the example settings do not validate: {problems}", pytrace=False)
         connection = registry.connection(declaration.name, options)
         if connection is None:
             pytest.fail(f"{self.distribution} implements no connection() hook; the kit needs "
