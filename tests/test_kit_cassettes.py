@@ -90,7 +90,8 @@ async def test_a_request_with_no_recording_raises_a_cassette_miss_naming_it(
     assert isinstance(info.value, CassetteMiss)
     assert str(info.value).startswith(
         f"no recording for POST /things in {path}; record it with "
-        "CALLBRIDGE_RECORD_MODE=once against the sandbox")
+        "CALLBRIDGE_RECORD_MODE=once against the sandbox (delete the file first: once never "
+        "adds to an existing cassette)")
 
 
 async def test_a_miss_message_masks_the_number_it_searched_for(tmp_path: Path) -> None:
