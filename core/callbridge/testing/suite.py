@@ -392,6 +392,8 @@ class _Kit:
                 store=_Store(), lock=_locks(), delivery=_Delivery())
             hooks = Facade(registry).for_plugin(declaration.name)
             if recording and not cassette.write_protected:
+                if mode == "all":  # vcrpy only gets-or-sets: a re-recording gets today's note
+                    cassette._metadata.pop("recorded", None)
                 cassette.get_metadata(
                     "recorded", f"recorded against {against} on {datetime.now(UTC).date()}")
             try:
