@@ -81,6 +81,7 @@ class FaultInjector:
             self.storm_until: float | None = None
             self.storm_retry_after: float = 1.0
             self.fail_next: list[Fault] = []
+            self.fail_on: dict[tuple[str, str], list[Fault]] = {}
             self.error_rate: float = 0.0
             self.error_statuses: Sequence[int] = (500, 502, 503, 504)
             self.requests: list[tuple[float, str, str, int]] = []
@@ -130,6 +131,9 @@ class FaultInjector:
         arrived = time.monotonic()
         with self._lock:
             fault: Fault | None = self.fail_next.pop(0) if self.fail_next else None
+            aimed = self.fail_on.get((scope["method"], scope["path"]))
+            if fault is None and aimed:
+                fault = aimed.pop(0)
             storm = self.storm_until is not None and arrived < self.storm_until
             random_error = (self.error_rate > 0 and self._random.random() < self.error_rate)
             random_status = self._random.choice(list(self.error_statuses)) if random_error else 0

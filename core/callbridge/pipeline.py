@@ -213,7 +213,7 @@ async def _logged(ctx: HookContext, result: LogResult) -> Outcome:
     return Outcome(status=status, records=result.records, reason=reason, message=message)
 
 
-def backoff(attempt: int, *, base: float = 30.0, cap: float = 3600.0) -> float:
+def backoff(attempt: int, *, base: float = 4.0, cap: float = 3600.0) -> float:
     """Seconds before retry ``attempt`` + 1: exponential with full jitter."""
     return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempt - 1)))
 

@@ -1,0 +1,491 @@
+"""The Clio Manage plugin: calls, SMS and faxes into Clio (API v4).
+
+What is written (docs/plugins/clio.md has the details and the reasons):
+
+* a call: a PhoneCommunication, plus a TimeEntry for the talk time when the call
+  was completed; an SMS: a PhoneCommunication; a fax: a PhoneCommunication and
+  the fax document, uploaded through Clio's three-step flow and linked to it.
+* every communication and document carries the event's marker in
+  ``external_properties`` and is looked up by it before a retry creates again;
+  a time entry is found through its communication; a contact through a search
+  of contacts created since the first attempt, re-checked by number.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal
+
+import phonenumbers
+from callbridge.capabilities import Capability, Connection, Declaration, OAuth2Config, RateBucket
+from callbridge.context import HookContext, find_record
+from callbridge.errors import AppError, SkipEvent, TransientError
+from callbridge.events import CallEvent, CallOutcome, Direction, ExternalParty, FaxEvent, SmsEvent
+from callbridge.hookspecs import hookimpl
+from callbridge.models import (
+    AppUser,
+    ChangedContacts,
+    Contact,
+    LogResult,
+    LogTarget,
+    Matter,
+    Record,
+)
+from callbridge.phones import try_e164
+from pydantic import BaseModel, ConfigDict, Field
+
+from callbridge_clio.api import MARKER, ClioApi, ClioContact
+
+try:
+    __version__ = version("callbridge-clio")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = "0.0.0"
+
+HOSTS = {"US": "app.clio.com", "EU": "eu.app.clio.com", "CA": "ca.app.clio.com", "AU": "au.app.clio.com"}
+#: The minor API version every request asks for (X-API-VERSION), so behaviour cannot change silently.
+API_VERSION = "4.0.13"
+#: Matter statuses that count as open for linking a log.
+OPEN_STATUSES = "open,pending"
+#: Uploads retried by the host this many times before the log is kept without its document.
+UPLOAD_ATTEMPTS = 3
+
+
+class ClioSettings(BaseModel):
+    """The plugin's options (``[tenants.X.apps.clio.options]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: Literal["US", "EU", "CA", "AU"] = "US"
+    api_base_url: str | None = Field(
+        default=None, description="override the API base (a sandbox); default from the region")
+    fax_folder: str | None = Field(default="Faxes", description="folder for fax documents; none: the root")
+    activity_description: str | None = Field(
+        default=None, description="name of an existing Clio activity description for call time entries")
+    time_entry_note: str = "Phone call"
+
+    @property
+    def host(self) -> str:
+        return f"https://{HOSTS[self.region]}"
+
+    @property
+    def base_url(self) -> str:
+        return self.api_base_url or f"{self.host}/api/v4"
+
+    @property
+    def oauth_base(self) -> str:
+        return self.base_url.removesuffix("/api/v4") if self.api_base_url else self.host
+
+
+@hookimpl
+def declare() -> Declaration:
+    return Declaration(
+        name="clio", title="Clio", version=__version__, hook_api_version="1.0",
+        capabilities=frozenset({
+            Capability.CALLS, Capability.SMS, Capability.FAX, Capability.CONTACT_SEARCH_PHONE,
+            Capability.CONTACT_SEARCH_EMAIL, Capability.CONTACT_CREATION, Capability.CONTACTS_CHANGED,
+            Capability.MATTERS, Capability.USERS, Capability.LATE_DETAILS, Capability.FILE_ATTACHMENTS,
+            Capability.CUSTOM_FIELDS, Capability.LOG_WITHOUT_CONTACT, Capability.MULTI_CONTACT_LINK,
+        }),
+        settings_model=ClioSettings,
+        # Clio: 50 requests per minute per access token at peak hours.
+        rate_limits=(RateBucket(name="api", requests=50, per_seconds=60.0, scope="token"),),
+    )
+
+
+@hookimpl
+def connection(options: ClioSettings | None) -> Connection:
+    opts = options or ClioSettings()
+    return Connection(
+        base_url=opts.base_url, auth="oauth2", headers={"X-API-VERSION": API_VERSION},
+        oauth2=OAuth2Config(
+            authorize_url=f"{opts.oauth_base}/oauth/authorize", token_url=f"{opts.oauth_base}/oauth/token",
+            revoke_url=f"{opts.oauth_base}/oauth/deauthorize",
+            extra_authorize_params={"redirect_on_decline": "true"}))
+
+
+def _options(ctx: HookContext) -> ClioSettings:
+    return ctx.options if isinstance(ctx.options, ClioSettings) else ClioSettings()
+
+
+def _contact(c: ClioContact) -> Contact:
+    return Contact(id=str(c.id), name=c.name, phones=tuple(p.number for p in c.phone_numbers),
+                   emails=tuple(e.address for e in c.email_addresses), updated_at=c.updated_at)
+
+
+def _search_text(e164: str) -> str:
+    # Clio's query matches text, not numbers. The last four digits stay together in
+    # every way a number is written ("(212) 555-0142", "212.555.0142", "+12125550142"),
+    # so one search finds every candidate; the host keeps those whose number reads
+    # as this E.164.
+    return e164[-4:]
+
+
+# --- contacts -------------------------------------------------------------------------
+
+
+@hookimpl
+async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
+    api = ClioApi(ctx.http)
+    found: dict[int, ClioContact] = {}
+    if party.e164:
+        region = ctx.tenant.default_region
+        for c in await api.search_contacts(_search_text(party.e164)):
+            if any(try_e164(p.number, region) == party.e164 for p in c.phone_numbers):
+                found[c.id] = c
+    if party.email:
+        for c in await api.search_contacts(party.email):
+            if any(e.address.lower() == party.email.lower() for e in c.email_addresses):
+                found[c.id] = c
+    return [_contact(c) for c in found.values()]
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """First and last name: the last word is the last name ("Mary Ann Lee" -> "Mary Ann", "Lee")."""
+    words = name.split()
+    if len(words) <= 1:
+        return "", (words[0] if words else "Contact")
+    return " ".join(words[:-1]), words[-1]
+
+
+@hookimpl
+async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:
+    api = ClioApi(ctx.http)
+    assert party.e164 is not None
+    if ctx.delivery is not None and ctx.delivery.attempt > 1:
+        # An earlier attempt may have created it and timed out before the answer:
+        # contacts take no marker, so look for one created since then with this number.
+        since = ctx.delivery.first_attempt_at - timedelta(minutes=1)
+        for c in await api.search_contacts(_search_text(party.e164), created_since=since.isoformat()):
+            if any(try_e164(p.number, ctx.tenant.default_region) == party.e164 for p in c.phone_numbers):
+                return _contact(c)
+    first, last = split_name(name)
+    created = await api.create_contact({
+        "type": "Person", "first_name": first, "last_name": last,
+        "phone_numbers": [{"name": "Work", "number": party.e164, "default_number": True}],
+        **({"email_addresses": [{"name": "Work", "address": party.email, "default_email": True}]}
+           if party.email else {}),
+    })
+    return _contact(created)
+
+
+@hookimpl
+async def contacts_changed_since(ctx: HookContext, since: datetime | None,
+                                 cursor: str | None) -> ChangedContacts:
+    rows, nxt = await ClioApi(ctx.http).contacts_page(updated_since=since, cursor=cursor)
+    contacts = tuple(_contact(c) for c in rows)
+    newest = max((c.updated_at for c in rows if c.updated_at), default=None)
+    return ChangedContacts(contacts=contacts, cursor=nxt, high_water=newest)
+
+
+# --- matters and users ----------------------------------------------------------------
+
+
+@hookimpl
+async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
+    """Open and pending matters where the contact is the client or a related party."""
+    api = ClioApi(ctx.http)
+    cid = int(contact.id)
+    found: dict[int, Matter] = {}
+    for m in await api.client_matters(cid, OPEN_STATUSES):
+        found[m.id] = Matter(id=str(m.id), name=m.display_number, status=m.status)
+    for rel in await api.relationships(cid):
+        m = rel.matter
+        if m is not None and (m.status or "").lower() in OPEN_STATUSES.split(","):
+            found.setdefault(m.id, Matter(id=str(m.id), name=m.display_number, status=m.status))
+    return list(found.values())
+
+
+async def _users(ctx: HookContext) -> list[AppUser]:
+    # The firm's users change rarely: kept in the host's store for 15 minutes.
+    import json
+
+    raw = await ctx.store.get("users")
+    if raw:
+        cached = json.loads(raw)
+        if datetime.fromisoformat(cached["at"]) > datetime.now(UTC) - timedelta(minutes=15):
+            return [AppUser.model_validate(u) for u in cached["users"]]
+    users = [AppUser(id=str(u.id), name=u.name, email=u.email) for u in await ClioApi(ctx.http).users()]
+    await ctx.store.set("users", json.dumps({"at": datetime.now(UTC).isoformat(),
+                                             "users": [u.model_dump() for u in users]}))
+    return users
+
+
+@hookimpl
+async def find_user(ctx: HookContext, email: str | None) -> AppUser | None:
+    if not email:
+        return None
+    return next((u for u in await _users(ctx) if (u.email or "").lower() == email.lower()), None)
+
+
+@hookimpl
+async def pick_default_user(ctx: HookContext) -> AppUser | None:
+    """The user who authorised the connection (``users/who_am_i``)."""
+    import json
+
+    raw = await ctx.store.get("who_am_i")
+    if raw:
+        return AppUser.model_validate(json.loads(raw))
+    me = await ClioApi(ctx.http).who_am_i()
+    user = AppUser(id=str(me.id), name=me.name, email=me.email)
+    await ctx.store.set("who_am_i", user.model_dump_json())
+    return user
+
+
+# --- what the communication says ------------------------------------------------------
+
+
+def _fmt(e164: str | None) -> str:
+    if not e164:
+        return "withheld number"
+    if not e164.startswith("+"):
+        return e164  # a short code
+    return phonenumbers.format_number(phonenumbers.parse(e164), phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def _duration(seconds: int) -> str:
+    minutes, secs = divmod(max(seconds, 0), 60)
+    return f"{minutes}m {secs:02d}s"
+
+
+def _who(target: LogTarget, event: CallEvent | SmsEvent | FaxEvent) -> str:
+    names = [c.name for c in target.contacts if c.name]
+    number = _fmt(event.external.number)
+    return f"{names[0]} ({number})" if names else number
+
+
+def subject(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget) -> str:
+    who = _who(target, event)
+    inbound = event.direction == Direction.INBOUND
+    if isinstance(event, CallEvent):
+        if event.outcome in (CallOutcome.MISSED, CallOutcome.VOICEMAIL) and inbound:
+            kind = "Voicemail from" if event.outcome == CallOutcome.VOICEMAIL else "Missed call from"
+            return f"{kind} {who}"
+        return f"{'Inbound call from' if inbound else 'Outbound call to'} {who}"
+    if isinstance(event, SmsEvent):
+        return f"{'SMS from' if inbound else 'SMS to'} {who}"
+    return f"{'Fax from' if inbound else 'Fax to'} {who}"
+
+
+def body(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget, *, note: str | None = None) -> str:
+    lines = [f"Direction: {event.direction.value}",
+             f"External number: {_fmt(event.external.number)}"]
+    if event.internal.number or event.internal.extension:
+        lines.append(f"Firm number: {_fmt(event.internal.number) if event.internal.number else ''}"
+                     + (f" ext. {event.internal.extension}" if event.internal.extension else ""))
+    if target.user and target.user.name:
+        lines.append(f"Staff: {target.user.name}")
+    if isinstance(event, CallEvent):
+        lines.append(f"Outcome: {event.outcome.value}")
+        lines.append(f"Duration: {_duration(event.duration_seconds)}"
+                     + (f" (talk time {_duration(event.talk_seconds)})" if event.answered_at else ""))
+        notes = target.notes if target.notes is not None else event.notes
+        if notes:
+            lines += ["", "Notes:", notes]
+        if event.summary:
+            lines += ["", "Summary:", event.summary]
+        if event.recording_url:
+            lines += ["", f"Recording: {event.recording_url}"]
+        if event.transcript:
+            lines += ["", "Transcript:", event.transcript]
+    elif isinstance(event, SmsEvent):
+        lines += ["", event.body]
+    else:
+        lines.append(f"Pages: {event.page_count}; delivery: {event.outcome.value}")
+    if note:
+        lines += ["", note]
+    return "\n".join(lines)
+
+
+def _participants(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget) -> dict[str, Any]:
+    contacts = [{"id": int(c.id), "type": "Contact"} for c in target.contacts]
+    user = [{"id": int(target.user.id), "type": "User"}] if target.user else []
+    if event.direction == Direction.INBOUND:
+        return {"senders": contacts, "receivers": user}
+    return {"senders": user, "receivers": contacts}
+
+
+# --- logging ----------------------------------------------------------------------------
+
+
+async def _remember(ctx: HookContext, record: Record) -> None:
+    if ctx.delivery is not None:
+        await ctx.delivery.remember(record)
+
+
+def _earlier(ctx: HookContext, kind: str) -> Record | None:
+    return find_record(ctx.delivery.records, kind) if ctx.delivery else None
+
+
+def _retry(ctx: HookContext) -> bool:
+    """Whether an earlier attempt of this delivery may have written something."""
+    return ctx.delivery is not None and ctx.delivery.attempt > 1
+
+
+async def _communication(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,
+                         target: LogTarget, *, note: str | None = None) -> Record:
+    known = _earlier(ctx, "communication")
+    if known is not None:
+        return known
+    api = ClioApi(ctx.http)
+    if _retry(ctx):
+        existing = await api.communications_marked(event.marker)
+        if existing:
+            record = Record(kind="communication", id=str(existing[0].id), step="communication")
+            await _remember(ctx, record)
+            return record
+    data: dict[str, Any] = {
+        "type": "PhoneCommunication", "subject": subject(event, target),
+        "body": body(event, target, note=note), "received_at": event.occurred_at.isoformat(),
+        "external_properties": [{"name": MARKER, "value": event.marker}],
+        **_participants(event, target),
+    }
+    if target.matter is not None:
+        data["matter"] = {"id": int(target.matter.id)}
+    created = await api.create_communication(data)
+    record = Record(kind="communication", id=str(created.id), step="communication")
+    await _remember(ctx, record)
+    return record
+
+
+async def _time_entry(ctx: HookContext, event: CallEvent, target: LogTarget, comm: Record) -> Record:
+    known = _earlier(ctx, "time_entry")
+    if known is not None:
+        return known
+    api = ClioApi(ctx.http)
+    if _retry(ctx):
+        existing = await api.time_entries_of(int(comm.id))
+        if existing:
+            record = Record(kind="time_entry", id=str(existing[0].id), step="time_entry")
+            await _remember(ctx, record)
+            return record
+    opts = _options(ctx)
+    data: dict[str, Any] = {
+        "type": "TimeEntry", "date": event.started_at.astimezone(UTC).date().isoformat(),
+        "quantity": event.talk_seconds, "communication": {"id": int(comm.id)},
+        "non_billable": not ctx.settings.default_billable, "note": opts.time_entry_note,
+    }
+    if target.matter is not None:
+        data["matter"] = {"id": int(target.matter.id)}
+    if target.user is not None:
+        data["user"] = {"id": int(target.user.id)}
+    if opts.activity_description:
+        described = await api.activity_description_named(opts.activity_description)
+        if described is not None:
+            data["activity_description"] = {"id": described}
+    created = await api.create_activity(data)
+    record = Record(kind="time_entry", id=str(created.id), step="time_entry")
+    await _remember(ctx, record)
+    return record
+
+
+@hookimpl
+async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:
+    comm = await _communication(ctx, event, target)
+    records = [comm]
+    if event.outcome == CallOutcome.COMPLETED and event.answered_at is not None:
+        records.append(await _time_entry(ctx, event, target, comm))
+    return LogResult(records=tuple(records))
+
+
+@hookimpl
+async def log_sms(ctx: HookContext, event: SmsEvent, target: LogTarget) -> LogResult:
+    return LogResult(records=(await _communication(ctx, event, target),))
+
+
+async def _document_bytes(ctx: HookContext, event: FaxEvent) -> bytes:
+    assert event.document is not None
+    if event.document.content is not None:
+        return bytes(event.document.content)
+    r = await ctx.bare_http.get(event.document.url or "")
+    return bytes(r.content)
+
+
+async def _document_parent(ctx: HookContext, target: LogTarget) -> dict[str, Any] | None:
+    if target.matter is not None:
+        parent = {"id": int(target.matter.id), "type": "Matter"}
+    elif target.contacts:
+        parent = {"id": int(target.contacts[0].id), "type": "Contact"}
+    else:
+        return None
+    folder_name = _options(ctx).fax_folder
+    if not folder_name:
+        return parent
+    api = ClioApi(ctx.http)
+    async with ctx.lock(f"folder:{parent['type']}:{parent['id']}"):
+        folder = await api.folder_named(folder_name, parent_type=parent["type"], parent_id=parent["id"])
+        if folder is None:
+            folder = await api.create_folder(folder_name, parent_type=parent["type"], parent_id=parent["id"])
+    return {"id": folder.id, "type": "Folder"}
+
+
+async def _upload(ctx: HookContext, event: FaxEvent, target: LogTarget, comm: Record) -> Record | None:
+    """The fax document, created, uploaded and marked complete; None when it has nowhere to go."""
+    if find_record(ctx.delivery.records if ctx.delivery else (), "document", "document_uploaded"):
+        return find_record(ctx.delivery.records if ctx.delivery else (), "document", "document_uploaded")
+    api = ClioApi(ctx.http)
+    doc = None
+    known = _earlier(ctx, "document")
+    if known is not None or _retry(ctx):
+        # Unfinished uploads are found too (show_uncompleted).
+        found = await api.documents_marked(event.marker)
+        doc = found[0] if found else None
+    if doc is None:
+        parent = await _document_parent(ctx, target)
+        if parent is None:
+            return None
+        assert event.document is not None
+        name = event.document.filename or (
+            f"Fax {event.direction.value} {event.sent_at.astimezone(UTC):%Y-%m-%d %H%M}"
+            f"{'.pdf' if event.document.content_type == 'application/pdf' else '.tiff'}")
+        doc = await api.create_document({
+            "name": name, "parent": parent, "communication_id": int(comm.id),
+            "content_type": event.document.content_type, "received_at": event.sent_at.isoformat(),
+            "external_properties": [{"name": MARKER, "value": event.marker}]})
+        await _remember(ctx, Record(kind="document", id=str(doc.id), step="document"))
+    version = doc.latest_document_version
+    if version is not None and not version.fully_uploaded:
+        assert version.put_url is not None
+        # A bare client: the storage URL is pre-signed, and our token or headers
+        # must never reach it.
+        await ctx.bare_http.put(version.put_url, content=await _document_bytes(ctx, event),
+                                headers={h.name: h.value for h in version.put_headers})
+        await api.mark_uploaded(doc.id, version.uuid)
+    record = Record(kind="document", id=str(doc.id), step="document_uploaded")
+    await _remember(ctx, record)
+    return record
+
+
+@hookimpl
+async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogResult:
+    comm = await _communication(ctx, event, target)
+    if event.document is None:
+        return LogResult(records=(comm,), note="document missing")
+    try:
+        doc = await _upload(ctx, event, target, comm)
+    except (AppError, OSError) as exc:
+        attempt = ctx.delivery.attempt if ctx.delivery else UPLOAD_ATTEMPTS
+        if attempt < UPLOAD_ATTEMPTS and (not isinstance(exc, AppError) or exc.retryable):
+            raise TransientError(f"fax upload failed ({type(exc).__name__}); will retry") from exc
+        doc = None
+    if doc is None:
+        why = ("no contact or matter to file it under" if not (target.contacts or target.matter)
+               else "the upload failed")
+        await ClioApi(ctx.http).update_communication(int(comm.id), {
+            "body": body(event, target, note=f"The fax document is missing: {why}.")})
+        return LogResult(records=(comm,), note="document missing")
+    return LogResult(records=(comm, doc))
+
+
+@hookimpl
+async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,
+                     records: list[Record]) -> LogResult:
+    """Late details (recording, transcript, summary) rewrite the communication's body."""
+    comm = find_record(tuple(records), "communication")
+    if comm is None:
+        raise SkipEvent("nothing_to_update", "No Clio communication was written for this event.")
+    await ClioApi(ctx.http).update_communication(int(comm.id), {"body": body(event, LogTarget())})
+    return LogResult(records=tuple(records))
+
+
+__all__ = ["ClioSettings", "split_name"]

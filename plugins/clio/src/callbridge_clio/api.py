@@ -1,0 +1,269 @@
+"""Typed calls to the Clio Manage API v4, over the host's client (``ctx.http``).
+
+Every request sends ``fields`` (without it Clio answers only ``id`` and
+``etag``); list calls follow ``meta.paging.next`` to the end. Answers are read
+into pydantic models that ignore fields this plugin does not use.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx2
+from pydantic import BaseModel, ConfigDict
+
+#: The external property that marks records written by callbridge.
+MARKER = "callbridge_event"
+
+CONTACT_FIELDS = "id,name,first_name,last_name,type,created_at,updated_at,phone_numbers{number,name},email_addresses{address}"
+MATTER_FIELDS = "id,display_number,description,status,client{id,name},close_date,updated_at"
+RELATIONSHIP_FIELDS = "id,description,matter{id,display_number,description,status}"
+USER_FIELDS = "id,name,email,enabled"
+COMMUNICATION_FIELDS = "id,subject,body,received_at,matter{id},external_properties{name,value}"
+ACTIVITY_FIELDS = "id,type,date,quantity,non_billable,communication{id},matter{id}"
+DOCUMENT_FIELDS = "id,name,parent,external_properties{name,value},latest_document_version{uuid,put_url,put_headers,fully_uploaded}"
+FOLDER_FIELDS = "id,name,parent"
+CUSTOM_FIELD_FIELDS = "id,name,field_type,parent_type,displayed,deleted"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Ref(_Model):
+    id: int
+    name: str | None = None
+
+
+class PhoneNumber(_Model):
+    number: str
+    name: str | None = None
+
+
+class EmailAddress(_Model):
+    address: str
+
+
+class ClioContact(_Model):
+    id: int
+    name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    type: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    phone_numbers: list[PhoneNumber] = []
+    email_addresses: list[EmailAddress] = []
+
+
+class ClioMatter(_Model):
+    id: int
+    display_number: str | None = None
+    description: str | None = None
+    status: str | None = None
+    client: Ref | None = None
+    close_date: str | None = None
+    updated_at: datetime | None = None
+    custom_field_values: list[dict[str, Any]] = []
+
+
+class ClioRelationship(_Model):
+    id: int
+    description: str | None = None
+    matter: ClioMatter | None = None
+
+
+class ClioUser(_Model):
+    id: int
+    name: str | None = None
+    email: str | None = None
+    enabled: bool = True
+
+
+class ExternalProperty(_Model):
+    name: str
+    value: str
+
+
+class ClioCommunication(_Model):
+    id: int
+    subject: str | None = None
+    body: str | None = None
+    external_properties: list[ExternalProperty] = []
+
+
+class ClioActivity(_Model):
+    id: int
+    quantity: float | None = None
+
+
+class PutHeader(_Model):
+    name: str
+    value: str
+
+
+class DocumentVersion(_Model):
+    uuid: str
+    put_url: str | None = None
+    put_headers: list[PutHeader] = []
+    fully_uploaded: bool = False
+
+
+class ClioDocument(_Model):
+    id: int
+    name: str | None = None
+    latest_document_version: DocumentVersion | None = None
+
+
+class ClioFolder(_Model):
+    id: int
+    name: str
+
+
+class ClioCustomField(_Model):
+    id: int
+    name: str
+    field_type: str
+    parent_type: str
+    deleted: bool = False
+
+
+class ClioApi:
+    """The requests the plugin makes, each a method."""
+
+    def __init__(self, http: httpx2.AsyncClient) -> None:
+        self.http = http
+
+    async def list(self, path: str, fields: str, **params: Any) -> list[dict[str, Any]]:
+        """Every record of a list endpoint: the first page, then each ``next`` URL."""
+        records, next_url = await self.page(path, fields, **params)
+        while next_url:
+            more, next_url = await self.page_at(next_url)
+            records += more
+        return records
+
+    async def page(self, path: str, fields: str, **params: Any) -> tuple[list[dict[str, Any]], str | None]:
+        query = {k: v for k, v in params.items() if v is not None}
+        r = await self.http.get(path, params={**query, "fields": fields})
+        return self._page(r)
+
+    async def page_at(self, url: str) -> tuple[list[dict[str, Any]], str | None]:
+        # A `next` URL already holds fields, filters and the page token.
+        r = await self.http.get(url)
+        return self._page(r)
+
+    @staticmethod
+    def _page(r: httpx2.Response) -> tuple[list[dict[str, Any]], str | None]:
+        body = r.json()
+        return list(body["data"]), ((body.get("meta") or {}).get("paging") or {}).get("next")
+
+    async def create(self, path: str, fields: str, data: dict[str, Any]) -> dict[str, Any]:
+        r = await self.http.post(path, params={"fields": fields}, json={"data": data})
+        return dict(r.json()["data"])
+
+    async def update(self, path: str, fields: str, data: dict[str, Any]) -> dict[str, Any]:
+        r = await self.http.patch(path, params={"fields": fields}, json={"data": data},
+                                  extensions={"callbridge_idempotent": True})
+        return dict(r.json()["data"])
+
+    # --- contacts --------------------------------------------------------------------
+
+    async def search_contacts(self, query: str, **filters: Any) -> list[ClioContact]:
+        rows = await self.list("/contacts.json", CONTACT_FIELDS, query=query, **filters)
+        return [ClioContact.model_validate(r) for r in rows]
+
+    async def create_contact(self, data: dict[str, Any]) -> ClioContact:
+        return ClioContact.model_validate(await self.create("/contacts.json", CONTACT_FIELDS, data))
+
+    async def contacts_page(self, *, updated_since: datetime | None,
+                            cursor: str | None) -> tuple[list[ClioContact], str | None]:
+        if cursor:
+            rows, nxt = await self.page_at(cursor)
+        else:
+            rows, nxt = await self.page(
+                "/contacts.json", CONTACT_FIELDS, order="id(asc)", limit=200,
+                updated_since=updated_since.isoformat() if updated_since else None)
+        return [ClioContact.model_validate(r) for r in rows], nxt
+
+    # --- matters ---------------------------------------------------------------------
+
+    async def client_matters(self, contact_id: int, statuses: str) -> list[ClioMatter]:
+        rows = await self.list("/matters.json", MATTER_FIELDS, client_id=contact_id, status=statuses)
+        return [ClioMatter.model_validate(r) for r in rows]
+
+    async def relationships(self, contact_id: int) -> list[ClioRelationship]:
+        rows = await self.list("/relationships.json", RELATIONSHIP_FIELDS, contact_id=contact_id)
+        return [ClioRelationship.model_validate(r) for r in rows]
+
+    async def matters_changed(self, *, since: datetime | None, status: str | None = None,
+                              custom_field_ids: list[int] | None = None) -> list[ClioMatter]:
+        """Matters updated since a time, with status, close date and custom-field values
+        (for the closed-matter sync)."""
+        fields = MATTER_FIELDS + ",custom_field_values{id,value,field_name,field_type,custom_field}"
+        params: dict[str, Any] = {"order": "id(asc)", "status": status,
+                                  "updated_since": since.isoformat() if since else None}
+        if custom_field_ids:
+            params["custom_field_ids[]"] = custom_field_ids
+        rows = await self.list("/matters.json", fields, **params)
+        return [ClioMatter.model_validate(r) for r in rows]
+
+    async def custom_fields(self, parent_type: str) -> list[ClioCustomField]:
+        rows = await self.list("/custom_fields.json", CUSTOM_FIELD_FIELDS, parent_type=parent_type.lower())
+        return [ClioCustomField.model_validate(r) for r in rows]
+
+    # --- users -----------------------------------------------------------------------
+
+    async def users(self) -> list[ClioUser]:
+        return [ClioUser.model_validate(r) for r in await self.list("/users.json", USER_FIELDS)]
+
+    async def who_am_i(self) -> ClioUser:
+        r = await self.http.get("/users/who_am_i.json", params={"fields": USER_FIELDS})
+        return ClioUser.model_validate(r.json()["data"])
+
+    # --- communications, activities, documents ---------------------------------------
+
+    async def communications_marked(self, marker: str) -> list[ClioCommunication]:
+        rows = await self.list("/communications.json", COMMUNICATION_FIELDS,
+                               external_property_name=MARKER, external_property_value=marker)
+        return [ClioCommunication.model_validate(r) for r in rows]
+
+    async def create_communication(self, data: dict[str, Any]) -> ClioCommunication:
+        return ClioCommunication.model_validate(
+            await self.create("/communications.json", COMMUNICATION_FIELDS, data))
+
+    async def update_communication(self, cid: int, data: dict[str, Any]) -> ClioCommunication:
+        return ClioCommunication.model_validate(
+            await self.update(f"/communications/{cid}.json", COMMUNICATION_FIELDS, data))
+
+    async def time_entries_of(self, communication_id: int) -> list[ClioActivity]:
+        rows = await self.list("/activities.json", ACTIVITY_FIELDS, communication_id=communication_id)
+        return [ClioActivity.model_validate(r) for r in rows]
+
+    async def create_activity(self, data: dict[str, Any]) -> ClioActivity:
+        return ClioActivity.model_validate(await self.create("/activities.json", ACTIVITY_FIELDS, data))
+
+    async def activity_description_named(self, name: str) -> int | None:
+        rows = await self.list("/activity_descriptions.json", "id,name")
+        return next((int(r["id"]) for r in rows if r.get("name") == name), None)
+
+    async def documents_marked(self, marker: str) -> list[ClioDocument]:
+        rows = await self.list("/documents.json", DOCUMENT_FIELDS, external_property_name=MARKER,
+                               external_property_value=marker, show_uncompleted="true")
+        return [ClioDocument.model_validate(r) for r in rows]
+
+    async def create_document(self, data: dict[str, Any]) -> ClioDocument:
+        return ClioDocument.model_validate(await self.create("/documents.json", DOCUMENT_FIELDS, data))
+
+    async def mark_uploaded(self, document_id: int, uuid: str) -> ClioDocument:
+        return ClioDocument.model_validate(await self.update(
+            f"/documents/{document_id}.json", DOCUMENT_FIELDS, {"uuid": uuid, "fully_uploaded": True}))
+
+    async def folder_named(self, name: str, *, parent_type: str, parent_id: int) -> ClioFolder | None:
+        key = "matter_id" if parent_type == "Matter" else "contact_id"
+        rows = await self.list("/folders.json", FOLDER_FIELDS, query=name, **{key: parent_id})
+        return next((ClioFolder.model_validate(r) for r in rows if r.get("name") == name), None)
+
+    async def create_folder(self, name: str, *, parent_type: str, parent_id: int) -> ClioFolder:
+        return ClioFolder.model_validate(await self.create(
+            "/folders.json", FOLDER_FIELDS, {"name": name, "parent": {"id": parent_id, "type": parent_type}}))
