@@ -4,6 +4,7 @@ and the Clio sandbox over real HTTP on loopback."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -133,12 +134,12 @@ async def test_an_upload_that_keeps_failing_ends_logged_with_the_document_missin
     sandbox.state.storage_down = True
     engine = clio_engine()
     stored = await engine.ingest(fax())
-    view = None
     for _ in range(3):  # the host retries the delivery; each attempt resumes
         await engine.run_until_idle(event_pks=[stored.event_pk])
-        engine.ledger.requeue(engine.ledger.find_delivery("acme", "clio", stored.event_pk).delivery_id,
-                              mode="auto") if engine.ledger.find_delivery(
-            "acme", "clio", stored.event_pk).status == "failed" else None
+        view = engine.ledger.find_delivery("acme", "clio", stored.event_pk)
+        assert view is not None
+        if view.status == "failed":
+            engine.ledger.requeue(view.delivery_id, mode="auto")  # rather than wait for the backoff
     view = engine.ledger.find_delivery("acme", "clio", stored.event_pk)
     assert view is not None and (view.status, view.reason) == ("logged", "document_missing")
     assert len(sandbox.state.communications) == 1 and len(sandbox.state.documents) == 1
@@ -266,7 +267,7 @@ async def test_a_429_storm_is_waited_out_with_no_early_request_and_no_duplicate(
     assert [v.status for v in views] == ["logged", "logged"]
     assert len(sandbox.state.communications) == 2 and len(sandbox.state.activities) == 1
     log = sorted(sandbox.faults.requests)
-    for (at, *_rest, status), (later, *_r2) in zip(log, log[1:], strict=False):
+    for (at, *_rest, status), (later, *_r2) in itertools.pairwise(log):
         if status == 429:
             assert later >= at + 2 - 0.05, "a request went out before its Retry-After"
 
