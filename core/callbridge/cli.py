@@ -414,6 +414,18 @@ def sandbox(
     uvicorn.run(factory(), host=host, port=port, log_level="warning")
 
 
+@app.command()
+def demo(name: Annotated[str, typer.Argument(help="which demo")] = "clio") -> None:
+    """Run a demo, fully offline: an app's sandbox on loopback, a firm, a day of events."""
+    import importlib.metadata
+
+    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="callbridge.demos")}
+    if name not in eps:
+        raise _fail(f"no demo named {name!r}; installed: {', '.join(sorted(eps)) or 'none'} "
+                    "(the Clio demo comes with callbridge-clio)")
+    raise typer.Exit(int(eps[name].load()() or 0))
+
+
 def main() -> None:
     try:
         app()
