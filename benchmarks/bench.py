@@ -98,8 +98,7 @@ async def callbridge_run(lines: list[str], folder: Path, batch: int) -> float:
     started = time.perf_counter()
     for line in lines:
         await engine.ingest(parse_event(line))
-    while await engine.process_due(limit=batch):
-        pass
+    await engine.run_until_idle()
     elapsed = time.perf_counter() - started
     logged = sum(n for (app, status), n in ledger.counts().items() if status == "logged")
     assert logged == len(lines), (logged, len(lines))

@@ -108,8 +108,7 @@ async def _run(folder: Path) -> tuple[float, int]:
     for event in batch:
         await engine.ingest(event)
     started = time.perf_counter()
-    while await engine.process_due(limit=CONCURRENCY * 4):
-        pass
+    await engine.run_until_idle()
     elapsed = time.perf_counter() - started
     logged = sum(n for (_, status), n in ledger.counts().items() if status == "logged")
     await engine.aclose()

@@ -223,14 +223,31 @@ class Engine:
             await asyncio.gather(*(self._work(c) for c in claims))
         return len(claims)
 
-    async def run_until_idle(self, *, max_rounds: int = 1000, **kwargs: Any) -> int:
+    async def run_until_idle(self, *, event_pks: Sequence[int] | None = None,
+                             tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
+        """Work until nothing is due; return how many deliveries were worked.
+
+        Keeps up to ``concurrency`` deliveries in flight, claiming more as soon as
+        slots free up, so one slow app or tenant never leaves the others idle.
+        """
+        lease = self.config.ledger.lease_seconds
+        inflight: set[asyncio.Task[None]] = set()
         total = 0
-        for _ in range(max_rounds):
-            n = await self.process_due(**kwargs)
-            if n == 0:
-                break
-            total += n
-        return total
+        # Claim in batches of a quarter of the slots at least: a claim is a write.
+        batch = max(1, self.concurrency // 4)
+        while True:
+            free = self.concurrency - len(inflight)
+            if free >= batch or not inflight:
+                claims = await self.db(
+                    self.ledger.claim, owner=self.owner, limit=free, lease_seconds=lease,
+                    event_pks=event_pks, tenant=tenant, apps=apps)
+                total += len(claims)
+                inflight |= {asyncio.create_task(self._work(c)) for c in claims}
+            if not inflight:
+                return total
+            done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
 
     async def serve(self, stop: asyncio.Event, *, poll: float = 0.5) -> None:
         """Work until ``stop`` is set; sync phone indexes when idle."""

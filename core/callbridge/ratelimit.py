@@ -46,7 +46,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: Added to every window: the app's window and ours are not aligned, and a
 #: request reaches the app a little after it leaves.
-DEFAULT_SLACK = 0.05
+DEFAULT_SLACK = 0.02
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
