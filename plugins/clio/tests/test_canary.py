@@ -5,6 +5,7 @@ plain columns or the doctor dump."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -70,8 +71,9 @@ async def test_no_sentinel_token_or_number_leaks_anywhere(
             for row in conn.execute(sa.select(*cols)):
                 plain.append(json.dumps([str(v) for v in row]))
     config = engine.settings.path
-    doctor = subprocess.run([sys.executable, "-m", "callbridge", "doctor", "--json", "--config", str(config)],
-                            capture_output=True, text=True, timeout=120)
+    doctor = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "callbridge", "doctor", "--json", "--config", str(config)],
+        capture_output=True, text=True, timeout=120)
     out = capsys.readouterr()
     haystacks = {
         "logs": "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records),
