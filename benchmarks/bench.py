@@ -96,8 +96,7 @@ async def callbridge_run(lines: list[str], folder: Path, batch: int) -> float:
     engine = Engine(settings=SettingsSource(None, default=settings), registry=registry,
                     ledger=ledger, concurrency=batch)
     started = time.perf_counter()
-    for line in lines:
-        await engine.ingest(parse_event(line))
+    await engine.ingest_many([parse_event(line) for line in lines])
     await engine.run_until_idle()
     elapsed = time.perf_counter() - started
     logged = sum(n for (app, status), n in ledger.counts().items() if status == "logged")

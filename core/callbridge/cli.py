@@ -170,16 +170,24 @@ async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | Non
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       console=err, transient=True, disable=as_json) as progress:
             task = progress.add_task("storing events", total=len(lines))
+            pending = []
             for number, line in enumerate(lines, 1):
-                progress.advance(task)
                 if not line.strip():
+                    progress.advance(task)
                     continue
                 try:
-                    event = parse_event(line, region_for=region_for)
+                    pending.append(parse_event(line, region_for=region_for))
                 except CallbridgeError as exc:
                     bad.append((number, str(exc), line))
-                    continue
-                stored.append(await engine.ingest(event))
+                    progress.advance(task)
+                if len(pending) >= 200:
+                    # One trip to the ledger per chunk; still one commit per event.
+                    stored += await engine.ingest_many(pending)
+                    progress.advance(task, len(pending))
+                    pending = []
+            if pending:
+                stored += await engine.ingest_many(pending)
+                progress.advance(task, len(pending))
             task2 = progress.add_task("logging", total=None)
             pks = [s.event_pk for s in stored]
             deadline = time.monotonic() + wait

@@ -210,6 +210,14 @@ class Engine:
         self._remember_event(stored.event_pk, stored.revision, event)
         return stored
 
+    async def ingest_many(self, events: Sequence[AnyEvent]) -> list[Stored]:
+        """:meth:`ingest` for a batch: one trip to the ledger's thread, a commit per event."""
+        batch = [(e, self.apps_for(self.config.tenant(e.tenant))) for e in events]
+        stored = await self.db(self.ledger.store_events, batch)
+        for s, event in zip(stored, events, strict=True):
+            self._remember_event(s.event_pk, s.revision, event)
+        return stored
+
     # --- work -----------------------------------------------------------------------
 
     async def process_due(self, *, limit: int = 256, event_pks: Sequence[int] | None = None,

@@ -296,6 +296,10 @@ class Ledger:
                     pk, tenant, app, occurred_at, now, **values)).inserted_primary_key[0]  # type: ignore[index]
         return have
 
+    def store_events(self, events: Sequence[tuple[AnyEvent, Sequence[str]]]) -> list[Stored]:
+        """:meth:`store_event` for many events, each in its own transaction."""
+        return [self.store_event(event, apps=apps) for event, apps in events]
+
     def load_event(self, event_pk: int) -> AnyEvent:
         with self._read() as conn:
             row = conn.execute(sa.select(t.events.c.content_enc, t.events.c.purged_at)
@@ -388,12 +392,20 @@ class Ledger:
         now = _now()
         with self._write() as conn:
             self._fenced(conn, claim, updated_at=now)
-            exists = conn.execute(_SELECT_RECORD, {"did": claim.delivery_id, "kind": record.kind,
-                                                   "step": record.step}).first()
-            if exists is None:
-                conn.execute(t.records.insert(), {
-                    "delivery_id": claim.delivery_id, "kind": record.kind, "app_id": record.id,
-                    "step": record.step, "created_at": now})
+            self._insert_records(conn, claim.delivery_id, [record], now)
+
+    def _insert_records(self, conn: Connection, delivery_id: int, recs: Sequence[Record],
+                        now: datetime) -> None:
+        """Insert records, leaving any (delivery, kind, step) already kept as it is."""
+        if not recs:
+            return
+        rows = [{"delivery_id": delivery_id, "kind": r.kind, "app_id": r.id, "step": r.step,
+                 "created_at": now} for r in recs]
+        if self._sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        conn.execute(insert(t.records).on_conflict_do_nothing(), rows)
 
     def finish(self, claim: Claim, outcome: Outcome, *, now: datetime | None = None,
                started_at: datetime | None = None) -> None:
@@ -411,14 +423,7 @@ class Ledger:
             values["needs_update"] = False
         with self._write() as conn:
             self._fenced(conn, claim, **values)
-            known = {(r.kind, r.step) for r in self._records(conn, [claim.delivery_id]).get(
-                claim.delivery_id, ())}
-            for record in outcome.records:
-                if (record.kind, record.step) not in known:
-                    known.add((record.kind, record.step))
-                    conn.execute(t.records.insert(), {
-                        "delivery_id": claim.delivery_id, "kind": record.kind, "app_id": record.id,
-                        "step": record.step, "created_at": now})
+            self._insert_records(conn, claim.delivery_id, list(outcome.records), now)
             conn.execute(t.attempts.insert(), {
                 "delivery_id": claim.delivery_id, "attempt": claim.attempt, "fence": claim.fence,
                 "started_at": started_at, "finished_at": now, "status": outcome.status.value,
