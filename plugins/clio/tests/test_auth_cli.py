@@ -64,3 +64,27 @@ def test_check_reports_a_failed_authentication(tmp_path: Path, sandbox: Any, fir
     result = cli("check", "acme", "clio", env=env)
     assert result.returncode == 1
     assert "authentication_failed" in result.stderr and "revoked-token" not in result.stderr
+
+
+def test_the_sandbox_command_serves_clio_on_loopback() -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "callbridge", "sandbox", "clio", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx2.get(f"http://127.0.0.1:{port}/api/v4/users.json?fields=id")
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "the sandbox did not start"
+                time.sleep(0.2)
+        assert answer.status_code == 401 and answer.json()["error"] == "invalid_token"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
