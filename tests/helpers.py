@@ -8,24 +8,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
-from callbridge.context import HookContext
+from callbridge.context import HookContext, MemoryStore
 from callbridge.facade import Facade
 from callbridge.plugins import LoadedPlugin, Registry
 from callbridge.settings import AppSettings, TenantSettings
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    async def set(self, key: str, value: str) -> None:
-        self.data[key] = value
-
-    async def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 def bare_context(app: str = "app") -> HookContext:

@@ -32,6 +32,22 @@ class KeyValueStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class MemoryStore:
+    """A :class:`KeyValueStore` in memory, for tests and the contract kit."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: str) -> None:
+        self.data[key] = value
+
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
 class DeliveryState(Protocol):
     """The delivery of one event to one app, as the ledger holds it.
 

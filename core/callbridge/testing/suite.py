@@ -34,7 +34,7 @@ from pydantic import BaseModel, ValidationError
 
 from callbridge import HOOK_API_VERSION
 from callbridge.capabilities import REQUIRED_HOOKS, Capability, Declaration
-from callbridge.context import HookContext
+from callbridge.context import HookContext, MemoryStore
 from callbridge.errors import AuthenticationFailed, RateLimited, TransientError
 from callbridge.events import AnyEvent, CallEvent, ExternalParty, parse_event
 from callbridge.facade import Facade, Hooks
@@ -138,20 +138,6 @@ class Row:
 
 
 # --- the kit's host services ------------------------------------------------------
-
-
-class _Store:
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    async def set(self, key: str, value: str) -> None:
-        self.data[key] = value
-
-    async def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 class _Delivery:
@@ -389,7 +375,7 @@ class _Kit:
                 settings=AppSettings(plugin=declaration.name, options=self.settings),
                 options=options, http=client, bare_http=bare,
                 log=logging.LoggerAdapter(logging.getLogger(f"callbridge.kit.{declaration.name}")),
-                store=_Store(), lock=_locks(), delivery=_Delivery())
+                store=MemoryStore(), lock=_locks(), delivery=_Delivery())
             hooks = Facade(registry).for_plugin(declaration.name)
             if recording and not cassette.write_protected:
                 if mode == "all":  # vcrpy only gets-or-sets: a re-recording gets today's note
