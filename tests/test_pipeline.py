@@ -303,3 +303,38 @@ async def test_a_contact_added_after_the_sync_is_found_not_duplicated(make_engin
     await deliver(engine, call())
     assert list(notebook.state.contacts) == [cid]
     assert logs(notebook)[0]["contact_ids"] == [cid]
+
+
+async def test_a_withheld_caller_is_skipped_where_the_app_cannot_log_without_a_contact(
+        tmp_path: Path, secret_key: str) -> None:
+    from callbridge.capabilities import Capability, Declaration
+    from callbridge.hookspecs import hookimpl
+    from callbridge.models import LogResult, Record
+    from callbridge.plugins import Registry
+    from callbridge.settings import Settings, SettingsSource
+
+    class NeedsContact:
+        @hookimpl
+        def declare(self) -> Declaration:
+            return Declaration(name="strict", version="1", hook_api_version="1.0",
+                               capabilities=frozenset({Capability.CALLS}))
+
+        @hookimpl
+        async def log_call(self, ctx: Any, event: Any, target: Any) -> LogResult:
+            return LogResult(records=(Record(kind="log", id="1"),))
+
+    registry = Registry()
+    registry.add(NeedsContact())
+    settings = Settings.model_validate({"tenants": {"acme": {"apps": {"strict": {}}}}})
+    from callbridge.ledger import Ledger
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    ledger.migrate()
+    engine = Engine(settings=SettingsSource(None, default=settings), registry=registry, ledger=ledger)
+    try:
+        stored = await engine.ingest(call(external={"number": "anonymous"}))
+        await engine.run_until_idle()
+        view = ledger.find_delivery("acme", "strict", stored.event_pk)
+        assert view is not None and (view.status, view.reason) == ("skipped", "no_contact")
+        assert "cannot log without one" in (view.message or "")
+    finally:
+        await engine.aclose()

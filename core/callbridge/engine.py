@@ -260,7 +260,7 @@ class Engine:
     async def serve(self, stop: asyncio.Event, *, poll: float = 0.5) -> None:
         """Work until ``stop`` is set; sync phone indexes when idle."""
         while not stop.is_set():
-            n = await self.process_due()
+            n = await self.run_until_idle()
             if n == 0:
                 await self.sync_indexes(stale_after=300)
                 try:
