@@ -24,16 +24,19 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx2
+from pydantic import BaseModel
 
-from callbridge.capabilities import Capability
+from callbridge.capabilities import Capability, Connection
 from callbridge.context import HookContext
 from callbridge.events import AnyEvent
 from callbridge.facade import Facade, Hooks
+from callbridge.http import Credentials, RetryPolicy, build_bare_client, build_client
 from callbridge.ledger import Claim, LeaseLost, Ledger, LedgerStore, LedgerTokenStore, Stored
 from callbridge.models import Outcome, OutcomeStatus, Record
 from callbridge.phoneindex import PhoneIndex
 from callbridge.pipeline import Job, outcome_for_error, run
-from callbridge.plugins import Registry
+from callbridge.plugins import LoadedPlugin, Registry
+from callbridge.ratelimit import LimiterRegistry
 from callbridge.settings import AppSettings, Settings, SettingsSource, TenantSettings, secret
 
 log = logging.getLogger("callbridge.engine")
@@ -68,8 +71,8 @@ class _Delivery:
 
 @dataclass
 class _Connection:
-    key: tuple[Any, ...]
     settings: AppSettings
+    options: BaseModel | None
     http: httpx2.AsyncClient
     bare: httpx2.AsyncClient
 
@@ -90,17 +93,15 @@ class Engine:
     concurrency: int = 32
     dry_run: bool = False
     trace: bool | None = None
-    retry: Any = None  # callbridge.http.RetryPolicy; None for the default
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
-        from callbridge.http import MemoryTokenStore  # noqa: F401  (import check: the layer exists)
-        from callbridge.ratelimit import LimiterRegistry
-
         self.facade = Facade(self.registry, trace=self.trace, dry_run=self.dry_run)
         self.index = PhoneIndex(self.ledger)
         self.limiters = LimiterRegistry()
         self.tokens = LedgerTokenStore(self.ledger)
         self._connections: dict[tuple[str, str], _Connection] = {}
+        self._closing: set[asyncio.Future[None]] = set()
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._semaphore = asyncio.Semaphore(self.concurrency)
         # Ledger calls run on their own small pool: the ledger serialises writers
@@ -156,48 +157,53 @@ class Engine:
 
     def context(self, tenant_id: str, app: str, delivery: _Delivery | None = None) -> HookContext:
         """The hook context for one (tenant, app), with its HTTP client."""
-        from callbridge.http import Credentials, build_bare_client, build_client
-
         tenant = self.config.tenant(tenant_id)
         settings = tenant.apps[app]
-        hooks = self.hooks_for(tenant, app)
-        plugin = hooks.plugin
-        model = plugin.declaration.settings_model
-        options = model.model_validate(settings.options) if model is not None else None
-        key = (id(settings), plugin.dist_version)  # a reload makes new settings objects
+        plugin = self.hooks_for(tenant, app).plugin
         conn = self._connections.get((tenant_id, app))
-        if conn is None or conn.key != key or conn.settings is not settings:
-            connection = self.registry.connection(plugin.name, options)
-            transport = self.transports.get(plugin.name)
-            if connection is None:
-                from callbridge.capabilities import Connection
-                connection = Connection(base_url="http://app.invalid")
-            prefix = settings.credentials_env
-            creds = Credentials(api_key=secret(prefix, "API_KEY"), token=secret(prefix, "TOKEN"),
-                                client_id=secret(prefix, "CLIENT_ID"),
-                                client_secret=secret(prefix, "CLIENT_SECRET"))
-            kwargs: dict[str, Any] = {}
-            if self.retry is not None:
-                kwargs["retry"] = self.retry
-            http = build_client(
-                tenant=tenant_id, app=app, plugin=plugin.name, plugin_version=plugin.dist_version,
-                connection=connection, credentials=creds, buckets=plugin.declaration.rate_limits,
-                limiters=self.limiters, tokens=self.tokens, transport=transport, **kwargs)
-            conn = _Connection(key, settings, http, build_bare_client(transport=transport))
+        # A reload makes new settings objects: then the client is built again.
+        if conn is None or conn.settings is not settings:
+            if conn is not None:
+                self._closing.add(asyncio.ensure_future(self._close(conn)))
+            conn = self._connect(tenant_id, app, settings, plugin)
             self._connections[(tenant_id, app)] = conn
         return HookContext(
-            tenant_id=tenant_id, tenant=tenant, app=app, settings=settings, options=options,
+            tenant_id=tenant_id, tenant=tenant, app=app, settings=settings, options=conn.options,
             http=conn.http, bare_http=conn.bare,
             log=logging.LoggerAdapter(logging.getLogger(f"callbridge.plugin.{plugin.name}"),
                                       {"tenant": tenant_id, "app": app}),
             store=LedgerStore(self.ledger, tenant_id, app), lock=self._lock(tenant_id, app),
             delivery=delivery)
 
+    def _connect(self, tenant_id: str, app: str, settings: AppSettings,
+                 plugin: LoadedPlugin) -> _Connection:
+        model = plugin.declaration.settings_model
+        options = model.model_validate(settings.options) if model is not None else None
+        connection = self.registry.connection(plugin.name, options) or Connection(
+            base_url="http://app.invalid")  # a plugin that makes no requests
+        transport = self.transports.get(plugin.name)
+        prefix = settings.credentials_env
+        creds = Credentials(api_key=secret(prefix, "API_KEY"), token=secret(prefix, "TOKEN"),
+                            client_id=secret(prefix, "CLIENT_ID"),
+                            client_secret=secret(prefix, "CLIENT_SECRET"))
+        http = build_client(
+            tenant=tenant_id, app=app, plugin=plugin.name, plugin_version=plugin.dist_version,
+            connection=connection, credentials=creds, buckets=plugin.declaration.rate_limits,
+            limiters=self.limiters, tokens=self.tokens, transport=transport,
+            retry=self.retry or RetryPolicy())
+        return _Connection(settings, options, http, build_bare_client(transport=transport))
+
+    @staticmethod
+    async def _close(conn: _Connection) -> None:
+        await conn.http.aclose()
+        await conn.bare.aclose()
+
     async def aclose(self) -> None:
         for conn in self._connections.values():
-            await conn.http.aclose()
-            await conn.bare.aclose()
+            await self._close(conn)
         self._connections.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing)
         self._db_pool.shutdown(wait=False)
 
     # --- events in ------------------------------------------------------------------
