@@ -67,10 +67,18 @@ class PhoneIndex:
         _, synced_at = await asyncio.to_thread(self.ledger.index_state, ctx.tenant_id, ctx.app)
         return synced_at is not None
 
-    async def sync(self, ctx: HookContext, hooks: Hooks, *, max_pages: int | None = None) -> int:
-        """Catch up from the stored high-water mark; return the contacts seen."""
+    async def sync(self, ctx: HookContext, hooks: Hooks, *, max_pages: int | None = None,
+                   unless_since: datetime | None = None) -> int:
+        """Catch up from the stored high-water mark; return the contacts seen.
+
+        ``unless_since``: skip if a sync started after that moment (another
+        lookup's catch-up, finished while this one waited for the lock).
+        """
         async with ctx.lock("phone_index"):
-            high_water, _ = await asyncio.to_thread(self.ledger.index_state, ctx.tenant_id, ctx.app)
+            high_water, synced_at = await asyncio.to_thread(self.ledger.index_state, ctx.tenant_id,
+                                                            ctx.app)
+            if unless_since is not None and synced_at is not None and synced_at >= unless_since:
+                return 0
             started = datetime.now(UTC)
             cursor: str | None = None
             seen = unreadable_ids = 0
@@ -119,9 +127,11 @@ class PhoneIndex:
         region = ctx.tenant.default_region
         if party.e164 is None or not self.uses_index(hooks) or not await self.synced(ctx):
             return await self.live(ctx, hooks, party)
+        asked = datetime.now(UTC)
         entries = await asyncio.to_thread(self.ledger.index_lookup, ctx.tenant_id, ctx.app, party.e164)
         if not entries:
-            await self.sync(ctx, hooks)  # confirm the miss: a contact added minutes ago
+            # Confirm the miss (a contact added minutes ago) with a catch-up sync.
+            await self.sync(ctx, hooks, unless_since=asked)
             entries = await asyncio.to_thread(self.ledger.index_lookup, ctx.tenant_id, ctx.app, party.e164)
             if not entries:
                 return []
