@@ -301,3 +301,49 @@ async def test_paging_is_followed_to_the_end_when_syncing(clio_engine: Any, sand
     seen = await engine.sync_indexes()
     pages = [r for r in sandbox.state.requests if r["path"] == "/api/v4/contacts.json"]
     assert seen == len(sandbox.state.contacts) and len(pages) == 3
+
+
+# --- SPEC §2 for SMS and faxes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sms", "fax"])
+async def test_exclusive_association_skips_an_sms_or_fax_without_contact(
+        clio_engine: Any, sandbox: Any, firm: dict[str, int], kind: str) -> None:
+    event = (sms if kind == "sms" else fax)(external={"number": "+1 718 555 0140"})
+    view = await deliver(clio_engine(app="exclusive_contact_association = true"), event)
+    assert (view.status, view.reason) == ("skipped", "no_contact")
+    assert sandbox.state.communications == {} and sandbox.state.documents == {}
+
+
+async def test_an_sms_creates_a_contact_by_its_direction(clio_engine: Any, sandbox: Any,
+                                                         firm: dict[str, int]) -> None:
+    before = set(sandbox.state.contacts)
+    await deliver(clio_engine(app='contact_creation = ["incoming"]'),
+                  sms(external={"number": "+1 718 555 0141"}))
+    await deliver(clio_engine(app='contact_creation = ["incoming"]'),
+                  sms(id="s-2", direction="outbound", external={"number": "+1 718 555 0142"}))
+    assert len(set(sandbox.state.contacts) - before) == 1
+
+
+@pytest.mark.parametrize(("policy", "created"), [('"all"', 0), ('["fax"]', 1)])
+async def test_a_fax_creates_a_contact_only_under_the_fax_type(
+        clio_engine: Any, sandbox: Any, firm: dict[str, int], policy: str, created: int) -> None:
+    before = set(sandbox.state.contacts)
+    view = await deliver(clio_engine(app=f"contact_creation = {policy}"),
+                         fax(external={"number": "+1 718 555 0143"}))
+    assert len(set(sandbox.state.contacts) - before) == created
+    assert view.status == "logged"
+    assert (view.reason == "document_missing") == (created == 0)
+
+
+async def test_several_contacts_on_one_number_wait_unresolved_then_log_to_the_choice(
+        clio_engine: Any, sandbox: Any, firm: dict[str, int]) -> None:
+    twin = sandbox.state.add_contact("Dane", "Whitfield", ["212 555 0142"])
+    engine = clio_engine()
+    view = await deliver(engine, call())
+    assert view.status == "unresolved" and {c.id for c in view.candidates} == {str(firm["dana"]), str(twin)}
+    assert sandbox.state.communications == {}
+    engine.ledger.choose(view.delivery_id, [str(twin)])
+    await engine.run_until_idle()
+    assert engine.ledger.delivery(view.delivery_id).status == "logged"
+    assert only(sandbox.state.communications)["senders"] == [{"id": twin, "type": "Contact"}]
