@@ -55,13 +55,11 @@ def main_options(
 
 def _pending(engine: Any, stored: list[Any]) -> bool:
     """Whether any delivery of these events is still waiting to be worked."""
-    for s in stored:
-        for view in engine.ledger.deliveries_of(s.event_pk):
-            if view.status == "pending" or (view.status == "failed" and view.retryable
-                                            and view.next_attempt_at is not None
-                                            and (view.next_attempt_at - _now()).total_seconds() < 5):
-                return True
-    return False
+    views = engine.ledger.history(event_pks=[s.event_pk for s in stored], limit=10**9)
+    return any(v.status == "pending" or (v.status == "failed" and v.retryable
+                                         and v.next_attempt_at is not None
+                                         and (v.next_attempt_at - _now()).total_seconds() < 5)
+               for v in views)
 
 
 def _now() -> Any:
@@ -192,10 +190,8 @@ async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | Non
             pks = [s.event_pk for s in stored]
             deadline = time.monotonic() + wait
             while True:
-                n = await engine.process_due(event_pks=pks)
+                n = await engine.run_until_idle(event_pks=pks)
                 progress.advance(task2, n)
-                if n:
-                    continue
                 # Nothing claimable: done, unless other processes still hold some of
                 # these deliveries and we were asked to wait for them.
                 if time.monotonic() >= deadline or not _pending(engine, stored):
@@ -276,7 +272,7 @@ def resolve(
 
     async def go() -> None:
         try:
-            await engine.process_due(event_pks=[view.event_pk], apps=[view.app])
+            await engine.run_until_idle(event_pks=[view.event_pk], apps=[view.app])
         finally:
             await engine.aclose()
     asyncio.run(go())

@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -107,6 +108,7 @@ class Engine:
         # Ledger calls run on their own small pool: the ledger serialises writers
         # anyway, and a long SQLite wait must never block the event loop.
         self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="callbridge-ledger")
+        self._renew_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbridge-lease")
         # Events this process stored recently, by (event, revision): no need to
         # decrypt and parse them again when their deliveries are worked.
         self._recent: OrderedDict[tuple[int, int], AnyEvent] = OrderedDict()
@@ -205,6 +207,7 @@ class Engine:
         if self._closing:
             await asyncio.gather(*self._closing)
         self._db_pool.shutdown(wait=False)
+        self._renew_pool.shutdown(wait=False)
 
     # --- events in ------------------------------------------------------------------
 
@@ -230,8 +233,10 @@ class Engine:
                           tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
         """Claim what is due and run it; return how many deliveries were worked."""
         lease = self.config.ledger.lease_seconds
+        # Never claim more than can start at once: a lease runs from its claim.
         claims = await self.db(
-            self.ledger.claim, owner=self.owner, limit=limit, lease_seconds=lease,
+            self.ledger.claim, owner=self.owner, limit=min(limit, self.concurrency),
+            lease_seconds=lease,
             event_pks=event_pks, tenant=tenant, apps=apps)
         if claims:
             await asyncio.gather(*(self._work(c) for c in claims))
@@ -293,34 +298,51 @@ class Engine:
         return seen
 
     async def _work(self, claim: Claim) -> None:
-        async with self._semaphore:
-            delivery = _Delivery(self, claim)
-            task = asyncio.current_task()
-            assert task is not None
-            renewer = asyncio.create_task(self._renew(claim, task))
-            try:
-                outcome = await self._attempt(claim, delivery)
+        claimed = time.monotonic()
+        task = asyncio.current_task()
+        assert task is not None
+        # The lease runs from the claim: the renewer starts before any wait for a slot.
+        renewer = asyncio.create_task(self._renew(claim, task, claimed))
+        try:
+            async with self._semaphore:
+                outcome = await self._attempt(claim, _Delivery(self, claim))
                 renewer.cancel()
                 await self.db(self.ledger.finish, claim, outcome)
-            except LeaseLost:
-                log.warning("lease lost on delivery %s; another worker owns it now", claim.delivery_id)
-            except asyncio.CancelledError:
-                if renewer.done() and isinstance(renewer.exception(), LeaseLost):
-                    log.warning("lease lost on delivery %s while working; stopped", claim.delivery_id)
-                    return
-                raise
-            finally:
-                renewer.cancel()
+        except LeaseLost:
+            log.warning("lease lost on delivery %s; another worker owns it now", claim.delivery_id)
+        except asyncio.CancelledError:
+            if renewer.done() and not renewer.cancelled() and isinstance(renewer.exception(), LeaseLost):
+                log.warning("lease on delivery %s could not be kept; work stopped", claim.delivery_id)
+                return
+            raise
+        finally:
+            renewer.cancel()
 
-    async def _renew(self, claim: Claim, work: asyncio.Task[Any]) -> None:
+    async def _renew(self, claim: Claim, work: asyncio.Task[Any], claimed: float) -> None:
+        """Keep the lease while the work runs; stop the work before the lease can lapse.
+
+        Renewals run on their own thread, so a queue of ledger writes never delays
+        them. If a renewal cannot be confirmed with a quarter of the lease still to
+        go, the work is stopped by this process's own clock: another worker may
+        claim the delivery only after the lease has lapsed, by which time anything
+        this one sent has long reached the app, where the plugin's lookup finds it.
+        """
         lease = self.config.ledger.lease_seconds
+        valid_until = claimed + lease
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(lease / 3)
+            await asyncio.sleep(lease / 4)
+            started = time.monotonic()
+            budget = valid_until - started - lease / 4
             try:
-                await self.db(self.ledger.renew, claim, lease)
-            except LeaseLost:
+                if budget <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(loop.run_in_executor(
+                    self._renew_pool, functools.partial(self.ledger.renew, claim, lease)), budget)
+                valid_until = started + lease
+            except (LeaseLost, TimeoutError):
                 work.cancel()
-                raise
+                raise LeaseLost(f"delivery {claim.delivery_id}: lease not renewed in time") from None
 
     async def _attempt(self, claim: Claim, delivery: _Delivery) -> Outcome:
         try:
