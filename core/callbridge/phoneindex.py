@@ -92,9 +92,8 @@ class PhoneIndex:
                         await asyncio.to_thread(self.ledger.index_remove, ctx.tenant_id, ctx.app, contact.id)
                         continue
                     numbers, unreadable = readable_numbers(contact, ctx.tenant.default_region)
-                    if unreadable:
+                    if unreadable and await self._report_unreadable(ctx, contact.id, unreadable):
                         unreadable_ids += 1
-                        await self._report_unreadable(ctx, contact.id, unreadable)
                     await asyncio.to_thread(
                         self.ledger.index_put, ctx.tenant_id, ctx.app, contact.id, numbers,
                         updated_at=contact.updated_at, name=contact.name)
@@ -112,15 +111,19 @@ class PhoneIndex:
             await asyncio.to_thread(self.ledger.set_index_state, ctx.tenant_id, ctx.app,
                                     high_water=mark, synced_at=started)
             if unreadable_ids:
-                log.warning("phone index %s/%s: %d contact(s) have unreadable numbers (ids in "
+                log.warning("phone index %s/%s: %d more contact(s) with unreadable numbers (ids in "
                             "the store under 'index:unreadable')", ctx.tenant_id, ctx.app, unreadable_ids)
             return seen
 
-    async def _report_unreadable(self, ctx: HookContext, contact_id: str, count: int) -> None:
+    async def _report_unreadable(self, ctx: HookContext, contact_id: str, count: int) -> bool:
+        """Keep the contact in the report; True when it is news (warned once, not per sync)."""
         raw = await ctx.store.get("index:unreadable")
         report = json.loads(raw) if raw else {}
+        if report.get(contact_id) == count:
+            return False
         report[contact_id] = count
         await ctx.store.set("index:unreadable", json.dumps(report, sort_keys=True))
+        return True
 
     async def lookup(self, ctx: HookContext, hooks: Hooks, party: ExternalParty) -> list[Contact]:
         """Contacts matching the party: from the index where it serves this app, else live."""
