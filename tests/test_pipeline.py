@@ -338,3 +338,16 @@ async def test_a_withheld_caller_is_skipped_where_the_app_cannot_log_without_a_c
         assert "cannot log without one" in (view.message or "")
     finally:
         await engine.aclose()
+
+
+async def test_the_index_reports_contacts_whose_numbers_cannot_be_read(make_engine: MakeEngine,
+                                                                       notebook: Notebook) -> None:
+    import json
+
+    bad = notebook.state.add_contact("Jane", ["437-555-0142 (Jane's Number)"])
+    good = notebook.state.add_contact("Dana", ["(212) 555-0142"])
+    engine = make_engine()
+    await engine.sync_indexes()
+    report = json.loads(engine.ledger.kv_get("acme", "crm", "index:unreadable") or "{}")
+    assert report == {bad: 1}
+    assert [e.contact_id for e in engine.ledger.index_lookup("acme", "crm", "+12125550142")] == [good]
