@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,8 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from callbridge import HOOK_API_VERSION, __version__
+from callbridge.engine import Engine
 from callbridge.errors import CallbridgeError, ConfigError
 from callbridge.events import parse_event
+from callbridge.ledger import Stored
 from callbridge.runtime import Runtime, config_path, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -49,22 +53,18 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
 ) -> None:
     if trace:
-        import os
         os.environ["CALLBRIDGE_TRACE"] = "1"
 
 
-def _pending(engine: Any, stored: list[Any]) -> bool:
-    """Whether any delivery of these events is still waiting to be worked."""
+def _pending(engine: Engine, stored: list[Stored]) -> bool:
+    """Whether any delivery of these events is still waiting to be worked (a retry due
+    within 5 s counts)."""
+    soon = datetime.now(UTC) + timedelta(seconds=5)
     views = engine.ledger.history(event_pks=[s.event_pk for s in stored], limit=10**9)
     return any(v.status == "pending" or (v.status == "failed" and v.retryable
                                          and v.next_attempt_at is not None
-                                         and (v.next_attempt_at - _now()).total_seconds() < 5)
+                                         and v.next_attempt_at < soon)
                for v in views)
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-    return datetime.now(UTC)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
