@@ -182,3 +182,14 @@ def test_a_binary_body_is_left_as_it_is(document: bytes) -> None:
     scrubbed = Scrubber().before_record_response(
         response(document, **{"Content-Type": "application/pdf"}))
     assert scrubbed["body"]["string"] == document
+
+
+def test_a_pre_signed_upload_url_loses_its_signature_in_uris_and_json_bodies() -> None:
+    from callbridge.testing import Scrubber
+
+    scrubber = Scrubber(region="US")
+    url = "https://storage.example.com/u/1?X-Amz-Expires=600&X-Amz-Signature=f7c29bf66d707c38cad0"
+    assert "f7c29bf66d707c38cad0" not in scrubber.uri(url)
+    body = scrubber.json_value({"data": {"latest_document_version": {"put_url": url}}})
+    assert "f7c29bf66d707c38cad0" not in str(body)
+    assert scrubber.json_value({"put_url": url})["put_url"] == scrubber.uri(url)

@@ -43,9 +43,13 @@ SECRET_HEADERS = frozenset({
     "x-auth-token", "x-access-token",
 })
 RESPONSE_SECRET_HEADERS = frozenset({"set-cookie", "x-auth-token", "x-access-token"})
+#: Query keys of pre-signed storage URLs (S3 and the like): valid for minutes, still secrets.
+SIGNED_URL_KEYS = frozenset({
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "sig",
+})
 FORM_SECRET_KEYS = frozenset({
     "access_token", "refresh_token", "id_token", "client_secret", "code", "api_key", "apikey",
-    "password", "token",
+    "password", "token", *SIGNED_URL_KEYS,
 })
 JSON_SECRET_KEYS = frozenset({
     "access_token", "refresh_token", "id_token", "client_secret", "api_key", "apikey",
@@ -54,7 +58,8 @@ JSON_SECRET_KEYS = frozenset({
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _TEXT_SECRET = re.compile(
-    r"((?<![\w-])(?:access_token|refresh_token|id_token|client_secret|api_key|password)"
+    r"((?<![\w-])(?:access_token|refresh_token|id_token|client_secret|api_key|password"
+    r"|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)"
     r"[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+", re.IGNORECASE)
 
 
@@ -140,6 +145,8 @@ class Scrubber:
         if isinstance(value, list):
             return [self.json_value(item) for item in value]
         if isinstance(value, str):
+            if value.startswith(("https://", "http://")) and "?" in value:
+                return self.uri(value)  # e.g. a pre-signed upload URL handed back in JSON
             return scrub_text(value, self.region)
         return value
 

@@ -106,7 +106,10 @@ class Scenarios:
         elif kind == "sms":
             base |= {"sent_at": _FIXED_START.isoformat(), "body": "Kit sample message."}
         else:
-            base |= {"sent_at": _FIXED_START.isoformat(), "page_count": 2}
+            # A small document, so apps that hold files show their upload in the cassette.
+            base |= {"sent_at": _FIXED_START.isoformat(), "page_count": 2,
+                     "document": {"content": "JVBERi0xLjQKJSBraXQgc2FtcGxlIGZheAo=",
+                                  "content_type": "application/pdf"}}
         return parse_event(dict(given) if given is not None else base, region=self.region)
 
     def late_call(self) -> CallEvent:

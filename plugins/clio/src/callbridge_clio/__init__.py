@@ -270,9 +270,10 @@ def subject(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget) -> str:
 def body(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget, *, note: str | None = None) -> str:
     lines = [f"Direction: {event.direction.value}",
              f"External number: {_fmt(event.external.number)}"]
-    if event.internal.number or event.internal.extension:
-        lines.append(f"Firm number: {_fmt(event.internal.number) if event.internal.number else ''}"
-                     + (f" ext. {event.internal.extension}" if event.internal.extension else ""))
+    if event.internal.number:
+        lines.append(f"Firm number: {_fmt(event.internal.number)}")
+    if event.internal.extension:
+        lines.append(f"Extension: {event.internal.extension}")
     if target.user and target.user.name:
         lines.append(f"Staff: {target.user.name}")
     if isinstance(event, CallEvent):
