@@ -65,8 +65,8 @@ ROWS = [
     Row("one-word-name-is-a-last-name", "create_contact",
         {"party": SCENARIOS.party("+12125550188"), "name": "Cher"},
         expect=lambda contact: contact.name == "Cher" and contact.phones == ("+12125550188",)),
-    Row("refused-record-is-permanent", "find_matters", {"contact": Contact(id="1003")},
-        expect=PermanentError, fault=422),
+    Row("bad-request-is-permanent", "find_matters", {"contact": Contact(id="1003")},
+        expect=PermanentError, fault=400),
 ]
 
 TestClio = contract_suite(
