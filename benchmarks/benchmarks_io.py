@@ -68,7 +68,8 @@ class Limited:
     @hookimpl
     def declare(self) -> Declaration:
         return Declaration(name="limited", version="1", hook_api_version="1.0",
-                           capabilities=frozenset({Capability.CALLS}),
+                           capabilities=frozenset({Capability.CALLS,
+                                                   Capability.LOG_WITHOUT_CONTACT}),
                            rate_limits=(RateBucket(name="api", requests=RATE, per_seconds=1.0,
                                                    scope="tenant"),))
 
@@ -124,6 +125,7 @@ def bench_io() -> dict[str, Any]:
         os.environ["BENCH_IO_URL"] = url
         elapsed, logged = asyncio.run(_run(Path(tmp)))
     n = EVENTS_PER_TENANT * TENANTS
+    assert logged == n, f"only {logged} of {n} events were logged"
     bound = min(TENANTS * RATE, CONCURRENCY / LATENCY) / REQUESTS_PER_EVENT
     rate = logged / elapsed
     return {
