@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import multiprocessing
 import os
+import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import uvicorn
 from callbridge.capabilities import Capability, Connection, Declaration, RateBucket
 from callbridge.engine import Engine
 from callbridge.events import parse_event
-from callbridge.faults import FaultInjector, serve_in_thread
+from callbridge.faults import FaultInjector
 from callbridge.hookspecs import hookimpl
 from callbridge.ledger import Ledger
 from callbridge.models import LogResult, Record
@@ -61,7 +67,43 @@ def limited_app() -> tuple[Starlette, dict[str, int]]:
             counts["ok"] += 1
         return JSONResponse({"id": f"{tenant}-{counts['ok']}"}, status_code=201)
 
-    return Starlette(routes=[Route("/t/{tenant}/logs", write, methods=["POST"])]), counts
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse(counts)
+
+    return Starlette(routes=[Route("/t/{tenant}/logs", write, methods=["POST"]),
+                             Route("/stats", stats)]), counts
+
+
+def serve_app(port: int) -> None:
+    """The app in a process of its own, so it never competes with the engine for the GIL."""
+    app, _ = limited_app()
+    faults = FaultInjector(app)
+    faults.latency = LATENCY
+    uvicorn.run(faults, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@contextmanager
+def app_process() -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = multiprocessing.get_context("spawn").Process(target=serve_app, args=(port,), daemon=True)
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx2.get(f"{url}/stats")
+                break
+            except httpx2.TransportError:
+                if time.monotonic() > deadline or not proc.is_alive():
+                    raise RuntimeError("the benchmark's app did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.join(timeout=10)
 
 
 class Limited:
@@ -117,13 +159,11 @@ async def _run(folder: Path) -> tuple[float, int]:
 
 
 def bench_io() -> dict[str, Any]:
-    app, counts = limited_app()
-    faults = FaultInjector(app)
-    faults.latency = LATENCY
     os.environ.setdefault("CALLBRIDGE_SECRET_KEY", Ledger.generate_key())
-    with serve_in_thread(faults) as url, tempfile.TemporaryDirectory() as tmp:
+    with app_process() as url, tempfile.TemporaryDirectory() as tmp:
         os.environ["BENCH_IO_URL"] = url
         elapsed, logged = asyncio.run(_run(Path(tmp)))
+        counts = httpx2.get(f"{url}/stats").json()
     n = EVENTS_PER_TENANT * TENANTS
     assert logged == n, f"only {logged} of {n} events were logged"
     bound = min(TENANTS * RATE, CONCURRENCY / LATENCY) / REQUESTS_PER_EVENT

@@ -253,7 +253,7 @@ class Engine:
         inflight: set[asyncio.Task[None]] = set()
         total = 0
         # Claim in batches of a quarter of the slots at least: a claim is a write.
-        batch = max(1, self.concurrency // 4)
+        batch = max(1, self.concurrency // 16)
         while True:
             free = self.concurrency - len(inflight)
             if free >= batch or not inflight:

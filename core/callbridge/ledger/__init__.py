@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from callbridge.errors import CallbridgeError
@@ -187,6 +189,8 @@ class Ledger:
         if self._sqlite:
             self._sqlite_setup(self.engine, immediate=True)
             self._sqlite_setup(self._reader, immediate=False)
+        insert = sqlite_insert if self._sqlite else postgresql_insert
+        self._insert_record = insert(t.records).on_conflict_do_nothing()  # built once
         # One writer at a time in this process: SQLite's busy handler would otherwise
         # sleep between retries while our own threads queue for its write lock.
         self._write_lock = threading.Lock() if self._sqlite else _NoLock()
@@ -401,11 +405,7 @@ class Ledger:
             return
         rows = [{"delivery_id": delivery_id, "kind": r.kind, "app_id": r.id, "step": r.step,
                  "created_at": now} for r in recs]
-        if self._sqlite:
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-        conn.execute(insert(t.records).on_conflict_do_nothing(), rows)
+        conn.execute(self._insert_record, rows)
 
     def finish(self, claim: Claim, outcome: Outcome, *, now: datetime | None = None,
                started_at: datetime | None = None) -> None:
