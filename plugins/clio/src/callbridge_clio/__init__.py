@@ -13,6 +13,7 @@ What is written (docs/plugins/clio.md has the details and the reasons):
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
@@ -32,7 +33,7 @@ from callbridge.models import (
     Matter,
     Record,
 )
-from callbridge.phones import try_e164
+from callbridge.phones import search_forms, try_e164
 from pydantic import BaseModel, ConfigDict, Field
 
 from callbridge_clio.api import MARKER, ClioApi, ClioContact
@@ -47,6 +48,8 @@ HOSTS = {"US": "app.clio.com", "EU": "eu.app.clio.com", "CA": "ca.app.clio.com",
 API_VERSION = "4.0.13"
 #: Matter statuses that count as open for linking a log.
 OPEN_STATUSES = "open,pending"
+#: How long the firm's users and activity descriptions are kept in the host's store.
+CACHE_FOR = timedelta(minutes=15)
 #: Uploads retried by the host this many times before the log is kept without its document.
 UPLOAD_ATTEMPTS = 3
 
@@ -63,6 +66,10 @@ class ClioSettings(BaseModel):
     activity_description: str | None = Field(
         default=None, description="name of an existing Clio activity description for call time entries")
     time_entry_note: str = "Phone call"
+    time_entry_billable: bool | None = Field(
+        default=None, description="billable status of call time entries; none: the app's default_billable")
+    api_version: str = Field(
+        default=API_VERSION, pattern=r"^4\.0\.\d+$", description="the X-API-VERSION every request pins")
 
     @property
     def host(self) -> str:
@@ -97,7 +104,7 @@ def declare() -> Declaration:
 def connection(options: ClioSettings | None) -> Connection:
     opts = options or ClioSettings()
     return Connection(
-        base_url=opts.base_url, auth="oauth2", headers={"X-API-VERSION": API_VERSION},
+        base_url=opts.base_url, auth="oauth2", headers={"X-API-VERSION": opts.api_version},
         oauth2=OAuth2Config(
             authorize_url=f"{opts.oauth_base}/oauth/authorize", token_url=f"{opts.oauth_base}/oauth/token",
             revoke_url=f"{opts.oauth_base}/oauth/deauthorize",
@@ -113,12 +120,32 @@ def _contact(c: ClioContact) -> Contact:
                    emails=tuple(e.address for e in c.email_addresses), updated_at=c.updated_at)
 
 
-def _search_text(e164: str) -> str:
-    # Clio's query matches text, not numbers. The last four digits stay together in
-    # every way a number is written ("(212) 555-0142", "212.555.0142", "+12125550142"),
-    # so one search finds every candidate; the host keeps those whose number reads
-    # as this E.164.
-    return e164[-4:]
+def search_texts(e164: str) -> list[str]:
+    """What a live phone search asks Clio's ``query`` for, one request each.
+
+    Clio's query is a wildcard search over text, not a number match, and how it
+    splits text is not documented. The last four digits stay together in every
+    way a number is written ("(212) 555-0142", "+1 646 555 0111", "212.555.0142"),
+    so they find every formatted number whether the search matches substrings or
+    whole words. A number stored as one run of digits is one word: the unseparated
+    forms of :func:`callbridge.phones.search_forms` (E.164, national digits) find it
+    under a word-based search. The other forms would find nothing more. Every
+    candidate is then confirmed by reading its numbers as E.164.
+    """
+    bare = [form for form in search_forms(e164) if form.lstrip("+").isdigit()]
+    return [e164[-4:], *(form for form in bare if form != e164[-4:])]
+
+
+async def _search_by_number(ctx: HookContext, e164: str, **filters: Any) -> list[ClioContact]:
+    """Contacts with a stored number that reads as ``e164`` in the firm's region."""
+    api = ClioApi(ctx.http)
+    region = ctx.tenant.default_region
+    found: dict[int, ClioContact] = {}
+    for text in search_texts(e164):
+        for c in await api.search_contacts(text, **filters):
+            if c.id not in found and any(try_e164(p.number, region) == e164 for p in c.phone_numbers):
+                found[c.id] = c
+    return list(found.values())
 
 
 # --- contacts -------------------------------------------------------------------------
@@ -129,10 +156,7 @@ async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
     api = ClioApi(ctx.http)
     found: dict[int, ClioContact] = {}
     if party.e164:
-        region = ctx.tenant.default_region
-        for c in await api.search_contacts(_search_text(party.e164)):
-            if any(try_e164(p.number, region) == party.e164 for p in c.phone_numbers):
-                found[c.id] = c
+        found.update((c.id, c) for c in await _search_by_number(ctx, party.e164))
     if party.email:
         for c in await api.search_contacts(party.email):
             if any(e.address.lower() == party.email.lower() for e in c.email_addresses):
@@ -151,14 +175,16 @@ def split_name(name: str) -> tuple[str, str]:
 @hookimpl
 async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:
     api = ClioApi(ctx.http)
-    assert party.e164 is not None
+    if party.e164 is None:
+        raise SkipEvent("no_number", "A contact is created only for a phone number.")
     if ctx.delivery is not None and ctx.delivery.attempt > 1:
         # An earlier attempt may have created it and timed out before the answer:
-        # contacts take no marker, so look for one created since then with this number.
+        # contacts take no marker, so look for one created since then with this number
+        # (a minute earlier, for clocks that differ).
         since = ctx.delivery.first_attempt_at - timedelta(minutes=1)
-        for c in await api.search_contacts(_search_text(party.e164), created_since=since.isoformat()):
-            if any(try_e164(p.number, ctx.tenant.default_region) == party.e164 for p in c.phone_numbers):
-                return _contact(c)
+        earlier = await _search_by_number(ctx, party.e164, created_since=since.isoformat())
+        if earlier:
+            return _contact(min(earlier, key=lambda c: c.id))
     first, last = split_name(name)
     created = await api.create_contact({
         "type": "Person", "first_name": first, "last_name": last,
@@ -197,13 +223,11 @@ async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
 
 
 async def _users(ctx: HookContext) -> list[AppUser]:
-    # The firm's users change rarely: kept in the host's store for 15 minutes.
-    import json
-
+    # The firm's users change rarely: kept in the host's store for a while.
     raw = await ctx.store.get("users")
     if raw:
         cached = json.loads(raw)
-        if datetime.fromisoformat(cached["at"]) > datetime.now(UTC) - timedelta(minutes=15):
+        if datetime.fromisoformat(cached["at"]) > datetime.now(UTC) - CACHE_FOR:
             return [AppUser.model_validate(u) for u in cached["users"]]
     users = [AppUser(id=str(u.id), name=u.name, email=u.email) for u in await ClioApi(ctx.http).users()]
     await ctx.store.set("users", json.dumps({"at": datetime.now(UTC).isoformat(),
@@ -220,15 +244,20 @@ async def find_user(ctx: HookContext, email: str | None) -> AppUser | None:
 
 @hookimpl
 async def pick_default_user(ctx: HookContext) -> AppUser | None:
-    """The user who authorised the connection (``users/who_am_i``)."""
-    import json
+    """The user who authorised the connection (``users/who_am_i``).
 
+    Kept in the host's store for a while: a connection re-authorised by someone
+    else is seen within :data:`CACHE_FOR`.
+    """
     raw = await ctx.store.get("who_am_i")
     if raw:
-        return AppUser.model_validate(json.loads(raw))
+        cached = json.loads(raw)
+        if datetime.fromisoformat(cached["at"]) > datetime.now(UTC) - CACHE_FOR:
+            return AppUser.model_validate(cached["user"])
     me = await ClioApi(ctx.http).who_am_i()
     user = AppUser(id=str(me.id), name=me.name, email=me.email)
-    await ctx.store.set("who_am_i", user.model_dump_json())
+    await ctx.store.set("who_am_i", json.dumps({"at": datetime.now(UTC).isoformat(),
+                                                "user": user.model_dump()}))
     return user
 
 
@@ -267,7 +296,25 @@ def subject(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget) -> str:
     return f"{'Fax from' if inbound else 'Fax to'} {who}"
 
 
+#: Headings of the parts of a call's body that late details bring (summary,
+#: recording, transcript); they follow the notes, and update_log rewrites them.
+LATE_HEADINGS = ("Summary:\n", "Recording: ", "Transcript:\n")
+
+
+def _late_details(event: CallEvent) -> list[str]:
+    parts = []
+    if event.summary:
+        parts.append(f"Summary:\n{event.summary}")
+    if event.recording_url:
+        parts.append(f"Recording: {event.recording_url}")
+    if event.transcript:
+        parts.append(f"Transcript:\n{event.transcript}")
+    return parts
+
+
 def body(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget, *, note: str | None = None) -> str:
+    """The communication's text: a block of facts, then notes, late details and ``note``,
+    each part after a blank line."""
     lines = [f"Direction: {event.direction.value}",
              f"External number: {_fmt(event.external.number)}"]
     if event.internal.number:
@@ -276,26 +323,41 @@ def body(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget, *, note: str
         lines.append(f"Extension: {event.internal.extension}")
     if target.user and target.user.name:
         lines.append(f"Staff: {target.user.name}")
+    parts = []
     if isinstance(event, CallEvent):
         lines.append(f"Outcome: {event.outcome.value}")
         lines.append(f"Duration: {_duration(event.duration_seconds)}"
                      + (f" (talk time {_duration(event.talk_seconds)})" if event.answered_at else ""))
         notes = target.notes if target.notes is not None else event.notes
         if notes:
-            lines += ["", "Notes:", notes]
-        if event.summary:
-            lines += ["", "Summary:", event.summary]
-        if event.recording_url:
-            lines += ["", f"Recording: {event.recording_url}"]
-        if event.transcript:
-            lines += ["", "Transcript:", event.transcript]
+            parts.append(f"Notes:\n{notes}")
+        parts += _late_details(event)
     elif isinstance(event, SmsEvent):
-        lines += ["", event.body]
+        parts.append(event.body)
     else:
         lines.append(f"Pages: {event.page_count}; delivery: {event.outcome.value}")
     if note:
-        lines += ["", note]
-    return "\n".join(lines)
+        parts.append(note)
+    return "\n\n".join(["\n".join(lines), *parts])
+
+
+def revised_body(current: str, event: CallEvent) -> str:
+    """``current`` (a call's body as logged) with the late details of ``event``.
+
+    The block of facts is kept as written (the staff member named then), and so are
+    the notes unless the event now carries its own; summary, recording and
+    transcript are written again from the event.
+    """
+    facts, _, rest = current.partition("\n\n")
+    notes = None
+    if rest.startswith("Notes:\n"):
+        # The notes end where the first late detail begins (or at the end).
+        ends = [i for h in LATE_HEADINGS if (i := rest.find("\n\n" + h)) >= 0]
+        notes = rest[len("Notes:\n"):min(ends)] if ends else rest[len("Notes:\n"):]
+    if event.notes:
+        notes = event.notes
+    parts = [facts, *([f"Notes:\n{notes}"] if notes else []), *_late_details(event)]
+    return "\n\n".join(parts)
 
 
 def _participants(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget) -> dict[str, Any]:
@@ -349,6 +411,19 @@ async def _communication(ctx: HookContext, event: CallEvent | SmsEvent | FaxEven
     return record
 
 
+async def _activity_description(ctx: HookContext, name: str) -> int | None:
+    """The id of the firm's activity description called ``name``, kept for 15 minutes."""
+    key = f"activity_description:{name}"
+    raw = await ctx.store.get(key)
+    if raw:
+        cached = json.loads(raw)
+        if datetime.fromisoformat(cached["at"]) > datetime.now(UTC) - CACHE_FOR:
+            return cached["id"] if cached["id"] is None else int(cached["id"])
+    found = await ClioApi(ctx.http).activity_description_named(name)
+    await ctx.store.set(key, json.dumps({"at": datetime.now(UTC).isoformat(), "id": found}))
+    return found
+
+
 async def _time_entry(ctx: HookContext, event: CallEvent, target: LogTarget, comm: Record) -> Record:
     known = _earlier(ctx, "time_entry")
     if known is not None:
@@ -361,17 +436,19 @@ async def _time_entry(ctx: HookContext, event: CallEvent, target: LogTarget, com
             await _remember(ctx, record)
             return record
     opts = _options(ctx)
+    billable = (opts.time_entry_billable if opts.time_entry_billable is not None
+                else ctx.settings.default_billable)
     data: dict[str, Any] = {
         "type": "TimeEntry", "date": event.started_at.astimezone(UTC).date().isoformat(),
         "quantity": event.talk_seconds, "communication": {"id": int(comm.id)},
-        "non_billable": not ctx.settings.default_billable, "note": opts.time_entry_note,
+        "non_billable": not billable, "note": opts.time_entry_note,
     }
     if target.matter is not None:
         data["matter"] = {"id": int(target.matter.id)}
     if target.user is not None:
         data["user"] = {"id": int(target.user.id)}
     if opts.activity_description:
-        described = await api.activity_description_named(opts.activity_description)
+        described = await _activity_description(ctx, opts.activity_description)
         if described is not None:
             data["activity_description"] = {"id": described}
     created = await api.create_activity(data)
@@ -384,7 +461,7 @@ async def _time_entry(ctx: HookContext, event: CallEvent, target: LogTarget, com
 async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:
     comm = await _communication(ctx, event, target)
     records = [comm]
-    if event.outcome == CallOutcome.COMPLETED and event.answered_at is not None:
+    if event.outcome == CallOutcome.COMPLETED:  # talk time: answered to ended, else the duration
         records.append(await _time_entry(ctx, event, target, comm))
     return LogResult(records=tuple(records))
 
@@ -481,12 +558,17 @@ async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogRe
 @hookimpl
 async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,
                      records: list[Record]) -> LogResult:
-    """Late details (recording, transcript, summary) rewrite the communication's body."""
+    """Late details (recording, transcript, summary, notes) edit the call's communication
+    in place: read its body, rewrite the late details, PATCH it. Never a second log."""
     comm = find_record(tuple(records), "communication")
     if comm is None:
         raise SkipEvent("nothing_to_update", "No Clio communication was written for this event.")
-    await ClioApi(ctx.http).update_communication(int(comm.id), {"body": body(event, LogTarget())})
+    if not isinstance(event, CallEvent):
+        return LogResult(records=tuple(records))  # SMS and faxes have no late details
+    api = ClioApi(ctx.http)
+    current = await api.communication(int(comm.id))
+    await api.update_communication(int(comm.id), {"body": revised_body(current.body or "", event)})
     return LogResult(records=tuple(records))
 
 
-__all__ = ["ClioSettings", "split_name"]
+__all__ = ["ClioSettings", "body", "revised_body", "search_texts", "split_name", "subject"]

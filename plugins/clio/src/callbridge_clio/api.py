@@ -232,6 +232,10 @@ class ClioApi:
         return ClioCommunication.model_validate(
             await self.create("/communications.json", COMMUNICATION_FIELDS, data))
 
+    async def communication(self, cid: int) -> ClioCommunication:
+        r = await self.http.get(f"/communications/{cid}.json", params={"fields": COMMUNICATION_FIELDS})
+        return ClioCommunication.model_validate(r.json()["data"])
+
     async def update_communication(self, cid: int, data: dict[str, Any]) -> ClioCommunication:
         return ClioCommunication.model_validate(
             await self.update(f"/communications/{cid}.json", COMMUNICATION_FIELDS, data))
