@@ -20,31 +20,33 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
 
 from callbridge.errors import CallbridgeError
-from callbridge.events import AnyEvent, dump_event, parse_event
+from callbridge.events import LATE_DETAIL_FIELDS, AnyEvent, dump_event, parse_event
 from callbridge.ledger import tables as t
 from callbridge.ledger.crypto import Cipher
-from callbridge.models import Contact, Outcome, Record
+from callbridge.models import Contact, Outcome, OutcomeStatus, Record
 
 __all__ = [
-    "AttemptView", "Claim", "ContentErased", "DeliveryView", "IndexEntry", "LeaseLost", "Ledger",
-    "LedgerStore", "LedgerTokenStore", "Stored",
+    "AlreadyLogged", "AttemptView", "Claim", "ContentErased", "DeliveryView", "IndexEntry",
+    "LeaseLost", "Ledger", "LedgerStore", "LedgerTokenStore", "Stored",
 ]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+T = TypeVar("T")
 FINAL_OK = ("logged", "accepted")
 
 
@@ -56,11 +58,22 @@ class ContentErased(CallbridgeError):
     """The event's contents were erased (retention or a person's request)."""
 
 
+class AlreadyLogged(CallbridgeError):
+    """A delivery already logged (or accepted) cannot be put back to be logged again."""
+
+
 @dataclass(frozen=True)
 class Stored:
+    """What :meth:`Ledger.store_event` did with an event.
+
+    ``event`` is the event as the ledger now holds it: the one given, or, when a
+    stale copy arrived after a richer one, the richer contents kept (SPEC §4).
+    """
+
     event_pk: int
     status: Literal["new", "duplicate", "revision"]
     revision: int
+    event: AnyEvent | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,9 @@ def _now() -> datetime:
 
 # Statements built once: building SQLAlchemy expressions per call costs more than
 # running them.
-_SELECT_EVENT = sa.select(t.events.c.id, t.events.c.revision, t.events.c.content_hash).where(
+_SELECT_EVENT = sa.select(
+    t.events.c.id, t.events.c.revision, t.events.c.content_hash, t.events.c.purged_at,
+).where(
     t.events.c.tenant == sa.bindparam("tenant"), t.events.c.source == sa.bindparam("source"),
     t.events.c.kind == sa.bindparam("kind"), t.events.c.source_id == sa.bindparam("source_id"))
 _SELECT_RECORD = sa.select(t.records.c.id).where(
@@ -169,31 +184,54 @@ def _new_delivery(pk: int, tenant: str, app: str, occurred_at: datetime, now: da
             "first_attempt_at": None}
 
 
+def _keep_late_details(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any] | None:
+    """``given`` with the late details it lacks taken from ``stored``; None when that
+    adds nothing to ``stored`` (the copy given is older, or the same)."""
+    merged = dict(given)
+    for name in LATE_DETAIL_FIELDS:
+        if name not in merged and name in stored:
+            merged[name] = stored[name]
+    return None if merged == stored else merged
+
+
 class Ledger:
     """One per process. See the module docstring."""
 
     def __init__(self, url: str, *, secret_key: str | None = None) -> None:
         self.url = url
         self._cipher = Cipher(secret_key)
-        self._sqlite = url.startswith("sqlite")
+        parsed = sa.engine.make_url(url)
+        self._sqlite = parsed.get_backend_name() == "sqlite"
+        self._postgres = parsed.get_backend_name() == "postgresql"
         kwargs: dict[str, Any] = {}
+        memory = False
         if self._sqlite:
-            path = url.split(":///", 1)[1] if ":///" in url else ""
-            if path and path != ":memory:":
+            path = parsed.database or ""
+            memory = path in ("", ":memory:") or parsed.query.get("mode") == "memory"
+            if not memory:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            if memory:  # one connection, or each would see a database of its own
+                kwargs["poolclass"] = StaticPool
         self.engine: Engine = sa.create_engine(url, **kwargs)
-        # Reads need no write lock: on SQLite they use their own engine, whose
+        # Reads need no write lock: on a SQLite file they use their own engine, whose
         # transactions begin deferred (WAL lets them run beside a writer).
-        self._reader: Engine = sa.create_engine(url, **kwargs) if self._sqlite else self.engine
+        self._reader: Engine = self.engine
         if self._sqlite:
             self._sqlite_setup(self.engine, immediate=True)
-            self._sqlite_setup(self._reader, immediate=False)
-        insert = sqlite_insert if self._sqlite else postgresql_insert
-        self._insert_record = insert(t.records).on_conflict_do_nothing()  # built once
+            if not memory:
+                self._reader = sa.create_engine(url, **kwargs)
+                self._sqlite_setup(self._reader, immediate=False)
+        # Built once: the dialect's INSERT, where it has ON CONFLICT.
+        self._insert: Any = (sqlite_insert if self._sqlite else
+                             postgresql_insert if self._postgres else None)
+        self._insert_record = (self._insert(t.records).on_conflict_do_nothing()
+                               if self._insert is not None else None)
         # One writer at a time in this process: SQLite's busy handler would otherwise
         # sleep between retries while our own threads queue for its write lock.
-        self._write_lock = threading.Lock() if self._sqlite else _NoLock()
+        self._write_lock = threading.RLock() if self._sqlite else _NoLock()
+        # In memory, readers share the one connection, so they take the lock too.
+        self._read_lock = self._write_lock if memory else _NoLock()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -202,8 +240,22 @@ class Ledger:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._reader.connect() as conn:
+        with self._read_lock, self._reader.connect() as conn:
             yield conn
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """Run a write transaction again when a concurrent insert won a unique key.
+
+        On SQLite every writer holds the write lock from BEGIN, so this never
+        happens; on PostgreSQL two processes can both find no row and both insert.
+        """
+        for attempt in range(3):
+            try:
+                return fn()
+            except sa.exc.IntegrityError:
+                if self._sqlite or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _sqlite_setup(engine: Engine, *, immediate: bool) -> None:
@@ -249,46 +301,75 @@ class Ledger:
         """Keep an event (new, duplicate or revision) and its deliveries to ``apps``.
 
         The newest contents live on the event row; a revision moves the contents it
-        replaces to ``event_revisions``, so every revision received is kept.
+        replaces to ``event_revisions``, so every revision received is kept. A late
+        detail already received (recording, transcript, summary, notes) is never
+        dropped because an older copy of the event arrived after it: a webhook
+        retried out of order is a duplicate, not a revision that loses the detail.
         """
-        now = received_at or _now()
+        return self._retrying(lambda: self._store_event(event, apps, received_at or _now()))
+
+    def _store_event(self, event: AnyEvent, apps: Sequence[str], now: datetime) -> Stored:
         content = dump_event(event)
         chash = self._cipher.digest("content", content)
-        party = event.external.number
-        phash = self._cipher.digest(event.tenant, party) if party else None
         tenant, source, kind, source_id = event.key
         ident = {"tenant": tenant, "source": source, "kind": kind, "source_id": source_id}
         with self._write() as conn:
             row = conn.execute(_SELECT_EVENT, ident).first()
-            status: Literal["new", "duplicate", "revision"]
             if row is None:
                 pk = conn.execute(t.events.insert(), {
-                    **ident, "occurred_at": event.occurred_at, "received_at": now, "revision": 1,
-                    "content_hash": chash, "party_hash": phash,
-                    "content_enc": self._cipher.encrypt(content)}).inserted_primary_key[0]  # type: ignore[index]
-                revision, status = 1, "new"
+                    **ident, "occurred_at": event.occurred_at, "received_at": now,
+                    "revision": 1, "content_hash": chash, "party_hash": self._party(event),
+                    "content_enc": self._cipher.encrypt(content),
+                }).inserted_primary_key[0]  # type: ignore[index]
                 if apps:
                     conn.execute(t.deliveries.insert(), [
                         _new_delivery(pk, tenant, app, event.occurred_at, now) for app in apps])
-                return Stored(event_pk=int(pk), status=status, revision=revision)
-            pk, revision = row.id, row.revision
+                return Stored(event_pk=int(pk), status="new", revision=1, event=event)
+            pk, revision = int(row.id), int(row.revision)
+            if row.purged_at is not None:
+                # Erased (retention or a person's request): a copy sent again must
+                # not bring the contents back, and nothing can be logged from it.
+                return Stored(event_pk=pk, status="duplicate", revision=revision, event=None)
             if row.content_hash == chash:
-                status = "duplicate"
-            else:
-                status = "revision"
-                conn.execute(t.event_revisions.insert().from_select(
-                    ["event_id", "revision", "received_at", "content_enc"],
-                    sa.select(t.events.c.id, t.events.c.revision, t.events.c.received_at,
-                              t.events.c.content_enc).where(t.events.c.id == pk)))
-                revision += 1
-                conn.execute(t.events.update().where(t.events.c.id == pk).values(
-                    revision=revision, content_hash=chash, content_enc=self._cipher.encrypt(content),
-                    party_hash=phash, occurred_at=event.occurred_at, received_at=now))
-                conn.execute(t.deliveries.update().where(
-                    t.deliveries.c.event_id == pk, t.deliveries.c.status.in_(FINAL_OK)
-                ).values(needs_update=True, updated_at=now))
+                return self._duplicate(conn, pk, revision, None, event, apps, now)
+            stored_text = self._cipher.decrypt(conn.execute(
+                sa.select(t.events.c.content_enc).where(t.events.c.id == pk)).scalar())
+            merged = _keep_late_details(json.loads(stored_text or "{}"), json.loads(content))
+            if merged is None:  # an older copy: everything it holds is kept already
+                return self._duplicate(conn, pk, revision, stored_text, event, apps, now)
+            if merged != json.loads(content):
+                event = parse_event(merged)
+                content = dump_event(event)
+                chash = self._cipher.digest("content", content)
+            conn.execute(t.event_revisions.insert().from_select(
+                ["event_id", "revision", "received_at", "content_enc"],
+                sa.select(t.events.c.id, t.events.c.revision, t.events.c.received_at,
+                          t.events.c.content_enc).where(t.events.c.id == pk)))
+            revision += 1
+            conn.execute(t.events.update().where(t.events.c.id == pk).values(
+                revision=revision, content_hash=chash, content_enc=self._cipher.encrypt(content),
+                party_hash=self._party(event), occurred_at=event.occurred_at, received_at=now))
+            # A log already written (or being written now, under a lease) holds older
+            # contents: it is updated in place with the late details (SPEC §4).
+            d = t.deliveries
+            conn.execute(d.update().where(
+                d.c.event_id == pk, sa.or_(d.c.status.in_(FINAL_OK), d.c.lease_owner.is_not(None))
+            ).values(needs_update=True, updated_at=now))
             self._add_deliveries(conn, pk, tenant, event.occurred_at, apps, now)
-        return Stored(event_pk=int(pk), status=status, revision=revision)
+        return Stored(event_pk=pk, status="revision", revision=revision, event=event)
+
+    def _duplicate(self, conn: Connection, pk: int, revision: int, stored_text: str | None,
+                   given: AnyEvent, apps: Sequence[str], now: datetime) -> Stored:
+        occurred = conn.execute(sa.select(t.events.c.tenant, t.events.c.occurred_at)
+                                .where(t.events.c.id == pk)).one()
+        self._add_deliveries(conn, pk, occurred.tenant, occurred.occurred_at, apps, now)
+        held = parse_event(stored_text) if stored_text is not None else given
+        return Stored(event_pk=pk, status="duplicate", revision=revision, event=held)
+
+    def _party(self, event: AnyEvent) -> str | None:
+        """The keyed hash of the event's external number, for :meth:`erase_person`."""
+        number = event.external.number
+        return self._cipher.digest(event.tenant, number) if number else None
 
     def _add_deliveries(self, conn: Connection, pk: int, tenant: str, occurred_at: datetime,
                         apps: Iterable[str], now: datetime, **values: Any) -> dict[str, int]:
@@ -320,7 +401,15 @@ class Ledger:
 
     def add_delivery(self, event_pk: int, app: str, *, mode: str = "auto", notes: str | None = None,
                      chosen_contact_ids: Sequence[str] | None = None) -> int:
-        """The event's delivery to ``app``, made if missing (manual and delayed logging)."""
+        """The event's delivery to ``app``, made if missing (manual and delayed logging).
+
+        Idempotent: an existing delivery is returned unchanged.
+        """
+        return self._retrying(lambda: self._add_delivery(event_pk, app, mode, notes,
+                                                         chosen_contact_ids))
+
+    def _add_delivery(self, event_pk: int, app: str, mode: str, notes: str | None,
+                      chosen_contact_ids: Sequence[str] | None) -> int:
         with self._write() as conn:
             ev = conn.execute(sa.select(t.events.c.tenant, t.events.c.occurred_at)
                               .where(t.events.c.id == event_pk)).one()
@@ -338,9 +427,13 @@ class Ledger:
         """Lease up to ``limit`` due deliveries to ``owner``; each claim raises the fence."""
         now = now or _now()
         d = t.deliveries
-        due = sa.or_(d.c.status == "pending",
-                     sa.and_(d.c.status == "failed", d.c.retryable.is_(True), d.c.next_attempt_at <= now),
-                     d.c.needs_update.is_(True))
+        # A failed update of a logged event is a failed, retryable delivery like any
+        # other: it waits for its retry time, and once it gives up it is not due.
+        due = sa.or_(
+            d.c.status == "pending",
+            sa.and_(d.c.status == "failed", d.c.retryable.is_(True),
+                    sa.or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now)),
+            sa.and_(d.c.needs_update.is_(True), d.c.status.in_(FINAL_OK)))
         query = (sa.select(d).where(due, sa.or_(d.c.lease_expires.is_(None), d.c.lease_expires < now),
                                     sa.or_(d.c.not_before.is_(None), d.c.not_before <= now))
                  .order_by(d.c.occurred_at, d.c.id).limit(limit))
@@ -405,13 +498,25 @@ class Ledger:
             return
         rows = [{"delivery_id": delivery_id, "kind": r.kind, "app_id": r.id, "step": r.step,
                  "created_at": now} for r in recs]
-        conn.execute(self._insert_record, rows)
+        if self._insert_record is not None:
+            conn.execute(self._insert_record, rows)
+            return
+        for row in rows:  # a database without ON CONFLICT: look first
+            if conn.execute(_SELECT_RECORD, {"did": delivery_id, "kind": row["kind"],
+                                             "step": row["step"]}).first() is None:
+                conn.execute(t.records.insert(), row)
 
     def finish(self, claim: Claim, outcome: Outcome, *, now: datetime | None = None,
                started_at: datetime | None = None) -> None:
-        """Record the attempt's outcome (appended) and make it current, under the fence."""
+        """Record the attempt's outcome (appended) and make it current, under the fence.
+
+        After a log, the delivery still needs an update only if a newer revision of
+        the event arrived while it was being written. A failed update that will be
+        retried keeps asking for the update; any other outcome ends the request.
+        """
         now = now or _now()
         ok = outcome.status.value in FINAL_OK
+        retry = outcome.status == OutcomeStatus.FAILED and outcome.retryable
         values: dict[str, Any] = {
             "status": outcome.status.value, "reason": outcome.reason, "message": outcome.message,
             "retryable": outcome.retryable, "next_attempt_at": outcome.next_attempt_at,
@@ -419,9 +524,16 @@ class Ledger:
             "candidates_enc": self._cipher.encrypt(json.dumps(
                 [{"id": c.id, "name": c.name} for c in outcome.candidates])) if outcome.candidates else None,
         }
-        if ok:
+        if not retry:
+            values["needs_update"] = False
+        elif not claim.needs_update:  # the next try writes the whole log with the newest contents
             values["needs_update"] = False
         with self._write() as conn:
+            if ok:
+                # Shared row lock on PostgreSQL: a revision stored meanwhile waits or is seen.
+                current = conn.execute(sa.select(t.events.c.revision).where(
+                    t.events.c.id == claim.event_pk).with_for_update(read=True)).scalar()
+                values["needs_update"] = current is not None and current != claim.revision
             self._fenced(conn, claim, **values)
             self._insert_records(conn, claim.delivery_id, list(outcome.records), now)
             conn.execute(t.attempts.insert(), {
@@ -528,22 +640,40 @@ class Ledger:
     # --- a user's choices and the modes ----------------------------------------------------
 
     def choose(self, delivery_id: int, contact_ids: Sequence[str], *, notes: str | None = None) -> None:
-        """A user's pick for an unresolved (or skipped) delivery: it becomes due again."""
-        with self._write() as conn:
-            values: dict[str, Any] = {"chosen_contact_ids": json.dumps(list(contact_ids)),
-                                      "status": "pending", "mode": "manual", "updated_at": _now(),
-                                      "next_attempt_at": None, "retryable": False}
-            if notes is not None:
-                values["notes_enc"] = self._cipher.encrypt(notes)
-            conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(**values))
+        """A user's pick for an unresolved (or skipped) delivery: it becomes due again.
+
+        Raises :class:`AlreadyLogged` for a delivery already logged or accepted.
+        """
+        values: dict[str, Any] = {"chosen_contact_ids": json.dumps(list(contact_ids)),
+                                  "mode": "manual"}
+        if notes is not None:
+            values["notes_enc"] = self._cipher.encrypt(notes)
+        self._reopen(delivery_id, **values)
 
     def requeue(self, delivery_id: int, *, mode: str, not_before: datetime | None = None) -> None:
+        """Put a skipped, unresolved or failed delivery back to pending (digest, manual).
+
+        Raises :class:`AlreadyLogged` for a delivery already logged or accepted.
+        """
+        self._reopen(delivery_id, mode=mode, not_before=not_before)
+
+    def _reopen(self, delivery_id: int, **values: Any) -> None:
+        d = t.deliveries
         with self._write() as conn:
-            conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(
-                status="pending", mode=mode, not_before=not_before, updated_at=_now(),
-                next_attempt_at=None, retryable=False))
+            # The check and the change are one statement: two users cannot both pass it.
+            done = conn.execute(d.update().where(
+                d.c.id == delivery_id, d.c.status.not_in(FINAL_OK)).values(
+                status="pending", updated_at=_now(), next_attempt_at=None, retryable=False,
+                **values)).rowcount
+            if done == 0:
+                row = conn.execute(sa.select(d.c.app, d.c.status).where(d.c.id == delivery_id)).first()
+                if row is None:
+                    raise KeyError(f"no delivery {delivery_id}")
+                raise AlreadyLogged(f"delivery {delivery_id} is already {row.status} in {row.app}; "
+                                    "it is not logged twice")
 
     def schedule(self, delivery_id: int, not_before: datetime | None) -> None:
+        """Hold a pending delivery until ``not_before`` (delayed logging); None frees it."""
         with self._write() as conn:
             conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(
                 not_before=not_before, updated_at=_now()))
@@ -566,8 +696,12 @@ class Ledger:
             conn.execute(t.kv.delete().where(t.kv.c.tenant == tenant, t.kv.c.app == app,
                                              t.kv.c.key == key))
 
-    @staticmethod
-    def _upsert(conn: Connection, table: sa.Table, keys: dict[str, Any], values: dict[str, Any]) -> None:
+    def _upsert(self, conn: Connection, table: sa.Table, keys: dict[str, Any],
+                values: dict[str, Any]) -> None:
+        if self._insert is not None:  # one statement: safe against a concurrent insert
+            conn.execute(self._insert(table).values(**keys, **values).on_conflict_do_update(
+                index_elements=list(keys), set_=values))
+            return
         cond = [table.c[k] == v for k, v in keys.items()]
         if conn.execute(table.update().where(*cond).values(**values)).rowcount == 0:
             conn.execute(table.insert().values(**keys, **values))
@@ -639,16 +773,28 @@ class Ledger:
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + wait
         while True:
-            now = _now()
-            with self._write() as conn:
-                row = conn.execute(sa.select(t.locks).where(t.locks.c.name == name)).first()
-                if row is None or row.expires_at < now:
-                    self._upsert(conn, t.locks, {"name": name},
-                                 {"owner": owner, "expires_at": now + timedelta(seconds=ttl)})
-                    return owner
+            if self._try_lock(name, owner, ttl):
+                return owner
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"lock {name!r} is held by another process")
+                raise TimeoutError(f"lock {name!r} is held by another process (waited {wait:g} s)")
             time.sleep(0.05)
+
+    def _try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        now = _now()
+        row = {"name": name, "owner": owner, "expires_at": now + timedelta(seconds=ttl)}
+        with self._write() as conn:
+            if self._insert is not None:
+                # Taken if free, or taken over if expired; one statement either way.
+                return bool(conn.execute(self._insert(t.locks).values(**row).on_conflict_do_update(
+                    index_elements=["name"], set_={"owner": owner, "expires_at": row["expires_at"]},
+                    where=t.locks.c.expires_at < now)).rowcount)
+            held = conn.execute(sa.select(t.locks).where(t.locks.c.name == name)).first()
+            if held is None:
+                conn.execute(t.locks.insert().values(**row))
+                return True
+            return bool(conn.execute(t.locks.update().where(
+                t.locks.c.name == name, t.locks.c.expires_at < now).values(
+                owner=owner, expires_at=row["expires_at"])).rowcount)
 
     def release_lock(self, name: str, owner: str) -> None:
         with self._write() as conn:
