@@ -785,9 +785,10 @@ class Ledger:
         with self._write() as conn:
             if self._insert is not None:
                 # Taken if free, or taken over if expired; one statement either way.
-                return bool(conn.execute(self._insert(t.locks).values(**row).on_conflict_do_update(
+                # RETURNING says which (rowcount of an upsert is not reliable on every driver).
+                return conn.execute(self._insert(t.locks).values(**row).on_conflict_do_update(
                     index_elements=["name"], set_={"owner": owner, "expires_at": row["expires_at"]},
-                    where=t.locks.c.expires_at < now)).rowcount)
+                    where=t.locks.c.expires_at < now).returning(t.locks.c.owner)).first() is not None
             held = conn.execute(sa.select(t.locks).where(t.locks.c.name == name)).first()
             if held is None:
                 conn.execute(t.locks.insert().values(**row))
