@@ -117,8 +117,8 @@ def test_records_survive_a_retry_and_attempts_are_appended(ledger: Ledger) -> No
         (claim,) = ledger.claim(owner="a", limit=1, lease_seconds=30, now=soon)
         if i == 0:
             ledger.remember(claim, Record(kind="communication", id="77", step="communication"))
-        ledger.finish(claim, Outcome(status=OutcomeStatus.FAILED, reason="transient", retryable=True,
-                                     next_attempt_at=soon))
+        ledger.finish(claim, Outcome(status=OutcomeStatus.FAILED, reason="transient",
+                                     retryable=True, next_attempt_at=soon))
     (claim,) = ledger.claim(owner="a", limit=1, lease_seconds=30, now=soon + timedelta(seconds=1))
     assert claim.records == (Record(kind="communication", id="77", step="communication"),)
     ledger.finish(claim, LOGGED)
@@ -140,12 +140,13 @@ def _claim_loop(url: str, key: str, owner: str, out: Any) -> None:
     out.put(got)
 
 
-def test_two_processes_never_claim_the_same_delivery(tmp_path: Path, ledger: Ledger, key: str) -> None:
+def test_two_processes_never_claim_the_same_delivery(ledger: Ledger, key: str) -> None:
     for i in range(200):
         ledger.store_event(sms(i), apps=["crm"])
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_claim_loop, args=(ledger.url, key, f"p{i}", out)) for i in range(2)]
+    procs = [ctx.Process(target=_claim_loop, args=(ledger.url, key, f"p{i}", out))
+             for i in range(2)]
     for p in procs:
         p.start()
     results = [out.get(timeout=120) for _ in procs]

@@ -65,7 +65,8 @@ def test_a_new_detail_keeps_the_details_received_before(ledger: Ledger) -> None:
     stored = ledger.store_event(call(transcript="hello"), apps=["crm"])
     event = ledger.load_event(stored.event_pk)
     assert stored.status == "revision"
-    assert (event.recording_url, event.transcript) == (RECORDING, "hello")  # type: ignore[union-attr]
+    assert isinstance(event, CallEvent)
+    assert (event.recording_url, event.transcript) == (RECORDING, "hello")
 
 
 def test_a_changed_field_other_than_a_late_detail_is_a_revision(ledger: Ledger) -> None:

@@ -22,7 +22,8 @@ NUMBER = "+12125550177"
 LOGGED = Outcome(status=OutcomeStatus.LOGGED, records=(Record(kind="log", id="1"),))
 
 
-def sms(i: int = 1, tenant: str = "acme", sent_at: str = "2026-03-02T10:00:00Z", **over: Any) -> Any:
+def sms(i: int = 1, tenant: str = "acme", sent_at: str = "2026-03-02T10:00:00Z",
+        **over: Any) -> Any:
     data = {"kind": "sms", "id": f"s-{i}", "tenant": tenant, "direction": "inbound",
             "external": {"number": NUMBER}, "sent_at": sent_at, "body": f"text {i}"}
     data.update(over)

@@ -47,6 +47,7 @@ __all__ = [
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 T = TypeVar("T")
+_MIGRATE_LOCK = 0x63616C6C  # any fixed number: the advisory lock of migrations
 FINAL_OK = ("logged", "accepted")
 
 
@@ -287,6 +288,10 @@ class Ledger:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self._write_lock, self.engine.begin() as conn:
+            # Processes starting together migrate one after the other: on SQLite the
+            # transaction's BEGIN IMMEDIATE does it, on PostgreSQL an advisory lock.
+            if self._postgres:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -377,8 +382,9 @@ class Ledger:
             sa.select(t.deliveries.c.app, t.deliveries.c.id).where(t.deliveries.c.event_id == pk))}
         for app in apps:
             if app not in have:
-                have[app] = conn.execute(t.deliveries.insert(), _new_delivery(
-                    pk, tenant, app, occurred_at, now, **values)).inserted_primary_key[0]  # type: ignore[index]
+                row = _new_delivery(pk, tenant, app, occurred_at, now, **values)
+                result = conn.execute(t.deliveries.insert(), row)
+                have[app] = int(result.inserted_primary_key[0])  # type: ignore[index]
         return have
 
     def store_events(self, events: Sequence[tuple[AnyEvent, Sequence[str]]]) -> list[Stored]:
@@ -416,14 +422,15 @@ class Ledger:
             have = self._add_deliveries(
                 conn, event_pk, ev.tenant, ev.occurred_at, [app], _now(), mode=mode,
                 notes_enc=self._cipher.encrypt(notes),
-                chosen=json.dumps(list(chosen_contact_ids)) if chosen_contact_ids is not None else None)
+                chosen=None if chosen_contact_ids is None else json.dumps(list(chosen_contact_ids)))
             return int(have[app])
 
     # --- claims ----------------------------------------------------------------------------
 
     def claim(self, *, owner: str, limit: int, lease_seconds: float, now: datetime | None = None,
               tenant: str | None = None, apps: Sequence[str] | None = None,
-              event_pks: Sequence[int] | None = None, modes: Sequence[str] | None = None) -> list[Claim]:
+              event_pks: Sequence[int] | None = None,
+              modes: Sequence[str] | None = None) -> list[Claim]:
         """Lease up to ``limit`` due deliveries to ``owner``; each claim raises the fence."""
         now = now or _now()
         d = t.deliveries
@@ -434,8 +441,9 @@ class Ledger:
             sa.and_(d.c.status == "failed", d.c.retryable.is_(True),
                     sa.or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now)),
             sa.and_(d.c.needs_update.is_(True), d.c.status.in_(FINAL_OK)))
-        query = (sa.select(d).where(due, sa.or_(d.c.lease_expires.is_(None), d.c.lease_expires < now),
-                                    sa.or_(d.c.not_before.is_(None), d.c.not_before <= now))
+        free = sa.or_(d.c.lease_expires.is_(None), d.c.lease_expires < now)
+        held_back = sa.and_(d.c.not_before.is_not(None), d.c.not_before > now)
+        query = (sa.select(d).where(due, free, sa.not_(held_back))
                  .order_by(d.c.occurred_at, d.c.id).limit(limit))
         if tenant is not None:
             query = query.where(d.c.tenant == tenant)
@@ -465,7 +473,8 @@ class Ledger:
                 first = r.first_attempt_at or now
                 claims.append(Claim(
                     delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app,
-                    kind=kinds[r.event_id][0], revision=kinds[r.event_id][1], fence=r.fence + 1, attempt=r.attempt + 1,
+                    kind=kinds[r.event_id][0], revision=kinds[r.event_id][1],
+                    fence=r.fence + 1, attempt=r.attempt + 1,
                     first_attempt_at=first, records=recs.get(r.id, ()),
                     chosen_contact_ids=tuple(json.loads(r.chosen_contact_ids))
                     if r.chosen_contact_ids else None,
@@ -477,7 +486,8 @@ class Ledger:
         result = conn.execute(_FENCED, {"_did": claim.delivery_id, "_fence": claim.fence,
                                      "_owner": claim.owner, **values})
         if result.rowcount != 1:
-            raise LeaseLost(f"delivery {claim.delivery_id}: fence {claim.fence} is no longer current")
+            raise LeaseLost(
+                f"delivery {claim.delivery_id}: fence {claim.fence} is no longer current")
 
     def renew(self, claim: Claim, lease_seconds: float) -> None:
         now = _now()
@@ -522,7 +532,8 @@ class Ledger:
             "retryable": outcome.retryable, "next_attempt_at": outcome.next_attempt_at,
             "lease_owner": None, "lease_expires": None, "updated_at": now,
             "candidates_enc": self._cipher.encrypt(json.dumps(
-                [{"id": c.id, "name": c.name} for c in outcome.candidates])) if outcome.candidates else None,
+                [{"id": c.id, "name": c.name} for c in outcome.candidates]))
+            if outcome.candidates else None,
         }
         if not retry:
             values["needs_update"] = False
@@ -595,14 +606,16 @@ class Ledger:
     def find_delivery(self, tenant: str, app: str, event_pk: int) -> DeliveryView | None:
         d = t.deliveries
         with self._read() as conn:
-            views = self._views(conn, [d.c.tenant == tenant, d.c.app == app, d.c.event_id == event_pk])
+            views = self._views(
+                conn, [d.c.tenant == tenant, d.c.app == app, d.c.event_id == event_pk])
         return views[0] if views else None
 
     def deliveries_of(self, event_pk: int) -> list[DeliveryView]:
         with self._read() as conn:
             return self._views(conn, [t.deliveries.c.event_id == event_pk], newest_first=False)
 
-    def history(self, *, tenant: str | None = None, app: str | None = None, status: str | None = None,
+    def history(self, *, tenant: str | None = None, app: str | None = None,
+                status: str | None = None,
                 since: datetime | None = None, limit: int = 1000,
                 event_pks: Sequence[int] | None = None) -> list[DeliveryView]:
         d = t.deliveries
@@ -639,7 +652,8 @@ class Ledger:
 
     # --- a user's choices and the modes ----------------------------------------------------
 
-    def choose(self, delivery_id: int, contact_ids: Sequence[str], *, notes: str | None = None) -> None:
+    def choose(self, delivery_id: int, contact_ids: Sequence[str], *,
+               notes: str | None = None) -> None:
         """A user's pick for an unresolved (or skipped) delivery: it becomes due again.
 
         Raises :class:`AlreadyLogged` for a delivery already logged or accepted.
@@ -666,7 +680,8 @@ class Ledger:
                 status="pending", updated_at=_now(), next_attempt_at=None, retryable=False,
                 **values)).rowcount
             if done == 0:
-                row = conn.execute(sa.select(d.c.app, d.c.status).where(d.c.id == delivery_id)).first()
+                row = conn.execute(
+                    sa.select(d.c.app, d.c.status).where(d.c.id == delivery_id)).first()
                 if row is None:
                     raise KeyError(f"no delivery {delivery_id}")
                 raise AlreadyLogged(f"delivery {delivery_id} is already {row.status} in {row.app}; "
@@ -709,22 +724,26 @@ class Ledger:
     # --- the phone index -------------------------------------------------------------------
 
     def index_put(self, tenant: str, app: str, contact_id: str, e164s: Iterable[str], *,
-                  updated_at: datetime | None, name: str | None, now: datetime | None = None) -> None:
+                  updated_at: datetime | None, name: str | None,
+                  now: datetime | None = None) -> None:
         """Replace a contact's rows: one per number, as a keyed hash; checked now."""
         now = now or _now()
         p = t.phone_index
         with self._write() as conn:
-            conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app, p.c.contact_id == contact_id))
+            conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app,
+                                          p.c.contact_id == contact_id))
             name_enc = self._cipher.encrypt(name)
             for number in dict.fromkeys(e164s):
                 conn.execute(p.insert().values(
                     tenant=tenant, app=app, number_hash=self._cipher.digest(tenant, number),
-                    contact_id=contact_id, updated_at=updated_at, name_enc=name_enc, checked_at=now))
+                    contact_id=contact_id, updated_at=updated_at, name_enc=name_enc,
+                    checked_at=now))
 
     def index_remove(self, tenant: str, app: str, contact_id: str) -> None:
         p = t.phone_index
         with self._write() as conn:
-            conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app, p.c.contact_id == contact_id))
+            conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app,
+                                          p.c.contact_id == contact_id))
 
     def index_lookup(self, tenant: str, app: str, e164: str) -> list[IndexEntry]:
         p = t.phone_index
@@ -733,13 +752,16 @@ class Ledger:
                 p.c.tenant == tenant, p.c.app == app,
                 p.c.number_hash == self._cipher.digest(tenant, e164)).order_by(p.c.id)).all()
         return [IndexEntry(contact_id=r.contact_id, updated_at=r.updated_at,
-                           name=self._cipher.decrypt(r.name_enc), checked_at=r.checked_at) for r in rows]
+                           name=self._cipher.decrypt(r.name_enc), checked_at=r.checked_at)
+                for r in rows]
 
-    def index_mark_checked(self, tenant: str, app: str, contact_id: str, now: datetime | None = None) -> None:
+    def index_mark_checked(self, tenant: str, app: str, contact_id: str,
+                           now: datetime | None = None) -> None:
         p = t.phone_index
         with self._write() as conn:
-            conn.execute(p.update().where(p.c.tenant == tenant, p.c.app == app,
-                                          p.c.contact_id == contact_id).values(checked_at=now or _now()))
+            conn.execute(p.update().where(
+                p.c.tenant == tenant, p.c.app == app, p.c.contact_id == contact_id,
+            ).values(checked_at=now or _now()))
 
     def index_state(self, tenant: str, app: str) -> tuple[datetime | None, datetime | None]:
         s = t.index_state
@@ -766,7 +788,8 @@ class Ledger:
     def token_set(self, tenant: str, app: str, token: Mapping[str, Any]) -> None:
         with self._write() as conn:
             self._upsert(conn, t.tokens, {"tenant": tenant, "app": app},
-                         {"token_enc": self._cipher.encrypt(json.dumps(dict(token))), "updated_at": _now()})
+                         {"token_enc": self._cipher.encrypt(json.dumps(dict(token))),
+                          "updated_at": _now()})
 
     def acquire_lock(self, name: str, *, ttl: float = 30.0, wait: float = 30.0) -> str:
         """Take a named lock shared by every process on this database; returns the owner token."""
@@ -786,9 +809,10 @@ class Ledger:
             if self._insert is not None:
                 # Taken if free, or taken over if expired; one statement either way.
                 # RETURNING says which (rowcount of an upsert is not reliable on every driver).
-                return conn.execute(self._insert(t.locks).values(**row).on_conflict_do_update(
+                taken = conn.execute(self._insert(t.locks).values(**row).on_conflict_do_update(
                     index_elements=["name"], set_={"owner": owner, "expires_at": row["expires_at"]},
-                    where=t.locks.c.expires_at < now).returning(t.locks.c.owner)).first() is not None
+                    where=t.locks.c.expires_at < now).returning(t.locks.c.owner)).first()
+                return taken is not None
             held = conn.execute(sa.select(t.locks).where(t.locks.c.name == name)).first()
             if held is None:
                 conn.execute(t.locks.insert().values(**row))
@@ -882,7 +906,8 @@ class LedgerTokenStore:
         local = self._local.setdefault((tenant, app), asyncio.Lock())
         async with local:
             name = f"oauth:{tenant}:{app}"
-            owner = await asyncio.to_thread(self._ledger.acquire_lock, name)
+            # Waits past the lock's lifetime, so a crashed holder's lock is taken over.
+            owner = await asyncio.to_thread(self._ledger.acquire_lock, name, ttl=30, wait=40)
             try:
                 yield
             finally:

@@ -27,12 +27,14 @@ class Cipher:
         if not key:
             raise ConfigError(
                 f"{ENV_KEY} is not set: the ledger encrypts event contents with it. "
-                "Make one with `callbridge keygen` and keep it secret (losing it loses the contents).")
+                "Make one with `callbridge keygen` and keep it secret "
+                "(losing it loses the contents).")
         try:
             self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
             raw = base64.urlsafe_b64decode(key)
         except (ValueError, TypeError):
-            raise ConfigError(f"{ENV_KEY} is not a valid key; make one with `callbridge keygen`") from None
+            raise ConfigError(
+                f"{ENV_KEY} is not a valid key; make one with `callbridge keygen`") from None
         self._mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                              info=b"callbridge ledger hmac").derive(raw)
 
@@ -49,7 +51,8 @@ class Cipher:
         try:
             return self._fernet.decrypt(blob).decode()
         except InvalidToken:
-            raise ConfigError(f"the ledger's contents cannot be decrypted with this {ENV_KEY}") from None
+            raise ConfigError(
+                f"the ledger's contents cannot be decrypted with this {ENV_KEY}") from None
 
     def digest(self, *parts: str) -> str:
         return hmac.new(self._mac_key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
