@@ -1,19 +1,139 @@
-"""A Clio sandbox on loopback, a firm seeded in it, and the host's engine pointed at it."""
+"""Fixtures for the Clio plugin's tests.
+
+* ``hook_ctx``: the plugin's hooks called directly, as the host would, with a
+  ``HookContext`` whose clients reach the sandbox in process (``clio``), and an
+  in-memory store, lock and delivery.
+* ``sandbox``, ``firm``, ``clio_engine``: the sandbox on loopback, a firm seeded in
+  it, and the host's engine pointed at it (end-to-end tests).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import callbridge_clio
+import httpx2
 import pytest
+from callbridge.context import HookContext, MemoryStore
 from callbridge.engine import Engine
 from callbridge.faults import FaultInjector, serve_in_thread
+from callbridge.http import (
+    Credentials,
+    MemoryTokenStore,
+    RetryPolicy,
+    build_bare_client,
+    build_client,
+)
 from callbridge.ledger import Ledger
+from callbridge.models import Record
+from callbridge.ratelimit import LimiterRegistry
 from callbridge.runtime import load
+from callbridge.settings import AppSettings, TenantSettings
+from callbridge_clio import ClioSettings
 from callbridge_clio.sandbox import SandboxState, create_app
+
+# --- the hooks called directly ---------------------------------------------------------
+
+#: Short waits: the host's client retries inline, and a test should not sit through them.
+QUICK = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, inline_max_wait=1.0)
+
+
+@dataclass
+class Delivery:
+    """An in-memory :class:`callbridge.context.DeliveryState`.
+
+    ``retry()`` is what the host does before it calls a log hook again: the same
+    delivery, one attempt more, with the records the earlier attempts remembered.
+    """
+
+    attempt: int = 1
+    first_attempt_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    remembered: list[Record] = field(default_factory=list)
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(self.remembered)
+
+    async def remember(self, record: Record) -> None:
+        self.remembered.append(record)
+
+    def retry(self) -> None:
+        self.attempt += 1
+
+
+@dataclass
+class Clio:
+    """The sandbox behind ``hook_ctx``: its state and the fault injector in front of it."""
+
+    state: SandboxState
+    faults: FaultInjector
+    tokens: MemoryTokenStore
+
+    def api_requests(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
+        """The sandbox's log of API requests (not OAuth, not storage), optionally filtered."""
+        return [r for r in self.state.requests
+                if (method is None or r["method"] == method) and (path is None or r["path"] == path)]
+
+
+def _locks() -> Callable[[str], AbstractAsyncContextManager[None]]:
+    held: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def lock(name: str) -> AsyncIterator[None]:
+        async with held.setdefault(name, asyncio.Lock()):
+            yield
+
+    return lock
+
+
+@pytest.fixture
+def clio() -> Clio:
+    """An empty sandbox with one authorised user and a live token for the connection."""
+    state = SandboxState()
+    state.add_user("Ann Lee", "ann@acme.example", authorised=True)
+    tokens = MemoryTokenStore({("acme", "clio"): state.issue_token()})
+    return Clio(state, create_app(state), tokens)
+
+
+@pytest.fixture
+async def hook_ctx(clio: Clio) -> AsyncIterator[HookContext]:
+    """What the host hands a Clio hook: the host's own clients, over the sandbox in process.
+
+    ``ctx.http`` is built by ``callbridge.http.build_client`` from the plugin's
+    ``connection`` hook (base URL, OAuth 2.0 with refresh through the sandbox's
+    ``/oauth/token``, the pinned version header, answers raised as the host's
+    exceptions); ``ctx.bare_http`` carries nothing of ours; ``ctx.delivery`` is a
+    :class:`Delivery` on its first attempt.
+    """
+    declaration = callbridge_clio.declare()
+    options = ClioSettings()
+    transport = httpx2.ASGITransport(app=clio.faults)
+    http = build_client(
+        tenant="acme", app="clio", plugin="clio", plugin_version=declaration.version,
+        connection=callbridge_clio.connection(options),
+        credentials=Credentials(client_id=clio.state.client_id,
+                                client_secret=clio.state.client_secret),
+        buckets=declaration.rate_limits, limiters=LimiterRegistry(), tokens=clio.tokens,
+        retry=QUICK, transport=transport)
+    bare = build_bare_client(transport=transport, retry=QUICK)
+    yield HookContext(
+        tenant_id="acme", tenant=TenantSettings(default_region="US"), app="clio",
+        settings=AppSettings(plugin="clio"), options=options, http=http, bare_http=bare,
+        log=logging.LoggerAdapter(logging.getLogger("callbridge.test.clio")),
+        store=MemoryStore(), lock=_locks(), delivery=Delivery())
+    await http.aclose()
+    await bare.aclose()
+
+
+# --- end to end ---------------------------------------------------------------------------
 
 
 @dataclass

@@ -14,6 +14,7 @@ What is written (docs/plugins/clio.md has the details and the reasons):
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
@@ -124,25 +125,31 @@ def search_texts(e164: str) -> list[str]:
     """What a live phone search asks Clio's ``query`` for, one request each.
 
     Clio's query is a wildcard search over text, not a number match, and how it
-    splits text is not documented. The last four digits stay together in every
-    way a number is written ("(212) 555-0142", "+1 646 555 0111", "212.555.0142"),
-    so they find every formatted number whether the search matches substrings or
-    whole words. A number stored as one run of digits is one word: the unseparated
-    forms of :func:`callbridge.phones.search_forms` (E.164, national digits) find it
-    under a word-based search. The other forms would find nothing more. Every
-    candidate is then confirmed by reading its numbers as E.164.
+    splits text into words is not documented. Asked: the last four digits, which
+    stay together in most ways a number is written ("(212) 555-0142",
+    "+1 646 555 0111", "tel:+1-212-555-0142"), whether the search matches
+    substrings or whole words; then each form of :func:`callbridge.phones.search_forms`
+    those four digits cannot stand for: a number written as one run of digits
+    (E.164, the national digits) is one word, and some formats split the last four
+    ("0491 570 156"). A form ending in the four digits as a word of their own
+    ("212-555-0142") finds nothing they do not. Every candidate is then confirmed by
+    reading its numbers as E.164.
     """
-    bare = [form for form in search_forms(e164) if form.lstrip("+").isdigit()]
-    return [e164[-4:], *(form for form in bare if form != e164[-4:])]
+    tail = e164[-4:]
+    texts = [tail]
+    for form in search_forms(e164):
+        if form not in texts and not re.search(rf"\D{tail}$", form):
+            texts.append(form)
+    return texts
 
 
-async def _search_by_number(ctx: HookContext, e164: str, **filters: Any) -> list[ClioContact]:
+async def _search_by_number(ctx: HookContext, e164: str) -> list[ClioContact]:
     """Contacts with a stored number that reads as ``e164`` in the firm's region."""
     api = ClioApi(ctx.http)
     region = ctx.tenant.default_region
     found: dict[int, ClioContact] = {}
     for text in search_texts(e164):
-        for c in await api.search_contacts(text, **filters):
+        for c in await api.search_contacts(text):
             if c.id not in found and any(try_e164(p.number, region) == e164 for p in c.phone_numbers):
                 found[c.id] = c
     return list(found.values())
@@ -178,11 +185,14 @@ async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> C
     if party.e164 is None:
         raise SkipEvent("no_number", "A contact is created only for a phone number.")
     if ctx.delivery is not None and ctx.delivery.attempt > 1:
-        # An earlier attempt may have created it and timed out before the answer:
-        # contacts take no marker, so look for one created since then with this number
-        # (a minute earlier, for clocks that differ).
+        # An earlier attempt may have created it and timed out before the answer.
+        # Contacts take no marker: read every contact created since then (a minute
+        # earlier, for clocks that differ) with a plain filter rather than the text
+        # search, whose index may not hold a contact made seconds ago.
         since = ctx.delivery.first_attempt_at - timedelta(minutes=1)
-        earlier = await _search_by_number(ctx, party.e164, created_since=since.isoformat())
+        region = ctx.tenant.default_region
+        earlier = [c for c in await api.contacts_created_since(since)
+                   if any(try_e164(p.number, region) == party.e164 for p in c.phone_numbers)]
         if earlier:
             return _contact(min(earlier, key=lambda c: c.id))
     first, last = split_name(name)
@@ -523,7 +533,8 @@ async def _upload(ctx: HookContext, event: FaxEvent, target: LogTarget, comm: Re
         await _remember(ctx, Record(kind="document", id=str(doc.id), step="document"))
     version = doc.latest_document_version
     if version is not None and not version.fully_uploaded:
-        assert version.put_url is not None
+        if version.put_url is None:  # nowhere to put the bytes: counts as a failed upload
+            raise TransientError("Clio gave the fax document no upload URL")
         # A bare client: the storage URL is pre-signed, and our token or headers
         # must never reach it.
         await ctx.bare_http.put(version.put_url, content=await _document_bytes(ctx, event),

@@ -176,6 +176,12 @@ class ClioApi:
     async def create_contact(self, data: dict[str, Any]) -> ClioContact:
         return ClioContact.model_validate(await self.create("/contacts.json", CONTACT_FIELDS, data))
 
+    async def contacts_created_since(self, since: datetime) -> list[ClioContact]:
+        """Every contact created since a time (a filter, not the text search)."""
+        rows = await self.list("/contacts.json", CONTACT_FIELDS, created_since=since.isoformat(),
+                               order="id(asc)")
+        return [ClioContact.model_validate(r) for r in rows]
+
     async def contacts_page(self, *, updated_since: datetime | None,
                             cursor: str | None) -> tuple[list[ClioContact], str | None]:
         if cursor:

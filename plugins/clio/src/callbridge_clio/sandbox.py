@@ -84,10 +84,15 @@ def parse_fields(text: str | None) -> dict[str, set[str] | None]:
     return out
 
 
-def shape(record: dict[str, Any], fields: dict[str, set[str] | None], kind: str) -> dict[str, Any]:
+def check_fields(fields: dict[str, set[str] | None], kind: str) -> None:
+    """A 400 for a field the resource does not have, whether or not any record is answered."""
     unknown = set(fields) - KNOWN_FIELDS[kind]
     if unknown:
         raise FieldsError(f"invalid fields for {kind}: {', '.join(sorted(unknown))}")
+
+
+def shape(record: dict[str, Any], fields: dict[str, set[str] | None], kind: str) -> dict[str, Any]:
+    check_fields(fields, kind)
     out: dict[str, Any] = {}
     for name, nested in fields.items():
         value = record.get(name)
@@ -162,7 +167,9 @@ class SandboxState:
         return cid
 
     def add_matter(self, client_id: int, description: str, *, status: str = "Open",
-                   close_date: str | None = None, custom_fields: dict[int, str] | None = None) -> int:
+                   close_date: str | None = None, custom_fields: dict[int, str] | None = None,
+                   related: dict[int, str] | None = None) -> int:
+        """A matter of ``client_id``; ``related`` maps contact ids to their role on it."""
         mid = self.next_id()
         client = self.contacts[client_id]
         self.matters[mid] = {
@@ -171,6 +178,8 @@ class SandboxState:
             "client": {"id": client_id, "name": client["name"]}, "open_date": "2026-01-05",
             "close_date": close_date, "pending_date": None, "created_at": _now(), "updated_at": _now(),
             "custom_field_values": self._cf_values(custom_fields)}
+        for contact_id, role in (related or {}).items():
+            self.relate(contact_id, mid, role)
         return mid
 
     def relate(self, contact_id: int, matter_id: int, description: str = "Related party") -> int:
@@ -245,6 +254,7 @@ def create_app(state: SandboxState | None = None, *, faults: bool = True) -> Any
     def page(request: Request, items: list[dict[str, Any]], kind: str) -> JSONResponse:
         q = request.query_params
         fields = parse_fields(q.get("fields"))
+        check_fields(fields, kind)
         limit = min(int(q.get("limit", "200")), 200)
         offset = int(base64.urlsafe_b64decode(q["page_token"]).decode()) if "page_token" in q else 0
         order = q.get("order", "id(asc)")
