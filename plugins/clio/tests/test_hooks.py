@@ -19,6 +19,7 @@ from callbridge.errors import PermanentError, SkipEvent, TransientError
 from callbridge.events import ExternalParty, parse_event
 from callbridge.models import AppUser, Contact, LogTarget, Matter, Record
 from callbridge_clio import ClioSettings, split_name
+from callbridge_clio.api import ClioApi
 
 VECTORS = Path(__file__).parents[3] / "tests" / "phone-vectors.csv"
 PDF = b"%PDF-1.4\n% fax"
@@ -318,6 +319,16 @@ async def test_a_call_without_a_contact_or_matter_is_logged_to_the_user_alone(
     assert comm["receivers"] == [{"id": int(ann.id), "type": "User"}]
 
 
+async def test_several_contacts_are_all_named_on_one_communication(
+        clio: Any, hook_ctx: HookContext, dana: Contact, ann: AppUser) -> None:
+    twin = Contact(id=str(clio.state.add_contact("Dane", "Whitfield", ["212 555 0142"])))
+    await plugin.log_call(hook_ctx, call(direction="outbound", outcome="missed", answered_at=None),
+                          LogTarget(contacts=(dana, twin), user=ann))
+    comm = only(clio.state.communications)
+    assert comm["receivers"] == [{"id": int(dana.id), "type": "Contact"},
+                                 {"id": int(twin.id), "type": "Contact"}]
+
+
 async def test_notes_chosen_for_the_log_replace_the_events_notes(
         clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
     chosen = target.model_copy(update={"notes": "Chosen notes."})
@@ -610,3 +621,30 @@ async def test_an_expired_token_is_refreshed_through_oauth_token_and_kept(
     assert clio.faults.count(method="POST", path="/oauth/token") == 1
     new = await clio.tokens.load("acme", "clio")
     assert new["access_token"] != old["access_token"] and new["refresh_token"] == old["refresh_token"]
+
+
+# --- what later work reads: closed matters and custom fields (api.py) -------------------------
+
+
+async def test_matters_changed_since_carry_status_close_date_and_custom_field_values(
+        clio: Any, hook_ctx: HookContext, dana: Contact) -> None:
+    opt_in = clio.state.add_custom_field("SendBroadlyThankYou", "Matter")
+    clio.state.add_matter(int(dana.id), "Open one")
+    closed = clio.state.add_matter(int(dana.id), "Closed one", status="Closed", close_date="2026-03-01",
+                                   custom_fields={opt_in: "true"})
+    found = await ClioApi(hook_ctx.http).matters_changed(
+        since=datetime(2026, 1, 1, tzinfo=UTC), status="closed", custom_field_ids=[opt_in])
+    (matter,) = found
+    assert (matter.id, matter.status, matter.close_date) == (closed, "Closed", "2026-03-01")
+    assert matter.client is not None and matter.client.id == int(dana.id)
+    assert [(v["value"], v["custom_field"]) for v in matter.custom_field_values] == [("true", {"id": opt_in})]
+
+
+async def test_custom_fields_are_listed_by_parent_type(clio: Any, hook_ctx: HookContext) -> None:
+    opt_out = clio.state.add_custom_field("BroadlyOptOut", "Contact")
+    clio.state.add_custom_field("SendBroadlyThankYou", "Matter")
+    fields = await ClioApi(hook_ctx.http).custom_fields("Contact")
+    assert [(f.id, f.name, f.field_type, f.parent_type) for f in fields] == [
+        (opt_out, "BroadlyOptOut", "checkbox", "Contact")]
+    (asked,) = clio.api_requests("GET", "/api/v4/custom_fields.json")
+    assert asked["query"]["parent_type"] == "contact"  # the filter takes lower case
