@@ -104,6 +104,17 @@ def test_a_fenced_lease_passes_to_another_owner(ledger: Ledger) -> None:
     assert ledger.history()[0].status == "logged"
 
 
+def test_a_revision_during_a_log_asks_for_an_update(ledger: Ledger) -> None:
+    ledger.store_event(sms(), apps=["crm"])
+    (claim,) = ledger.claim(owner="a", limit=1, lease_seconds=30)
+    ledger.store_event(sms(body="more"), apps=["crm"])
+    ledger.finish(claim, LOGGED)
+    (update,) = ledger.claim(owner="a", limit=1, lease_seconds=30)
+    assert update.needs_update and update.revision == 2
+    ledger.finish(update, LOGGED)
+    assert ledger.claim(owner="a", limit=1, lease_seconds=30) == []
+
+
 def test_upserts_and_locks_hold_under_concurrent_first_writes(ledger: Ledger) -> None:
     at_once(8, lambda i: ledger.kv_set("acme", "crm", "k", str(i)))
     at_once(8, lambda i: ledger.token_set("acme", "crm", {"n": i}))

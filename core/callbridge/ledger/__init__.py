@@ -172,6 +172,9 @@ _SELECT_RECORDS = sa.select(t.records).where(
 _FENCED = t.deliveries.update().where(
     t.deliveries.c.id == sa.bindparam("_did"), t.deliveries.c.fence == sa.bindparam("_fence"),
     t.deliveries.c.lease_owner == sa.bindparam("_owner"))
+# After a log: an update is still needed if a newer revision arrived meanwhile.
+_FENCED_LOGGED = _FENCED.values(needs_update=sa.select(t.events.c.revision).where(
+    t.events.c.id == t.deliveries.c.event_id).scalar_subquery() != sa.bindparam("_revision"))
 
 
 def _new_delivery(pk: int, tenant: str, app: str, occurred_at: datetime, now: datetime,
@@ -482,8 +485,8 @@ class Ledger:
                     mode=r.mode, owner=owner))
         return claims
 
-    def _fenced(self, conn: Connection, claim: Claim, **values: Any) -> None:
-        result = conn.execute(_FENCED, {"_did": claim.delivery_id, "_fence": claim.fence,
+    def _fenced(self, conn: Connection, claim: Claim, stmt: Any = _FENCED, **values: Any) -> None:
+        result = conn.execute(stmt, {"_did": claim.delivery_id, "_fence": claim.fence,
                                      "_owner": claim.owner, **values})
         if result.rowcount != 1:
             raise LeaseLost(
@@ -535,17 +538,21 @@ class Ledger:
                 [{"id": c.id, "name": c.name} for c in outcome.candidates]))
             if outcome.candidates else None,
         }
-        if not retry:
-            values["needs_update"] = False
-        elif not claim.needs_update:  # the next try writes the whole log with the newest contents
+        if not ok and (not retry or not claim.needs_update):
+            # Given up, skipped or unresolved: no update is pending any more. A first log
+            # that will be retried writes the whole log with the newest contents anyway.
             values["needs_update"] = False
         with self._write() as conn:
-            if ok:
-                # Shared row lock on PostgreSQL: a revision stored meanwhile waits or is seen.
+            if ok and self._sqlite:  # the write lock is held from BEGIN: the subquery is exact
+                self._fenced(conn, claim, _FENCED_LOGGED, _revision=claim.revision, **values)
+            elif ok:
+                # A shared row lock: a revision being stored now commits first or waits.
                 current = conn.execute(sa.select(t.events.c.revision).where(
                     t.events.c.id == claim.event_pk).with_for_update(read=True)).scalar()
                 values["needs_update"] = current is not None and current != claim.revision
-            self._fenced(conn, claim, **values)
+                self._fenced(conn, claim, **values)
+            else:
+                self._fenced(conn, claim, **values)
             self._insert_records(conn, claim.delivery_id, list(outcome.records), now)
             conn.execute(t.attempts.insert(), {
                 "delivery_id": claim.delivery_id, "attempt": claim.attempt, "fence": claim.fence,
