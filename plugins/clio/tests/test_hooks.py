@@ -454,6 +454,22 @@ async def test_an_upload_that_fails_once_is_finished_on_the_retry(
     assert only(clio.state.documents)["latest_document_version"]["fully_uploaded"] is True
 
 
+async def test_an_unfinished_upload_without_a_new_url_ends_with_the_document_missing(
+        clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
+    clio.state.storage_down = True
+    with pytest.raises(TransientError):
+        await plugin.log_fax(hook_ctx, fax(), target)
+    clio.state.storage_down, clio.state.put_url_on_create_only = False, True
+    for _ in range(plugin.UPLOAD_ATTEMPTS - 2):
+        hook_ctx.delivery.retry()  # type: ignore[union-attr]
+        with pytest.raises(TransientError):
+            await plugin.log_fax(hook_ctx, fax(), target)
+    hook_ctx.delivery.retry()  # type: ignore[union-attr]
+    result = await plugin.log_fax(hook_ctx, fax(), target)
+    assert result.note == "document missing" and len(clio.state.documents) == 1
+    assert only(clio.state.documents)["latest_document_version"]["fully_uploaded"] is False
+
+
 # --- late details -------------------------------------------------------------------------------
 
 

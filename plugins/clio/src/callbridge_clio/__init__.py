@@ -22,7 +22,7 @@ from typing import Any, Literal
 import phonenumbers
 from callbridge.capabilities import Capability, Connection, Declaration, OAuth2Config, RateBucket
 from callbridge.context import HookContext, find_record
-from callbridge.errors import AppError, SkipEvent, TransientError
+from callbridge.errors import AppError, PermanentError, SkipEvent, TransientError
 from callbridge.events import CallEvent, CallOutcome, Direction, ExternalParty, FaxEvent, SmsEvent
 from callbridge.hookspecs import hookimpl
 from callbridge.models import (
@@ -183,7 +183,7 @@ def split_name(name: str) -> tuple[str, str]:
 async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:
     api = ClioApi(ctx.http)
     if party.e164 is None:
-        raise SkipEvent("no_number", "A contact is created only for a phone number.")
+        raise PermanentError("a Clio contact is created only for a phone number")
     if ctx.delivery is not None and ctx.delivery.attempt > 1:
         # An earlier attempt may have created it and timed out before the answer.
         # Contacts take no marker: read every contact created since then (a minute
@@ -532,9 +532,11 @@ async def _upload(ctx: HookContext, event: FaxEvent, target: LogTarget, comm: Re
             "external_properties": [{"name": MARKER, "value": event.marker}]})
         await _remember(ctx, Record(kind="document", id=str(doc.id), step="document"))
     version = doc.latest_document_version
-    if version is not None and not version.fully_uploaded:
-        if version.put_url is None:  # nowhere to put the bytes: counts as a failed upload
-            raise TransientError("Clio gave the fax document no upload URL")
+    if version is None or (not version.fully_uploaded and version.put_url is None):
+        # Nowhere to put the bytes: a failed upload, never a document marked as done.
+        raise TransientError("Clio gave the fax document no upload URL")
+    if not version.fully_uploaded:
+        assert version.put_url is not None
         # A bare client: the storage URL is pre-signed, and our token or headers
         # must never reach it.
         await ctx.bare_http.put(version.put_url, content=await _document_bytes(ctx, event),

@@ -126,6 +126,9 @@ class SandboxState:
     storage: dict[str, bytes] = field(default_factory=dict)
     storage_requests: list[dict[str, Any]] = field(default_factory=list)
     storage_down: bool = False  # the storage answers 503 (an upload that keeps failing)
+    # Reads of an unfinished document leave out its put_url: whether Clio hands the
+    # URL out again after the create is not documented.
+    put_url_on_create_only: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (epoch)
     refresh_tokens: dict[str, int] = field(default_factory=dict)  # refresh token -> user id
@@ -464,6 +467,10 @@ def create_app(state: SandboxState | None = None, *, faults: bool = True) -> Any
         items = by_property(list(st.documents.values()), request)
         if q.get("show_uncompleted") != "true":
             items = [d for d in items if d["latest_document_version"]["fully_uploaded"]]
+        if st.put_url_on_create_only:
+            items = [{**d, "latest_document_version": {
+                k: v for k, v in d["latest_document_version"].items() if k != "put_url"}}
+                for d in items]
         return page(request, items, "document")
 
     async def document(request: Request) -> Response:
