@@ -79,6 +79,9 @@ class Stored:
 
 @dataclass(frozen=True)
 class Claim:
+    """A delivery leased to one owner: the fence every write for it must carry, and
+    what a retry resumes from (``records``; ``revision`` of the event when claimed)."""
+
     delivery_id: int
     event_pk: int
     tenant: str
@@ -98,6 +101,8 @@ class Claim:
 
 @dataclass(frozen=True)
 class DeliveryView:
+    """One delivery as history shows it: its current outcome, records and attempt count."""
+
     delivery_id: int
     event_pk: int
     tenant: str
@@ -120,6 +125,8 @@ class DeliveryView:
 
 @dataclass(frozen=True)
 class AttemptView:
+    """One attempt of a delivery, as appended by :meth:`Ledger.finish`."""
+
     attempt: int
     fence: int
     started_at: datetime | None
@@ -133,6 +140,8 @@ class AttemptView:
 
 @dataclass(frozen=True)
 class IndexEntry:
+    """A contact the phone index holds for a number."""
+
     contact_id: str
     updated_at: datetime | None
     name: str | None
@@ -299,6 +308,7 @@ class Ledger:
             command.upgrade(cfg, "head")
 
     def close(self) -> None:
+        """Close the database connections."""
         self.engine.dispose()
         self._reader.dispose()
 
@@ -395,6 +405,7 @@ class Ledger:
         return [self.store_event(event, apps=apps) for event, apps in events]
 
     def load_event(self, event_pk: int) -> AnyEvent:
+        """The event's newest contents; :class:`ContentErased` once purged or erased."""
         with self._read() as conn:
             row = conn.execute(sa.select(t.events.c.content_enc, t.events.c.purged_at)
                                .where(t.events.c.id == event_pk)).one()
@@ -403,6 +414,7 @@ class Ledger:
         return parse_event(self._cipher.decrypt(row.content_enc) or "")
 
     def find_event(self, tenant: str, source: str, kind: str, source_id: str) -> int | None:
+        """The event's key in the ledger, by its identity; None if never received."""
         with self._read() as conn:
             return conn.execute(sa.select(t.events.c.id).where(
                 t.events.c.tenant == tenant, t.events.c.source == source,
@@ -493,6 +505,7 @@ class Ledger:
                 f"delivery {claim.delivery_id}: fence {claim.fence} is no longer current")
 
     def renew(self, claim: Claim, lease_seconds: float) -> None:
+        """Extend the lease from now; :class:`LeaseLost` if another owner has the delivery."""
         now = _now()
         with self._write() as conn:
             self._fenced(conn, claim, lease_expires=now + timedelta(seconds=lease_seconds))
@@ -561,6 +574,7 @@ class Ledger:
                 "retryable": outcome.retryable, "next_attempt_at": outcome.next_attempt_at})
 
     def release(self, claim: Claim) -> None:
+        """Give the lease back untouched (shutdown): the delivery is due again at once."""
         with self._write() as conn:
             try:
                 self._fenced(conn, claim, lease_owner=None, lease_expires=None)
@@ -578,6 +592,7 @@ class Ledger:
         return {k: tuple(v) for k, v in out.items()}
 
     def records(self, delivery_id: int) -> tuple[Record, ...]:
+        """The records kept for a delivery, in the order they were written."""
         with self._read() as conn:
             return self._records(conn, [delivery_id]).get(delivery_id, ())
 
@@ -604,6 +619,7 @@ class Ledger:
         return views
 
     def delivery(self, delivery_id: int) -> DeliveryView:
+        """One delivery's view; KeyError if there is none."""
         with self._read() as conn:
             views = self._views(conn, [t.deliveries.c.id == delivery_id])
         if not views:
@@ -611,6 +627,7 @@ class Ledger:
         return views[0]
 
     def find_delivery(self, tenant: str, app: str, event_pk: int) -> DeliveryView | None:
+        """The event's delivery to ``app``, or None."""
         d = t.deliveries
         with self._read() as conn:
             views = self._views(
@@ -618,6 +635,7 @@ class Ledger:
         return views[0] if views else None
 
     def deliveries_of(self, event_pk: int) -> list[DeliveryView]:
+        """Every delivery of an event, oldest first."""
         with self._read() as conn:
             return self._views(conn, [t.deliveries.c.event_id == event_pk], newest_first=False)
 
@@ -625,6 +643,7 @@ class Ledger:
                 status: str | None = None,
                 since: datetime | None = None, limit: int = 1000,
                 event_pks: Sequence[int] | None = None) -> list[DeliveryView]:
+        """Deliveries, most recently changed first, filtered as given."""
         d = t.deliveries
         where: list[Any] = []
         if tenant is not None:
@@ -641,6 +660,7 @@ class Ledger:
             return self._views(conn, where, limit)
 
     def attempts(self, delivery_id: int) -> list[AttemptView]:
+        """Every attempt of a delivery, in order."""
         with self._read() as conn:
             rows = conn.execute(sa.select(t.attempts).where(t.attempts.c.delivery_id == delivery_id)
                                 .order_by(t.attempts.c.id)).all()
@@ -650,6 +670,7 @@ class Ledger:
                             next_attempt_at=r.next_attempt_at) for r in rows]
 
     def counts(self, *, tenant: str | None = None) -> dict[tuple[str, str], int]:
+        """How many deliveries per (app, status)."""
         d = t.deliveries
         query = sa.select(d.c.app, d.c.status, sa.func.count()).group_by(d.c.app, d.c.status)
         if tenant is not None:
@@ -703,17 +724,20 @@ class Ledger:
     # --- key-value store -------------------------------------------------------------------
 
     def kv_get(self, tenant: str, app: str, key: str) -> str | None:
+        """A key-value entry for one (tenant, app), decrypted; None if absent."""
         with self._read() as conn:
             blob = conn.execute(sa.select(t.kv.c.value_enc).where(
                 t.kv.c.tenant == tenant, t.kv.c.app == app, t.kv.c.key == key)).scalar()
         return self._cipher.decrypt(blob)
 
     def kv_set(self, tenant: str, app: str, key: str, value: str) -> None:
+        """Set a key-value entry (encrypted)."""
         with self._write() as conn:
             self._upsert(conn, t.kv, {"tenant": tenant, "app": app, "key": key},
                          {"value_enc": self._cipher.encrypt(value)})
 
     def kv_delete(self, tenant: str, app: str, key: str) -> None:
+        """Remove a key-value entry, if present."""
         with self._write() as conn:
             conn.execute(t.kv.delete().where(t.kv.c.tenant == tenant, t.kv.c.app == app,
                                              t.kv.c.key == key))
@@ -747,12 +771,14 @@ class Ledger:
                     checked_at=now))
 
     def index_remove(self, tenant: str, app: str, contact_id: str) -> None:
+        """Drop a contact's rows from the phone index (deleted in the app)."""
         p = t.phone_index
         with self._write() as conn:
             conn.execute(p.delete().where(p.c.tenant == tenant, p.c.app == app,
                                           p.c.contact_id == contact_id))
 
     def index_lookup(self, tenant: str, app: str, e164: str) -> list[IndexEntry]:
+        """The contacts whose numbers include ``e164`` (compared as keyed hashes)."""
         p = t.phone_index
         with self._read() as conn:
             rows = conn.execute(sa.select(p).where(
@@ -764,6 +790,7 @@ class Ledger:
 
     def index_mark_checked(self, tenant: str, app: str, contact_id: str,
                            now: datetime | None = None) -> None:
+        """Note that a contact's rows were confirmed against the app now."""
         p = t.phone_index
         with self._write() as conn:
             conn.execute(p.update().where(
@@ -771,6 +798,7 @@ class Ledger:
             ).values(checked_at=now or _now()))
 
     def index_state(self, tenant: str, app: str) -> tuple[datetime | None, datetime | None]:
+        """The index's (high-water mark, last sync time); (None, None) before the first sync."""
         s = t.index_state
         with self._read() as conn:
             row = conn.execute(sa.select(s.c.high_water, s.c.synced_at).where(
@@ -779,6 +807,7 @@ class Ledger:
 
     def set_index_state(self, tenant: str, app: str, *, high_water: datetime | None,
                         synced_at: datetime) -> None:
+        """Record a sync: the high-water mark to resume from and when it ran."""
         with self._write() as conn:
             self._upsert(conn, t.index_state, {"tenant": tenant, "app": app},
                          {"high_water": high_water, "synced_at": synced_at})
@@ -786,6 +815,7 @@ class Ledger:
     # --- tokens and locks ------------------------------------------------------------------
 
     def token_get(self, tenant: str, app: str) -> dict[str, Any] | None:
+        """The stored OAuth token for (tenant, app), decrypted; None if absent."""
         with self._read() as conn:
             blob = conn.execute(sa.select(t.tokens.c.token_enc).where(
                 t.tokens.c.tenant == tenant, t.tokens.c.app == app)).scalar()
@@ -793,6 +823,7 @@ class Ledger:
         return json.loads(text) if text else None
 
     def token_set(self, tenant: str, app: str, token: Mapping[str, Any]) -> None:
+        """Store an OAuth token (encrypted), replacing the previous one."""
         with self._write() as conn:
             self._upsert(conn, t.tokens, {"tenant": tenant, "app": app},
                          {"token_enc": self._cipher.encrypt(json.dumps(dict(token))),
@@ -829,11 +860,13 @@ class Ledger:
                 owner=owner, expires_at=row["expires_at"])).rowcount)
 
     def release_lock(self, name: str, owner: str) -> None:
+        """Release a lock if ``owner`` still holds it (an expired one may have passed on)."""
         with self._write() as conn:
             conn.execute(t.locks.delete().where(t.locks.c.name == name, t.locks.c.owner == owner))
 
     @contextmanager
     def lock(self, name: str, *, ttl: float = 30.0, wait: float = 30.0) -> Iterator[None]:
+        """Hold a named lock shared by every process on this database (see :meth:`acquire_lock`)."""
         owner = self.acquire_lock(name, ttl=ttl, wait=wait)
         try:
             yield
@@ -886,12 +919,15 @@ class LedgerStore:
         self._ledger, self._tenant, self._app = ledger, tenant, app
 
     async def get(self, key: str) -> str | None:
+        """The value for ``key``, or None."""
         return await asyncio.to_thread(self._ledger.kv_get, self._tenant, self._app, key)
 
     async def set(self, key: str, value: str) -> None:
+        """Set ``key`` to ``value``."""
         await asyncio.to_thread(self._ledger.kv_set, self._tenant, self._app, key, value)
 
     async def delete(self, key: str) -> None:
+        """Remove ``key``, if present."""
         await asyncio.to_thread(self._ledger.kv_delete, self._tenant, self._app, key)
 
 
@@ -903,13 +939,16 @@ class LedgerTokenStore:
         self._local: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def load(self, tenant: str, app: str) -> dict[str, Any] | None:
+        """The stored token for (tenant, app), or None."""
         return await asyncio.to_thread(self._ledger.token_get, tenant, app)
 
     async def save(self, tenant: str, app: str, token: Mapping[str, Any]) -> None:
+        """Store a refreshed or new token."""
         await asyncio.to_thread(self._ledger.token_set, tenant, app, token)
 
     @asynccontextmanager
     async def refresh_lock(self, tenant: str, app: str) -> AsyncIterator[None]:
+        """Held around a token refresh: one at a time per (tenant, app), across processes."""
         local = self._local.setdefault((tenant, app), asyncio.Lock())
         async with local:
             name = f"oauth:{tenant}:{app}"
