@@ -226,9 +226,10 @@ async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
     for m in await api.client_matters(cid, OPEN_STATUSES):
         found[m.id] = Matter(id=str(m.id), name=m.display_number, status=m.status)
     for rel in await api.relationships(cid):
-        m = rel.matter
-        if m is not None and (m.status or "").lower() in OPEN_STATUSES.split(","):
-            found.setdefault(m.id, Matter(id=str(m.id), name=m.display_number, status=m.status))
+        related = rel.matter
+        if related is not None and (related.status or "").lower() in OPEN_STATUSES.split(","):
+            found.setdefault(related.id, Matter(id=str(related.id), name=related.display_number,
+                                                status=related.status))
     return list(found.values())
 
 
@@ -490,20 +491,21 @@ async def _document_bytes(ctx: HookContext, event: FaxEvent) -> bytes:
 
 
 async def _document_parent(ctx: HookContext, target: LogTarget) -> dict[str, Any] | None:
+    """Where the fax document goes: the fax folder of the matter, else of the contact."""
     if target.matter is not None:
-        parent = {"id": int(target.matter.id), "type": "Matter"}
+        parent_id, parent_type = int(target.matter.id), "Matter"
     elif target.contacts:
-        parent = {"id": int(target.contacts[0].id), "type": "Contact"}
+        parent_id, parent_type = int(target.contacts[0].id), "Contact"
     else:
         return None
     folder_name = _options(ctx).fax_folder
     if not folder_name:
-        return parent
+        return {"id": parent_id, "type": parent_type}
     api = ClioApi(ctx.http)
-    async with ctx.lock(f"folder:{parent['type']}:{parent['id']}"):
-        folder = await api.folder_named(folder_name, parent_type=parent["type"], parent_id=parent["id"])
+    async with ctx.lock(f"folder:{parent_type}:{parent_id}"):  # one folder, however many faxes
+        folder = await api.folder_named(folder_name, parent_type=parent_type, parent_id=parent_id)
         if folder is None:
-            folder = await api.create_folder(folder_name, parent_type=parent["type"], parent_id=parent["id"])
+            folder = await api.create_folder(folder_name, parent_type=parent_type, parent_id=parent_id)
     return {"id": folder.id, "type": "Folder"}
 
 

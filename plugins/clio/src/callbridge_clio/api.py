@@ -135,7 +135,7 @@ class ClioApi:
     def __init__(self, http: httpx2.AsyncClient) -> None:
         self.http = http
 
-    async def list(self, path: str, fields: str, **params: Any) -> list[dict[str, Any]]:
+    async def all_pages(self, path: str, fields: str, **params: Any) -> list[dict[str, Any]]:
         """Every record of a list endpoint: the first page, then each ``next`` URL."""
         records, next_url = await self.page(path, fields, **params)
         while next_url:
@@ -170,7 +170,7 @@ class ClioApi:
     # --- contacts --------------------------------------------------------------------
 
     async def search_contacts(self, query: str, **filters: Any) -> list[ClioContact]:
-        rows = await self.list("/contacts.json", CONTACT_FIELDS, query=query, **filters)
+        rows = await self.all_pages("/contacts.json", CONTACT_FIELDS, query=query, **filters)
         return [ClioContact.model_validate(r) for r in rows]
 
     async def create_contact(self, data: dict[str, Any]) -> ClioContact:
@@ -178,7 +178,7 @@ class ClioApi:
 
     async def contacts_created_since(self, since: datetime) -> list[ClioContact]:
         """Every contact created since a time (a filter, not the text search)."""
-        rows = await self.list("/contacts.json", CONTACT_FIELDS, created_since=since.isoformat(),
+        rows = await self.all_pages("/contacts.json", CONTACT_FIELDS, created_since=since.isoformat(),
                                order="id(asc)")
         return [ClioContact.model_validate(r) for r in rows]
 
@@ -195,11 +195,11 @@ class ClioApi:
     # --- matters ---------------------------------------------------------------------
 
     async def client_matters(self, contact_id: int, statuses: str) -> list[ClioMatter]:
-        rows = await self.list("/matters.json", MATTER_FIELDS, client_id=contact_id, status=statuses)
+        rows = await self.all_pages("/matters.json", MATTER_FIELDS, client_id=contact_id, status=statuses)
         return [ClioMatter.model_validate(r) for r in rows]
 
     async def relationships(self, contact_id: int) -> list[ClioRelationship]:
-        rows = await self.list("/relationships.json", RELATIONSHIP_FIELDS, contact_id=contact_id)
+        rows = await self.all_pages("/relationships.json", RELATIONSHIP_FIELDS, contact_id=contact_id)
         return [ClioRelationship.model_validate(r) for r in rows]
 
     async def matters_changed(self, *, since: datetime | None, status: str | None = None,
@@ -211,17 +211,17 @@ class ClioApi:
                                   "updated_since": since.isoformat() if since else None}
         if custom_field_ids:
             params["custom_field_ids[]"] = custom_field_ids
-        rows = await self.list("/matters.json", fields, **params)
+        rows = await self.all_pages("/matters.json", fields, **params)
         return [ClioMatter.model_validate(r) for r in rows]
 
     async def custom_fields(self, parent_type: str) -> list[ClioCustomField]:
-        rows = await self.list("/custom_fields.json", CUSTOM_FIELD_FIELDS, parent_type=parent_type.lower())
+        rows = await self.all_pages("/custom_fields.json", CUSTOM_FIELD_FIELDS, parent_type=parent_type.lower())
         return [ClioCustomField.model_validate(r) for r in rows]
 
     # --- users -----------------------------------------------------------------------
 
     async def users(self) -> list[ClioUser]:
-        return [ClioUser.model_validate(r) for r in await self.list("/users.json", USER_FIELDS)]
+        return [ClioUser.model_validate(r) for r in await self.all_pages("/users.json", USER_FIELDS)]
 
     async def who_am_i(self) -> ClioUser:
         r = await self.http.get("/users/who_am_i.json", params={"fields": USER_FIELDS})
@@ -230,7 +230,7 @@ class ClioApi:
     # --- communications, activities, documents ---------------------------------------
 
     async def communications_marked(self, marker: str) -> list[ClioCommunication]:
-        rows = await self.list("/communications.json", COMMUNICATION_FIELDS,
+        rows = await self.all_pages("/communications.json", COMMUNICATION_FIELDS,
                                external_property_name=MARKER, external_property_value=marker)
         return [ClioCommunication.model_validate(r) for r in rows]
 
@@ -247,18 +247,18 @@ class ClioApi:
             await self.update(f"/communications/{cid}.json", COMMUNICATION_FIELDS, data))
 
     async def time_entries_of(self, communication_id: int) -> list[ClioActivity]:
-        rows = await self.list("/activities.json", ACTIVITY_FIELDS, communication_id=communication_id)
+        rows = await self.all_pages("/activities.json", ACTIVITY_FIELDS, communication_id=communication_id)
         return [ClioActivity.model_validate(r) for r in rows]
 
     async def create_activity(self, data: dict[str, Any]) -> ClioActivity:
         return ClioActivity.model_validate(await self.create("/activities.json", ACTIVITY_FIELDS, data))
 
     async def activity_description_named(self, name: str) -> int | None:
-        rows = await self.list("/activity_descriptions.json", "id,name")
+        rows = await self.all_pages("/activity_descriptions.json", "id,name")
         return next((int(r["id"]) for r in rows if r.get("name") == name), None)
 
     async def documents_marked(self, marker: str) -> list[ClioDocument]:
-        rows = await self.list("/documents.json", DOCUMENT_FIELDS, external_property_name=MARKER,
+        rows = await self.all_pages("/documents.json", DOCUMENT_FIELDS, external_property_name=MARKER,
                                external_property_value=marker, show_uncompleted="true")
         return [ClioDocument.model_validate(r) for r in rows]
 
@@ -271,7 +271,7 @@ class ClioApi:
 
     async def folder_named(self, name: str, *, parent_type: str, parent_id: int) -> ClioFolder | None:
         key = "matter_id" if parent_type == "Matter" else "contact_id"
-        rows = await self.list("/folders.json", FOLDER_FIELDS, query=name, **{key: parent_id})
+        rows = await self.all_pages("/folders.json", FOLDER_FIELDS, query=name, **{key: parent_id})
         return next((ClioFolder.model_validate(r) for r in rows if r.get("name") == name), None)
 
     async def create_folder(self, name: str, *, parent_type: str, parent_id: int) -> ClioFolder:
