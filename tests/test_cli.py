@@ -117,3 +117,16 @@ def test_doctor_dump_redacts_numbers_and_secrets(tmp_path: Path, notebook: Noteb
 
 def test_python_dash_m_works_like_the_script() -> None:
     assert cli("--help").returncode == 0
+
+
+def test_erase_removes_a_persons_event_contents_and_keeps_outcomes(
+        tmp_path: Path, notebook: Notebook, configured: dict[str, str]) -> None:
+    path = events_file(tmp_path)
+    cli("ingest", str(path), env=configured)
+    result = cli("erase", "acme", "(212) 555-0142", env=configured)
+    assert result.returncode == 0, result.stderr
+    assert "erased the contents of 2 event(s) of +*******0142" in result.stdout
+    rows = json.loads(cli("history", "--json", env=configured).stdout)
+    assert {r["status"] for r in rows} == {"logged"} and len(rows) == 2
+    bad = cli("erase", "acme", "555-01", env=configured)
+    assert bad.returncode == 2 and "cannot be read" in bad.stderr

@@ -291,6 +291,28 @@ def purge(config: ConfigOpt = None) -> None:
 
 
 @app.command()
+def erase(
+    tenant: Annotated[str, typer.Argument()],
+    number: Annotated[str, typer.Argument(help="the person's phone number, in any format")],
+    config: ConfigOpt = None,
+) -> None:
+    """Erase a person's data on request: the contents of the tenant's events with this number."""
+    from callbridge.phones import UnreadableNumber, mask_number, to_e164
+
+    rt = _runtime(config)
+    try:
+        region = rt.settings.current().tenant(tenant).default_region
+    except KeyError:
+        raise _fail(f"no tenant {tenant!r} in the settings", 2) from None
+    try:
+        e164 = to_e164(number, region)
+    except UnreadableNumber as exc:
+        raise _fail(f"the number cannot be read ({exc})", 2) from None
+    n = rt.ledger().erase_person(tenant, e164)
+    console.print(f"erased the contents of {n} event(s) of {mask_number(e164)}; outcomes stay")
+
+
+@app.command()
 def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Check settings, plugins and credentials; print a redacted diagnostics dump."""
     from callbridge.doctor import diagnose

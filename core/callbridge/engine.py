@@ -118,8 +118,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db_pool, functools.partial(fn, *args, **kwargs))
 
-    def _remember_event(self, pk: int, revision: int, event: AnyEvent) -> None:
-        self._recent[(pk, revision)] = event
+    def _remember_event(self, stored: Stored) -> None:
+        # The ledger's copy: a stale copy that arrived late never replaces a richer one,
+        # and an erased event has none.
+        if stored.event is None:
+            return
+        self._recent[(stored.event_pk, stored.revision)] = stored.event
         while len(self._recent) > 10000:
             self._recent.popitem(last=False)
 
@@ -216,15 +220,15 @@ class Engine:
         tenant = self.config.tenant(event.tenant)
         apps = self.apps_for(tenant)
         stored = await self.db(self.ledger.store_event, event, apps=apps)
-        self._remember_event(stored.event_pk, stored.revision, event)
+        self._remember_event(stored)
         return stored
 
     async def ingest_many(self, events: Sequence[AnyEvent]) -> list[Stored]:
         """:meth:`ingest` for a batch: one trip to the ledger's thread, a commit per event."""
         batch = [(e, self.apps_for(self.config.tenant(e.tenant))) for e in events]
         stored = await self.db(self.ledger.store_events, batch)
-        for s, event in zip(stored, events, strict=True):
-            self._remember_event(s.event_pk, s.revision, event)
+        for s in stored:
+            self._remember_event(s)
         return stored
 
     # --- work -----------------------------------------------------------------------
