@@ -1,74 +1,204 @@
 """The Clio plugin's contract tests: the kit's standard suite, every declared capability
 mandatory, plus Clio's own rows.
 
-Replays the cassettes beside this file. They were recorded against the Clio sandbox
-(callbridge_clio.sandbox) presented as https://app.clio.com; to re-record one, delete it
-and run ``CALLBRIDGE_RECORD_MODE=once python -m pytest plugins/clio/tests/test_contract.py``.
-A maintainer with a Clio developer account can record against Clio itself with
-``CALLBRIDGE_RECORD_AGAINST=app`` and ``CALLBRIDGE_RECORD_CREDENTIAL=<access token>``.
+Replays the cassettes beside this file, offline. They were recorded against the
+callbridge Clio sandbox (``callbridge_clio.sandbox``), served in process through
+``httpx2.ASGITransport`` at https://app.clio.com/api/v4 so they read like Clio's API.
+To re-record one case, delete its file and run
+``CALLBRIDGE_RECORD_MODE=once python -m pytest plugins/clio/tests/test_contract.py -k <case>``;
+then review the diff (``test_openapi.py`` checks the new exchanges against Clio's
+document). A maintainer with a Clio developer account can record against Clio itself
+with ``CALLBRIDGE_RECORD_AGAINST=app`` and ``CALLBRIDGE_RECORD_CREDENTIAL=<access token>``
+after seeding the account as :func:`seeded_sandbox` does.
+
+Declared capabilities the kit has no standard test for are covered by rows:
+``contacts_changed`` and ``users`` (their hooks), ``log_without_contact``,
+``multi_contact_link`` and ``file_attachments`` (a log hook with such a target).
+``custom_fields`` obliges no hook and has nothing to call.
 """
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import callbridge_clio
+import yaml
+from callbridge.capabilities import Capability
 from callbridge.errors import PermanentError
-from callbridge.models import AppUser, ChangedContacts, Contact, LogTarget, Matter
+from callbridge.models import AppUser, ChangedContacts, Contact, LogResult, LogTarget, Matter
 from callbridge.testing import Row, Scenarios, contract_suite
 from callbridge_clio.sandbox import SandboxState, create_app
 
+CASSETTES = Path(__file__).parent / "cassettes"
+#: The credential the kit's client sends (callbridge.testing.suite.KIT_TOKEN).
 KIT_TOKEN = "kit-placeholder-token"
+#: Contacts changed since this instant: Dana, Lee and Sam (Kim changed before it).
+SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def seeded_sandbox() -> Any:
-    """The firm the scenarios expect; ids are given out in this order from 1001."""
-    st = SandboxState()
-    st.tokens[KIT_TOKEN] = time.time() + 10**9
+    """The firm the scenarios expect; the sandbox gives out ids in this order from 1001.
+
+    Numbers are stored as people type them, not in E.164. Pages hold two records,
+    so a list of three pages and ``contacts_changed_since`` hands back a cursor.
+    """
+    st = SandboxState(host="https://app.clio.com", max_page_size=2)
     ann = st.add_user("Ann Lee", "ann@firm.example", authorised=True)  # 1001
     st.add_user("Bob Stone", "bob@firm.example")  # 1002
+    st.issue_token(ann, access_token=KIT_TOKEN, lifetime=10**9)
+    changed = "2026-03-01T09:00:00Z"
     dana = st.add_contact("Dana", "Whitfield", ["(212) 555-0142"], ["dana@example.com"],
-                          updated_at="2026-03-01T09:00:00Z")  # 1003 (+2 nested ids)
-    lee = st.add_contact("Lee", "Park", ["212.555.0150"], updated_at="2026-03-01T09:00:00Z")  # 1006
-    sam = st.add_contact("Sam", "Ortiz", ["+1 646 555 0111"], updated_at="2026-03-01T09:00:00Z")  # 1008
-    one = st.add_matter(dana, "Lease dispute")  # 1010
-    st.add_matter(dana, "Old lease", status="Closed")  # 1011
-    st.add_matter(sam, "Estate")  # 1012
-    st.add_matter(sam, "Trust", status="Pending")  # 1013
-    assert (ann, dana, lee, sam, one) == (1001, 1003, 1006, 1008, 1010), (ann, dana, lee, sam, one)
+                          updated_at=changed)  # 1003; her phone 1004, e-mail 1005
+    lee = st.add_contact("Lee", "Park", ["212.555.0150"], updated_at=changed)  # 1006
+    sam = st.add_contact("Sam", "Ortiz", ["+1 646 555 0111"], updated_at=changed)  # 1008
+    kim = st.add_contact("Kim", "Ortiz", ["646-555-0112"], updated_at="2025-06-01T09:00:00Z")
+    lease = st.add_matter(dana, "Lease dispute")  # 1012: Dana's one open matter
+    st.add_matter(dana, "Old lease", status="Closed", close_date="2025-12-01")
+    st.add_matter(sam, "Estate")  # open, Sam the client
+    st.add_matter(kim, "Trust", status="Pending", related={sam: "Trustee"})  # Sam related
+    st.add_matter(kim, "Old will", status="Closed", related={lee: "Witness"})  # closed: not Lee's
+    assert (dana, lee, sam, kim, lease) == (1003, 1006, 1008, 1010, 1012)
     return create_app(st, faults=False)
 
+
+DANA = Contact(id="1003", name="Dana Whitfield")
+SAM = Contact(id="1008", name="Sam Ortiz")
+ANN = AppUser(id="1001", name="Ann Lee")
+STAFF = {"email": "ann@firm.example", "extension": "101", "number": "+12125550100"}
+PDF = "JVBERi0xLjQKJSBDbGlvIGNvbnRyYWN0IHNhbXBsZSBmYXgK"  # a tiny (fictional) PDF
+
+CALL: dict[str, Any] = {
+    "kind": "call", "id": "clio-call-1", "tenant": "kit", "direction": "inbound",
+    "external": {"number": "+12125550142"}, "internal": STAFF,
+    "started_at": "2026-03-02T15:00:00+00:00", "answered_at": "2026-03-02T15:00:06+00:00",
+    "ended_at": "2026-03-02T15:04:12+00:00", "outcome": "completed",
+    "notes": "Asked when the lease hearing is.",
+}
+SMS: dict[str, Any] = {
+    "kind": "sms", "id": "clio-sms-1", "tenant": "kit", "direction": "outbound",
+    "external": {"number": "+12125550142"}, "internal": STAFF,
+    "sent_at": "2026-03-02T16:30:00+00:00", "body": "Your hearing moved to Friday at 10am.",
+}
+FAX: dict[str, Any] = {
+    "kind": "fax", "id": "clio-fax-1", "tenant": "kit", "direction": "inbound",
+    "external": {"number": "+12125550142"}, "internal": STAFF,
+    "sent_at": "2026-03-02T17:00:00+00:00", "page_count": 2,
+    "document": {"content": PDF, "content_type": "application/pdf",
+                 "filename": "Lease addendum.pdf"},
+}
 
 SCENARIOS = Scenarios(
     known_number="+12125550142", unknown_number="+12125550199", known_email="dana@example.com",
     new_contact_name="Rae Quinn",
     contact_one_matter="1003", contact_no_matters="1006", contact_several_matters="1008",
-    log_target=LogTarget(contacts=(Contact(id="1003", name="Dana Whitfield"),),
-                         matter=Matter(id="1010"), user=AppUser(id="1001", name="Ann Lee")),
+    call=CALL, sms=SMS, fax=FAX,
+    log_target=LogTarget(contacts=(DANA,), matter=Matter(id="1012"), user=ANN),
 )
 
 SETTINGS: dict[str, Any] = {"region": "US"}
 
+#: The cursor the first page of changed contacts hands back (the sandbox's ``next`` URL).
+SECOND_PAGE = (
+    "https://app.clio.com/api/v4/contacts.json?order=id%28asc%29&limit=200"
+    "&updated_since=2026-01-01T00%3A00%3A00%2B00%3A00&fields=id%2Cname%2Cfirst_name%2Clast_name"
+    "%2Ctype%2Ccreated_at%2Cupdated_at%2Cphone_numbers%7Bnumber%2Cname%7D"
+    "%2Cemail_addresses%7Baddress%7D&page_token=Mg%3D%3D")
+
+
+def _kinds(result: LogResult) -> list[tuple[str, str]]:
+    return [(r.kind, r.step) for r in result.records]
+
+
+def _first_page(page: ChangedContacts) -> bool:
+    return ([c.id for c in page.contacts] == ["1003", "1006"] and page.cursor == SECOND_PAGE
+            and page.high_water == datetime(2026, 3, 1, 9, tzinfo=UTC))
+
+
 ROWS = [
     Row("user-by-email", "find_user", {"email": "BOB@firm.example", "extension": None},
         expect=lambda user: isinstance(user, AppUser) and user.id == "1002"),
-    Row("user-unknown", "find_user", {"email": "nobody@firm.example", "extension": None}, expect=None),
+    Row("user-unknown", "find_user", {"email": "nobody@firm.example", "extension": None},
+        expect=None),
     Row("default-user-is-who-authorised", "pick_default_user", {},
         expect=lambda user: user.id == "1001" and user.name == "Ann Lee"),
-    Row("changed-contacts-since", "contacts_changed_since",
-        {"since": datetime(2026, 1, 1, tzinfo=UTC), "cursor": None},
-        expect=lambda page: isinstance(page, ChangedContacts) and len(page.contacts) == 3
-        and page.cursor is None and page.high_water is not None),
+    Row("changed-contacts-first-page-has-a-cursor", "contacts_changed_since",
+        {"since": SINCE, "cursor": None}, expect=_first_page),
+    Row("changed-contacts-from-a-cursor", "contacts_changed_since",
+        {"since": SINCE, "cursor": SECOND_PAGE},
+        expect=lambda page: [c.id for c in page.contacts] == ["1008"] and page.cursor is None),
     Row("one-word-name-is-a-last-name", "create_contact",
-        {"party": SCENARIOS.party("+12125550188"), "name": "Cher"},
+        {"party": "+12125550188", "name": "Cher"},
         expect=lambda contact: contact.name == "Cher" and contact.phones == ("+12125550188",)),
-    Row("bad-request-is-permanent", "find_matters", {"contact": Contact(id="1003")},
+    # The plugin never sends a Person without names (a one-word or empty name becomes the
+    # last name), so Clio's 422 for one stands in as the fault here.
+    Row("contact-refused-by-clio-is-permanent", "create_contact",
+        {"party": "+12125550177", "name": "Rae Quinn"}, expect=PermanentError, fault=422),
+    Row("bad-request-is-permanent", "find_matters", {"contact": "1003"},
         expect=PermanentError, fault=400),
+    Row("completed-call-has-a-time-entry", "log_call",
+        {"event": CALL, "target": SCENARIOS.log_target},
+        expect=lambda r: _kinds(r) == [("communication", "communication"),
+                                       ("time_entry", "time_entry")]),
+    Row("missed-call-has-no-time-entry", "log_call",
+        {"event": {**CALL, "id": "clio-call-2", "answered_at": None, "outcome": "missed"},
+         "target": SCENARIOS.log_target},
+        expect=lambda r: _kinds(r) == [("communication", "communication")]),
+    Row("call-without-contact", "log_call",
+        {"event": {**CALL, "id": "clio-call-3"}, "target": LogTarget(user=ANN)},
+        expect=lambda r: [k for k, _ in _kinds(r)] == ["communication", "time_entry"],
+        capability=Capability.LOG_WITHOUT_CONTACT),
+    Row("sms-linked-to-two-contacts", "log_sms",
+        {"event": SMS, "target": LogTarget(contacts=(DANA, SAM), user=ANN)},
+        expect=lambda r: [k for k, _ in _kinds(r)] == ["communication"],
+        capability=Capability.MULTI_CONTACT_LINK),
+    # No matter: the document goes in the contact's fax folder.
+    Row("fax-without-matter-uploaded-to-the-contact", "log_fax",
+        {"event": FAX, "target": LogTarget(contacts=(DANA,), user=ANN)},
+        expect=lambda r: _kinds(r) == [("communication", "communication"),
+                                       ("document", "document_uploaded")],
+        capability=Capability.FILE_ATTACHMENTS),
 ]
 
 TestClio = contract_suite(
-    plugin=callbridge_clio, settings=SETTINGS, cassettes=Path(__file__).parent / "cassettes",
-    scenarios=SCENARIOS, extra_rows=ROWS, sandbox=seeded_sandbox)
+    plugin=callbridge_clio, settings=SETTINGS, cassettes=CASSETTES, scenarios=SCENARIOS,
+    extra_rows=ROWS, sandbox=seeded_sandbox)
+
+
+# --- what the recorded exchanges show -------------------------------------------------
+
+
+def _exchanges(case: str) -> list[tuple[str, str, Any]]:
+    """(method, URL, JSON request body) of each exchange in a case's cassette."""
+    cassette = yaml.safe_load((CASSETTES / f"{case}.yaml").read_text())
+    out = []
+    for item in cassette["interactions"]:
+        request = item["request"]
+        text = request.get("body") or ""
+        out.append((request["method"], request["uri"],
+                    yaml.safe_load(text) if text.startswith("{") else None))
+    return out
+
+
+def test_late_details_patch_the_logged_communication() -> None:
+    """update_log rewrites the body of the communication log_call created: no second log."""
+    exchanges = _exchanges("update_log")
+    posts = [url for method, url, _ in exchanges if method == "POST" and "/communications" in url]
+    patches = [(url, body) for method, url, body in exchanges if method == "PATCH"]
+    assert len(posts) == 1
+    assert len(patches) == 1
+    url, body = patches[0]
+    assert "/api/v4/communications/" in url
+    text = body["data"]["body"]
+    assert "Recording: https://recordings.example.com/kit-call-1.mp3" in text
+    assert "Transcript:\nKit sample transcript." in text
+    assert "Notes:\nAsked when the lease hearing is." in text
+
+
+def test_a_message_to_two_contacts_names_both_as_receivers() -> None:
+    exchanges = _exchanges("row-sms-linked-to-two-contacts")
+    (body,) = [b for m, url, b in exchanges if m == "POST" and "/communications.json" in url]
+    assert body["data"]["receivers"] == [{"id": 1003, "type": "Contact"},
+                                         {"id": 1008, "type": "Contact"}]
+    assert body["data"]["senders"] == [{"id": 1001, "type": "User"}]

@@ -129,6 +129,9 @@ class SandboxState:
     # Reads of an unfinished document leave out its put_url: whether Clio hands the
     # URL out again after the create is not documented.
     put_url_on_create_only: bool = False
+    # The most records a page holds. Clio's cap is 200; a smaller one lets a test page
+    # through a few seeded records and see `meta.paging.next` cursors.
+    max_page_size: int = 200
     requests: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (epoch)
     refresh_tokens: dict[str, int] = field(default_factory=dict)  # refresh token -> user id
@@ -205,11 +208,16 @@ class SandboxState:
         self.activity_descriptions[aid] = {"id": aid, "name": name, "type": "User"}
         return aid
 
-    def issue_token(self, user_id: int | None = None, *, lifetime: int | None = None) -> dict[str, Any]:
-        """A token pair for a user, as /oauth/token would answer."""
+    def issue_token(self, user_id: int | None = None, *, lifetime: int | None = None,
+                    access_token: str | None = None) -> dict[str, Any]:
+        """A token pair for a user, as /oauth/token would answer.
+
+        ``access_token`` fixes the access token's value (a test client's placeholder
+        credential); by default it is random.
+        """
         uid = user_id or self.authorised_user
         assert uid is not None, "add a user first"
-        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        access, refresh = access_token or secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         life = lifetime if lifetime is not None else self.token_lifetime
         self.tokens[access] = time.time() + life
         self.refresh_tokens[refresh] = uid
@@ -258,7 +266,7 @@ def create_app(state: SandboxState | None = None, *, faults: bool = True) -> Any
         q = request.query_params
         fields = parse_fields(q.get("fields"))
         check_fields(fields, kind)
-        limit = min(int(q.get("limit", "200")), 200)
+        limit = min(int(q.get("limit", "200")), st.max_page_size)
         offset = int(base64.urlsafe_b64decode(q["page_token"]).decode()) if "page_token" in q else 0
         order = q.get("order", "id(asc)")
         reverse = order.endswith("(desc)")
@@ -495,6 +503,11 @@ def create_app(state: SandboxState | None = None, *, faults: bool = True) -> Any
         items = list(st.folders.values())
         if "parent_id" in q:
             items = [f for f in items if str((f.get("parent") or {}).get("id")) == q["parent_id"]]
+        # A matter's or a contact's folders: those filed under it.
+        for key, kind in (("matter_id", "Matter"), ("contact_id", "Contact")):
+            if key in q:
+                items = [f for f in items if (f.get("parent") or {}).get("type") == kind
+                         and str(f["parent"].get("id")) == q[key]]
         if "query" in q:
             items = [f for f in items if q["query"].lower() in f["name"].lower()]
         return page(request, items, "folder")
