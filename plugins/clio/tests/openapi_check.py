@@ -6,7 +6,8 @@ the wheel with pip into a cache folder and reads the document out of the zip;
 nothing is committed. :class:`Document` then answers, for one exchange, what
 the document does not know: the path and method, query parameter names, the
 ``X-API-VERSION`` asked for, the keys of a JSON request's ``data`` (and one level
-inside it), the status, and the keys of a 2xx answer's ``data``.
+inside it), the status, the keys of a 2xx answer's ``data`` (and one level inside),
+and the keys of an error answer (its ``error`` object).
 
 Each problem is a stable sentence without ids or values, so a test can keep an
 allow-list of the ones it accepts, each with a reason.
@@ -174,6 +175,13 @@ class Document:
         schema = next((c.get("schema") for k, c in content.items() if "json" in k), None)
         return self._data(schema)
 
+    def answer_body(self, op: dict[str, Any], status: int) -> dict[str, Any] | None:
+        """The properties of a JSON answer as a whole (an error's ``error``)."""
+        answer = self.resolve((op.get("responses") or {}).get(str(status)) or {})
+        content = answer.get("content") or {}
+        schema = next((c.get("schema") for k, c in content.items() if "json" in k), None)
+        return self.properties(schema) if schema is not None else None
+
     def _data(self, schema: Any) -> dict[str, Any] | None:
         if schema is None:
             return None
@@ -240,6 +248,10 @@ class Document:
             if props is not None:
                 for item in data if isinstance(data, list) else [data]:
                     out += self._keys(f"{where}: answer data", item, props)
+        elif exchange.status >= 400 and isinstance(exchange.answer, dict):
+            props = self.answer_body(op, exchange.status)
+            if props is not None:
+                out += self._keys(f"{where}: answer {exchange.status}", exchange.answer, props)
         return list(dict.fromkeys(out))
 
     def _keys(self, where: str, data: Any, props: dict[str, Any]) -> list[str]:
