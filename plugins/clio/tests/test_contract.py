@@ -99,7 +99,9 @@ SCENARIOS = Scenarios(
 
 SETTINGS: dict[str, Any] = {"region": "US"}
 
-#: The cursor the first page of changed contacts hands back (the sandbox's ``next`` URL).
+#: The cursor the first page of changed contacts hands back: the sandbox's ``next`` URL,
+#: as recorded in row-changed-contacts-first-page-has-a-cursor.yaml (re-recorded against
+#: Clio itself, copy it from there: the page token is Clio's own).
 SECOND_PAGE = (
     "https://app.clio.com/api/v4/contacts.json?order=id%28asc%29&limit=200"
     "&updated_since=2026-01-01T00%3A00%3A00%2B00%3A00&fields=id%2Cname%2Cfirst_name%2Clast_name"
@@ -167,6 +169,8 @@ TestClio = contract_suite(
 
 
 # --- what the recorded exchanges show -------------------------------------------------
+# The replay proves the hooks ask for nothing unrecorded; these read what they sent when
+# recorded. test_hooks.py checks the same behaviour live against the sandbox.
 
 
 def _exchanges(case: str) -> list[tuple[str, str, Any]]:
