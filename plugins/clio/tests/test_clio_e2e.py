@@ -10,35 +10,9 @@ from typing import Any
 
 import pytest
 from callbridge.engine import Engine
-from callbridge.events import parse_event
 from callbridge.ledger import DeliveryView
 
-
-def call(**over: Any) -> Any:
-    data: dict[str, Any] = {
-        "kind": "call", "id": "c-1", "tenant": "acme", "direction": "inbound",
-        "external": {"number": "2125550142", "name": "DANA WHITFIELD"},
-        "internal": {"extension": "101"},
-        "started_at": "2026-03-02T15:00:00Z", "answered_at": "2026-03-02T15:00:12Z",
-        "ended_at": "2026-03-02T15:06:12Z", "outcome": "completed", "notes": "Hearing moved."}
-    data.update(over)
-    return parse_event(data)
-
-
-def sms(**over: Any) -> Any:
-    data: dict[str, Any] = {"kind": "sms", "id": "s-1", "tenant": "acme", "direction": "inbound",
-                            "external": {"number": "2125550142"}, "sent_at": "2026-03-02T15:00:00Z",
-                            "body": "Running late"}
-    data.update(over)
-    return parse_event(data)
-
-
-def fax(**over: Any) -> Any:
-    data: dict[str, Any] = {"kind": "fax", "id": "f-1", "tenant": "acme", "direction": "inbound",
-                            "external": {"number": "2125550142"}, "sent_at": "2026-03-02T15:00:00Z",
-                            "page_count": 2, "document": {"content": "JVBERi0xLjQKJSBmYXg="}}
-    data.update(over)
-    return parse_event(data)
+from plugins.clio.tests.samples import call, fax, only, sms
 
 
 async def deliver(engine: Engine, event: Any, *, until: float = 0) -> DeliveryView:
@@ -51,11 +25,6 @@ async def deliver(engine: Engine, event: Any, *, until: float = 0) -> DeliveryVi
         if view.status != "failed" or not view.retryable or time.monotonic() > deadline:
             return view
         await asyncio.sleep(0.2)
-
-
-def only(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    assert len(records) == 1, records
-    return next(iter(records.values()))
 
 
 async def test_a_completed_call_is_a_communication_and_a_linked_time_entry(

@@ -16,10 +16,12 @@ import callbridge_clio as plugin
 import pytest
 from callbridge.context import HookContext
 from callbridge.errors import PermanentError, SkipEvent, TransientError
-from callbridge.events import ExternalParty, parse_event
+from callbridge.events import ExternalParty
 from callbridge.models import AppUser, Contact, LogTarget, Matter, Record
 from callbridge_clio import ClioSettings, split_name
 from callbridge_clio.api import ClioApi
+
+from plugins.clio.tests.samples import call, fax, only, sms
 
 VECTORS = Path(__file__).parents[3] / "tests" / "phone-vectors.csv"
 PDF = b"%PDF-1.4\n% fax"
@@ -54,37 +56,6 @@ def with_region(ctx: HookContext, region: str) -> HookContext:
 
 def party(number: str | None = "+12125550142", email: str | None = None, region: str = "US") -> ExternalParty:
     return ExternalParty.model_validate({"number": number, "email": email}, context={"region": region})
-
-
-def call(**over: Any) -> Any:
-    data: dict[str, Any] = {
-        "kind": "call", "id": "c-1", "tenant": "acme", "direction": "inbound",
-        "external": {"number": "+12125550142"}, "internal": {"extension": "101"},
-        "started_at": "2026-03-02T15:00:00Z", "answered_at": "2026-03-02T15:00:12Z",
-        "ended_at": "2026-03-02T15:06:12Z", "outcome": "completed", "notes": "Hearing moved."}
-    data.update(over)
-    return parse_event(data)
-
-
-def sms(**over: Any) -> Any:
-    data: dict[str, Any] = {"kind": "sms", "id": "s-1", "tenant": "acme", "direction": "inbound",
-                            "external": {"number": "+12125550142"},
-                            "sent_at": "2026-03-02T15:00:00Z", "body": "Running late"}
-    data.update(over)
-    return parse_event(data)
-
-
-def fax(**over: Any) -> Any:
-    data: dict[str, Any] = {"kind": "fax", "id": "f-1", "tenant": "acme", "direction": "inbound",
-                            "external": {"number": "+12125550142"}, "sent_at": "2026-03-02T15:00:00Z",
-                            "page_count": 2, "document": {"content": "JVBERi0xLjQKJSBmYXg="}}
-    data.update(over)
-    return parse_event(data)
-
-
-def only(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    assert len(records) == 1, records
-    return next(iter(records.values()))
 
 
 @pytest.fixture

@@ -382,9 +382,12 @@ def _participants(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget) -> 
 # --- logging ----------------------------------------------------------------------------
 
 
-async def _remember(ctx: HookContext, record: Record) -> None:
+async def _remember(ctx: HookContext, kind: str, record_id: object, step: str) -> Record:
+    """A record just written (or found) in Clio, kept in the ledger at once so a retry resumes."""
+    record = Record(kind=kind, id=str(record_id), step=step)
     if ctx.delivery is not None:
         await ctx.delivery.remember(record)
+    return record
 
 
 def _earlier(ctx: HookContext, kind: str) -> Record | None:
@@ -405,9 +408,7 @@ async def _communication(ctx: HookContext, event: CallEvent | SmsEvent | FaxEven
     if _retry(ctx):
         existing = await api.communications_marked(event.marker)
         if existing:
-            record = Record(kind="communication", id=str(existing[0].id), step="communication")
-            await _remember(ctx, record)
-            return record
+            return await _remember(ctx, "communication", existing[0].id, "communication")
     data: dict[str, Any] = {
         "type": "PhoneCommunication", "subject": subject(event, target),
         "body": body(event, target, note=note), "received_at": event.occurred_at.isoformat(),
@@ -417,9 +418,7 @@ async def _communication(ctx: HookContext, event: CallEvent | SmsEvent | FaxEven
     if target.matter is not None:
         data["matter"] = {"id": int(target.matter.id)}
     created = await api.create_communication(data)
-    record = Record(kind="communication", id=str(created.id), step="communication")
-    await _remember(ctx, record)
-    return record
+    return await _remember(ctx, "communication", created.id, "communication")
 
 
 async def _activity_description(ctx: HookContext, name: str) -> int | None:
@@ -443,9 +442,7 @@ async def _time_entry(ctx: HookContext, event: CallEvent, target: LogTarget, com
     if _retry(ctx):
         existing = await api.time_entries_of(int(comm.id))
         if existing:
-            record = Record(kind="time_entry", id=str(existing[0].id), step="time_entry")
-            await _remember(ctx, record)
-            return record
+            return await _remember(ctx, "time_entry", existing[0].id, "time_entry")
     opts = _options(ctx)
     billable = (opts.time_entry_billable if opts.time_entry_billable is not None
                 else ctx.settings.default_billable)
@@ -463,9 +460,7 @@ async def _time_entry(ctx: HookContext, event: CallEvent, target: LogTarget, com
         if described is not None:
             data["activity_description"] = {"id": described}
     created = await api.create_activity(data)
-    record = Record(kind="time_entry", id=str(created.id), step="time_entry")
-    await _remember(ctx, record)
-    return record
+    return await _remember(ctx, "time_entry", created.id, "time_entry")
 
 
 @hookimpl
@@ -532,7 +527,7 @@ async def _upload(ctx: HookContext, event: FaxEvent, target: LogTarget, comm: Re
             "name": name, "parent": parent, "communication_id": int(comm.id),
             "content_type": event.document.content_type, "received_at": event.sent_at.isoformat(),
             "external_properties": [{"name": MARKER, "value": event.marker}]})
-        await _remember(ctx, Record(kind="document", id=str(doc.id), step="document"))
+        await _remember(ctx, "document", doc.id, "document")
     version = doc.latest_document_version
     if version is None or (not version.fully_uploaded and version.put_url is None):
         # Nowhere to put the bytes: a failed upload, never a document marked as done.
@@ -544,9 +539,7 @@ async def _upload(ctx: HookContext, event: FaxEvent, target: LogTarget, comm: Re
         await ctx.bare_http.put(version.put_url, content=await _document_bytes(ctx, event),
                                 headers={h.name: h.value for h in version.put_headers})
         await api.mark_uploaded(doc.id, version.uuid)
-    record = Record(kind="document", id=str(doc.id), step="document_uploaded")
-    await _remember(ctx, record)
-    return record
+    return await _remember(ctx, "document", doc.id, "document_uploaded")
 
 
 @hookimpl

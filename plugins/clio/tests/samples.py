@@ -1,0 +1,41 @@
+"""Sample events for the Clio plugin's tests, and a helper to read back one record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callbridge.events import parse_event
+
+
+def call(**over: Any) -> Any:
+    """A completed inbound call from Dana Whitfield's number, answered after 12 s."""
+    data: dict[str, Any] = {
+        "kind": "call", "id": "c-1", "tenant": "acme", "direction": "inbound",
+        "external": {"number": "2125550142", "name": "DANA WHITFIELD"},
+        "internal": {"extension": "101"},
+        "started_at": "2026-03-02T15:00:00Z", "answered_at": "2026-03-02T15:00:12Z",
+        "ended_at": "2026-03-02T15:06:12Z", "outcome": "completed", "notes": "Hearing moved."}
+    data.update(over)
+    return parse_event(data)
+
+
+def sms(**over: Any) -> Any:
+    data: dict[str, Any] = {"kind": "sms", "id": "s-1", "tenant": "acme", "direction": "inbound",
+                            "external": {"number": "2125550142"}, "sent_at": "2026-03-02T15:00:00Z",
+                            "body": "Running late"}
+    data.update(over)
+    return parse_event(data)
+
+
+def fax(**over: Any) -> Any:
+    data: dict[str, Any] = {"kind": "fax", "id": "f-1", "tenant": "acme", "direction": "inbound",
+                            "external": {"number": "2125550142"}, "sent_at": "2026-03-02T15:00:00Z",
+                            "page_count": 2, "document": {"content": "JVBERi0xLjQKJSBmYXg="}}
+    data.update(over)
+    return parse_event(data)
+
+
+def only(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The one record of a sandbox table (fails when there are more or none)."""
+    assert len(records) == 1, records
+    return next(iter(records.values()))
