@@ -76,6 +76,27 @@ class RateLimited(AppError):
         self.retry_after = retry_after
 
 
+class DailyLimitReached(RateLimited):
+    """The app's daily budget is spent; nothing more until ``resets_at`` (aware UTC)."""
+
+    code = "daily_limit"
+
+    def __init__(self, message: str = "the app's daily limit is reached", *,
+                 resets_at: datetime | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.resets_at = resets_at
+
+
+class UnknownActivityCode(AppError):
+    """A log hook was given an activity code the app no longer knows (deleted or renamed).
+
+    The host drops its cached reference, calls ``ensure_activity_code`` again and
+    retries the log once.
+    """
+
+    code = "unknown_activity_code"
+
+
 class NotFound(AppError):
     """A record the hook needed does not exist in the app (e.g. a deleted contact)."""
 

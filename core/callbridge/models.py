@@ -78,6 +78,9 @@ class LogTarget(BaseModel):
     matter: Matter | None = None
     user: AppUser | None = None
     notes: str | None = None  # notes chosen for a delayed or manual log; overrides the event's
+    #: The opaque reference ``ensure_activity_code`` returned (the host caches it per
+    #: tenant and app); None when the app has no activity codes.
+    activity_code: str | None = None
 
 
 class LogStatus(StrEnum):
@@ -86,13 +89,28 @@ class LogStatus(StrEnum):
 
 
 class LogResult(BaseModel):
-    """What a log hook wrote."""
+    """What a log hook wrote.
+
+    ``missing`` names the parts that could not be written while the rest was
+    (typed partial success): ``LogResult(records=..., missing=("document",))``
+    ends *logged* with the reason ``document_missing``.
+    """
 
     model_config = _FROZEN
 
     records: tuple[Record, ...]
     status: LogStatus = LogStatus.LOGGED
-    note: str | None = None  # e.g. "document missing"
+    missing: tuple[str, ...] = ()
+    #: Deprecated (hook API 1.x): ``note="document missing"`` reads as ``missing=("document",)``.
+    note: str | None = None
+
+    @property
+    def missing_parts(self) -> tuple[str, ...]:
+        """``missing``, with the 1.x note read as well."""
+        if self.missing or not self.note:
+            return self.missing
+        text = self.note.strip().lower()
+        return (text.removesuffix(" missing").replace(" ", "_"),) if text.endswith(" missing") else ()
 
 
 class ChangedContacts(BaseModel):
@@ -110,12 +128,34 @@ class ChangedContacts(BaseModel):
 
 
 class OutcomeStatus(StrEnum):
+    """A delivery's state (SPEC §2.6); ``Outcome.reason`` carries the sub-state."""
+
+    PENDING = "pending"  # stored, not yet processed
+    WAITING = "waiting"  # reason rate_limit | delay | backoff; due at next_attempt_at
+    PARKED = "parked"  # reason reauthorise | daily_limit | config_error; until released
     LOGGED = "logged"
     ACCEPTED = "accepted"
     SKIPPED = "skipped"
     UNRESOLVED = "unresolved"
-    FAILED = "failed"
-    PENDING = "pending"  # stored, not yet processed
+    FAILED = "failed"  # permanent
+    DEAD = "dead"  # transient failures past the deadline
+
+    @property
+    def final(self) -> bool:
+        """No attempt follows on its own (a user or a release may still reopen it)."""
+        return self not in (OutcomeStatus.PENDING, OutcomeStatus.WAITING, OutcomeStatus.PARKED)
+
+
+class WaitReason(StrEnum):
+    RATE_LIMIT = "rate_limit"
+    DELAY = "delay"
+    BACKOFF = "backoff"
+
+
+class ParkReason(StrEnum):
+    REAUTHORISE = "reauthorise"
+    DAILY_LIMIT = "daily_limit"
+    CONFIG_ERROR = "config_error"
 
 
 class Outcome(BaseModel):
@@ -124,7 +164,7 @@ class Outcome(BaseModel):
     model_config = _FROZEN
 
     status: OutcomeStatus
-    reason: str | None = None  # a short code: "no_contact", "internal", "rate_limited", ...
+    reason: str | None = None  # a short code: "no_contact", "internal", "rate_limit", ...
     message: str | None = None  # one sentence for a person, no numbers or secrets
     records: tuple[Record, ...] = ()
     retryable: bool = False
