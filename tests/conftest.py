@@ -61,3 +61,28 @@ def write_config(path: Path, url: str, *, app: str = "", tenant: str = "",
     """
     path.write_text(textwrap.dedent(text) + textwrap.dedent(extra))
     return path
+
+
+@pytest.fixture
+def key() -> str:
+    """A new ledger key."""
+    from callbridge.ledger import Ledger
+
+    return Ledger.generate_key()
+
+
+@pytest.fixture
+def ledger_url(tmp_path: Path) -> str:
+    """The URL of an empty ledger database."""
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+def ledger(ledger_url: str, key: str) -> Iterator[Any]:
+    """A migrated ledger on ``ledger_url``."""
+    from callbridge.ledger import Ledger
+
+    led = Ledger(ledger_url, secret_key=key)
+    led.migrate()
+    yield led
+    led.close()

@@ -61,7 +61,7 @@ def _pending(engine: Engine, stored: list[Stored]) -> bool:
     within 5 s counts)."""
     soon = datetime.now(UTC) + timedelta(seconds=5)
     views = engine.ledger.history(event_pks=[s.event_pk for s in stored], limit=10**9)
-    return any(v.status == "pending" or (v.status == "failed" and v.retryable
+    return any(v.status == "pending" or (v.status == "waiting"
                                          and v.next_attempt_at is not None
                                          and v.next_attempt_at < soon)
                for v in views)

@@ -42,7 +42,9 @@ class Runtime:
     path: Path | None
 
     def ledger(self) -> Ledger:
-        ledger = Ledger(ledger_url(self.settings.current(), self.path))
+        current = self.settings.current()
+        ledger = Ledger(ledger_url(current, self.path),
+                        deadline_hours=current.ledger.deadline_hours)
         ledger.migrate()
         return ledger
 

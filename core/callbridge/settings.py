@@ -137,6 +137,8 @@ class LedgerSettings(BaseModel):
     url: str = "sqlite:///callbridge.db"
     lease_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
+    # Transient failures are retried until this long after the event (SPEC §2.6).
+    deadline_hours: float = Field(default=72.0, gt=0, le=24 * 366)
 
 
 class ModeSettings(BaseModel):

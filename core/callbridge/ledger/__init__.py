@@ -38,7 +38,7 @@ from callbridge.errors import CallbridgeError
 from callbridge.events import LATE_DETAIL_FIELDS, AnyEvent, dump_event, parse_event
 from callbridge.ledger import tables as t
 from callbridge.ledger.crypto import Cipher
-from callbridge.models import Contact, Outcome, OutcomeStatus, Record
+from callbridge.models import Contact, Outcome, Record
 
 __all__ = [
     "AlreadyLogged", "AttemptView", "Claim", "ContentErased", "DeliveryView", "IndexEntry",
@@ -49,6 +49,12 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 T = TypeVar("T")
 _MIGRATE_LOCK = 0x63616C6C  # any fixed number: the advisory lock of migrations
 FINAL_OK = ("logged", "accepted")
+#: The states a delivery may leave without anyone's help (SPEC §2.6).
+NOT_ENDED = ("pending", "waiting", "parked")
+#: Sub-states (``reason``) of waiting and parked deliveries.
+WAITING_REASONS = ("rate_limit", "delay", "backoff")
+PARKED_REASONS = ("reauthorise", "daily_limit", "config_error")
+DEFAULT_DEADLINE_HOURS = 72.0
 
 
 class LeaseLost(CallbridgeError):
@@ -97,6 +103,7 @@ class Claim:
     mode: str
     owner: str
     revision: int = 0
+    deadline_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class DeliveryView:
     updated_at: datetime
     candidates: tuple[Contact, ...]
     mode: str
+    deadline_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -187,8 +195,10 @@ _FENCED_LOGGED = _FENCED.values(needs_update=sa.select(t.events.c.revision).wher
 
 
 def _new_delivery(pk: int, tenant: str, app: str, occurred_at: datetime, now: datetime,
-                  **values: Any) -> dict[str, Any]:
-    return {"event_id": pk, "tenant": tenant, "app": app, "occurred_at": occurred_at,
+                  deadline: timedelta, **values: Any) -> dict[str, Any]:
+    # The deadline runs from the event, or from its arrival when it arrives late
+    # (an import of last month's calls gets the same time to get through).
+    return {"deadline_at": max(occurred_at, now) + deadline, "event_id": pk, "tenant": tenant, "app": app, "occurred_at": occurred_at,
             "status": "pending", "mode": values.get("mode", "auto"), "retryable": False,
             "needs_update": False, "fence": 0, "attempt": 0, "updated_at": now,
             "notes_enc": values.get("notes_enc"), "chosen_contact_ids": values.get("chosen"),
@@ -207,11 +217,36 @@ def _keep_late_details(stored: dict[str, Any], given: dict[str, Any]) -> dict[st
     return None if merged == stored else merged
 
 
+def settle(outcome: Outcome, deadline_at: datetime | None,
+           now: datetime) -> tuple[str, str | None, str | None, datetime | None]:
+    """The (status, reason, message, next attempt) the ledger keeps for an outcome.
+
+    A failed outcome marked retryable (hook API 1.x) waits: for ``rate_limit``
+    when the app's rate limit refused it, else in ``backoff``, its error kept in
+    the message. A backoff that would end past the delivery's deadline ends it:
+    the delivery is ``dead`` (reason ``deadline``), the last error kept.
+    """
+    status, reason = outcome.status.value, outcome.reason
+    message, next_at = outcome.message, outcome.next_attempt_at
+    if status == "failed" and outcome.retryable:
+        status, message = "waiting", message or reason
+        reason = "rate_limit" if reason in ("rate_limited", "rate_limit") else "backoff"
+    if (status == "waiting" and reason == "backoff" and deadline_at is not None
+            and (next_at or now) > deadline_at):
+        status, reason, next_at = "dead", "deadline", None
+    return status, reason, message, next_at
+
+
 class Ledger:
     """One per process. See the module docstring."""
 
-    def __init__(self, url: str, *, secret_key: str | None = None) -> None:
+    def __init__(self, url: str, *, secret_key: str | None = None,
+                 deadline_hours: float = DEFAULT_DEADLINE_HOURS) -> None:
         self.url = url
+        if not 0 < deadline_hours <= 24 * 366:
+            raise ValueError("deadline_hours: must be more than 0 and at most a year of hours")
+        #: How long after its event a delivery is retried after transient failures.
+        self.deadline = timedelta(hours=deadline_hours)
         self._cipher = Cipher(secret_key)
         parsed = sa.engine.make_url(url)
         self._sqlite = parsed.get_backend_name() == "sqlite"
@@ -341,7 +376,8 @@ class Ledger:
                 }).inserted_primary_key[0]  # type: ignore[index]
                 if apps:
                     conn.execute(t.deliveries.insert(), [
-                        _new_delivery(pk, tenant, app, event.occurred_at, now) for app in apps])
+                        _new_delivery(pk, tenant, app, event.occurred_at, now, self.deadline)
+                        for app in apps])
                 return Stored(event_pk=int(pk), status="new", revision=1, event=event)
             pk, revision = int(row.id), int(row.revision)
             if row.purged_at is not None:
@@ -395,7 +431,7 @@ class Ledger:
             sa.select(t.deliveries.c.app, t.deliveries.c.id).where(t.deliveries.c.event_id == pk))}
         for app in apps:
             if app not in have:
-                row = _new_delivery(pk, tenant, app, occurred_at, now, **values)
+                row = _new_delivery(pk, tenant, app, occurred_at, now, self.deadline, **values)
                 result = conn.execute(t.deliveries.insert(), row)
                 have[app] = int(result.inserted_primary_key[0])  # type: ignore[index]
         return have
@@ -449,11 +485,11 @@ class Ledger:
         """Lease up to ``limit`` due deliveries to ``owner``; each claim raises the fence."""
         now = now or _now()
         d = t.deliveries
-        # A failed update of a logged event is a failed, retryable delivery like any
-        # other: it waits for its retry time, and once it gives up it is not due.
+        # Pending, and waiting once its time has come; never parked. A failed update of
+        # a logged event waits like any other delivery, and once it gives up is not due.
         due = sa.or_(
             d.c.status == "pending",
-            sa.and_(d.c.status == "failed", d.c.retryable.is_(True),
+            sa.and_(d.c.status == "waiting",
                     sa.or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now)),
             sa.and_(d.c.needs_update.is_(True), d.c.status.in_(FINAL_OK)))
         free = sa.or_(d.c.lease_expires.is_(None), d.c.lease_expires < now)
@@ -494,7 +530,7 @@ class Ledger:
                     chosen_contact_ids=tuple(json.loads(r.chosen_contact_ids))
                     if r.chosen_contact_ids else None,
                     needs_update=bool(r.needs_update), notes=self._cipher.decrypt(r.notes_enc),
-                    mode=r.mode, owner=owner))
+                    mode=r.mode, owner=owner, deadline_at=r.deadline_at))
         return claims
 
     def _fenced(self, conn: Connection, claim: Claim, stmt: Any = _FENCED, **values: Any) -> None:
@@ -541,11 +577,12 @@ class Ledger:
         retried keeps asking for the update; any other outcome ends the request.
         """
         now = now or _now()
-        ok = outcome.status.value in FINAL_OK
-        retry = outcome.status == OutcomeStatus.FAILED and outcome.retryable
+        status, reason, message, next_at = settle(outcome, claim.deadline_at, now)
+        ok = status in FINAL_OK
+        retry = status in ("waiting", "parked")
         values: dict[str, Any] = {
-            "status": outcome.status.value, "reason": outcome.reason, "message": outcome.message,
-            "retryable": outcome.retryable, "next_attempt_at": outcome.next_attempt_at,
+            "status": status, "reason": reason, "message": message,
+            "retryable": retry, "next_attempt_at": next_at,
             "lease_owner": None, "lease_expires": None, "updated_at": now,
             "candidates_enc": self._cipher.encrypt(json.dumps(
                 [{"id": c.id, "name": c.name} for c in outcome.candidates]))
@@ -555,6 +592,8 @@ class Ledger:
             # Given up, skipped or unresolved: no update is pending any more. A first log
             # that will be retried writes the whole log with the newest contents anyway.
             values["needs_update"] = False
+        if status == "waiting" and reason == "rate_limit":
+            values["attempt"] = claim.attempt - 1  # waiting for room is not an attempt
         with self._write() as conn:
             if ok and self._sqlite:  # the write lock is held from BEGIN: the subquery is exact
                 self._fenced(conn, claim, _FENCED_LOGGED, _revision=claim.revision, **values)
@@ -569,9 +608,23 @@ class Ledger:
             self._insert_records(conn, claim.delivery_id, list(outcome.records), now)
             conn.execute(t.attempts.insert(), {
                 "delivery_id": claim.delivery_id, "attempt": claim.attempt, "fence": claim.fence,
-                "started_at": started_at, "finished_at": now, "status": outcome.status.value,
-                "reason": outcome.reason, "message": outcome.message,
-                "retryable": outcome.retryable, "next_attempt_at": outcome.next_attempt_at})
+                "started_at": started_at, "finished_at": now, "status": status,
+                "reason": reason, "message": message, "retryable": retry,
+                "next_attempt_at": next_at})
+
+    def unpark(self, tenant: str, app: str, reason: str) -> int:
+        """Release the (tenant, app)'s deliveries parked for ``reason`` (the connection
+        was re-authorised, the daily limit reset, the configuration fixed): they are
+        due again at once. Returns how many were released."""
+        if reason not in PARKED_REASONS:
+            raise ValueError(f"reason: must be one of {', '.join(PARKED_REASONS)}")
+        d = t.deliveries
+        with self._write() as conn:
+            return int(conn.execute(d.update().where(
+                d.c.tenant == tenant, d.c.app == app, d.c.status == "parked",
+                d.c.reason == reason).values(
+                status="pending", reason=None, retryable=False, next_attempt_at=None,
+                updated_at=_now())).rowcount)
 
     def release(self, claim: Claim) -> None:
         """Give the lease back untouched (shutdown): the delivery is due again at once."""
@@ -599,8 +652,12 @@ class Ledger:
     def _views(self, conn: Connection, where: list[Any], limit: int = 10**9,
                newest_first: bool = True) -> list[DeliveryView]:
         d, e = t.deliveries, t.events
-        count = (sa.select(sa.func.count()).where(t.attempts.c.delivery_id == d.c.id)
-                 .correlate(d).scalar_subquery())
+        a = t.attempts
+        # Waiting for room in a rate limit is not an attempt.
+        count = (sa.select(sa.func.count()).where(
+            a.c.delivery_id == d.c.id,
+            sa.or_(a.c.status != "waiting", sa.func.coalesce(a.c.reason, "") != "rate_limit"))
+            .correlate(d).scalar_subquery())
         query = (sa.select(d, e.c.source, e.c.kind, e.c.source_id, count.label("n_attempts"))
                  .join(e, e.c.id == d.c.event_id).where(*where).limit(limit)
                  .order_by(d.c.updated_at.desc() if newest_first else d.c.id, d.c.id.desc()))
@@ -615,7 +672,8 @@ class Ledger:
                 reason=r.reason, message=r.message, retryable=bool(r.retryable),
                 next_attempt_at=r.next_attempt_at, records=recs.get(r.id, ()),
                 attempts=int(r.n_attempts), updated_at=r.updated_at, mode=r.mode,
-                candidates=tuple(Contact(id=c["id"], name=c.get("name")) for c in cands)))
+                candidates=tuple(Contact(id=c["id"], name=c.get("name")) for c in cands),
+                deadline_at=r.deadline_at))
         return views
 
     def delivery(self, delivery_id: int) -> DeliveryView:
@@ -693,7 +751,8 @@ class Ledger:
         self._reopen(delivery_id, **values)
 
     def requeue(self, delivery_id: int, *, mode: str, not_before: datetime | None = None) -> None:
-        """Put a skipped, unresolved or failed delivery back to pending (digest, manual).
+        """Put a delivery not logged back to pending (digest, manual, a dead one re-queued),
+        with a new deadline.
 
         Raises :class:`AlreadyLogged` for a delivery already logged or accepted.
         """
@@ -706,7 +765,7 @@ class Ledger:
             done = conn.execute(d.update().where(
                 d.c.id == delivery_id, d.c.status.not_in(FINAL_OK)).values(
                 status="pending", updated_at=_now(), next_attempt_at=None, retryable=False,
-                **values)).rowcount
+                deadline_at=_now() + self.deadline, **values)).rowcount
             if done == 0:
                 row = conn.execute(
                     sa.select(d.c.app, d.c.status).where(d.c.id == delivery_id)).first()

@@ -104,6 +104,8 @@ deliveries = Table(
     Column("attempt", Integer, nullable=False, default=0),
     Column("first_attempt_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+    # When transient failures stop being retried (the delivery becomes dead).
+    Column("deadline_at", UTCDateTime),
     UniqueConstraint("tenant", "app", "event_id", name="uq_deliveries_one_per_app"),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_event", "event_id"),

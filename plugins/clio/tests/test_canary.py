@@ -53,7 +53,7 @@ async def test_no_sentinel_token_or_number_leaks_anywhere(
         await engine.ingest(parse_event(raw))
     await engine.run_until_idle()
     sandbox.state.expire_tokens()  # forces a refresh on the retry
-    for view in engine.ledger.history(status="failed"):
+    for view in [*engine.ledger.history(status="failed"), *engine.ledger.history(status="waiting")]:
         errors.append(view.message or "")
         engine.ledger.requeue(view.delivery_id, mode="auto")
     await engine.run_until_idle()

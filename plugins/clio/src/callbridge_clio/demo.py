@@ -136,7 +136,7 @@ async def settle(engine: Engine, console: Console, *, limit: float = 240) -> Non
     deadline = asyncio.get_running_loop().time() + limit
     while True:
         await engine.run_until_idle()
-        waiting = [v for v in engine.ledger.history(status="failed", limit=10**6) if v.retryable]
+        waiting = engine.ledger.history(status="waiting", limit=10**6)
         if not waiting or asyncio.get_running_loop().time() > deadline:
             return
         due = min(v.next_attempt_at for v in waiting if v.next_attempt_at)
