@@ -65,3 +65,51 @@ def test_generic_caller_id_text_counts_as_no_name(text: str) -> None:
 @pytest.mark.parametrize("text", ["Dana Whitfield", "JOHN SMITH", "Jo Li"])
 def test_a_real_caller_id_name_is_kept(text: str) -> None:
     assert caller_name(text, "+12125550142") == text
+
+
+# --- hostile text (a number is read before anything else looks at it) ------------------
+
+
+def test_text_longer_than_the_limit_is_unreadable_before_any_pattern_runs() -> None:
+    from callbridge.phones import MAX_LENGTH
+
+    with pytest.raises(UnreadableNumber, match=f"longer than {MAX_LENGTH}"):
+        to_e164("1" + " " * 32000 + "x", "US")
+    assert try_e164("+1 212 555 0142".ljust(MAX_LENGTH), "US") == "+12125550142"
+    assert try_e164("+1 212 555 0142".ljust(MAX_LENGTH + 1), "US") is None
+
+
+def test_the_extension_pattern_does_not_rescan_a_run_of_spaces() -> None:
+    import time
+
+    from callbridge import phones
+
+    # Searched directly, past the length limit: a pattern that could start inside
+    # the run of spaces takes minutes here (quadratic); this one is linear.
+    text = "1" + " " * 300_000 + "x"
+    began = time.perf_counter()
+    assert phones._EXTENSION.search(text) is None
+    assert phones._EXTENSION.search(text + "12") is not None
+    assert time.perf_counter() - began < 2.0
+
+
+@pytest.mark.parametrize("text", ["+1 212 555 0142 x12", "(212) 555-0142 ext. 7",
+                                  "212-555-0142 extension 1234567", "2125550142#99"])
+def test_an_extension_is_ignored(text: str) -> None:
+    assert to_e164(text, "US") == "+12125550142"
+
+
+def test_the_cache_is_bounded() -> None:
+    from callbridge import phones
+
+    info = phones._read.cache_info()
+    assert info.maxsize is not None and info.maxsize <= 4096
+
+
+def test_a_long_caller_id_name_of_spaces_is_read_quickly() -> None:
+    import time
+
+    began = time.perf_counter()
+    assert caller_name("a" + " " * 200_000 + "!") is not None
+    assert caller_name("SEATTLE" + " " * 100 + "WA") is None
+    assert time.perf_counter() - began < 2.0

@@ -3,12 +3,20 @@
 ``parse_event`` is the one way in: it reads a dict or JSON text, reads every
 phone number to E.164 with the tenant's default region, and raises one
 :class:`~callbridge.errors.EventValidationError` naming every bad field.
-Messages never echo the input (pydantic's own errors keep it in ``errors()``).
+Messages never echo the input: not a value, and not the name of an unknown key
+(reported as ``(unknown field)``).
+
+Events may arrive as they happen: a call ringing, then in progress, then ended;
+an SMS or fax before its delivery status. Each copy is a *revision* of one event
+(same tenant, source, kind and id); :func:`merge_revisions` says which copy wins.
+Only a final event (:attr:`CallEvent.is_final` and friends) logs automatically.
+
+The JSON format is documented in docs/events.md; :func:`json_schema` builds the
+JSON Schema (``callbridge schema`` prints it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -30,21 +38,48 @@ from pydantic import (
 )
 
 from callbridge.errors import EventValidationError, FieldProblem
+from callbridge.eventtext import (
+    DOCUMENT_MAX_BYTES,
+    SEQUENCE_MAX,
+    Email,
+    Line,
+    LongText,
+    Text,
+    Url,
+    base64_limit,
+    event_marker,
+    loads,
+    problems_of,
+)
+from callbridge.phones import MAX_LENGTH as NUMBER_MAX
 from callbridge.phones import UnreadableNumber, caller_name, to_e164
+
+__all__ = [
+    "DOCUMENT_MAX_BYTES", "LATE_DETAIL_FIELDS", "AnyEvent", "CallEvent", "CallOutcome",
+    "CallState", "DeliveryStatus", "Direction", "Event", "ExternalParty", "FaxDocument",
+    "FaxEvent", "FaxOutcome", "InternalUser", "PartyKind", "SmsEvent", "dump_event",
+    "event_marker", "json_schema", "merge_revisions", "newest", "parse_event", "problems_of",
+]
 
 
 class Direction(StrEnum):
+    """Which way the event went, seen from the firm."""
+
     INBOUND = "inbound"
     OUTBOUND = "outbound"
 
 
 class PartyKind(StrEnum):
+    """What the outside party's number is: a phone number, a short code, or withheld."""
+
     NUMBER = "number"
     SHORT_CODE = "short_code"
     WITHHELD = "withheld"
 
 
 class CallOutcome(StrEnum):
+    """How an ended call ended."""
+
     COMPLETED = "completed"
     MISSED = "missed"
     VOICEMAIL = "voicemail"
@@ -52,7 +87,26 @@ class CallOutcome(StrEnum):
     FAILED = "failed"
 
 
+class CallState(StrEnum):
+    """Where a call is: ``ringing``, ``in_progress`` (answered), or ``ended``."""
+
+    RINGING = "ringing"
+    IN_PROGRESS = "in_progress"
+    ENDED = "ended"
+
+
+class DeliveryStatus(StrEnum):
+    """An SMS's or fax's delivery status, when the source reports one."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 class FaxOutcome(StrEnum):
+    """Whether a fax's pages arrived."""
+
     DELIVERED = "delivered"
     FAILED = "failed"
 
@@ -60,7 +114,9 @@ class FaxOutcome(StrEnum):
 _WITHHELD_TEXT = {"", "anonymous", "withheld", "private", "restricted", "unknown", "blocked"}
 _SHORT_CODE = re.compile(r"^\d{3,8}$")
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True,
+                     use_attribute_docstrings=True)
+_Number = Annotated[str, Field(max_length=NUMBER_MAX)]
 
 
 class ExternalParty(BaseModel):
@@ -75,9 +131,13 @@ class ExternalParty(BaseModel):
     model_config = _STRICT
 
     kind: PartyKind = PartyKind.NUMBER
-    number: str | None = None
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    name: str | None = Field(default=None, max_length=200)
+    """``number``, ``short_code`` or ``withheld``; worked out from ``number`` when omitted."""
+    number: _Number | None = None
+    """The number as the phone system sent it, in any common format; stored as E.164."""
+    email: Email | None = None
+    """The party's email address, when the source knows it."""
+    name: Line | None = None
+    """The caller-ID name as sent (generic text such as "WIRELESS CALLER" names nobody)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -88,9 +148,11 @@ class ExternalParty(BaseModel):
         number = data.get("number")
         kind = data.get("kind")
         if kind is None:
-            if number is None or (isinstance(number, str) and number.strip().lower() in _WITHHELD_TEXT):
+            if number is None or (isinstance(number, str) and len(number) <= NUMBER_MAX
+                                  and number.strip().lower() in _WITHHELD_TEXT):
                 data["kind"] = PartyKind.WITHHELD
-            elif isinstance(number, str) and _SHORT_CODE.match(number.strip()):
+            elif isinstance(number, str) and len(number) <= NUMBER_MAX and _SHORT_CODE.match(
+                    number.strip()):
                 data["kind"] = PartyKind.SHORT_CODE
             else:
                 data["kind"] = PartyKind.NUMBER
@@ -132,6 +194,7 @@ class ExternalParty(BaseModel):
 
     @property
     def display_name(self) -> str | None:
+        """The caller-ID name if it names someone, else None."""
         return caller_name(self.name, self.number)
 
 
@@ -140,9 +203,12 @@ class InternalUser(BaseModel):
 
     model_config = _STRICT
 
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: Email | None = None
+    """The staff member's email address (matched to the app's users)."""
     extension: str | None = Field(default=None, max_length=20, pattern=r"^[0-9*#]{1,20}$")
-    number: str | None = None  # the firm number used, when the phone system gives it
+    """The staff member's extension; the tenant's ``extensions`` setting maps it to an email."""
+    number: _Number | None = None
+    """The firm's number used, when the phone system gives it; stored as E.164."""
 
     @field_validator("number")
     @classmethod
@@ -157,17 +223,28 @@ class InternalUser(BaseModel):
 
 _Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@/+=-]+$")]
 _Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+#: The pattern a tenant's key follows (events and settings alike).
+TENANT_PATTERN = r"^[A-Za-z0-9._-]+$"
+_Sequence = Annotated[int, Field(ge=0, le=SEQUENCE_MAX)]
 
 
 class _EventBase(BaseModel):
     model_config = _STRICT
 
     id: _Id
+    """The source's id of the event; the same id sent again is the same event (a revision)."""
     tenant: _Name
+    """The firm's key in the settings file."""
     source: _Name = "default"
+    """Which phone system sent it, when a firm has several (ids are unique per source)."""
     direction: Direction
+    """``inbound`` or ``outbound``, seen from the firm."""
     external: ExternalParty
+    """The person or number outside the firm."""
     internal: InternalUser = InternalUser()
+    """The firm's staff member on the event."""
+    sequence: _Sequence | None = None
+    """The source's order of this copy among the event's revisions (higher is later)."""
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -182,25 +259,59 @@ class _EventBase(BaseModel):
 
     @property
     def occurred_at(self) -> datetime:
+        """When the event began (a call's start, an SMS's or fax's sending)."""
+        raise NotImplementedError
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the event has reached its last state; only final events log automatically."""
         raise NotImplementedError
 
 
 class CallEvent(_EventBase):
+    """A phone call, as it happens or once it has ended.
+
+    A call may be sent ringing, then in progress, then ended (in any order: the
+    furthest state wins). ``ended_at`` and ``outcome`` are required once the call
+    has ended, and refused before.
+    """
+
     kind: Literal["call"] = "call"
+    """Always ``call``."""
+    state: CallState = CallState.ENDED
+    """``ringing``, ``in_progress`` or ``ended`` (the default)."""
     started_at: AwareDatetime
+    """When the call began ringing, with its UTC offset."""
     answered_at: AwareDatetime | None = None
-    ended_at: AwareDatetime
-    outcome: CallOutcome
-    notes: str | None = Field(default=None, max_length=20000)
-    recording_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
-    transcript: str | None = Field(default=None, max_length=200000)
-    summary: str | None = Field(default=None, max_length=20000)
+    """When it was answered, if it was."""
+    ended_at: AwareDatetime | None = None
+    """When it ended; required once ``state`` is ``ended``."""
+    outcome: CallOutcome | None = None
+    """How it ended; required once ``state`` is ``ended``."""
+    notes: Text | None = None
+    """Notes taken about the call (may arrive later, in a revision)."""
+    recording_url: Url | None = None
+    """A link to the call's recording (may arrive later)."""
+    transcript: LongText | None = None
+    """The call's transcript (may arrive later)."""
+    summary: Text | None = None
+    """A summary of the call (may arrive later)."""
 
     @model_validator(mode="after")
     def _times_in_order(self) -> CallEvent:
-        if self.ended_at < self.started_at:
+        if self.state == CallState.ENDED:
+            missing = [n for n in ("ended_at", "outcome") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"{missing[0]} is required once the call has ended")
+        else:
+            for name in ("ended_at", "outcome"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is given but state is not 'ended'")
+        end = self.ended_at
+        if end is not None and end < self.started_at:
             raise ValueError("ended_at is before started_at")
-        if self.answered_at is not None and not (self.started_at <= self.answered_at <= self.ended_at):
+        if self.answered_at is not None and not (
+                self.started_at <= self.answered_at and (end is None or self.answered_at <= end)):
             raise ValueError("answered_at is outside started_at..ended_at")
         return self
 
@@ -209,33 +320,68 @@ class CallEvent(_EventBase):
         return self.started_at
 
     @property
+    def is_final(self) -> bool:
+        return self.state == CallState.ENDED
+
+    @property
     def duration_seconds(self) -> int:
+        """Started to ended (0 until the call has ended)."""
+        if self.ended_at is None:
+            return 0
         return int((self.ended_at - self.started_at).total_seconds())
 
     @property
     def talk_seconds(self) -> int:
         """Answered to ended, else the whole duration (SPEC §3 Clio time entry)."""
+        if self.ended_at is None:
+            return 0
         start = self.answered_at or self.started_at
         return int((self.ended_at - start).total_seconds())
 
 
 class SmsEvent(_EventBase):
+    """A text message, sent or received. An outgoing one may arrive before its delivery status."""
+
     kind: Literal["sms"] = "sms"
+    """Always ``sms``."""
     sent_at: AwareDatetime
-    body: str = Field(max_length=20000)
+    """When it was sent, with its UTC offset."""
+    body: Text
+    """The message's text."""
+    status: DeliveryStatus | None = None
+    """The delivery status, when the source reports one; ``pending`` is not final."""
 
     @property
     def occurred_at(self) -> datetime:
         return self.sent_at
 
+    @property
+    def is_final(self) -> bool:
+        return self.status != DeliveryStatus.PENDING
+
 
 class FaxDocument(BaseModel):
+    """A fax's pages: inline as base64, or a link the host fetches under its address policy."""
+
     model_config = _STRICT
 
     content_type: Literal["application/pdf", "image/tiff"] = "application/pdf"
-    content: Base64Bytes | None = None
-    url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
-    filename: str | None = Field(default=None, max_length=200)
+    """The document's type."""
+    content: Annotated[Base64Bytes, Field(json_schema_extra={
+        "maxLength": base64_limit(DOCUMENT_MAX_BYTES)})] | None = None
+    """The document itself, base64; at most 10 MiB once decoded."""
+    url: Url | None = None
+    """Where the host fetches the document (https; never a private address)."""
+    filename: Line | None = None
+    """The file name to give the document in the app."""
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_size(cls, value: Any, info: ValidationInfo) -> Any:
+        cap = int((info.context or {}).get("document_max_bytes", DOCUMENT_MAX_BYTES))
+        if isinstance(value, str | bytes) and len(value) > base64_limit(cap):
+            raise ValueError(f"is larger than {cap // (1024 * 1024)} MiB")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> FaxDocument:
@@ -245,47 +391,75 @@ class FaxDocument(BaseModel):
 
 
 class FaxEvent(_EventBase):
+    """A fax, sent or received, with its pages inline or by link."""
+
     kind: Literal["fax"] = "fax"
+    """Always ``fax``."""
     sent_at: AwareDatetime
+    """When it was sent, with its UTC offset."""
     outcome: FaxOutcome = FaxOutcome.DELIVERED
+    """Whether the pages arrived."""
     page_count: int = Field(ge=0, le=10000)
+    """How many pages."""
     document: FaxDocument | None = None
+    """The pages, when the source sends them."""
+    status: DeliveryStatus | None = None
+    """The delivery status, when the source reports one; ``pending`` is not final."""
 
     @property
     def occurred_at(self) -> datetime:
         return self.sent_at
 
+    @property
+    def is_final(self) -> bool:
+        return self.status != DeliveryStatus.PENDING
 
-Event = Annotated[CallEvent | SmsEvent | FaxEvent, Field(discriminator="kind")]
-_EVENT: TypeAdapter[CallEvent | SmsEvent | FaxEvent] = TypeAdapter(Event)
 
-#: Fields whose arrival on a known event makes a revision ("late details").
+AnyEvent = CallEvent | SmsEvent | FaxEvent
+Event = Annotated[AnyEvent, Field(discriminator="kind")]
+_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+
+#: Fields whose arrival on a known event makes a revision ("late details"); a copy
+#: that lacks them never removes them.
 LATE_DETAIL_FIELDS = ("recording_url", "transcript", "summary", "notes")
 
-
-def event_marker(tenant: str, source: str, kind: str, event_id: str) -> str:
-    digest = hashlib.sha256("\x1f".join((tenant, source, kind, event_id)).encode()).hexdigest()
-    return f"cb1-{digest[:32]}"
+_PROGRESS = {"ringing": 0, "in_progress": 1, "ended": 2,
+             "pending": 0, None: 1, "sent": 1, "delivered": 2, "failed": 2}
 
 
-def problems_of(exc: ValidationError, prefix: str = "") -> list[FieldProblem]:
-    """Locations and messages of a pydantic error, without the input values."""
-    out = []
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p)) or "(event)"
-        msg = err["msg"]
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            loc, msg = prefix + "kind", "must be one of 'call', 'sms', 'fax'"
-            out.append(FieldProblem(loc, msg))
-            continue
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        out.append(FieldProblem(prefix + loc, msg))
-    return out
+def _order(copy: Mapping[str, Any]) -> int:
+    """How far a copy has gone: its call state or delivery status, ranked."""
+    if copy.get("kind", "call") == "call":
+        return _PROGRESS.get(copy.get("state", "ended"), 2)
+    return _PROGRESS.get(copy.get("status"), 1)
 
 
-def _is_union_tag(part: object) -> bool:
-    return part in ("call", "sms", "fax") or (isinstance(part, str) and part.startswith("function-"))
+def merge_revisions(stored: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Merge a copy of an event just received (``given``) with the one kept (``stored``).
+
+    Both are JSON objects as :func:`dump_event` writes them. The copy that has gone
+    furthest (ringing < in_progress < ended; pending < sent < delivered/failed) wins;
+    between copies equally far, the higher ``sequence`` wins, and without sequences
+    the copy received last. The winner takes the late details
+    (:data:`LATE_DETAIL_FIELDS`) it lacks from the other copy, so a stale copy never
+    removes a detail. Returns the merged object, or None when it equals ``stored``
+    (the given copy adds nothing: a duplicate).
+    """
+    stored_first = _order(stored) > _order(given) or (
+        _order(stored) == _order(given) and stored.get("sequence") is not None
+        and given.get("sequence") is not None and stored["sequence"] > given["sequence"])
+    newer, older = (stored, given) if stored_first else (given, stored)
+    merged = dict(newer)
+    for name in LATE_DETAIL_FIELDS:
+        if name not in merged and name in older:
+            merged[name] = older[name]
+    return None if merged == dict(stored) else merged
+
+
+def newest(stored: AnyEvent, given: AnyEvent) -> AnyEvent:
+    """:func:`merge_revisions` for two events: the event to keep."""
+    merged = merge_revisions(json.loads(dump_event(stored)), json.loads(dump_event(given)))
+    return stored if merged is None else parse_event(merged)
 
 
 def parse_event(
@@ -293,18 +467,15 @@ def parse_event(
     *,
     region: str | None = None,
     region_for: Callable[[str], str] | None = None,
-) -> CallEvent | SmsEvent | FaxEvent:
+) -> AnyEvent:
     """Validate one event.
 
     ``region`` is the default phone region; or ``region_for(tenant)`` finds it
-    from the payload's tenant. Raises :class:`EventValidationError`.
+    from the payload's tenant. Raises :class:`EventValidationError`, whatever the
+    input (text that is not UTF-8, JSON nested too deeply, huge numbers).
     """
     if isinstance(payload, str | bytes):
-        try:
-            payload = json.loads(payload)
-        except json.JSONDecodeError as exc:
-            raise EventValidationError(
-                [FieldProblem("(json)", f"not valid JSON at column {exc.colno}: {exc.msg}")]) from None
+        payload = loads(payload)
     if not isinstance(payload, Mapping):
         raise EventValidationError([FieldProblem("(event)", "must be a JSON object")])
     if region is None:
@@ -320,11 +491,22 @@ def parse_event(
         return _EVENT.validate_python(payload, context={"region": region})
     except ValidationError as exc:
         raise EventValidationError(problems_of(exc)) from None
+    except RecursionError:
+        raise EventValidationError([FieldProblem("(event)", "nested too deeply")]) from None
 
 
-def dump_event(event: CallEvent | SmsEvent | FaxEvent) -> str:
+def dump_event(event: AnyEvent) -> str:
     """JSON text of an event, as :func:`parse_event` reads it back."""
     return event.model_dump_json(exclude_none=True)
 
 
-AnyEvent = CallEvent | SmsEvent | FaxEvent
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of one event (a line of ``callbridge ingest``), built from the models."""
+    schema = _EVENT.json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "callbridge event"
+    schema["description"] = (
+        "One call, SMS or fax, as a line of `callbridge ingest` or a webhook body. "
+        "Text fields refuse NUL and other control characters (tabs and line breaks are "
+        "allowed in multi-line text); unknown keys are refused.")
+    return schema

@@ -12,9 +12,16 @@ import re
 
 import phonenumbers
 
+#: The longest text read as a phone number; longer text is unreadable before any
+#: pattern runs (a typed number with an extension and spacing fits easily).
+MAX_LENGTH = 64
+
 # Characters a person types around one number; anything else (letters other
 # than an extension marker, a slash between two numbers) makes the text unreadable.
-_EXTENSION = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*\d{1,7}\s*$", re.IGNORECASE)
+# The extension pattern starts with its marker, never with a repeatable class, so
+# a search cannot rescan a run of spaces from every position; the text is stripped
+# before it runs, and what is left of the number is stripped after.
+_EXTENSION = re.compile(r"(?:ext\.?|extension|x|#)\s*\d{1,7}$", re.IGNORECASE)
 _ALLOWED = re.compile(r"^[\d\s().+\-]*$")
 
 
@@ -27,17 +34,21 @@ def to_e164(text: str, region: str) -> str:
 
     Returns the E.164 form ("+12125550142"). Extensions are ignored. Raises
     :class:`UnreadableNumber` with the reason when the text is not exactly one
-    valid number.
+    valid number, or is longer than :data:`MAX_LENGTH` characters.
     """
-    result = _read(text or "", region.upper())
+    text = text or ""
+    if len(text) > MAX_LENGTH:  # before any pattern or cache sees it
+        raise UnreadableNumber(f"longer than {MAX_LENGTH} characters")
+    result = _read(text, region.upper())
     if isinstance(result, UnreadableNumber):
         raise UnreadableNumber(str(result))
     return result
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=2048)
 def _read(text: str, region: str) -> str | UnreadableNumber:
-    # Cached: the same stored numbers are read again for every event that matches them.
+    # A small cache: the same few numbers (a firm's busiest callers, its own lines)
+    # are read again and again. Bounded in entries, and each entry in length.
     try:
         return _parse(text, region)
     except UnreadableNumber as exc:
@@ -48,7 +59,9 @@ def _parse(text: str, region: str) -> str:
     raw = (text or "").strip()
     if raw.lower().startswith("tel:"):
         raw = raw[4:].split(";", 1)[0]
-    raw = _EXTENSION.sub("", raw)
+    extension = _EXTENSION.search(raw)
+    if extension is not None:
+        raw = raw[:extension.start()].rstrip()
     # "(0)" is the UK convention for an optional trunk digit after the country code.
     raw = raw.replace("(0)", "")
     if not raw:
@@ -113,7 +126,7 @@ GENERIC_CALLER_ID_NAMES: frozenset[str] = frozenset({
 })
 
 # "SEATTLE WA", "New York, NY", "TORONTO ON": a place and a state/province code.
-_CITY_STATE = re.compile(r"^[A-Za-z .'-]{2,}?[ ,]+([A-Za-z]{2})$")
+_PLACE = re.compile(r"^[A-Za-z .'-]{2,}$")
 _REGION_CODES = frozenset(
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH "
     "NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR "
@@ -133,8 +146,7 @@ def caller_name(raw: str | None, number_text: str | None = None) -> str | None:
         return None
     if name.lower() in GENERIC_CALLER_ID_NAMES:
         return None
-    place = _CITY_STATE.match(name)
-    if place and place.group(1).isupper() and place.group(1) in _REGION_CODES:
+    if _is_place(name):
         return None
     digits = re.sub(r"\D", "", name)
     if digits and len(digits) >= 4 and not re.search(r"[A-Za-z]", name):
@@ -142,3 +154,17 @@ def caller_name(raw: str | None, number_text: str | None = None) -> str | None:
     if number_text and digits and digits in re.sub(r"\D", "", number_text):
         return None
     return name
+
+
+def _is_place(name: str) -> bool:
+    """Whether ``name`` is a place and an upper-case state or province code.
+
+    Split with string operations: a pattern whose parts can each take the same
+    spaces would try every split of a long run of them.
+    """
+    code = name[-2:]
+    head = name[:-2]
+    if not (len(head) > 2 and head[-1] in " ," and code.isalpha() and code.isascii()):
+        return False
+    head = head.rstrip(" ,")
+    return code in _REGION_CODES and len(head) >= 2 and _PLACE.match(head) is not None

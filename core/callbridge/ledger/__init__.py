@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from callbridge.errors import CallbridgeError
-from callbridge.events import LATE_DETAIL_FIELDS, AnyEvent, dump_event, parse_event
+from callbridge.events import AnyEvent, dump_event, merge_revisions, parse_event
 from callbridge.ledger import tables as t
 from callbridge.ledger.crypto import Cipher
 from callbridge.models import Contact, Outcome, Record
@@ -208,13 +208,10 @@ def _new_delivery(pk: int, tenant: str, app: str, occurred_at: datetime, now: da
 
 
 def _keep_late_details(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any] | None:
-    """``given`` with the late details it lacks taken from ``stored``; None when that
-    adds nothing to ``stored`` (the copy given is older, or the same)."""
-    merged = dict(given)
-    for name in LATE_DETAIL_FIELDS:
-        if name not in merged and name in stored:
-            merged[name] = stored[name]
-    return None if merged == stored else merged
+    """The copy to keep (:func:`callbridge.events.merge_revisions`: the furthest state,
+    then the highest sequence; late details never lost); None when ``given`` adds
+    nothing to ``stored``."""
+    return merge_revisions(stored, given)
 
 
 def settle(outcome: Outcome, deadline_at: datetime | None,
