@@ -14,6 +14,8 @@ from callbridge.facade import Facade, HookNotDeclared
 from callbridge.hookspecs import hookimpl
 from callbridge.models import (
     AppUser,
+    BatchItem,
+    BatchResult,
     ChangedContacts,
     Contact,
     LogResult,
@@ -46,7 +48,7 @@ class Everything:
     @hookimpl
     def declare(self) -> Declaration:
         return Declaration(name=self.name, version="1", hook_api_version="1.0",
-                           capabilities=frozenset(Capability))
+                           capabilities=frozenset(Capability) - {Capability.LOG_WITHOUT_CONTACT})
 
     def _rec(self, hook: str) -> Record:
         self.calls.append(hook)
@@ -98,6 +100,15 @@ class Everything:
         return ChangedContacts(contacts=(), cursor=None, high_water=datetime.now(UTC))
 
     @hookimpl
+    async def log_batch(self, ctx: Any, kind: Any, items: Any) -> list[BatchResult]:
+        return [BatchResult(ok=LogResult(records=(self._rec("log_batch"),))) for _ in items]
+
+    @hookimpl
+    async def confirm_accepted(self, ctx: Any, records: Any, since: Any) -> dict[str, bool | None]:
+        self._rec("confirm_accepted")
+        return {r.id: True for r in records}
+
+    @hookimpl
     async def closed_matters_since(self, ctx: Any, since: Any) -> list[dict[str, object]]:
         return [{"from": self._rec("closed_matters_since").kind}]
 
@@ -125,6 +136,9 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
     ("log_sms", {"event": SMS, "target": LogTarget()}),
     ("log_fax", {"event": FAX, "target": LogTarget()}),
     ("update_log", {"event": CALL, "records": []}),
+    ("log_batch", {"kind": "call", "items": [BatchItem(CALL, LogTarget(), None)]}),  # type: ignore[arg-type]
+    ("confirm_accepted", {"records": [Record(kind="log", id="1")],
+                          "since": datetime(2026, 3, 2, tzinfo=UTC)}),
     ("contacts_changed_since", {"since": None, "cursor": None}),
     ("closed_matters_since", {"since": None}),
     ("send_closed_matter", {"client": {"id": "1"}}),
@@ -199,3 +213,53 @@ async def test_observers_see_each_awaited_call_with_its_error(capsys: pytest.Cap
         await facade.for_plugin("alpha").find_user(bare_context(), email=None, extension=None)
     assert seen == [("pick_default_user", None), ("find_user", "RuntimeError")]
     assert "[trace] acme/app find_user" in capsys.readouterr().err
+
+
+def test_every_routed_spec_has_a_facade_method_with_its_arguments() -> None:
+    """The facade is typed by hand for mypy; this holds each method to its spec."""
+    import inspect
+
+    from callbridge import hookspecs
+    from callbridge.facade import Hooks
+
+    for name in hookspecs.ROUTED_HOOKS:
+        method = getattr(Hooks, name, None)
+        assert method is not None, f"the facade has no method for {name}"
+        spec_args = [a for a in inspect.signature(getattr(hookspecs, name)).parameters]
+        method_args = [a for a in inspect.signature(method).parameters if a != "self"]
+        assert method_args == spec_args, f"{name}: facade {method_args} != spec {spec_args}"
+    assert set(CALLS_BY_HOOK) == set(hookspecs.ROUTED_HOOKS), "a routed hook has no routing case"
+
+
+CALLS_BY_HOOK = dict(CALLS)
+
+
+async def test_a_batch_answer_must_hold_one_result_per_item() -> None:
+    class Short(Everything):
+        @hookimpl
+        async def log_batch(self, ctx: Any, kind: Any, items: Any) -> list[BatchResult]:
+            return []
+
+    registry = Registry()
+    registry.add(Short("short"))
+    with pytest.raises(PermanentError, match="0 results from log_batch for 1 items"):
+        await Facade(registry).for_plugin("short").log_batch(
+            bare_context(), kind="call", items=[BatchItem(CALL, LogTarget(), None)])  # type: ignore[arg-type]
+
+
+async def test_a_confirmation_must_map_ids_to_true_false_or_none() -> None:
+    class Vague(Everything):
+        @hookimpl
+        async def confirm_accepted(self, ctx: Any, records: Any, since: Any) -> Any:
+            return {"1": "yes"}
+
+    registry = Registry()
+    registry.add(Vague("vague"))
+    with pytest.raises(PermanentError, match="expected a dict of str to bool or None"):
+        await Facade(registry).for_plugin("vague").confirm_accepted(
+            bare_context(), records=[Record(kind="log", id="1")], since=datetime.now(UTC))
+
+
+def test_a_batch_result_holds_exactly_one_of_ok_and_error() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        BatchResult()

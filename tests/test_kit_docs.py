@@ -11,6 +11,22 @@ from callbridge.testing.suite import ContractSuite
 GUIDE = Path(__file__).parents[1] / "docs" / "writing-a-plugin.md"
 
 
+def _generator():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "tools" / "gen_hook_docs.py"
+    spec = importlib.util.spec_from_file_location("gen_hook_docs", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_guide_capability_table_is_generated_from_the_specs() -> None:
+    assert GUIDE.read_text() == _generator().guide(GUIDE.read_text()), (
+        "run: python tools/gen_hook_docs.py")
+
+
 def test_the_guide_lists_every_capability_with_the_hooks_it_obliges() -> None:
     rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", GUIDE.read_text(), re.MULTILINE)
     table = {name: set(re.findall(r"`(\w+)`", hooks)) for name, hooks in rows

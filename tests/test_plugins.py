@@ -61,7 +61,17 @@ def test_a_misspelt_hook_name_is_refused() -> None:
     class Typo(Good):
         @hookimpl
         async def log_smss(self, ctx: Any, event: Any, target: Any) -> Any: ...
-    assert "unknown hook 'log_smss'" in reason(Typo())
+    assert "implements log_smss, which is not a callbridge hook; did you mean log_sms?" \
+        in reason(Typo())
+
+
+def test_a_name_near_no_hook_is_refused_without_a_guess() -> None:
+    class Stray(Good):
+        @hookimpl
+        async def frobnicate(self, ctx: Any) -> Any: ...
+    text = reason(Stray())
+    assert "implements frobnicate, which is not a callbridge hook" in text
+    assert "did you mean" not in text
 
 
 def test_an_argument_the_spec_lacks_is_refused() -> None:
@@ -106,7 +116,8 @@ def test_entry_points_load_each_plugin_on_its_own(monkeypatch: pytest.MonkeyPatc
     assert errors["broken_import"].distribution == "callbridge-broken-example"
     assert errors["broken_import"].dist_version == "0.0.1"
     assert "ModuleNotFoundError" in errors["broken_import"].reason
-    assert "unknown hook 'log_cal'" in errors["broken_misspelt"].reason
+    assert "log_cal, which is not a callbridge hook; did you mean log_call?" \
+        in errors["broken_misspelt"].reason
 
 
 def test_strict_mode_turns_a_load_error_into_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,10 +8,15 @@ hook that is not declared is never called.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: The kinds of event a plugin may log.
+EventKind = Literal["call", "sms", "fax"]
+EVENT_KINDS: frozenset[EventKind] = frozenset({"call", "sms", "fax"})
 
 
 class Capability(StrEnum):
@@ -32,31 +37,67 @@ class Capability(StrEnum):
     CUSTOM_FIELDS = "custom_fields"
     CLOSED_MATTER_EVENTS = "closed_matter_events"
     CLOSED_MATTER_DESTINATION = "closed_matter_destination"
+    #: Deprecated in 2.0: declare ``without_contact`` per event kind instead.
+    #: Still accepted, meaning every kind.
     LOG_WITHOUT_CONTACT = "log_without_contact"
     MULTI_CONTACT_LINK = "multi_contact_link"  # one log linked to several contacts
+    BATCH_WRITES = "batch_writes"  # several events of one kind in one request
+    ASYNC_WRITES = "async_writes"  # the app accepts writes and does them later
 
 
-#: Hooks a capability needs. A declared capability whose hooks are missing, or
-#: an implemented hook that no declared capability needs, is a load error.
-REQUIRED_HOOKS: dict[Capability, frozenset[str]] = {
-    Capability.CALLS: frozenset({"log_call"}),
-    Capability.SMS: frozenset({"log_sms"}),
-    Capability.FAX: frozenset({"log_fax"}),
-    Capability.CONTACT_SEARCH_PHONE: frozenset({"find_contact"}),
-    Capability.CONTACT_SEARCH_EMAIL: frozenset({"find_contact"}),
-    Capability.CONTACT_CREATION: frozenset({"create_contact"}),
-    Capability.CONTACTS_CHANGED: frozenset({"contacts_changed_since"}),
-    Capability.MATTERS: frozenset({"find_matters"}),
-    Capability.ACTIVITY_CODES: frozenset({"ensure_activity_code"}),
-    Capability.USERS: frozenset({"find_user", "pick_default_user"}),
-    Capability.LATE_DETAILS: frozenset({"update_log"}),
-    Capability.FILE_ATTACHMENTS: frozenset(),
-    Capability.CUSTOM_FIELDS: frozenset(),
-    Capability.CLOSED_MATTER_EVENTS: frozenset({"closed_matters_since"}),
-    Capability.CLOSED_MATTER_DESTINATION: frozenset({"send_closed_matter"}),
-    Capability.LOG_WITHOUT_CONTACT: frozenset(),
-    Capability.MULTI_CONTACT_LINK: frozenset(),
+#: What each capability means, for the guide's table and ``callbridge plugins``.
+CAPABILITY_HELP: dict[Capability, str] = {
+    Capability.CALLS: "calls are written into the app",
+    Capability.SMS: "SMS are written",
+    Capability.FAX: "faxes are written (with the document where the app holds files)",
+    Capability.CONTACT_SEARCH_PHONE: "contacts are found by phone number",
+    Capability.CONTACT_SEARCH_EMAIL: "... and by e-mail (`party.email`)",
+    Capability.CONTACT_CREATION: "the host may create a contact when its policy admits the event",
+    Capability.CONTACTS_CHANGED: "feeds the host's phone index for apps whose phone search is "
+                                 "unreliable",
+    Capability.MATTERS: "a log may be linked to the contact's only open matter",
+    Capability.ACTIVITY_CODES: "entries carry an activity code the plugin makes sure exists",
+    Capability.USERS: "the firm's staff member is matched to an app user",
+    Capability.LATE_DETAILS: "a recording or transcript arriving later updates the log in place",
+    Capability.FILE_ATTACHMENTS: "`log_fax` uploads the document",
+    Capability.CUSTOM_FIELDS: "the app has custom fields the host may read (closed-matter sync)",
+    Capability.CLOSED_MATTER_EVENTS: "the app reports closed matters",
+    Capability.CLOSED_MATTER_DESTINATION: "the plugin is a destination for closed-matter sync",
+    Capability.LOG_WITHOUT_CONTACT: "deprecated in 2.0: the app accepts a log of any kind with "
+                                    "no contact (declare `without_contact` instead)",
+    Capability.MULTI_CONTACT_LINK: "one log can be linked to several contacts (the `all` policy)",
+    Capability.BATCH_WRITES: "up to `batch_size` events of one kind are written in one request",
+    Capability.ASYNC_WRITES: "the app accepts writes to do later; the host confirms them",
 }
+
+
+class _RequiredHooks(Mapping[Capability, frozenset[str]]):
+    """Capability → the hooks it obliges, read from the hook specs on first use."""
+
+    def __init__(self) -> None:
+        self._data: dict[Capability, frozenset[str]] | None = None
+
+    def _table(self) -> dict[Capability, frozenset[str]]:
+        if self._data is None:
+            from callbridge.hookspecs import hooks_needing  # the specs import this module
+
+            self._data = {cap: hooks_needing(cap) for cap in Capability}
+        return self._data
+
+    def __getitem__(self, capability: Capability) -> frozenset[str]:
+        return self._table()[capability]
+
+    def __iter__(self) -> Iterator[Capability]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+#: Hooks a capability needs, derived from :data:`callbridge.hookspecs.SPECS`. A
+#: declared capability whose hooks are missing, or an implemented hook that no
+#: declared capability needs, is a load error.
+REQUIRED_HOOKS: Mapping[Capability, frozenset[str]] = _RequiredHooks()
 
 
 class RateBucket(BaseModel):
@@ -90,6 +131,25 @@ class Declaration(BaseModel):
     capabilities: frozenset[Capability]
     settings_model: type[BaseModel] | None = None
     rate_limits: tuple[RateBucket, ...] = ()
+    without_contact: frozenset[EventKind] = Field(
+        default=frozenset(),
+        description="event kinds the app can log with no contact; for the others the host "
+                    "skips an event that has none (the deprecated log_without_contact "
+                    "capability means all kinds)")
+    batch_size: int = Field(default=20, ge=1, le=1000,
+                            description="the most items log_batch is given at once")
+    consistency_delay: float = Field(
+        default=0.0, ge=0, le=3600,
+        description="seconds after a write before the app's lookups are sure to see it; a "
+                    "retry after a lost answer waits at least this long, and this is the "
+                    "window in which a duplicate could otherwise be written")
+
+    @model_validator(mode="after")
+    def _without_contact_alias(self) -> Declaration:
+        if Capability.LOG_WITHOUT_CONTACT in self.capabilities and \
+                self.without_contact != EVENT_KINDS:
+            object.__setattr__(self, "without_contact", EVENT_KINDS)
+        return self
 
     @field_validator("settings_model")
     @classmethod
@@ -99,7 +159,12 @@ class Declaration(BaseModel):
         return value
 
     def supports(self, capability: Capability) -> bool:
+        """Whether the plugin declares ``capability``."""
         return capability in self.capabilities
+
+    def logs_without_contact(self, kind: str) -> bool:
+        """Whether the app can log an event of ``kind`` that has no contact."""
+        return kind in self.without_contact
 
     def required_hooks(self) -> frozenset[str]:
         out: set[str] = set()
@@ -108,11 +173,28 @@ class Declaration(BaseModel):
         return frozenset(out)
 
 
-def api_compatible(plugin_version: str, host_version: str) -> bool:
-    """The hook API rule: same major, plugin minor not above the host's."""
+ApiStatus = Literal["ok", "deprecated", "refused"]
+
+
+def api_status(plugin_version: str, host_version: str) -> ApiStatus:
+    """The hook API rule (docs/migrating-to-2.0.md).
+
+    ``ok``: same major, the plugin's minor not above the host's. ``deprecated``:
+    the plugin was built for the previous major, which the host still loads for
+    one major version, with a warning. ``refused``: anything else.
+    """
     p_major, p_minor = (int(x) for x in plugin_version.split("."))
     h_major, h_minor = (int(x) for x in host_version.split("."))
-    return p_major == h_major and p_minor <= h_minor
+    if p_major == h_major and p_minor <= h_minor:
+        return "ok"
+    if p_major == h_major - 1 and p_major >= 1:
+        return "deprecated"
+    return "refused"
+
+
+def api_compatible(plugin_version: str, host_version: str) -> bool:
+    """Whether the host loads a plugin built for ``plugin_version`` (perhaps with a warning)."""
+    return api_status(plugin_version, host_version) != "refused"
 
 
 class OAuth2Config(BaseModel):

@@ -1,7 +1,10 @@
 """The typed facade: the one way the host calls a plugin's hooks.
 
 One method per hook, keyword arguments, one target plugin per call (an event
-for Clio reaches the Clio plugin only). Cross-cutting concerns live here,
+for Clio reaches the Clio plugin only). Each method forwards to :meth:`Hooks._call`,
+which checks the result against the spec's return type
+(:data:`callbridge.hookspecs.SPECS`); a test holds the methods' signatures to
+the specs'. Cross-cutting concerns live here,
 around the *awaited* call, so they see real results and exceptions: timing,
 the trace switch, dry run, result type checks, and the ``hook_called``
 observers. A plain-function implementation runs in a worker thread with
@@ -15,16 +18,18 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from callbridge.capabilities import Capability, Declaration
 from callbridge.context import HookContext, SyncBridge, SyncHttp, SyncView
 from callbridge.errors import CallbridgeError, PermanentError
 from callbridge.events import AnyEvent, CallEvent, ExternalParty, FaxEvent, SmsEvent
+from callbridge.hookspecs import SPECS
 from callbridge.models import (
     AppUser,
+    BatchItem,
+    BatchResult,
     ChangedContacts,
     Contact,
     LogResult,
@@ -61,8 +66,12 @@ class Hooks:
     def implements(self, hook: str) -> bool:
         return hook in self.plugin.implementations
 
-    async def _call(self, hook: str, ctx: HookContext, expect: Callable[[Any], bool],
-                    what: str, **kwargs: Any) -> Any:
+    def logs_without_contact(self, kind: str) -> bool:
+        """Whether the app can log an event of ``kind`` that has no contact."""
+        return self.plugin.declaration.logs_without_contact(kind)
+
+    async def _call(self, hook: str, ctx: HookContext, **kwargs: Any) -> Any:
+        spec = SPECS[hook]
         impl = self.plugin.implementations.get(hook)
         if impl is None:
             raise HookNotDeclared(f"plugin {self.plugin.name!r} does not implement {hook}")
@@ -77,10 +86,10 @@ class Hooks:
                 if "ctx" in args:
                     args["ctx"] = _with_sync(ctx)
                 result = await asyncio.to_thread(impl.function, **args)
-            if not expect(result):
+            if not spec.accepts(result):
                 raise PermanentError(
                     f"plugin {self.plugin.name!r} returned {type(result).__name__} from {hook}; "
-                    f"expected {what}")
+                    f"expected {spec.expected}")
             return result
         except BaseException as exc:
             error = exc
@@ -90,24 +99,24 @@ class Hooks:
             facade._observe(ctx.tenant_id, ctx.app, hook, seconds, error)
 
     async def find_contact(self, ctx: HookContext, *, party: ExternalParty) -> list[Contact]:
-        return await self._call("find_contact", ctx, _list_of(Contact), "a list of Contact", party=party)  # type: ignore[no-any-return]
+        return await self._call("find_contact", ctx, party=party)  # type: ignore[no-any-return]
 
     async def create_contact(self, ctx: HookContext, *, party: ExternalParty, name: str) -> Contact:
-        return await self._call("create_contact", ctx, _is(Contact), "a Contact", party=party, name=name)  # type: ignore[no-any-return]
+        return await self._call("create_contact", ctx, party=party, name=name)  # type: ignore[no-any-return]
 
     async def find_matters(self, ctx: HookContext, *, contact: Contact) -> list[Matter]:
-        return await self._call("find_matters", ctx, _list_of(Matter), "a list of Matter", contact=contact)  # type: ignore[no-any-return]
+        return await self._call("find_matters", ctx, contact=contact)  # type: ignore[no-any-return]
 
     async def find_user(self, ctx: HookContext, *, email: str | None,
                         extension: str | None) -> AppUser | None:
-        return await self._call("find_user", ctx, _optional(AppUser), "an AppUser or None",  # type: ignore[no-any-return]
+        return await self._call("find_user", ctx,  # type: ignore[no-any-return]
                                 email=email, extension=extension)
 
     async def pick_default_user(self, ctx: HookContext) -> AppUser | None:
-        return await self._call("pick_default_user", ctx, _optional(AppUser), "an AppUser or None")  # type: ignore[no-any-return]
+        return await self._call("pick_default_user", ctx)  # type: ignore[no-any-return]
 
     async def ensure_activity_code(self, ctx: HookContext, *, label: str) -> str:
-        return await self._call("ensure_activity_code", ctx, _is(str), "a str", label=label)  # type: ignore[no-any-return]
+        return await self._call("ensure_activity_code", ctx, label=label)  # type: ignore[no-any-return]
 
     async def log_call(self, ctx: HookContext, *, event: CallEvent, target: LogTarget) -> LogResult:
         return await self._log("log_call", ctx, event, target)
@@ -121,24 +130,39 @@ class Hooks:
     async def _log(self, hook: str, ctx: HookContext, event: AnyEvent, target: LogTarget) -> LogResult:
         if self._facade.dry_run:
             return LogResult(records=(Record(kind="dry_run", id=event.marker, step=hook),))
-        return await self._call(hook, ctx, _is(LogResult), "a LogResult", event=event, target=target)  # type: ignore[no-any-return]
+        return await self._call(hook, ctx, event=event, target=target)  # type: ignore[no-any-return]
 
     async def update_log(self, ctx: HookContext, *, event: AnyEvent, records: list[Record]) -> LogResult:
         if self._facade.dry_run:
             return LogResult(records=tuple(records))
-        return await self._call("update_log", ctx, _is(LogResult), "a LogResult",  # type: ignore[no-any-return]
+        return await self._call("update_log", ctx,  # type: ignore[no-any-return]
                                 event=event, records=records)
+
+    async def log_batch(self, ctx: HookContext, *, kind: Literal["call", "sms", "fax"],
+                        items: list[BatchItem]) -> list[BatchResult]:
+        if self._facade.dry_run:
+            return [BatchResult(ok=LogResult(records=(
+                Record(kind="dry_run", id=item.event.marker, step="log_batch"),)))
+                for item in items]
+        results: list[BatchResult] = await self._call("log_batch", ctx, kind=kind, items=items)
+        if len(results) != len(items):
+            raise PermanentError(f"plugin {self.plugin.name!r} returned {len(results)} results "
+                                 f"from log_batch for {len(items)} items; expected one per item")
+        return results
+
+    async def confirm_accepted(self, ctx: HookContext, *, records: list[Record],
+                               since: datetime) -> dict[str, bool | None]:
+        return await self._call("confirm_accepted", ctx, records=records, since=since)  # type: ignore[no-any-return]
 
     async def contacts_changed_since(self, ctx: HookContext, *, since: datetime | None,
                                      cursor: str | None) -> ChangedContacts:
-        return await self._call("contacts_changed_since", ctx, _is(ChangedContacts),  # type: ignore[no-any-return]
-                                "a ChangedContacts", since=since, cursor=cursor)
+        return await self._call("contacts_changed_since", ctx, since=since, cursor=cursor)  # type: ignore[no-any-return]
 
     async def closed_matters_since(self, ctx: HookContext, *, since: datetime | None) -> list[dict[str, object]]:
-        return await self._call("closed_matters_since", ctx, _list_of(dict), "a list of dict", since=since)  # type: ignore[no-any-return]
+        return await self._call("closed_matters_since", ctx, since=since)  # type: ignore[no-any-return]
 
     async def send_closed_matter(self, ctx: HookContext, *, client: dict[str, object]) -> Record:
-        return await self._call("send_closed_matter", ctx, _is(Record), "a Record", client=client)  # type: ignore[no-any-return]
+        return await self._call("send_closed_matter", ctx, client=client)  # type: ignore[no-any-return]
 
 
 class Facade:
@@ -171,18 +195,6 @@ class Facade:
                 tenant=tenant, app=app, hook=hook, seconds=seconds, error=err)
         except Exception:  # an observer's bug must not fail the call it observes
             log.exception("a hook_called observer raised")
-
-
-def _is(kind: type) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, kind)
-
-
-def _optional(kind: type) -> Callable[[Any], bool]:
-    return lambda value: value is None or isinstance(value, kind)
-
-
-def _list_of(kind: type) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, list) and all(isinstance(v, kind) for v in value)
 
 
 def _with_sync(ctx: HookContext) -> HookContext:

@@ -19,19 +19,30 @@ Rules for every hook:
   ``ctx.http`` already raises these for the app's answers. A log hook raises
   :class:`SkipEvent` when the app cannot hold the event. Anything else counts as
   a transient failure of that app alone.
+
+Each routed hook is declared once, here, with the capabilities that need it
+and its return type (:data:`SPECS`): the host's routing, the load-time checks
+(:data:`callbridge.capabilities.REQUIRED_HOOKS`), the facade's result checks,
+the capability table of the guide and the contract kit's skips all derive
+from it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal, TypeVar, get_type_hints
 
 import pluggy
 
-from callbridge.capabilities import Connection, Declaration
+from callbridge.capabilities import Capability, Connection, Declaration
 from callbridge.context import HookContext
 from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
 from callbridge.models import (
     AppUser,
+    BatchItem,
+    BatchResult,
     ChangedContacts,
     Contact,
     LogResult,
@@ -39,10 +50,54 @@ from callbridge.models import (
     Matter,
     Record,
 )
+from callbridge.results import conforms, describe
 
 PROJECT = "callbridge"
+_CLOSED = ("no caller and untyped results yet: the closed-matter work gives them a "
+           "scheduled caller and typed models")
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """One routed hook: the capabilities that need it and what it returns.
+
+    ``exempt`` is a reason the hook has, for now, no call site in the host or
+    no case in the contract kit (the coverage test accepts it only with one).
+    """
+
+    name: str
+    capabilities: frozenset[Capability]
+    returns: Any
+    since: str
+    exempt: str | None = None
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` is of the spec's return type."""
+        return conforms(value, self.returns)
+
+    @property
+    def expected(self) -> str:
+        """The return type in words, for error messages."""
+        return describe(self.returns)
+
+
+_ROUTED: list[tuple[Callable[..., Any], frozenset[Capability], str, str | None]] = []
+
+
+def _routed(*capabilities: Capability, since: str = "1.0",
+            exempt: str | None = None) -> Callable[[F], F]:
+    """Mark a routed hook spec: one app's plugin answers it, if a capability needs it."""
+
+    def mark(fn: F) -> F:
+        _ROUTED.append((fn, frozenset(capabilities), since, exempt))
+        marked: F = hookspec(firstresult=True)(fn)
+        return marked
+
+    return mark
 
 
 @hookspec(firstresult=True)
@@ -80,7 +135,7 @@ def connection(options: object) -> Connection:  # type: ignore[empty-body]
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.CONTACT_SEARCH_PHONE, Capability.CONTACT_SEARCH_EMAIL)
 async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:  # type: ignore[empty-body]
     """Find the app's contacts for the external party, by phone and/or email.
 
@@ -100,36 +155,33 @@ async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
     Raises:
         AuthenticationFailed, RateLimited, TransientError, PermanentError.
 
-    Capability: ``contact_search_phone`` (and ``contact_search_email``).
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.CONTACT_CREATION)
 async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:  # type: ignore[empty-body]
     """Create a contact for the party, with ``name`` and the party's number.
 
     Args:
-        ctx: the context; ``ctx.delivery`` is set. A contact created by an
-            earlier attempt of the same delivery is in ``ctx.delivery.records``
-            (kind ``"contact"``) and the host does not call this hook again.
+        ctx: the context; ``ctx.delivery`` is set. The host remembers the
+            returned contact (kind ``"contact"``, step ``"create_contact"``)
+            and does not call this hook again for the same delivery.
         party: the external party (``party.e164`` is set).
         name: the caller-ID name when it names someone, else the app's
             placeholder name.
 
     Returns:
         The created contact. If the app may have created one on an earlier
-        attempt that timed out, look for it first (contacts created since
-        ``ctx.delivery.first_attempt_at`` with this number) and return it.
-
-    Capability: ``contact_creation``.
+        attempt whose answer was lost (``ctx.delivery.attempt > 1``), look for
+        it first (contacts created since ``ctx.delivery.first_attempt_at`` with
+        this number) and return it instead of creating a second one.
 
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.MATTERS)
 async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:  # type: ignore[empty-body]
     """The contact's open matters (cases, projects).
 
@@ -138,13 +190,11 @@ async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:  # t
         counts (the plugin's docs say which statuses and roles). The host links
         the log to a matter only when exactly one is returned.
 
-    Capability: ``matters``.
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.USERS)
 async def find_user(ctx: HookContext, email: str | None, extension: str | None) -> AppUser | None:
     """The app's user for the firm's staff member on the event.
 
@@ -156,13 +206,11 @@ async def find_user(ctx: HookContext, email: str | None, extension: str | None) 
     Returns:
         The matching user, or None (the host then calls ``pick_default_user``).
 
-    Capability: ``users``.
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.USERS)
 async def pick_default_user(ctx: HookContext) -> AppUser | None:
     """The user to act as when no user matches the event's internal user.
 
@@ -170,80 +218,91 @@ async def pick_default_user(ctx: HookContext) -> AppUser | None:
         The app's default user (its docs say how it is chosen: e.g. the user who
         authorised the connection, or the first user by a stated sort key).
 
-    Capability: ``users``.
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.ACTIVITY_CODES)
 async def ensure_activity_code(ctx: HookContext, label: str) -> str:  # type: ignore[empty-body]
     """Make sure the activity code that marks callbridge's entries exists.
 
-    Find it by ``label``; create it only if missing; never create a second one.
-    Hold ``ctx.lock("activity_code")`` while checking and creating.
+    The host calls it once per (tenant, app), before the first log, and keeps
+    the answer in ``ctx.cache``; ``label`` is the app's ``activity_code_label``
+    setting. Find the code by ``label``; create it only if missing; never
+    create a second one: hold ``ctx.lock("activity_code")`` while checking and
+    creating.
 
     Returns:
-        The code's id in the app.
+        An opaque reference to the code (its id, or whatever the log hooks
+        need), passed back in every :class:`~callbridge.models.LogTarget` as
+        ``activity_code``. A log hook that finds the reference no longer valid
+        raises :class:`~callbridge.errors.UnknownActivityCode`: the host drops
+        the cached reference, calls this hook again and retries the log once.
 
-    Capability: ``activity_codes``.
+    .. versionchanged:: 2.0
+       Called by the host; the result is an opaque reference.
 
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.CALLS)
 async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:  # type: ignore[empty-body]
     """Write a call into the app.
 
     Args:
         ctx: the context; ``ctx.delivery`` holds the records earlier attempts
-            wrote. Call ``await ctx.delivery.remember(record)`` after creating
-            each record, so a retry resumes instead of writing it again.
+            wrote. Write each record through
+            ``await ctx.delivery.step(kind, key, create=..., find=...)``: the
+            host returns the record an earlier attempt kept, else runs
+            ``find`` when an earlier attempt may have written it without
+            keeping the answer, else runs ``create`` and keeps its id at once.
         event: the call.
-        target: the contacts, matter and user chosen by the host, and notes
-            that override the event's (delayed and manual logging).
+        target: the contacts, matter and user chosen by the host, the
+            activity code's reference, and notes that override the event's
+            (delayed and manual logging). ``contacts`` is empty when no
+            contact matched and none was created; the host then calls this
+            hook only if the declaration's ``without_contact`` holds the
+            event's kind, and skips the event otherwise.
 
     Returns:
         A :class:`~callbridge.models.LogResult` with every record written.
 
-    Duplicates: before creating a record, look for one carrying
-    ``event.marker`` where the app lets you; the plugin's docs state the
-    guarantee that remains where it does not.
+    Duplicates: ``find`` looks the record up by ``ctx.delivery.marker`` (put
+    it on every record where the app lets you); the plugin's docs state the
+    guarantee that remains where it does not. A retry after a lost answer runs
+    no sooner than the declaration's ``consistency_delay`` after the first
+    attempt, so the app's lookups see what it wrote.
 
     Raises:
         SkipEvent when the app cannot hold this call; the app errors above.
 
-    Capability: ``calls``.
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.SMS)
 async def log_sms(ctx: HookContext, event: SmsEvent, target: LogTarget) -> LogResult:  # type: ignore[empty-body]
     """Write an SMS into the app. As :func:`log_call`.
 
-    Capability: ``sms``.
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.FAX)
 async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogResult:  # type: ignore[empty-body]
     """Write a fax into the app, with its document where the app holds files.
 
-    As :func:`log_call`. If the document upload fails after retries while the
-    log entry was written, return ``LogResult(..., note="document missing")``.
-
-    Capability: ``fax``.
+    As :func:`log_call`. Read the document with
+    ``await ctx.documents.fetch(event.document)``, never from its URL
+    yourself. If the upload fails after retries while the log entry was
+    written, return ``LogResult(records=..., missing=("document",))``.
 
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.LATE_DETAILS)
 async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,  # type: ignore[empty-body]
                      records: list[Record]) -> LogResult:
     """Update a written log in place with late details (recording, transcript, summary).
@@ -255,13 +314,59 @@ async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,  
     Returns:
         The records as they now stand. Never write a second log.
 
-    Capability: ``late_details``.
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.BATCH_WRITES, since="2.0")
+async def log_batch(ctx: HookContext, kind: Literal["call", "sms", "fax"],  # type: ignore[empty-body]
+                    items: list[BatchItem]) -> list[BatchResult]:
+    """Write several events of one kind in one request, where the app has a batch API.
+
+    The host hands up to ``Declaration.batch_size`` due deliveries of one
+    connection at once, instead of one ``log_<kind>`` call each.
+
+    Args:
+        kind: ``"call"``, ``"sms"`` or ``"fax"``; every item is of this kind.
+        items: each :class:`~callbridge.models.BatchItem` holds an event, its
+            target and its own delivery (``item.delivery``: records, marker,
+            attempt, step); keep each written record with that delivery.
+
+    Returns:
+        One :class:`~callbridge.models.BatchResult` per item, in the items'
+        order: ``ok`` with the item's LogResult, or ``error`` with the
+        :class:`~callbridge.errors.AppError` that item met. Raise only when
+        the whole batch failed (every item then shares the outcome).
+
+    Duplicates: when an earlier batch's answer was lost, find the items it
+    wrote by their markers first and create only the rest.
+
+    .. versionadded:: 2.0
+    """
+
+
+@_routed(Capability.ASYNC_WRITES, since="2.0")
+async def confirm_accepted(ctx: HookContext, records: list[Record],  # type: ignore[empty-body]
+                           since: datetime) -> dict[str, bool | None]:
+    """Check whether writes the app accepted for later processing were done.
+
+    For apps that answer a write with "accepted" (the log hook returned a
+    LogResult with status ``accepted``); the host checks again later.
+
+    Args:
+        records: the accepted records to check.
+        since: when the oldest of them was accepted.
+
+    Returns:
+        For each record's ``id``: True when the app holds it now, False when
+        the app refused or lost it (the host writes it again), None when still
+        unknown (the host asks again later).
+
+    .. versionadded:: 2.0
+    """
+
+
+@_routed(Capability.CONTACTS_CHANGED)
 async def contacts_changed_since(ctx: HookContext, since: datetime | None,  # type: ignore[empty-body]
                                  cursor: str | None) -> ChangedContacts:
     """One page of contacts created or changed since ``since`` (None: all).
@@ -269,27 +374,21 @@ async def contacts_changed_since(ctx: HookContext, since: datetime | None,  # ty
     Feeds the host's phone index. The host calls it at low priority inside the
     app's rate limit, follows ``cursor`` to the end, and stores ``high_water``.
 
-    Capability: ``contacts_changed``.
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.CLOSED_MATTER_EVENTS, exempt=_CLOSED)
 async def closed_matters_since(ctx: HookContext, since: datetime | None) -> list[dict[str, object]]:  # type: ignore[empty-body]
     """Matters closed since ``since``, with their client and custom-field values.
 
-    Capability: ``closed_matter_events``.
-
     .. versionadded:: 1.0
     """
 
 
-@hookspec(firstresult=True)
+@_routed(Capability.CLOSED_MATTER_DESTINATION, exempt=_CLOSED)
 async def send_closed_matter(ctx: HookContext, client: dict[str, object]) -> Record:  # type: ignore[empty-body]
     """Send a closed matter's client to a destination platform.
-
-    Capability: ``closed_matter_destination``.
 
     .. versionadded:: 1.0
     """
@@ -315,11 +414,26 @@ def hook_called(tenant: str, app: str, hook: str, seconds: float, error: str | N
     """
 
 
-#: Hooks routed to exactly one app's plugin.
-ROUTED_HOOKS = (
-    "find_contact", "create_contact", "find_matters", "find_user", "pick_default_user",
-    "ensure_activity_code", "log_call", "log_sms", "log_fax", "update_log",
-    "contacts_changed_since", "closed_matters_since", "send_closed_matter",
-)
+def _table() -> dict[str, HookSpec]:
+    hints_ns = dict(globals())
+    out = {}
+    for fn, capabilities, since, exempt in _ROUTED:
+        returns = get_type_hints(fn, globalns=hints_ns)["return"]
+        out[fn.__name__] = HookSpec(fn.__name__, capabilities, returns, since, exempt)
+    return out
+
+
+#: Every routed hook, in reference order: the one list the host, the loader,
+#: the facade, the docs and the kit read.
+SPECS: dict[str, HookSpec] = _table()
+#: Hooks routed to exactly one app's plugin (the names of :data:`SPECS`).
+ROUTED_HOOKS: tuple[str, ...] = tuple(SPECS)
 #: Hooks every plugin may implement without a capability.
 FREE_HOOKS = ("declare", "connection", "hook_called")
+#: Every hook name, for "did you mean" hints.
+ALL_HOOKS: tuple[str, ...] = (*FREE_HOOKS, *ROUTED_HOOKS)
+
+
+def hooks_needing(capability: Capability) -> frozenset[str]:
+    """The routed hooks a declared capability obliges a plugin to implement."""
+    return frozenset(name for name, spec in SPECS.items() if capability in spec.capabilities)

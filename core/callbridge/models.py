@@ -5,10 +5,18 @@ Plain pydantic models, frozen. Ids are strings whatever the app uses.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from callbridge.errors import AppError
+from callbridge.events import AnyEvent
+
+if TYPE_CHECKING:
+    from callbridge.context import DeliveryState
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -170,3 +178,28 @@ class Outcome(BaseModel):
     retryable: bool = False
     next_attempt_at: datetime | None = None
     candidates: tuple[Contact, ...] = Field(default=())  # for unresolved: the matches to choose from
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One event of a batch given to ``log_batch``: the event, where to log it, its delivery.
+
+    ``delivery`` is this item's own delivery (records of earlier attempts,
+    ``marker``, ``step``); keep each record written for the item with it.
+    """
+
+    event: AnyEvent
+    target: LogTarget
+    delivery: DeliveryState
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What ``log_batch`` did with one item: ``ok`` with its LogResult, or ``error``."""
+
+    ok: LogResult | None = None
+    error: AppError | None = None
+
+    def __post_init__(self) -> None:
+        if (self.ok is None) == (self.error is None):
+            raise ValueError("a BatchResult holds exactly one of ok and error")

@@ -13,9 +13,12 @@ names.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import inspect
+import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +28,10 @@ from pydantic import ValidationError
 from stevedore import ExtensionManager
 
 from callbridge import HOOK_API_VERSION, hookspecs
-from callbridge.capabilities import Connection, Declaration, api_compatible
-from callbridge.errors import CallbridgeError
+from callbridge.capabilities import REQUIRED_HOOKS, Capability, Connection, Declaration, api_status
+from callbridge.errors import CallbridgeError, HookApiDeprecationWarning
+
+log = logging.getLogger("callbridge.plugins")
 
 GROUP = "callbridge.plugins"
 ENV_STRICT = "CALLBRIDGE_STRICT_PLUGINS"
@@ -57,6 +62,8 @@ class LoadedPlugin:
     declaration: Declaration
     implementations: dict[str, Implementation]
     connection_impl: Implementation | None = None
+    #: What the plugin uses that a coming hook API version removes (warned at load).
+    deprecations: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -149,6 +156,9 @@ def validate_plugin(obj: object, *, entry_point: str, distribution: str,
     def fail(reason: str) -> LoadError:
         return LoadError(entry_point, distribution, dist_version, reason)
 
+    unknown = _unknown_hooks(obj)
+    if unknown:
+        return fail("; ".join(unknown))
     pm = _new_manager()
     try:
         pm.register(obj)
@@ -171,9 +181,11 @@ def validate_plugin(obj: object, *, entry_point: str, distribution: str,
     if not isinstance(raw, Declaration):
         return fail("declare() must return a callbridge.capabilities.Declaration")
     decl = raw
-    if not api_compatible(decl.hook_api_version, HOOK_API_VERSION):
+    status = api_status(decl.hook_api_version, HOOK_API_VERSION)
+    if status == "refused":
         return fail(f"built for hook API {decl.hook_api_version}; this host implements "
                     f"{HOOK_API_VERSION} (same major and a minor not above the host's are accepted)")
+    deprecations = _deprecations(decl, status)
     routed = {h for h in impls if h in hookspecs.ROUTED_HOOKS}
     needed = decl.required_hooks()
     missing = sorted(needed - routed)
@@ -192,12 +204,51 @@ def validate_plugin(obj: object, *, entry_point: str, distribution: str,
         declaration=decl,
         implementations={h: i for h, i in impls.items() if h in routed or h == "hook_called"},
         connection_impl=impls.get("connection"),
+        deprecations=deprecations,
     )
 
 
-def _hooks_of(cap: Any) -> set[str]:
-    from callbridge.capabilities import REQUIRED_HOOKS
+def _hooks_of(cap: Capability) -> set[str]:
     return set(REQUIRED_HOOKS[cap])
+
+
+def _unknown_hooks(obj: object) -> list[str]:
+    """Hook implementations whose name is no hook, each with the nearest hook's name."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    problems = []
+    for attr in sorted(dir(obj)):
+        try:
+            value = getattr(obj, attr)
+        except Exception:  # a property that raises is not a hook
+            continue
+        opts = getattr(value, marker, None)
+        if not isinstance(opts, dict):
+            continue
+        name = opts.get("specname") or attr
+        if name in hookspecs.ALL_HOOKS:
+            continue
+        near = difflib.get_close_matches(name, hookspecs.ALL_HOOKS, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        problems.append(f"implements {name}, which is not a callbridge hook{hint}")
+    return problems
+
+
+def _deprecations(decl: Declaration, status: str) -> tuple[str, ...]:
+    """Warn once per load about what a later hook API removes."""
+    found = []
+    if status == "deprecated":
+        found.append(f"built for hook API {decl.hook_api_version}, which this host "
+                     f"({HOOK_API_VERSION}) still loads but the next major version will "
+                     "refuse; see the migration guide (migrating-to-2.0)")
+    if Capability.LOG_WITHOUT_CONTACT in decl.capabilities:
+        found.append("declares the log_without_contact capability; declare "
+                     "without_contact={'call', 'sms', 'fax'} (the kinds it can log with no "
+                     "contact) instead")
+    for text in found:
+        message = f"plugin {decl.name!r} {text}"
+        warnings.warn(message, HookApiDeprecationWarning, stacklevel=3)
+        log.warning("%s", message)
+    return tuple(found)
 
 
 def _names(env: str) -> set[str] | None:

@@ -26,7 +26,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx2
 import pytest
@@ -39,7 +39,7 @@ from callbridge.errors import AuthenticationFailed, RateLimited, TransientError
 from callbridge.events import AnyEvent, CallEvent, ExternalParty, parse_event
 from callbridge.facade import Facade, Hooks
 from callbridge.faults import Fault, FaultInjector
-from callbridge.hookspecs import ROUTED_HOOKS
+from callbridge.hookspecs import ROUTED_HOOKS, SPECS
 from callbridge.http import Credentials, RetryPolicy, build_bare_client, build_client
 from callbridge.models import Contact, LogResult, LogTarget, Record
 from callbridge.phones import try_e164
@@ -203,10 +203,36 @@ def _implemented(plugin: object) -> set[str]:
 
 
 def _capability_of(hook: str) -> Capability | None:
-    for cap, hooks in REQUIRED_HOOKS.items():
-        if hook in hooks:
-            return cap
-    return None
+    """The capability whose declaration makes ``hook``'s tests mandatory (the spec's first)."""
+    spec = SPECS.get(hook)
+    if spec is None or not spec.capabilities:
+        return None
+    return min(spec.capabilities, key=list(Capability).index)
+
+
+_T = TypeVar("_T", bound=Callable[..., Any])
+
+
+def covers(*hooks: str) -> Callable[[_T], _T]:
+    """Mark a standard test as a case of ``hooks`` (read by :func:`kit_cases`)."""
+    unknown = set(hooks) - set(SPECS)
+    if unknown:
+        raise ValueError(f"no such routed hook: {', '.join(sorted(unknown))}")
+
+    def mark(fn: _T) -> _T:
+        fn.__callbridge_covers__ = hooks  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def kit_cases(suite: type | None = None) -> dict[str, list[str]]:
+    """Hook → the standard tests that call it."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(dir(suite or ContractSuite)):
+        for hook in getattr(getattr(suite or ContractSuite, name), "__callbridge_covers__", ()):
+            out.setdefault(hook, []).append(name)
+    return out
 
 
 def _fix_for(plugin: object, declaration: Declaration | None, error: LoadError) -> str:
@@ -461,6 +487,7 @@ class ContractSuite:
 
     # -- contacts --------------------------------------------------------------------
 
+    @covers("find_contact")
     def test_find_contact_found(self) -> None:
         self.kit.require("find_contact-found", "find_contact", Capability.CONTACT_SEARCH_PHONE)
         sc = self.kit.scenarios
@@ -491,6 +518,7 @@ class ContractSuite:
         assert any(sc.known_email.lower() in (e.lower() for e in c.emails) for c in found), (
             "find_contact found no contact with Scenarios.known_email")
 
+    @covers("create_contact")
     def test_create_contact(self) -> None:
         self.kit.require("create_contact", "create_contact", Capability.CONTACT_CREATION)
         sc = self.kit.scenarios
@@ -514,6 +542,7 @@ class ContractSuite:
                                 "contact_no_matters")
         assert matters == []
 
+    @covers("find_matters")
     def test_find_matters_one(self) -> None:
         matters = self._matters("find_matters-one", self.kit.scenarios.contact_one_matter,
                                 "contact_one_matter")
@@ -549,15 +578,19 @@ class ContractSuite:
                              f"{', '.join(f'{r.kind} {r.id}' for r in missing)}; "
                              "a retry would write them again")
 
+    @covers("log_call")
     def test_log_call(self) -> None:
         self._log("call")
 
+    @covers("log_sms")
     def test_log_sms(self) -> None:
         self._log("sms")
 
+    @covers("log_fax")
     def test_log_fax(self) -> None:
         self._log("fax")
 
+    @covers("update_log")
     def test_update_log_with_late_details(self) -> None:
         self.kit.require("update_log", "update_log", Capability.LATE_DETAILS)
         sc = self.kit.scenarios
