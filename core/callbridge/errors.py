@@ -116,16 +116,6 @@ class PermanentError(AppError):
     code = "permanent"
 
 
-class UnknownActivityCode(PermanentError):
-    """Raised by a log hook when the app no longer knows the activity code's reference.
-
-    The host drops its cached reference, calls ``ensure_activity_code`` again
-    and retries the log once.
-    """
-
-    code = "unknown_activity_code"
-
-
 class HookApiDeprecationWarning(DeprecationWarning):
     """A plugin uses a part of the hook API that a coming version removes."""
 
