@@ -41,7 +41,8 @@ from callbridge.ledger.crypto import Cipher
 from callbridge.models import Contact, Outcome, Record
 
 __all__ = [
-    "AlreadyLogged", "AttemptView", "Claim", "ContentErased", "DeliveryView", "IndexEntry",
+    "AlreadyLogged", "AttemptView", "Claim", "ContentErased", "DeliveryView", "DuplicateRecord",
+    "IndexEntry",
     "LeaseLost", "Ledger", "LedgerStore", "LedgerTokenStore", "Stored",
 ]
 
@@ -67,6 +68,11 @@ class ContentErased(CallbridgeError):
 
 class AlreadyLogged(CallbridgeError):
     """A delivery already logged (or accepted) cannot be put back to be logged again."""
+
+
+class DuplicateRecord(CallbridgeError):
+    """A second, different record for a (kind, step) the delivery already has a record
+    for: a bug in the host or the plugin; the first record is kept."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,9 @@ class Claim:
     owner: str
     revision: int = 0
     deadline_at: datetime | None = None
+    #: The (kind, step) pairs an earlier attempt began writing (``begin_step``);
+    #: one without a record in ``records`` is an uncertain write.
+    begun: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,7 @@ _SELECT_EVENT = sa.select(
 ).where(
     t.events.c.tenant == sa.bindparam("tenant"), t.events.c.source == sa.bindparam("source"),
     t.events.c.kind == sa.bindparam("kind"), t.events.c.source_id == sa.bindparam("source_id"))
-_SELECT_RECORD = sa.select(t.records.c.id).where(
+_SELECT_RECORD = sa.select(t.records.c.app_id).where(
     t.records.c.delivery_id == sa.bindparam("did"), t.records.c.kind == sa.bindparam("kind"),
     t.records.c.step == sa.bindparam("step"))
 _CLAIM = t.deliveries.update().where(t.deliveries.c.id == sa.bindparam("did")).values(
@@ -270,8 +279,6 @@ class Ledger:
         # Built once: the dialect's INSERT, where it has ON CONFLICT.
         self._insert: Any = (sqlite_insert if self._sqlite else
                              postgresql_insert if self._postgres else None)
-        self._insert_record = (self._insert(t.records).on_conflict_do_nothing()
-                               if self._insert is not None else None)
         # One writer at a time in this process: SQLite's busy handler would otherwise
         # sleep between retries while our own threads queue for its write lock.
         self._write_lock = threading.RLock() if self._sqlite else _NoLock()
@@ -513,6 +520,10 @@ class Ledger:
                 sa.select(t.events.c.id, t.events.c.kind, t.events.c.revision).where(
                     t.events.c.id.in_([r.event_id for r in rows])))}
             recs = self._records(conn, [r.id for r in rows])
+            begun: dict[int, set[tuple[str, str]]] = {}
+            for s in conn.execute(sa.select(t.steps.c.delivery_id, t.steps.c.kind, t.steps.c.step)
+                                  .where(t.steps.c.delivery_id.in_([r.id for r in rows]))):
+                begun.setdefault(s.delivery_id, set()).add((s.kind, s.step))
             conn.execute(_CLAIM, [
                 {"did": r.id, "owner": owner, "expires": expires, "fence": r.fence + 1,
                  "attempt": r.attempt + 1, "first": r.first_attempt_at or now, "now": now}
@@ -527,7 +538,8 @@ class Ledger:
                     chosen_contact_ids=tuple(json.loads(r.chosen_contact_ids))
                     if r.chosen_contact_ids else None,
                     needs_update=bool(r.needs_update), notes=self._cipher.decrypt(r.notes_enc),
-                    mode=r.mode, owner=owner, deadline_at=r.deadline_at))
+                    mode=r.mode, owner=owner, deadline_at=r.deadline_at,
+                    begun=frozenset(begun.get(r.id, ()))))
         return claims
 
     def _fenced(self, conn: Connection, claim: Claim, stmt: Any = _FENCED, **values: Any) -> None:
@@ -543,27 +555,68 @@ class Ledger:
         with self._write() as conn:
             self._fenced(conn, claim, lease_expires=now + timedelta(seconds=lease_seconds))
 
+    def begin_step(self, claim: Claim, kind: str, key: str) -> None:
+        """Note, under the claim's fence, that a write of (kind, key) is about to be sent.
+
+        Called before the request that creates the record: if the attempt ends
+        before :meth:`remember` keeps the result, a later attempt knows the write
+        is uncertain (``Claim.begun``, :meth:`step_begun`) and looks for it first.
+        """
+        now = _now()
+        row = {"delivery_id": claim.delivery_id, "kind": kind, "step": key,
+               "fence": claim.fence, "begun_at": now}
+        with self._write() as conn:
+            self._fenced(conn, claim, updated_at=now)
+            if self._insert is not None:
+                conn.execute(self._insert(t.steps).values(**row).on_conflict_do_nothing())
+            elif conn.execute(sa.select(t.steps.c.fence).where(
+                    t.steps.c.delivery_id == claim.delivery_id, t.steps.c.kind == kind,
+                    t.steps.c.step == key)).first() is None:
+                conn.execute(t.steps.insert().values(**row))
+
+    def step_begun(self, claim: Claim, kind: str, key: str) -> bool:
+        """Whether any attempt of the delivery began the write of (kind, key)."""
+        with self._read() as conn:
+            return conn.execute(sa.select(t.steps.c.fence).where(
+                t.steps.c.delivery_id == claim.delivery_id, t.steps.c.kind == kind,
+                t.steps.c.step == key)).first() is not None
+
     def remember(self, claim: Claim, record: Record) -> None:
-        """Keep a record written in the app, under the claim's fence."""
+        """Keep a record written in the app, at once, under the claim's fence.
+
+        The same record again is a no-op; a different record for a (kind, step)
+        already kept raises :class:`DuplicateRecord` (the first one stays).
+        """
         now = _now()
         with self._write() as conn:
             self._fenced(conn, claim, updated_at=now)
-            self._insert_records(conn, claim.delivery_id, [record], now)
+            if self._new_records(conn, claim.delivery_id, [record]):
+                self._insert_records(conn, claim.delivery_id, [record], now)
+
+    @staticmethod
+    def _new_records(conn: Connection, delivery_id: int,
+                     recs: Sequence[Record]) -> list[Record]:
+        """The records not kept yet; :class:`DuplicateRecord` for one that differs from
+        the record kept for its (kind, step)."""
+        new: dict[tuple[str, str], Record] = {}
+        for rec in recs:
+            key = (rec.kind, rec.step)
+            kept = new[key].id if key in new else conn.execute(
+                _SELECT_RECORD, {"did": delivery_id, "kind": rec.kind, "step": rec.step}).scalar()
+            if kept is None:
+                new[key] = rec
+            elif kept != rec.id:
+                raise DuplicateRecord(
+                    f"delivery {delivery_id}: a second {rec.kind!r} record for step "
+                    f"{rec.step!r}; the first one is kept")
+        return list(new.values())
 
     def _insert_records(self, conn: Connection, delivery_id: int, recs: Sequence[Record],
                         now: datetime) -> None:
-        """Insert records, leaving any (delivery, kind, step) already kept as it is."""
-        if not recs:
-            return
-        rows = [{"delivery_id": delivery_id, "kind": r.kind, "app_id": r.id, "step": r.step,
-                 "created_at": now} for r in recs]
-        if self._insert_record is not None:
-            conn.execute(self._insert_record, rows)
-            return
-        for row in rows:  # a database without ON CONFLICT: look first
-            if conn.execute(_SELECT_RECORD, {"did": delivery_id, "kind": row["kind"],
-                                             "step": row["step"]}).first() is None:
-                conn.execute(t.records.insert(), row)
+        if recs:
+            conn.execute(t.records.insert(), [
+                {"delivery_id": delivery_id, "kind": r.kind, "app_id": r.id, "step": r.step,
+                 "created_at": now} for r in recs])
 
     def finish(self, claim: Claim, outcome: Outcome, *, now: datetime | None = None,
                started_at: datetime | None = None) -> None:
@@ -602,7 +655,18 @@ class Ledger:
                 self._fenced(conn, claim, **values)
             else:
                 self._fenced(conn, claim, **values)
-            self._insert_records(conn, claim.delivery_id, list(outcome.records), now)
+            try:  # the records a log returned that were not remembered as they were made
+                self._insert_records(conn, claim.delivery_id,
+                                     self._new_records(conn, claim.delivery_id, outcome.records),
+                                     now)
+            except DuplicateRecord as exc:
+                # Not dropped in silence: the attempt fails for good, saying which step.
+                status, reason, message, next_at = "failed", "duplicate_record", str(exc), None
+                retry = False
+                conn.execute(t.deliveries.update().where(
+                    t.deliveries.c.id == claim.delivery_id).values(
+                    status=status, reason=reason, message=message, retryable=False,
+                    next_attempt_at=None))
             conn.execute(t.attempts.insert(), {
                 "delivery_id": claim.delivery_id, "attempt": claim.attempt, "fence": claim.fence,
                 "started_at": started_at, "finished_at": now, "status": status,

@@ -122,6 +122,16 @@ records = Table(
     UniqueConstraint("delivery_id", "kind", "step", name="uq_records_step"),
 )
 
+steps = Table(
+    "steps", metadata,
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("kind", String(50), primary_key=True),
+    Column("step", String(50), primary_key=True),
+    Column("fence", Integer, nullable=False),
+    Column("begun_at", UTCDateTime, nullable=False),
+)
+
 attempts = Table(
     "attempts", metadata,
     Column("id", Integer, primary_key=True),
