@@ -45,7 +45,7 @@ def test_plugins_table_lists_both_and_hook_filter_narrows() -> None:
 
 
 def test_version_names_the_hook_api() -> None:
-    assert "hook API 1.0" in cli("--version").stdout
+    assert "hook API 2.0" in cli("--version").stdout
 
 
 def events_file(tmp_path: Path) -> Path:

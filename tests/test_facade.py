@@ -47,7 +47,7 @@ class Everything:
 
     @hookimpl
     def declare(self) -> Declaration:
-        return Declaration(name=self.name, version="1", hook_api_version="1.0",
+        return Declaration(name=self.name, version="1", hook_api_version="2.0",
                            capabilities=frozenset(Capability) - {Capability.LOG_WITHOUT_CONTACT})
 
     def _rec(self, hook: str) -> Record:
@@ -168,7 +168,7 @@ async def test_an_undeclared_hook_is_never_called() -> None:
     class Small:
         @hookimpl
         def declare(self) -> Declaration:
-            return Declaration(name="small", version="1", hook_api_version="1.0",
+            return Declaration(name="small", version="1", hook_api_version="2.0",
                                capabilities=frozenset({Capability.CALLS}))
 
         @hookimpl

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from callbridge.capabilities import Capability, Declaration
+from callbridge.errors import HookApiDeprecationWarning
 from callbridge.hookspecs import hookimpl
 from callbridge.models import Contact
 from callbridge.plugins import LoadedPlugin, LoadError, PluginLoadError, Registry, discover
 
 
-def declaring(name: str, *caps: Capability, api: str = "1.0") -> Any:
+def declaring(name: str, *caps: Capability, api: str = "2.0") -> Any:
     @hookimpl
     def declare() -> Declaration:
         return Declaration(name=name, version="9.9", hook_api_version=api, capabilities=frozenset(caps))
@@ -81,14 +82,45 @@ def test_an_argument_the_spec_lacks_is_refused() -> None:
     assert "colour" in reason(BadArgs())
 
 
-@pytest.mark.parametrize(("api", "ok"), [("1.0", True), ("0.9", False), ("1.1", False), ("2.0", False)])
+@pytest.mark.parametrize(("api", "ok"), [("2.0", True), ("3.0", False), ("2.1", False),
+                                         ("0.9", False)])
 def test_hook_api_version_rule_same_major_minor_not_above_host(api: str, ok: bool) -> None:
     class Versioned(Good):
         declare = staticmethod(declaring("v", Capability.CALLS, Capability.CONTACT_SEARCH_PHONE, api=api))
     result = Registry().add(Versioned())
     assert isinstance(result, LoadedPlugin) == ok
-    if not ok:
+    if ok:
+        assert isinstance(result, LoadedPlugin) and result.deprecations == ()
+    else:
         assert isinstance(result, LoadError) and f"built for hook API {api}" in result.reason
+
+
+@pytest.mark.parametrize("api", ["1.0", "1.7"])
+def test_a_plugin_of_the_previous_major_loads_with_a_deprecation_warning(api: str) -> None:
+    class Old(Good):
+        declare = staticmethod(declaring("old", Capability.CALLS, Capability.CONTACT_SEARCH_PHONE, api=api))
+    with pytest.warns(HookApiDeprecationWarning, match=f"built for hook API {api}"):
+        result = Registry().add(Old())
+    assert isinstance(result, LoadedPlugin)
+    assert "migrating-to-2.0" in result.deprecations[0]
+
+
+def test_the_old_log_without_contact_capability_means_every_kind_with_a_warning() -> None:
+    class Old(Good):
+        declare = staticmethod(declaring("old", Capability.CALLS, Capability.CONTACT_SEARCH_PHONE,
+                                         Capability.LOG_WITHOUT_CONTACT))
+    with pytest.warns(HookApiDeprecationWarning, match="without_contact"):
+        result = Registry().add(Old())
+    assert isinstance(result, LoadedPlugin)
+    assert all(result.declaration.logs_without_contact(k) for k in ("call", "sms", "fax"))
+
+
+def test_without_contact_is_per_event_kind() -> None:
+    declaration = Declaration(name="x", version="1", hook_api_version="2.0",
+                              capabilities=frozenset({Capability.CALLS, Capability.SMS}),
+                              without_contact=frozenset({"call"}))
+    assert declaration.logs_without_contact("call")
+    assert not declaration.logs_without_contact("sms")
 
 
 def test_a_declare_hook_that_raises_is_reported_not_fatal() -> None:

@@ -14,7 +14,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 #: The hook API this host implements. A plugin declares the version it was built
 #: for; the host accepts it when the major numbers are equal and the plugin's
-#: minor is not above the host's (see docs/writing-a-plugin.md).
-HOOK_API_VERSION = "1.0"
+#: minor is not above the host's, and loads a plugin built for the previous major
+#: with a deprecation warning (see the migration guide, migrating-to-2.0).
+HOOK_API_VERSION = "2.0"
 
 __all__ = ["HOOK_API_VERSION", "__version__"]
