@@ -53,6 +53,10 @@ class AppError(CallbridgeError):
 
     retryable: bool = False
     code: str = "app_error"
+    #: Set by the host's HTTP client on errors from an app's answer: its status and its
+    #: JSON object (None when not JSON). Never shown in messages.
+    status_code: int | None = None
+    answer: dict[str, object] | None = None
 
 
 class AuthenticationFailed(AppError):

@@ -197,6 +197,20 @@ def map_response_error(response: httpx2.Response) -> AppError | None:
         what = _describe(response.request)
     except RuntimeError:  # a response built without a request
         what = "request"
+    error = _error_for(response, what)
+    # The app's own answer, for a plugin that reads its structure (a batch's refused
+    # input, a rate limit's policy). Never part of the message: it may hold data.
+    error.status_code = status
+    try:
+        answer = response.json()
+    except Exception:  # not JSON, or a streamed body not read
+        answer = None
+    error.answer = answer if isinstance(answer, dict) else None
+    return error
+
+
+def _error_for(response: httpx2.Response, what: str) -> AppError:
+    status = response.status_code
     detail = _app_detail(response)
     message = f"{what} -> {status} {response.reason_phrase}".rstrip()
     if detail:
@@ -378,7 +392,9 @@ class CallbridgeClient(httpx2.AsyncClient):
         not_processed = status == 429 or (status == 503 and retry_after is not None)
         if status in _RETRY_STATUSES and (safe or not_processed):
             if retry_after is not None and retry_after > self.retry_policy.inline_max_wait:
-                raise RateLimited(str(error), retry_after=retry_after)
+                limited = RateLimited(str(error), retry_after=retry_after)
+                limited.status_code, limited.answer = error.status_code, error.answer
+                raise limited
             raise _Retry(error, retry_after, f"{what} after {status}")
         if status in _RETRY_STATUSES and not safe:
             raise UncertainWrite(f"{error}; the request may have reached the app; "
