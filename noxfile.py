@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import nox
@@ -15,6 +16,13 @@ APP_PLUGINS = sorted(str(p.parent) for p in (ROOT / "plugins").glob("*/pyproject
 TEST_PLUGINS = ["tests/plugins/notebook", "tests/plugins/broken"]
 
 
+def with_test_extra(plugin: str) -> str:
+    """The plugin with its ``test`` extra where it declares one (test-only libraries)."""
+    data = tomllib.loads((Path(plugin) / "pyproject.toml").read_text())
+    extras = data.get("project", {}).get("optional-dependencies", {})
+    return f"{plugin}[test]" if "test" in extras else plugin
+
+
 def install_host(session: nox.Session, *extra: str) -> None:
     session.install("-e", ".[testing]", *[arg for p in extra for arg in ("-e", p)])
 
@@ -22,7 +30,7 @@ def install_host(session: nox.Session, *extra: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, offline, cassettes in replay-only mode."""
-    install_host(session, *APP_PLUGINS, *TEST_PLUGINS)
+    install_host(session, *map(with_test_extra, APP_PLUGINS), *TEST_PLUGINS)
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]),
                 env={"CALLBRIDGE_RECORD_MODE": "none"})
 
