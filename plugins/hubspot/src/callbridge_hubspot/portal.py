@@ -40,7 +40,7 @@ class ApiError(Exception):
                  errors: list[dict[str, Any]] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
-        self.body: dict[str, Any] = {"status": "error", "message": message,
+        self.body: dict[str, Any] = {"message": message,
                                      "correlationId": "00000000-0000-4000-8000-000000000000",
                                      "category": category, **extra}
         if context:
