@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
+from callbridge.capabilities import Connection, RateBucket
 from callbridge.faults import FaultInjector
+from callbridge.http import Credentials, RetryPolicy, build_client
+from callbridge.ratelimit import LimiterRegistry
+from callbridge.testing.clock import FakeClock
 
 from tests import test_http
 from tests.test_http import RecordsState, Server, records_app
@@ -127,3 +131,43 @@ async def test_it_wraps_an_app_under_an_in_process_transport() -> None:
             await c.post("/records", json={"name": "Dana"})
         assert (await c.get("/records")).status_code == 200
     assert len(state.records) == 1
+
+
+async def test_a_sandbox_supplies_error_bodies_in_its_apps_shape() -> None:
+    state = RecordsState()
+    app = records_app(state)
+    app.fault_bodies = {  # type: ignore[attr-defined]
+        401: b'{"errors": [{"code": "unauthorized"}]}',
+        429: b'{"errors": [{"code": "rate_limit"}]}',
+    }
+    faults = FaultInjector(app, bodies=None)
+    faults.fail_next = [401, 429, 503]
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=faults),
+                                  base_url="http://records.test") as c:
+        bodies = [(await c.get("/records")).json() for _ in range(3)]
+    assert bodies[0] == {"errors": [{"code": "unauthorized"}]}
+    assert bodies[1] == {"errors": [{"code": "rate_limit"}]}
+    assert bodies[2] == {"error": {"type": "Injected", "message": "injected fault"}}
+    explicit = FaultInjector(app, bodies={503: b'{"status": "down"}'})
+    assert explicit.body(503, b"") == b'{"status": "down"}'
+    assert explicit.body(401, b"generic") == b"generic"
+
+
+async def test_one_fake_clock_drives_the_sandbox_limit_and_the_hosts_buckets() -> None:
+    # The app allows 3 requests per 10 s and says so in X-RateLimit-* (Reset a Unix time
+    # on the fake clock, in 2026); the host declared a generous bucket and must learn.
+    clock = FakeClock(autojump=True)
+    faults = FaultInjector(records_app(RecordsState()), clock=clock)
+    faults.rate_limit = (3, 10.0)
+    transport = httpx2.ASGITransport(app=faults)
+    generous = RateBucket(name="api", requests=100, per_seconds=10)
+    async with build_client(
+            tenant="acme", app="records", plugin="records", plugin_version="1",
+            connection=Connection(base_url="http://records.test"), credentials=Credentials(),
+            buckets=(generous,), limiters=LimiterRegistry(clock), transport=transport,
+            retry=RetryPolicy(inline_max_wait=60.0)) as c:
+        for _ in range(9):
+            await c.get("/records")
+    assert faults.count(status=429) == 0
+    assert faults.count(status=200) == 9
+    assert 20 <= clock.monotonic() - 1000 <= 23

@@ -12,11 +12,14 @@ from callbridge.errors import AppError
 from callbridge.http import Credentials, RetryPolicy
 from callbridge.ratelimit import LimiterRegistry
 from callbridge.redact import (
+    MAX_SECRETS,
     RedactingFilter,
+    forget_secret,
     install_log_redaction,
     mask_number,
     redact,
     register_secret,
+    secret_count,
 )
 
 from tests import test_http
@@ -71,6 +74,28 @@ def test_a_registered_secret_is_masked_raw_and_url_encoded() -> None:
     register_secret(secret)
     text = f"a {secret} b {quote(secret, safe='')} c {quote_plus(secret)}"
     assert redact(text) == "a [redacted] b [redacted] c [redacted]"
+
+
+def test_refreshed_tokens_of_a_connection_do_not_pile_up() -> None:
+    before = secret_count()
+    for n in range(500):  # a year of hourly refreshes, compressed
+        register_secret(f"access-token-{n:06d}-xyz", slot="test:pile-up:access")
+    assert secret_count() - before <= 2
+    assert redact("Bearer-less access-token-000499-xyz") == "Bearer-less [redacted]"
+    assert redact("old access-token-000001-xyz") == "old access-token-000001-xyz"
+    forget_secret("test:pile-up:access")
+    assert secret_count() == before
+
+
+def test_unslotted_secrets_are_bounded() -> None:
+    def key(n: int) -> str:  # letters only: digits would read as a phone number
+        return "apikey-" + "".join(chr(ord("a") + int(d)) for d in f"{n:06d}")
+
+    for n in range(MAX_SECRETS + 50):
+        register_secret(key(n))
+    assert secret_count() <= MAX_SECRETS + 2 * 50  # plus whatever slots other tests left
+    assert redact(key(0)) == key(0)  # the oldest is forgotten
+    assert redact(key(MAX_SECRETS + 49)) == "[redacted]"
 
 
 def test_mask_number_is_the_phones_one() -> None:

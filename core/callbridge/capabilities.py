@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from callbridge.buckets import RateBucket as RateBucket
+
 #: The kinds of event a plugin may log.
 EventKind = Literal["call", "sms", "fax"]
 EVENT_KINDS: frozenset[EventKind] = frozenset({"call", "sms", "fax"})
@@ -98,25 +100,6 @@ class _RequiredHooks(Mapping[Capability, frozenset[str]]):
 #: declared capability whose hooks are missing, or an implemented hook that no
 #: declared capability needs, is a load error.
 REQUIRED_HOOKS: Mapping[Capability, frozenset[str]] = _RequiredHooks()
-
-
-class RateBucket(BaseModel):
-    """A rate limit the app enforces, declared so the host slows down before a 429.
-
-    ``scope``: ``token`` (one bucket per access token / connection), ``tenant``
-    (per firm), or ``partner`` (one bucket shared by every tenant of the app).
-    ``purpose``: ``default`` for every request, or a name such as ``search``
-    that a request opts into (``extensions={"callbridge_bucket": "search"}``).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    requests: int = Field(gt=0)
-    per_seconds: float = Field(gt=0)
-    burst: int | None = Field(default=None, gt=0)
-    scope: Literal["token", "tenant", "partner"] = "token"
-    purpose: str = "default"
 
 
 class Declaration(BaseModel):

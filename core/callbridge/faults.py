@@ -6,7 +6,7 @@ and flip its attributes at run time::
     faults = FaultInjector(sandbox, seed=1)
     faults.latency = 0.05                    # seconds added before each answer
     faults.rate_limit = (5, 1.0)             # 5 requests per second, then 429
-    faults.storm_until = time.monotonic() + 2  # every request 429 until then
+    faults.storm_until = faults.clock.monotonic() + 2  # every request 429 until then
     faults.fail_next = [503, (503, 0.2), "drop", "drop_after"]
     faults.error_rate, faults.error_statuses = 0.1, (502, 503)
 
@@ -15,6 +15,13 @@ and flip its attributes at run time::
 the connection without an answer, so the client cannot know whether it
 reached the app. Served by uvicorn the socket is aborted; under an in-process
 ASGI transport the client gets ``httpx2.ReadError``.
+
+Error answers have a generic JSON body; a sandbox gives its app's own shape with
+``FaultInjector(app, bodies={401: ..., 429: ..., 503: ...})`` or by carrying a
+``fault_bodies`` attribute (a mapping of status to bytes) that the injector
+reads, so a plugin's error mapping is tested against what its app really says.
+Time comes from ``clock`` (a :class:`callbridge.clock.Clock`), so one fake
+clock can drive the host's limiter and the sandbox's rate limit together.
 
 Rate-limit answers carry ``X-RateLimit-Limit/Remaining/Reset`` (Reset as a Unix
 time, with decimals so windows under a second work) and 429s carry
@@ -32,13 +39,15 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import httpx2
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from callbridge.clock import SYSTEM, Clock
 
 #: A status, a status with a Retry-After (seconds), or a dropped connection.
 Fault = int | tuple[int, float] | Literal["drop", "drop_after"]
@@ -58,7 +67,7 @@ class FaultInjector:
         latency: seconds added before each answer. The app handles the request
             first, so a client that times out meanwhile leaves the work done.
         rate_limit: ``(requests, per_seconds)`` in fixed windows; beyond it 429.
-        storm_until: a ``time.monotonic()`` instant until which every request gets 429.
+        storm_until: a ``clock.monotonic()`` instant until which every request gets 429.
         storm_retry_after: the Retry-After (seconds) sent during a storm.
         fail_next: faults for the next requests, one each, in order: a status, a
             ``(status, retry_after)`` pair, ``"drop"`` or ``"drop_after"``.
@@ -67,8 +76,12 @@ class FaultInjector:
             request seen; status 0 means the connection was dropped.
     """
 
-    def __init__(self, app: ASGIApp, *, seed: int = 0) -> None:
+    def __init__(self, app: ASGIApp, *, seed: int = 0, clock: Clock = SYSTEM,
+                 bodies: Mapping[int, bytes] | None = None) -> None:
         self.app = app
+        self.clock = clock
+        supplied = bodies if bodies is not None else getattr(app, "fault_bodies", None)
+        self.bodies: dict[int, bytes] = dict(supplied or {})
         self._seed = seed
         self._lock = threading.Lock()
         self.reset()
@@ -88,6 +101,14 @@ class FaultInjector:
             self._random = random.Random(self._seed)
             self._window_start = 0.0
             self._window_count = 0
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            await self.clock.sleep(seconds)
+
+    def body(self, status: int, default: bytes) -> bytes:
+        """The error body for ``status``: the sandbox's own, else ``default``."""
+        return self.bodies.get(status, default)
 
     def count(self, *, method: str | None = None, path: str | None = None,
               status: int | None = None) -> int:
@@ -117,7 +138,7 @@ class FaultInjector:
         headers = [
             (b"x-ratelimit-limit", str(limit).encode()),
             (b"x-ratelimit-remaining", str(remaining).encode()),
-            (b"x-ratelimit-reset", f"{time.time() + reset_in:.3f}".encode()),
+            (b"x-ratelimit-reset", f"{self.clock.now().timestamp() + reset_in:.3f}".encode()),
         ]
         if over:
             headers.append((b"retry-after", _seconds(reset_in).encode()))
@@ -128,7 +149,7 @@ class FaultInjector:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        arrived = time.monotonic()
+        arrived = self.clock.monotonic()
         with self._lock:
             fault: Fault | None = self.fail_next.pop(0) if self.fail_next else None
             aimed = self.fail_on.get((scope["method"], scope["path"]))
@@ -140,37 +161,38 @@ class FaultInjector:
         latency = self.latency
         if fault == "drop":
             self._record(arrived, scope, 0)
-            await _pause(latency)
+            await self._pause(latency)
             await _drop(send)
             return
         if storm:
             self._record(arrived, scope, 429)
-            await _pause(latency)
+            await self._pause(latency)
             await _answer(send, 429, [(b"retry-after", _seconds(self.storm_retry_after).encode())],
-                          b'{"error": {"type": "RateLimited", "message": "slow down"}}')
+                          self.body(429, b'{"error": {"type": "RateLimited", "message": "slow down"}}'))
             return
         if isinstance(fault, int | tuple):
             status, retry_after = fault if isinstance(fault, tuple) else (fault, None)
             headers = ([] if retry_after is None
                        else [(b"retry-after", _seconds(retry_after).encode())])
             self._record(arrived, scope, status)
-            await _pause(latency)
-            await _answer(send, status, headers,
-                          b'{"error": {"type": "Injected", "message": "injected fault"}}')
+            await self._pause(latency)
+            await _answer(send, status, headers, self.body(
+                status, b'{"error": {"type": "Injected", "message": "injected fault"}}'))
             return
         if random_status:
             self._record(arrived, scope, random_status)
-            await _pause(latency)
-            await _answer(send, random_status, [], b'{"error": {"type": "Injected"}}')
+            await self._pause(latency)
+            await _answer(send, random_status, [],
+                          self.body(random_status, b'{"error": {"type": "Injected"}}'))
             return
         extra: list[tuple[bytes, bytes]] = []
         if self.rate_limit is not None:
             status, extra = self._rate_headers(arrived, admitted=True)
             if status:
                 self._record(arrived, scope, status)
-                await _pause(latency)
-                await _answer(send, status, extra,
-                              b'{"error": {"type": "RateLimited", "message": "too many requests"}}')
+                await self._pause(latency)
+                await _answer(send, status, extra, self.body(
+                    429, b'{"error": {"type": "RateLimited", "message": "too many requests"}}'))
                 return
         if fault == "drop_after":
             status_seen: list[int] = []
@@ -181,7 +203,7 @@ class FaultInjector:
 
             await self.app(scope, receive, swallow)
             self._record(arrived, scope, 0)
-            await _pause(latency)
+            await self._pause(latency)
             await _drop(send)
             return
         statuses: list[int] = []
@@ -189,7 +211,7 @@ class FaultInjector:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 # The app has done its work; only the answer is late (a slow app).
-                await _pause(latency)
+                await self._pause(latency)
                 statuses.append(int(message["status"]))
                 # Logged before the answer leaves, so a client never sees an unlogged answer.
                 self._record(arrived, scope, statuses[0])
@@ -201,11 +223,6 @@ class FaultInjector:
         finally:
             if not statuses:
                 self._record(arrived, scope, 500)
-
-
-async def _pause(seconds: float) -> None:
-    if seconds > 0:
-        await asyncio.sleep(seconds)
 
 
 async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -30,7 +30,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import httpx2
@@ -39,6 +39,7 @@ from tenacity.wait import wait_exponential_jitter
 
 import callbridge
 from callbridge.capabilities import Connection, RateBucket
+from callbridge.clock import SYSTEM, Clock
 from callbridge.errors import (
     AppError,
     AuthenticationFailed,
@@ -69,6 +70,8 @@ log = logging.getLogger("callbridge.http")
 IDEMPOTENT = "callbridge_idempotent"
 #: Request extension: the purpose bucket (e.g. ``"search"``) this request also draws from.
 BUCKET = "callbridge_bucket"
+#: Request extension: the units this request takes in its buckets (default: each bucket's ``cost``).
+COST = "callbridge_cost"
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -245,6 +248,11 @@ class _Limits:
         purpose = request.extensions.get(BUCKET)
         return [b for b in self.buckets if b.purpose == "default" or b.purpose == purpose]
 
+    @staticmethod
+    def cost(request: httpx2.Request) -> int | None:
+        cost = request.extensions.get(COST)
+        return cost if isinstance(cost, int) and cost > 0 else None
+
 
 class _Retry(Exception):
     """One attempt failed in a way that trying again can fix."""
@@ -281,7 +289,9 @@ class CallbridgeClient(httpx2.AsyncClient):
         super().__init__(**kwargs)
         self.retry_policy = retry
         self._limits = limits
+        self._clock: Clock = limits.registry.clock if limits is not None else SYSTEM
         self._tickets: dict[int, list[Ticket]] = {}  # by id() of requests in flight
+        self._blocked: dict[int, float] = {}  # a 429's wait, as its buckets read it
         if limits is not None:
             # Hooks run for every request put on the wire, the retry after an
             # OAuth refresh included, so each one is counted in its buckets.
@@ -291,6 +301,19 @@ class CallbridgeClient(httpx2.AsyncClient):
         self._random = random.Random()
         self._backoff = wait_exponential_jitter(multiplier=retry.base_delay, max=retry.max_delay,
                                                 jitter=retry.base_delay)
+
+    @property
+    def max_wait(self) -> float:
+        """The longest wait (rate-limit room, Retry-After) this client sits through.
+
+        A longer wait raises :class:`~callbridge.errors.RateLimited` with
+        ``retry_after``, so the host can park the work as *waiting*.
+        """
+        return self.retry_policy.inline_max_wait
+
+    @max_wait.setter
+    def max_wait(self, seconds: float) -> None:
+        self.retry_policy = replace(self.retry_policy, inline_max_wait=seconds)
 
     def limiter_snapshot(self) -> dict[str, Any]:
         """The rate-limit buckets' state (all of the process's buckets)."""
@@ -321,17 +344,26 @@ class CallbridgeClient(httpx2.AsyncClient):
         assert limits is not None
         tickets = self._tickets.setdefault(id(request), [])
         for bucket in limits.for_request(request):
-            tickets.append(await limits.registry.acquire(
-                plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
-                token_id=limits.token_id, max_wait=self.retry_policy.inline_max_wait))
+            try:
+                tickets.append(await limits.registry.acquire(
+                    plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
+                    token_id=limits.token_id, max_wait=self.retry_policy.inline_max_wait,
+                    cost=limits.cost(request)))
+            except BaseException:
+                self._release(request)
+                raise
 
     async def _observe(self, response: httpx2.Response) -> None:
         limits = self._limits
         assert limits is not None
         self._release(response.request)
-        for bucket in limits.for_request(response.request):
-            limits.registry.observe(plugin=limits.plugin, bucket=bucket, tenant=limits.tenant,
-                                    token_id=limits.token_id, headers=response.headers)
+        blocked = [limits.registry.observe(
+            plugin=limits.plugin, bucket=bucket, tenant=limits.tenant, token_id=limits.token_id,
+            headers=response.headers, status=response.status_code)
+            for bucket in limits.for_request(response.request)]
+        waits = [b for b in blocked if b is not None]
+        if waits:
+            self._blocked[id(response.request)] = max(waits)
 
     def _release(self, request: httpx2.Request) -> None:
         if self._limits is not None:
@@ -349,6 +381,7 @@ class CallbridgeClient(httpx2.AsyncClient):
             wait=self._wait,
             retry=retry_if_exception_type(_Retry),
             before_sleep=self._before_sleep,
+            sleep=self._clock.sleep,
             reraise=True,
         )
         try:
@@ -389,6 +422,9 @@ class CallbridgeClient(httpx2.AsyncClient):
         error = map_response_error(response)
         assert error is not None
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        bucket_wait = self._blocked.pop(id(request), None)
+        if status == 429 and retry_after is None:
+            retry_after = bucket_wait  # what a 429 without Retry-After means for its buckets
         not_processed = status == 429 or (status == 503 and retry_after is not None)
         if status in _RETRY_STATUSES and (safe or not_processed):
             if retry_after is not None and retry_after > self.retry_policy.inline_max_wait:

@@ -65,9 +65,14 @@ def _with_expiry(token: dict[str, Any], now: float) -> dict[str, Any]:
         seconds = None
     if seconds is not None:
         token["expires_at"] = now + seconds
-    register_secret(token.get("access_token"))
-    register_secret(token.get("refresh_token"))
+    register_secret(token.get("access_token"), slot=_SLOT_NEW_ACCESS)
+    register_secret(token.get("refresh_token"), slot=_SLOT_NEW_REFRESH)
     return token
+
+
+# A token just received: held here until its connection registers it under its own slot.
+_SLOT_NEW_ACCESS = "oauth:new:access"
+_SLOT_NEW_REFRESH = "oauth:new:refresh"
 
 
 async def _token_request(url: str, body: str, client: httpx2.AsyncClient | None) -> dict[str, Any]:
@@ -181,7 +186,13 @@ class OAuth2Auth(httpx2.Auth):
         self._token: dict[str, Any] | None = None
         self._lock: asyncio.Lock | None = None
         self.refreshes = 0  # for diagnostics
+        self._slot = f"oauth:{tenant}:{app}"
         register_secret(client_secret)
+
+    def _register(self, token: Mapping[str, Any]) -> None:
+        """Redact this connection's tokens: its slot keeps the newest two of each."""
+        register_secret(token.get("access_token"), slot=f"{self._slot}:access")
+        register_secret(token.get("refresh_token"), slot=f"{self._slot}:refresh")
 
     def _client(self) -> httpx2.AsyncClient | None:
         if callable(self._token_client) and not isinstance(self._token_client, httpx2.AsyncClient):
@@ -202,8 +213,7 @@ class OAuth2Auth(httpx2.Auth):
         if not token or not token.get("access_token"):
             raise AuthenticationFailed(
                 f"app '{self.app}' is not authorised for this tenant; run callbridge auth")
-        register_secret(token.get("access_token"))
-        register_secret(token.get("refresh_token"))
+        self._register(token)
         return dict(token)
 
     async def current_token(self) -> dict[str, Any]:
@@ -223,12 +233,13 @@ class OAuth2Auth(httpx2.Auth):
                     and not self._expiring(stored)):
                 # Someone (this process or another) refreshed while we waited.
                 self._token = dict(stored)
-                register_secret(self._token.get("access_token"))
+                self._register(self._token)
                 return self._token
             base = stored if stored and stored.get("refresh_token") else stale
             new = await refresh(self.config, client_id=self._client_id,
                                 client_secret=self._client_secret, token=base,
                                 client=self._client())
+            self._register(new)
             await self._tokens.save(self.tenant, self.app, new)
             self.refreshes += 1
             self._token = new

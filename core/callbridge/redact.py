@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import OrderedDict, deque
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -29,6 +30,7 @@ from callbridge.phones import mask_number
 
 __all__ = [
     "RedactingFilter",
+    "forget_secret",
     "install_log_redaction",
     "mask_number",
     "redact",
@@ -39,26 +41,82 @@ MASK = "[redacted]"
 
 # --- known secret values --------------------------------------------------------
 
-_secrets: set[str] = set()
+#: Unslotted secrets kept at most (the oldest is forgotten first).
+MAX_SECRETS = 1024
+#: Values a slot keeps: the current one and the one it replaced (still in flight).
+SLOT_DEPTH = 2
+
+_recent: OrderedDict[str, None] = OrderedDict()
+_slots: dict[str, deque[str]] = {}
 _secrets_lock = threading.Lock()
 _secret_pattern: re.Pattern[str] | None = None
+_dirty = False
 
 
-def register_secret(value: str | None) -> None:
+def _rebuild() -> None:
+    """Mark the pattern stale; :func:`_pattern` builds it on the next use."""
+    global _dirty
+    _dirty = True
+
+
+def _pattern() -> re.Pattern[str] | None:
+    global _secret_pattern, _dirty
+    if not _dirty:
+        return _secret_pattern
+    with _secrets_lock:
+        if _dirty:
+            _secret_pattern = _compile()
+            _dirty = False
+        return _secret_pattern
+
+
+def _compile() -> re.Pattern[str] | None:
+    values = set(_recent)
+    for kept in _slots.values():
+        values.update(kept)
+    forms = {form for v in values for form in (v, quote(v, safe=""), quote_plus(v, safe=""))}
+    ordered = sorted(forms, key=len, reverse=True)
+    return re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
+
+
+def register_secret(value: str | None, *, slot: str | None = None) -> None:
     """Make :func:`redact` hide ``value`` wherever it appears (raw or URL-encoded).
 
-    Values shorter than 8 characters are ignored: they would mask ordinary words.
+    ``slot`` names what the value is (e.g. one connection's access token): a
+    slot keeps its newest :data:`SLOT_DEPTH` values and forgets older ones, so
+    refreshed tokens do not pile up. Without a slot the newest
+    :data:`MAX_SECRETS` values are kept. Values shorter than 8 characters are
+    ignored: they would mask ordinary words.
     """
-    global _secret_pattern
     if not value or len(value) < 8:
         return
     with _secrets_lock:
-        forms = {value, quote(value, safe=""), quote_plus(value, safe="")}
-        if forms <= _secrets:
-            return
-        _secrets.update(forms)
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
+        if slot is not None:
+            kept = _slots.setdefault(slot, deque(maxlen=SLOT_DEPTH))
+            if value in kept:
+                return
+            kept.append(value)
+        else:
+            if value in _recent:
+                _recent.move_to_end(value)
+                return
+            _recent[value] = None
+            while len(_recent) > MAX_SECRETS:
+                _recent.popitem(last=False)
+        _rebuild()
+
+
+def forget_secret(slot: str) -> None:
+    """Forget every value of ``slot`` (a connection removed, a token revoked)."""
+    with _secrets_lock:
+        if _slots.pop(slot, None) is not None:
+            _rebuild()
+
+
+def secret_count() -> int:
+    """How many distinct secret values are kept now (diagnostics and tests)."""
+    with _secrets_lock:
+        return len(set(_recent).union(*_slots.values()))
 
 
 # --- patterns -------------------------------------------------------------------
@@ -116,7 +174,7 @@ def redact(text: str) -> str:
     """``text`` with secrets, signed query strings and phone numbers masked."""
     if not text:
         return text
-    pattern = _secret_pattern
+    pattern = _pattern()
     if pattern is not None:
         text = pattern.sub(MASK, text)
     text = _SIGNED_QUERY.sub("?" + MASK, text)
