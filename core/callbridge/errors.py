@@ -144,16 +144,3 @@ class RetryLater(CallbridgeError):
     not_before: datetime
     reason: str
 
-
-class DailyLimitReached(RateLimited):
-    """A daily request budget is spent: nothing more until ``resets_at`` (aware UTC).
-
-    The host parks the connection's deliveries (``parked``/``daily_limit``) until then.
-    """
-
-    code = "daily_limit"
-
-    def __init__(self, message: str = "the app's daily limit is reached", *,
-                 retry_after: float | None = None, resets_at: datetime | None = None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.resets_at = resets_at
