@@ -113,7 +113,7 @@ ROWS = [
     Row("call-without-contact", "log_call",
         {"event": {**CALL, "id": "hs-call-3", "external": {"number": "+12125550199"}},
          "target": LogTarget(user=ANN)},
-        expect=lambda r: _kinds(r) == ["call"], capability=Capability.LOG_WITHOUT_CONTACT),
+        expect=lambda r: _kinds(r) == ["call"]),
     Row("sms-to-two-contacts", "log_sms",
         {"event": SMS, "target": LogTarget(contacts=(DANA, SAM), user=ANN)},
         expect=lambda r: _kinds(r) == ["communication"],

@@ -97,7 +97,8 @@ def late_sections(event: CallEvent) -> list[str]:
 
 
 def call_body(event: CallEvent, target: LogTarget) -> str:
-    facts = [f"Direction: {event.direction.value}", f"Outcome: {event.outcome.value}",
+    outcome = event.outcome.value if event.outcome else "in progress"
+    facts = [f"Direction: {event.direction.value}", f"Outcome: {outcome}",
              f"Duration: {_minutes(event.duration_seconds)}"
              + (f" (talk time {_minutes(event.talk_seconds)})" if event.answered_at else "")]
     if event.internal.extension:
@@ -134,12 +135,12 @@ def call_properties(event: CallEvent, target: LogTarget, marker: tuple[str, str]
         "hs_call_title": title(event, target),
         "hs_call_body": call_body(event, target),
         "hs_call_direction": "INBOUND" if event.direction == Direction.INBOUND else "OUTBOUND",
-        "hs_call_status": CALL_STATUS[event.outcome],
+        "hs_call_status": CALL_STATUS[event.outcome] if event.outcome else "IN_PROGRESS",
         # Talk time: a call not answered lasted no time in HubSpot's sense.
         "hs_call_duration": str(event.talk_seconds * 1000 if event.answered_at else 0),
     }
     disposition = {CallOutcome.COMPLETED: "connected", CallOutcome.BUSY: "busy",
-                   CallOutcome.MISSED: "no_answer"}.get(event.outcome)
+                   CallOutcome.MISSED: "no_answer"}.get(event.outcome) if event.outcome else None
     if event.outcome == CallOutcome.VOICEMAIL:
         disposition = "left_voicemail" if event.direction == Direction.OUTBOUND else "no_answer"
     if disposition:

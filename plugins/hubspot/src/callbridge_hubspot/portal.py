@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 import phonenumbers
 from callbridge.clock import SYSTEM, Clock
 
+ENV_SEED = "CALLBRIDGE_HUBSPOT_SANDBOX_SEED"
 DEFINITIONS: dict[str, Any] = json.loads(
     resources.files("callbridge_hubspot").joinpath("properties.json").read_text())
 ASSOCIATION_TYPES = {("calls", "contacts"): 194, ("communications", "contacts"): 81,
@@ -322,3 +325,25 @@ def _matches(props: dict[str, Any], f: dict[str, Any]) -> bool:
         high = _ms(str(f.get("highValue", "")))
         return high is not None and b <= a <= high
     return {"LT": a < b, "LTE": a <= b, "GT": a > b, "GTE": a >= b}[op]
+
+
+def seed(portal: Portal, data: dict[str, Any]) -> None:
+    """Fill ``portal`` from a fixture (the shape of ``sandbox_seed.json``)."""
+    info = data.get("portal") or {}
+    portal.portal_id = int(info.get("portalId", portal.portal_id))
+    portal.time_zone = str(info.get("timeZone", portal.time_zone))
+    portal.tokens |= set(data.get("tokens") or [])
+    for o in data.get("owners") or []:
+        portal.add_owner(o["firstName"], o["lastName"], o["email"])
+    for c in data.get("contacts") or []:
+        portal.add_contact(c.get("firstname", ""), c.get("lastname", ""), c.get("phone"),
+                           c.get("mobilephone"), c.get("email"), modified=c.get("lastmodifieddate"))
+
+
+def load_seed(path: str | Path | None = None) -> dict[str, Any]:
+    if path is None:
+        path = os.environ.get(ENV_SEED)
+    if path:
+        return dict(json.loads(Path(path).read_text()))
+    return dict(json.loads(resources.files("callbridge_hubspot").joinpath(
+        "sandbox_seed.json").read_text()))

@@ -21,13 +21,10 @@ private-app token needs no browser: the seed's ``tokens``, or
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,9 +35,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from callbridge_hubspot.limits import next_midnight
-from callbridge_hubspot.portal import ApiError, Portal, iso
+from callbridge_hubspot.portal import ApiError, Portal, iso, load_seed, seed
 
-ENV_SEED = "CALLBRIDGE_HUBSPOT_SANDBOX_SEED"
 OBJECT_TYPES = ("contacts", "calls", "communications", "notes")
 
 
@@ -371,28 +367,6 @@ class Sandbox:
             Route("/oauth/authorize", self.authorize, methods=["GET"]),
             Route("/oauth/v1/token", self.token, methods=["POST"]),
         ])
-
-
-def seed(portal: Portal, data: dict[str, Any]) -> None:
-    """Fill ``portal`` from a fixture (the shape of ``sandbox_seed.json``)."""
-    info = data.get("portal") or {}
-    portal.portal_id = int(info.get("portalId", portal.portal_id))
-    portal.time_zone = str(info.get("timeZone", portal.time_zone))
-    portal.tokens |= set(data.get("tokens") or [])
-    for o in data.get("owners") or []:
-        portal.add_owner(o["firstName"], o["lastName"], o["email"])
-    for c in data.get("contacts") or []:
-        portal.add_contact(c.get("firstname", ""), c.get("lastname", ""), c.get("phone"),
-                           c.get("mobilephone"), c.get("email"), modified=c.get("lastmodifieddate"))
-
-
-def load_seed(path: str | Path | None = None) -> dict[str, Any]:
-    if path is None:
-        path = os.environ.get(ENV_SEED)
-    if path:
-        return dict(json.loads(Path(path).read_text()))
-    return dict(json.loads(resources.files("callbridge_hubspot").joinpath(
-        "sandbox_seed.json").read_text()))
 
 
 def create_app(portal: Portal | None = None, *, limits: Limits | None = None,
