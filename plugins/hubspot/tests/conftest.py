@@ -131,6 +131,11 @@ def sandbox_of(app: FaultInjector) -> Sandbox:
     return sandbox
 
 
+def limiter_registry(clock: FakeClock) -> LimiterRegistry:
+    """The host's limiter on the test's clock."""
+    return LimiterRegistry(clock)
+
+
 OPTIONS = HubSpotSettings(portal_time_zone="America/New_York", search_settle_seconds=10)
 
 
@@ -142,7 +147,7 @@ def make_ctx(hub: FaultInjector, clock: FakeClock, *, options: HubSpotSettings =
         tenant="acme", app="hubspot", plugin="hubspot", plugin_version=declaration.version,
         connection=callbridge_hubspot.connection(options), credentials=Credentials(token=TOKEN),
         buckets=declaration.rate_limits,
-        limiters=LimiterRegistry(clock.monotonic, sleep=clock.sleep, wall_clock=clock.time),
+        limiters=limiter_registry(clock),
         retry=QUICK,
         transport=transport)
     bare = build_bare_client(transport=transport, retry=QUICK)
