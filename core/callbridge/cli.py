@@ -421,13 +421,15 @@ def check(
         raise _fail(f"{tenant}/{app_name}: {kind}: {exc}") from None
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sandbox(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="the app, e.g. clio")],
     port: Annotated[int, typer.Option()] = 8765,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
 ) -> None:
-    """Run an app's sandbox (an emulator of its API) on loopback."""
+    """Run an app's sandbox (an emulator of its API) on loopback; options after the
+    name go to the sandbox (e.g. its seeding flags)."""
     import importlib.metadata
 
     import uvicorn
@@ -436,6 +438,9 @@ def sandbox(
     if name not in eps:
         raise _fail(f"no sandbox named {name!r}; installed: {', '.join(sorted(eps)) or 'none'}")
     factory = eps[name].load()
+    serve = getattr(factory, "serve", None)
+    if serve is not None:  # a sandbox that runs itself, with its own options
+        raise typer.Exit(int(serve(host=host, port=port, args=list(ctx.args)) or 0))
     console.print(f"{name} sandbox on http://{host}:{port}")
     uvicorn.run(factory(), host=host, port=port, log_level="warning")
 

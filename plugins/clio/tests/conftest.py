@@ -145,10 +145,12 @@ class Sandbox:
 
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
+    """The sandbox on loopback: its API on one port, its storage on another (an origin
+    of its own, as S3 is)."""
     state = SandboxState()
     faults = create_app(state)
-    with serve_in_thread(faults) as url:
-        state.host = url
+    with serve_in_thread(faults) as url, serve_in_thread(faults) as storage:
+        state.host, state.storage_host = url, storage
         yield Sandbox(state, faults, url)
 
 

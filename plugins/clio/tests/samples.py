@@ -39,3 +39,10 @@ def only(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The one record of a sandbox table (fails when there are more or none)."""
     assert len(records) == 1, records
     return next(iter(records.values()))
+
+
+def made_folders(state: Any) -> dict[int, dict[str, Any]]:
+    """The folders the plugin made (not the account's, a matter's or a contact's own)."""
+    own = {m["folder"]["id"] for m in state.matters.values()}
+    own |= {c["folder"]["id"] for c in state.contacts.values()}
+    return {fid: f for fid, f in state.folders.items() if not f["root"] and fid not in own}

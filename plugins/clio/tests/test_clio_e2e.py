@@ -7,12 +7,13 @@ import asyncio
 import itertools
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from callbridge.engine import Engine
 from callbridge.ledger import DeliveryView
 
-from plugins.clio.tests.samples import call, fax, only, sms
+from plugins.clio.tests.samples import call, fax, made_folders, only, sms
 
 
 async def deliver(engine: Engine, event: Any, *, until: float = 0) -> DeliveryView:
@@ -78,14 +79,17 @@ async def test_a_fax_uploads_its_document_into_the_matters_fax_folder(
     view = await deliver(clio_engine(), fax())
     comm = only(sandbox.state.communications)
     doc = only(sandbox.state.documents)
-    folder = only(sandbox.state.folders)
+    folder = only(made_folders(sandbox.state))
     assert view.status == "logged" and view.reason is None
-    assert folder["name"] == "Faxes" and folder["parent"] == {"id": firm["dana_matter"], "type": "Matter"}
+    matter_folder = sandbox.state.matters[firm["dana_matter"]]["folder"]["id"]
+    assert folder["name"] == "Faxes" and folder["parent"] == {"id": matter_folder, "type": "Folder"}
     assert doc["parent"] == {"id": folder["id"], "type": "Folder"}
-    assert doc["communication"] == {"id": comm["id"]}
+    assert doc["communication_id"] == comm["id"]
     assert doc["latest_document_version"]["fully_uploaded"] is True
     assert sandbox.state.storage[doc["latest_document_version"]["uuid"]] == b"%PDF-1.4\n% fax"
     (put,) = sandbox.state.storage_requests
+    # The storage is an origin of its own: none of the API's credentials or headers cross.
+    assert put["headers"]["host"] != urlsplit(sandbox.url).netloc
     assert "authorization" not in put["headers"] and "x-api-version" not in put["headers"]
     assert put["headers"]["x-amz-server-side-encryption"] == "AES256"
 

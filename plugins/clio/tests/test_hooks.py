@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import callbridge_clio as plugin
+import httpx2
 import pytest
 from callbridge.context import HookContext
 from callbridge.errors import PermanentError, SkipEvent, TransientError
@@ -21,7 +22,7 @@ from callbridge.models import AppUser, Contact, LogTarget, Matter, Record
 from callbridge_clio import ClioSettings, split_name
 from callbridge_clio.api import ClioApi
 
-from plugins.clio.tests.samples import call, fax, only, sms
+from plugins.clio.tests.samples import call, fax, made_folders, only, sms
 
 VECTORS = Path(__file__).parents[3] / "tests" / "phone-vectors.csv"
 PDF = b"%PDF-1.4\n% fax"
@@ -143,11 +144,23 @@ async def test_a_contact_is_found_by_email_whatever_its_case(clio: Any, hook_ctx
     assert [c.id for c in found] == [dana.id]
 
 
-async def test_a_live_phone_search_asks_the_last_four_digits_and_the_unseparated_forms(
+async def test_a_live_phone_search_asks_the_last_four_digits_and_every_common_form(
         clio: Any, hook_ctx: HookContext) -> None:
     await plugin.find_contact(hook_ctx, party("+12125550142"))
     asked = [r["query"]["query"] for r in clio.api_requests("GET", "/api/v4/contacts.json")]
-    assert asked == ["0142", "+12125550142", "2125550142"]
+    assert asked == ["0142", "+12125550142", "+1 212-555-0142", "(212) 555-0142", "2125550142",
+                     "212-555-0142", "212.555.0142"]
+
+
+@pytest.mark.parametrize("mode", ["token", "prefix", "exact"])
+@pytest.mark.parametrize("stored", ["(212) 555-0142", "212-555-0142", "212.555.0142",
+                                    "+1 212-555-0142", "2125550142", "+12125550142"])
+async def test_a_strict_search_still_finds_a_number_stored_in_a_common_form(
+        clio: Any, hook_ctx: HookContext, mode: str, stored: str) -> None:
+    clio.state.search_mode = mode
+    cid = clio.state.add_contact("Dana", "Whitfield", [stored])
+    found = await plugin.find_contact(hook_ctx, party("+12125550142"))
+    assert [c.id for c in found] == [str(cid)]
 
 
 def test_a_number_whose_format_splits_the_last_four_digits_is_also_searched_as_written() -> None:
@@ -357,12 +370,13 @@ async def test_a_fax_document_is_put_with_the_bare_client_and_linked_to_its_comm
     assert [(r.kind, r.id) for r in result.records] == [("communication", str(comm["id"])),
                                                         ("document", str(doc["id"]))]
     assert result.note is None
-    assert doc["communication"] == {"id": comm["id"]}
+    assert doc["communication_id"] == comm["id"]
     version = doc["latest_document_version"]
     assert version["fully_uploaded"] is True and clio.state.storage[version["uuid"]] == PDF
     (put,) = clio.state.storage_requests
     assert not {"authorization", "x-api-version"} & set(put["headers"])
-    assert set(put["query"]) == {"X-Amz-Expires", "X-Amz-Signature"}  # no parameter of ours
+    assert set(put["query"]) == {"X-Amz-Algorithm", "X-Amz-Date", "X-Amz-Expires",
+                                 "X-Amz-SignedHeaders", "X-Amz-Signature"}  # no parameter of ours
     assert put["headers"]["content-type"] == "application/pdf"
 
 
@@ -371,26 +385,39 @@ async def test_a_fax_is_filed_in_the_fax_folder_of_its_matter(clio: Any, hook_ct
     await plugin.log_fax(hook_ctx, fax(), target)
     await plugin.log_fax(dataclasses.replace(hook_ctx, delivery=type(hook_ctx.delivery)()),
                          fax(id="f-2"), target)
-    folder = only(clio.state.folders)  # made once, then found by name
+    folder = only(made_folders(clio.state))  # made once, then found by name
     assert folder["name"] == "Faxes"
-    assert folder["parent"] == {"id": int(target.matter.id), "type": "Matter"}  # type: ignore[union-attr]
+    matter_folder = clio.state.matters[int(target.matter.id)]["folder"]["id"]  # type: ignore[union-attr]
+    assert folder["parent"] == {"id": matter_folder, "type": "Folder"}
     assert [d["parent"] for d in clio.state.documents.values()] == [
         {"id": folder["id"], "type": "Folder"}] * 2
+
+
+async def test_a_fax_folder_of_another_matter_is_not_this_ones(clio: Any, hook_ctx: HookContext,
+                                                               target: LogTarget, dana: Contact) -> None:
+    other = clio.state.add_matter(int(dana.id), "Other")
+    clio.state.add_folder("Faxes", clio.state.matters[other]["folder"]["id"])
+    await plugin.log_fax(hook_ctx, fax(), target)
+    mine = clio.state.matters[int(target.matter.id)]["folder"]["id"]  # type: ignore[union-attr]
+    assert sorted(f["parent"]["id"] for f in made_folders(clio.state).values()) == sorted(
+        [mine, clio.state.matters[other]["folder"]["id"]])
 
 
 async def test_a_fax_without_a_matter_is_filed_under_its_contact(clio: Any, hook_ctx: HookContext,
                                                                  dana: Contact) -> None:
     await plugin.log_fax(with_options(hook_ctx, fax_folder="Incoming faxes"), fax(),
                          LogTarget(contacts=(dana,)))
-    folder = only(clio.state.folders)
-    assert (folder["name"], folder["parent"]) == ("Incoming faxes", {"id": int(dana.id), "type": "Contact"})
+    folder = only(made_folders(clio.state))
+    contact_folder = clio.state.contacts[int(dana.id)]["folder"]["id"]
+    assert (folder["name"], folder["parent"]) == ("Incoming faxes", {"id": contact_folder, "type": "Folder"})
 
 
 async def test_without_a_fax_folder_the_document_sits_at_the_matters_root(
         clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
     await plugin.log_fax(with_options(hook_ctx, fax_folder=None), fax(), target)
-    assert clio.state.folders == {}
-    assert only(clio.state.documents)["parent"] == {"id": int(target.matter.id), "type": "Matter"}  # type: ignore[union-attr]
+    assert made_folders(clio.state) == {}
+    matter_folder = clio.state.matters[int(target.matter.id)]["folder"]["id"]  # type: ignore[union-attr]
+    assert only(clio.state.documents)["parent"] == {"id": matter_folder, "type": "Folder"}
 
 
 async def test_a_fax_with_nowhere_to_file_it_says_its_document_is_missing(
@@ -439,6 +466,30 @@ async def test_an_unfinished_upload_without_a_new_url_ends_with_the_document_mis
     result = await plugin.log_fax(hook_ctx, fax(), target)
     assert result.note == "document missing" and len(clio.state.documents) == 1
     assert only(clio.state.documents)["latest_document_version"]["fully_uploaded"] is False
+
+
+async def test_a_mark_whose_answer_was_lost_counts_once_clio_shows_the_upload(
+        clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
+    # The first mark lands but its answer is lost; the client's retry is refused (Clio's
+    # mark is not idempotent); the document read again shows it uploaded.
+    doc_id = clio.state.next_free_id + 1  # the communication first, then the document
+    clio.faults.fail_on[("PATCH", f"/api/v4/documents/{doc_id}.json")] = ["drop_after"]
+    result = await plugin.log_fax(hook_ctx, fax(), target)
+    assert [r.kind for r in result.records] == ["communication", "document"]
+    assert clio.faults.count(method="PATCH") == 2
+    assert only(clio.state.documents)["latest_document_version"]["fully_uploaded"] is True
+
+
+async def test_an_upload_verification_that_times_out_is_retried(
+        clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
+    clio.state.upload_timeouts = 1
+    with pytest.raises(TransientError) as raised:
+        await plugin.log_fax(hook_ctx, fax(), target)
+    assert "timed out verifying" in str(raised.value.__cause__)
+    hook_ctx.delivery.retry()  # type: ignore[union-attr]
+    result = await plugin.log_fax(hook_ctx, fax(), target)
+    assert [r.kind for r in result.records] == ["communication", "document"]
+    assert only(clio.state.documents)["latest_document_version"]["fully_uploaded"] is True
 
 
 # --- late details -------------------------------------------------------------------------------
@@ -595,6 +646,86 @@ async def test_every_request_sends_fields_and_the_pinned_version(
     assert len({r["path"] for r in requests}) >= 12
     assert [r for r in requests if "fields" not in r["query"]] == []
     assert {r["api_version"] for r in requests} == {"4.0.13"}
+
+
+#: Clio's list endpoints without an ``order`` parameter (they page by id regardless).
+UNORDERED = {"/api/v4/relationships.json", "/api/v4/activity_descriptions.json"}
+
+
+async def test_every_paged_list_asks_for_order_by_id(clio: Any, hook_ctx: HookContext,
+                                                     target: LogTarget) -> None:
+    ctx = with_options(hook_ctx, activity_description="Telephone")
+    await plugin.find_contact(ctx, party("+12125550142", email="dana@example.com"))
+    await plugin.find_matters(ctx, target.contacts[0])
+    await plugin.find_user(ctx, "ann@acme.example")
+    await plugin.log_call(ctx, call(), target)
+    await plugin.log_fax(ctx, fax(), target)
+    await plugin.contacts_changed_since(ctx, since=None, cursor=None)
+    lists = [r for r in clio.api_requests("GET") if not r["path"].split("/")[-1][0].isdigit()
+             and r["path"] != "/api/v4/users/who_am_i.json"]
+    assert {r["path"] for r in lists} >= {"/api/v4/contacts.json", "/api/v4/matters.json",
+                                          "/api/v4/users.json", "/api/v4/folders.json"} | UNORDERED
+    assert [r["path"] for r in lists
+            if r["path"] not in UNORDERED and r["query"].get("order") != "id(asc)"] == []
+    assert [r["path"] for r in lists if r["path"] in UNORDERED and "order" in r["query"]] == []
+
+
+async def test_a_next_page_is_asked_from_the_base_url_never_from_the_answers_link(
+        clio: Any, hook_ctx: HookContext) -> None:
+    clio.state.host = "https://elsewhere.example"  # the links the sandbox hands out
+    for i in range(205):
+        clio.state.add_contact(f"Twin{i}", "Bulk", ["(212) 555-0142"])
+    await plugin.contacts_changed_since(hook_ctx, since=None, cursor=None)
+    page = await plugin.contacts_changed_since(hook_ctx, since=None, cursor=None)
+    assert page.cursor is not None and "elsewhere" not in page.cursor
+    second = await plugin.contacts_changed_since(hook_ctx, since=None, cursor=page.cursor)
+    assert len(second.contacts) == 5 and second.cursor is None
+    assert {r["host"] for r in clio.api_requests()} == {"app.clio.com"}
+
+
+async def test_disabled_users_are_not_asked_for(clio: Any, hook_ctx: HookContext) -> None:
+    clio.state.add_user("Old Hand", "old@acme.example", enabled=False)
+    assert await plugin.find_user(hook_ctx, "old@acme.example") is None
+    (asked,) = clio.api_requests("GET", "/api/v4/users.json")
+    assert asked["query"]["enabled"] == "true"
+
+
+async def test_the_users_are_loaded_once_for_the_tenant(clio: Any, hook_ctx: HookContext) -> None:
+    clio.state.add_user("Bob Stone", "bob@acme.example")
+    for email in ("ann@acme.example", "bob@acme.example", "nobody@acme.example"):
+        await plugin.find_user(hook_ctx, email)
+    assert len(clio.api_requests("GET", "/api/v4/users.json")) == 1
+
+
+@pytest.mark.parametrize(("zone", "started", "date"), [
+    ("America/New_York", "2026-03-03T02:30:00Z", "2026-03-02"),  # 9:30 pm the day before
+    ("Australia/Sydney", "2026-03-02T15:00:00Z", "2026-03-03"),  # 2 am the day after
+    ("UTC", "2026-03-02T15:00:00Z", "2026-03-02"),
+])
+async def test_a_time_entrys_date_is_the_calls_date_where_the_firm_is(
+        clio: Any, hook_ctx: HookContext, target: LogTarget, zone: str, started: str,
+        date: str) -> None:
+    ctx = dataclasses.replace(hook_ctx, tenant=hook_ctx.tenant.model_copy(update={"time_zone": zone}))
+    end = datetime.fromisoformat(started) + timedelta(minutes=5)
+    await plugin.log_call(ctx, call(started_at=started, answered_at=started,
+                                    ended_at=end.isoformat()), target)
+    assert only(clio.state.activities)["date"] == date
+
+
+@pytest.mark.parametrize("answer", [{"meta": {}}, {"data": None}, [1, 2], "not json"])
+async def test_an_answer_without_data_is_a_transient_error_not_a_key_error(answer: Any) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if answer == "not json":
+            return httpx2.Response(200, text="<html>maintenance</html>")
+        return httpx2.Response(200, json=answer)
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler),
+                                  base_url="https://app.clio.com/api/v4") as http:
+        api = ClioApi(http)
+        with pytest.raises(TransientError, match="Clio answered GET /api/v4/"):
+            await api.users()
+        with pytest.raises(TransientError, match="Clio answered"):
+            await api.who_am_i()
 
 
 # --- the connection ------------------------------------------------------------------------------

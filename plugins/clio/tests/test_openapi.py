@@ -28,6 +28,7 @@ import pytest
 from callbridge_clio import API_VERSION
 from callbridge_clio.api import MARKER, ClioApi
 from callbridge_clio.sandbox import SandboxState, create_app
+from callbridge_clio.sandbox.fields import KNOWN_FIELDS
 
 from plugins.clio.tests.openapi_check import (
     Document,
@@ -43,9 +44,9 @@ BASE_URL = "https://app.clio.com/api/v4"
 
 #: What the plugin or the sandbox sends or answers that the document does not describe.
 ALLOWED: dict[str, str] = {
-    "PUT /storage/{key}: not a path of the API":
+    "PUT /{key}: not a path of the API":
         "the fax upload goes to the pre-signed storage URL Clio hands out in put_url, "
-        "outside the API",
+        "on the storage's own origin, outside the API",
     f"X-API-VERSION {API_VERSION} is not a minor version the document lists":
         f"the plugin pins {API_VERSION}; the document describes minor versions up to 4.0.10",
     "GET /contacts.json: status 503 is not documented":
@@ -151,12 +152,12 @@ def test_no_recorded_exchange_meets_a_schema_the_document_leaves_open(
 # --- the sandbox's answers ----------------------------------------------------------------
 
 #: ClioApi's building blocks, exercised through the calls below.
-GENERIC = {"all_pages", "page", "page_at", "create", "update"}
+GENERIC = {"all_pages", "page", "get", "create", "update"}
 
 
 def seeded() -> tuple[SandboxState, dict[str, int], str]:
     """A small firm with pages of two records, so the paging ``next`` URLs are met too."""
-    st = SandboxState(host="https://app.clio.com", max_page_size=2)
+    st = SandboxState(host="https://app.clio.com", max_page_size=2, rate_limit=None)
     ids: dict[str, int] = {}
     ids["ann"] = st.add_user("Ann Lee", "ann@firm.example", authorised=True)
     st.add_user("Bob Stone", "bob@firm.example")
@@ -214,6 +215,7 @@ async def sandbox_exchanges() -> list[tuple[str, Exchange]]:
         await call("contacts_page", updated_since=since, cursor=cursor)
         assert len(await call("client_matters", ids["dana"], "open,pending")) == 2
         await call("relationships", ids["dana"])
+        await call("relationships_changed", since)
         await call("matters_changed", since=since, status="closed",
                    custom_field_ids=[ids["field"]])
         await call("custom_fields", "Matter")
@@ -234,12 +236,12 @@ async def sandbox_exchanges() -> list[tuple[str, Exchange]]:
             "user": {"id": ids["ann"]}, "non_billable": False, "note": "Phone call"})
         await call("time_entries_of", comm.id)
         assert await call("activity_description_named", "Telephone call") is not None
-        assert await call("folder_named", "Faxes", parent_type="Matter",
-                          parent_id=ids["matter"]) is None
-        folder = await call("create_folder", "Faxes", parent_type="Matter",
-                            parent_id=ids["matter"])
-        # The documented matter_id filter: another matter's fax folder is not this one's.
-        other = await call("folder_named", "Faxes", parent_type="Contact", parent_id=created.id)
+        root = await call("root_folder", "Matter", ids["matter"])
+        assert await call("folder_named", "Faxes", parent_folder=root) is None
+        folder = await call("create_folder", "Faxes", parent_folder=root)
+        # Another folder's children are not this one's.
+        other = await call("folder_named", "Faxes", parent_folder=await call(
+            "root_folder", "Contact", created.id))
         assert other is None
         doc = await call("create_document", {
             "name": "Fax.pdf", "parent": {"id": folder.id, "type": "Folder"},
@@ -254,6 +256,7 @@ async def sandbox_exchanges() -> list[tuple[str, Exchange]]:
                            headers={h.name: h.value for h in version.put_headers})
         await call("documents_marked", "cb1-sandbox")
         await call("mark_uploaded", doc.id, version.uuid)
+        await call("document", doc.id)
 
         # Error answers, sent as they are.
         await http.post("/contacts.json", params={"fields": "id"},
@@ -276,6 +279,27 @@ async def test_the_sandboxs_answers_agree_with_clios_document(clio_document: Doc
     seen = await sandbox_exchanges()
     assert unexpected(clio_document, seen, set()) == []
     assert open_schemas(clio_document, seen) <= set(OPEN_SCHEMAS)
+
+
+def properties(document: Document, schema: str) -> set[str]:
+    """Every property of a component schema, through its ``allOf`` parts."""
+    schemas = document.doc["components"]["schemas"]
+    found: set[str] = set()
+    for part in [schemas[schema], *schemas[schema].get("allOf", [])]:
+        if "$ref" in part:
+            found |= properties(document, part["$ref"].split("/")[-1])
+        found |= set(part.get("properties") or {})
+    return found
+
+
+@pytest.mark.parametrize(("kind", "schema"), [
+    ("contact", "Contact"), ("matter", "Matter"), ("relationship", "Relationship"), ("user", "User"),
+    ("communication", "Communication"), ("activity", "Activity"), ("document", "Document"),
+    ("folder", "Folder"), ("custom_field", "CustomField"),
+    ("activity_description", "ActivityDescription")])
+def test_the_sandbox_knows_every_field_the_document_lists(clio_document: Document, kind: str,
+                                                          schema: str) -> None:
+    assert set(KNOWN_FIELDS[kind]) == properties(clio_document, schema)
 
 
 async def test_every_allow_list_entry_is_still_needed(clio_document: Document) -> None:

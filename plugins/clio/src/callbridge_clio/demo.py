@@ -24,14 +24,14 @@ from typing import Any
 
 from callbridge.engine import Engine
 from callbridge.events import AnyEvent, parse_event
-from callbridge.faults import serve_in_thread
 from callbridge.ledger import Ledger
 from callbridge.phones import mask_number
 from callbridge.runtime import load
 from rich.console import Console
 from rich.table import Table
 
-from callbridge_clio.sandbox import SandboxState, create_app
+from callbridge_clio.sandbox import SandboxState
+from callbridge_clio.sandbox.serve import serving
 
 FIRMS = {
     "whitfield-law": {"contact_creation": '["missed"]', "exclusive": "false", "several": "ask",
@@ -162,8 +162,7 @@ async def run(console: Console) -> int:
         urls = {}
         for firm, st in states.items():
             seed(st)
-            urls[firm] = stack.enter_context(serve_in_thread(create_app(st)))
-            st.host = urls[firm]
+            urls[firm] = stack.enter_context(serving(st))  # the API and its storage
             env = firm.upper().replace("-", "_")
             os.environ[f"{env}_CLIO_CLIENT_ID"] = st.client_id
             os.environ[f"{env}_CLIO_CLIENT_SECRET"] = st.client_secret

@@ -1,0 +1,84 @@
+"""The plugin's hook implementations: each one line into the module of its concern."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from callbridge.capabilities import Connection, Declaration
+from callbridge.context import HookContext
+from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
+from callbridge.hookspecs import hookimpl
+from callbridge.models import (
+    AppUser,
+    ChangedContacts,
+    Contact,
+    LogResult,
+    LogTarget,
+    Matter,
+    Record,
+)
+
+from callbridge_clio import contacts, documents, matters, settings, users
+from callbridge_clio import records as written
+
+
+@hookimpl
+def declare() -> Declaration:
+    return settings.declaration()
+
+
+@hookimpl
+def connection(options: settings.ClioSettings | None) -> Connection:
+    return settings.connection(options)
+
+
+@hookimpl
+async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
+    return await contacts.find_contact(ctx, party)
+
+
+@hookimpl
+async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:
+    return await contacts.create_contact(ctx, party, name)
+
+
+@hookimpl
+async def contacts_changed_since(ctx: HookContext, since: datetime | None,
+                                 cursor: str | None) -> ChangedContacts:
+    return await contacts.contacts_changed_since(ctx, since, cursor)
+
+
+@hookimpl
+async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
+    return await matters.find_matters(ctx, contact)
+
+
+@hookimpl
+async def find_user(ctx: HookContext, email: str | None) -> AppUser | None:
+    return await users.find_user(ctx, email)
+
+
+@hookimpl
+async def pick_default_user(ctx: HookContext) -> AppUser | None:
+    return await users.pick_default_user(ctx)
+
+
+@hookimpl
+async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:
+    return await written.log_call(ctx, event, target)
+
+
+@hookimpl
+async def log_sms(ctx: HookContext, event: SmsEvent, target: LogTarget) -> LogResult:
+    return await written.log_sms(ctx, event, target)
+
+
+@hookimpl
+async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogResult:
+    return await documents.log_fax(ctx, event, target)
+
+
+@hookimpl
+async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,
+                     records: list[Record]) -> LogResult:
+    return await written.update_log(ctx, event, records)
