@@ -24,9 +24,6 @@ ALLOWED: dict[str, str] = {
                                           "concern",
     "core/callbridge/testing/suite.py": "the contract suite: being split into the kit's "
                                         "host services and its cases",
-    "plugins/clio/src/callbridge_clio/__init__.py": "the Clio plugin being split by concern",
-    "plugins/clio/src/callbridge_clio/sandbox.py": "the Clio sandbox: one route per API "
-                                                   "endpoint the plugin uses",
 }
 
 

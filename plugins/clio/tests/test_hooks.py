@@ -82,11 +82,12 @@ def target(clio: Any, dana: Contact, ann: AppUser) -> LogTarget:
 
 def test_the_declaration_names_every_capability_and_the_per_token_limit() -> None:
     declaration = plugin.declare()
-    assert declaration.name == "clio" and declaration.hook_api_version == "1.0"
+    assert declaration.name == "clio" and declaration.hook_api_version == "2.0"
     assert {c.value for c in declaration.capabilities} >= {
         "calls", "sms", "fax", "contact_search_phone", "contact_search_email", "contact_creation",
         "contacts_changed", "matters", "users", "late_details", "file_attachments",
-        "custom_fields", "log_without_contact"}
+        "custom_fields"}
+    assert declaration.without_contact == {"call", "sms", "fax"}
     assert declaration.settings_model is ClioSettings
     (bucket,) = declaration.rate_limits
     assert (bucket.requests, bucket.per_seconds, bucket.scope) == (50, 60.0, "token")

@@ -32,10 +32,9 @@ class _Nowhere(Exception):
 
 
 def missing_document(records: tuple[Record, ...]) -> LogResult:
-    """A log kept without its fax document (typed under hook API 2.0)."""
-    if "missing" in LogResult.model_fields:
-        return LogResult(records=records, missing=("document",))  # type: ignore[call-arg]
-    return LogResult(records=records, note="document missing")  # type: ignore[call-arg]
+    """A log kept without its fax document: typed (``missing``), with the 1.x note beside it
+    while hosts still read that."""
+    return LogResult(records=records, missing=("document",), note="document missing")
 
 
 async def document_bytes(ctx: HookContext, event: FaxEvent) -> bytes:

@@ -65,13 +65,16 @@ def options(ctx: HookContext) -> ClioSettings:
 
 def declaration() -> Declaration:
     return Declaration(
-        name="clio", title="Clio", version=__version__, hook_api_version="1.0",
+        name="clio", title="Clio", version=__version__, hook_api_version="2.0",
         capabilities=frozenset({
             Capability.CALLS, Capability.SMS, Capability.FAX, Capability.CONTACT_SEARCH_PHONE,
             Capability.CONTACT_SEARCH_EMAIL, Capability.CONTACT_CREATION, Capability.CONTACTS_CHANGED,
             Capability.MATTERS, Capability.USERS, Capability.LATE_DETAILS, Capability.FILE_ATTACHMENTS,
-            Capability.CUSTOM_FIELDS, Capability.LOG_WITHOUT_CONTACT, Capability.MULTI_CONTACT_LINK,
+            Capability.CUSTOM_FIELDS, Capability.MULTI_CONTACT_LINK,
+            # The 1.x spelling of without_contact, kept while hosts still read it.
+            Capability.LOG_WITHOUT_CONTACT,
         }),
+        without_contact=frozenset({"call", "sms", "fax"}),
         settings_model=ClioSettings,
         # Clio: 50 requests per minute per access token at peak hours.
         rate_limits=(RateBucket(name="api", requests=50, per_seconds=60.0, scope="token"),),
