@@ -426,6 +426,8 @@ class CallbridgeClient(httpx2.AsyncClient):
         if status == 429 and retry_after is None:
             retry_after = bucket_wait  # what a 429 without Retry-After means for its buckets
         not_processed = status == 429 or (status == 503 and retry_after is not None)
+        if status == 429 and _daily_policy(error.answer):
+            raise error  # a day's budget: no inline retry can help; the plugin parks the work
         if status in _RETRY_STATUSES and (safe or not_processed):
             if retry_after is not None and retry_after > self.retry_policy.inline_max_wait:
                 limited = RateLimited(str(error), retry_after=retry_after)
@@ -436,6 +438,11 @@ class CallbridgeClient(httpx2.AsyncClient):
             raise UncertainWrite(f"{error}; the request may have reached the app; "
                                  "look for the record before retrying")
         raise error
+
+
+def _daily_policy(answer: dict[str, object] | None) -> bool:
+    """Whether a 429's answer names a daily limit (HubSpot: ``"policyName": "DAILY"``)."""
+    return bool(answer) and str((answer or {}).get("policyName", "")).upper() == "DAILY"
 
 
 def _token_id(app: str, connection: Connection, credentials: Credentials) -> str:

@@ -270,6 +270,7 @@ async def test_a_daily_429_parks_until_the_portals_midnight_and_sends_nothing_mo
     limits_.daily = 0
     with pytest.raises(limits.DailyLimitReached) as info:
         await hs.find_contact(hook_ctx, party("+12125550142"))
+    assert len(portal.requests) == 1  # the host's client does not retry a day's limit inline
     # 15:00 UTC on 5 January is 10:00 in New York: midnight there is 05:00 UTC next day.
     assert info.value.resets_at == datetime(2026, 1, 6, 5, 0, tzinfo=UTC)  # type: ignore[attr-defined]
     sent = len(portal.requests)

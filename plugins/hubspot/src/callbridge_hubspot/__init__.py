@@ -95,7 +95,8 @@ def connection(options: HubSpotSettings | None) -> Connection:
                                       token_url=f"{opts.base_url}/oauth/v1/token",
                                       scope=OAUTH_SCOPES)
     if "rate_limits" in Connection.model_fields:
-        data["rate_limits"] = limits.buckets(opts.plan, opts.api_limit_increases, oauth)
+        data["rate_limits"] = limits.buckets(opts.plan, opts.api_limit_increases, oauth,
+                                             opts.portal_time_zone)
     return Connection.model_validate(data)
 
 

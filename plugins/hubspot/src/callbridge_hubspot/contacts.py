@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from callbridge.context import HookContext
@@ -16,6 +18,10 @@ from callbridge_hubspot import host
 from callbridge_hubspot.api import CONTACT_PROPERTIES, HubSpotApi, HubSpotObject
 from callbridge_hubspot.settings import api_for, options_of
 from callbridge_hubspot.writes import begin, delivery_key, settle
+
+#: How long a contact the plugin created is used for further events from its number,
+#: before the phone index (or HubSpot's search) knows it.
+CREATED_KEPT_FOR = timedelta(hours=1)
 
 
 def _contact(obj: HubSpotObject) -> Contact:
@@ -117,7 +123,21 @@ async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> C
             {"number": e164}, context={"region": ctx.tenant.default_region}))
         return min((h.id for h in hits), key=lambda i: (len(i), i)) if hits else None
 
-    record = await host.step(ctx.delivery, "contact", "create_contact", create=create, find=find)
+    # One contact per new number, however many deliveries from it run at once: creation
+    # is serialised per number, and a contact made for it lately is used, not searched
+    # for (HubSpot's search sees a new contact only moments later).
+    digest = hashlib.sha256(f"{ctx.tenant_id}|{e164}".encode()).hexdigest()[:32]
+    async with ctx.lock(f"create_contact:{digest}"):
+        now = host.clock(ctx).now()
+        raw = await ctx.store.get(f"created_contact:{digest}")
+        if raw:
+            kept = json.loads(raw)
+            if datetime.fromisoformat(kept["at"]) > now - CREATED_KEPT_FOR:
+                return Contact(id=kept["id"], name=kept.get("name"), phones=(e164,))
+        record = await host.step(ctx.delivery, "contact", "create_contact", create=create,
+                                 find=find)
+        await ctx.store.set(f"created_contact:{digest}", json.dumps(
+            {"id": record.id, "name": name, "at": now.isoformat()}))
     if record.id in made:
         return _contact(made[record.id])
     return Contact(id=record.id, name=name, phones=(e164,))

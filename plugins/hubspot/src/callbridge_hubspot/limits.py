@@ -49,15 +49,19 @@ def daily_budget(plan: Plan, increases: int) -> int:
     return _DAILY[plan] + 1_000_000 * increases
 
 
-def buckets(plan: Plan = "starter", increases: int = 0, oauth: bool = False) -> tuple[RateBucket, ...]:
+def buckets(plan: Plan = "starter", increases: int = 0, oauth: bool = False,
+            daily_tz: str | None = None) -> tuple[RateBucket, ...]:
     """The burst bucket for the plan (per token), and the search bucket (per portal).
 
-    The daily budget is declared too where the host's buckets take one.
+    The daily budget goes with the burst bucket only when the portal's time zone is
+    known (``daily_tz``) and the host's buckets take one: a budget reset at the wrong
+    midnight would park deliveries for hours too long or too short. Without it the
+    plugin parks on HubSpot's own word (``DAILY`` 429s, ``Daily-Remaining: 0``).
     """
     burst: dict[str, Any] = {"name": "burst", "requests": burst_limit(plan, increases, oauth),
                              "per_seconds": BURST_WINDOW_SECONDS, "scope": "token"}
-    if not oauth and "daily" in RateBucket.model_fields:
-        burst["daily"] = daily_budget(plan, increases)
+    if not oauth and daily_tz and "daily_reset_tz" in RateBucket.model_fields:
+        burst |= {"daily": daily_budget(plan, increases), "daily_reset_tz": daily_tz}
     search = {"name": "search", "requests": SEARCH_PER_SECOND, "per_seconds": 1.0,
               "scope": "tenant", "purpose": "search"}
     return (RateBucket.model_validate(burst), RateBucket.model_validate(search))
