@@ -43,9 +43,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    install_host(session)
+    """mypy --strict on the host, then on every app plugin's source."""
+    install_host(session, *APP_PLUGINS)
     session.install("mypy>=1.13")
     session.run("mypy")
+    session.run("mypy", "--strict", *[f"{plugin}/src" for plugin in APP_PLUGINS])
 
 
 @nox.session

@@ -88,7 +88,33 @@ def diagnose(path: Path | None) -> dict[str, Any]:
         }
     dump["tenants"] = tenants
     dump["ledger"] = {"url": _redact_url(settings.ledger.url)}
+    checks += _unreadable_numbers(path, settings)
     return {"checks": checks, "dump": dump}
+
+
+def _unreadable_numbers(path: Path, settings: Any) -> list[dict[str, str]]:
+    """One warning per contact whose stored numbers the phone index could not read:
+    app, contact id and the reason (a count, never the number)."""
+    if not os.environ.get(SECRET_ENV):
+        return []
+    import json
+
+    from callbridge.runtime import load
+
+    try:
+        ledger = load(path, strict=False).ledger()
+    except Exception as exc:  # doctor reports; it never stops on a check
+        return [_check("ledger", "fail", f"cannot be opened ({type(exc).__name__})")]
+    out = []
+    for tname, tenant in settings.tenants.items():
+        for aname in tenant.apps:
+            raw = ledger.kv_get(tname, aname, "index:unreadable")
+            for contact_id, count in sorted((json.loads(raw) if raw else {}).items()):
+                out.append(_check(
+                    f"{tname}/{aname} contact {contact_id}", "warn",
+                    f"{count} stored phone number(s) cannot be read as a number "
+                    f"(region {tenant.default_region}); this contact is never matched by number"))
+    return out
 
 
 _SECRETISH = ("secret", "token", "password", "key", "signature")

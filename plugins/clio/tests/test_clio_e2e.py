@@ -320,3 +320,16 @@ async def test_several_contacts_on_one_number_wait_unresolved_then_log_to_the_ch
     await engine.run_until_idle()
     assert engine.ledger.delivery(view.delivery_id).status == "logged"
     assert only(sandbox.state.communications)["senders"] == [{"id": twin, "type": "Contact"}]
+
+
+async def test_doctor_lists_contacts_whose_stored_numbers_cannot_be_read(
+        clio_engine: Any, sandbox: Any, firm: dict[str, int], tmp_path: Any) -> None:
+    from callbridge.doctor import diagnose
+
+    engine = clio_engine()
+    await engine.sync_indexes()
+    report = diagnose(tmp_path / "callbridge.toml")
+    flagged = [c for c in report["checks"] if " contact " in c["name"]]
+    assert [(c["name"], c["status"]) for c in flagged] == [(f"acme/clio contact {firm['jane']}", "warn")]
+    assert "cannot be read" in flagged[0]["detail"]
+    assert "437" not in str(report) and "555-0142" not in str(report)  # never the number

@@ -70,7 +70,7 @@ def body(event: CallEvent | SmsEvent | FaxEvent, target: LogTarget, *, note: str
         lines.append(f"Staff: {target.user.name}")
     parts = []
     if isinstance(event, CallEvent):
-        lines.append(f"Outcome: {event.outcome.value}")
+        lines.append(f"Outcome: {event.outcome.value if event.outcome else event.state}")
         lines.append(f"Duration: {_duration(event.duration_seconds)}"
                      + (f" (talk time {_duration(event.talk_seconds)})" if event.answered_at else ""))
         notes = target.notes if target.notes is not None else event.notes

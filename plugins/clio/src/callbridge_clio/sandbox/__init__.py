@@ -108,7 +108,7 @@ def create_app(state: SandboxState | None = None, *, faults: bool = True) -> Any
     app = _ByOrigin(st, api_app, Starlette(routes=documents.storage_routes(st)))
     if not faults:
         return app
-    injector = FaultInjector(app)  # type: ignore[arg-type]
+    injector = FaultInjector(app)
     injector.state = st  # type: ignore[attr-defined]
     return injector
 
