@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import callbridge_hubspot as hs
+import httpx2
 import pytest
 from callbridge.errors import RateLimited, SkipEvent
 from callbridge.events import ExternalParty, parse_event
+from callbridge.http import Credentials, MemoryTokenStore, RetryPolicy, build_client
 from callbridge.models import AppUser, Contact, LogTarget, Record
+from callbridge.ratelimit import LimiterRegistry
 from callbridge_hubspot import limits
 from callbridge_hubspot.portal import Portal
 
@@ -321,3 +324,27 @@ def test_the_buckets_follow_the_plan() -> None:
             search.purpose) == (190, 10.0, 5, 1.0, "search")
     assert limits.buckets("starter", increases=1)[0].requests == 250
     assert limits.buckets(oauth=True)[0].requests == 110
+
+
+async def test_an_oauth_connection_refreshes_its_token_through_hubspots_endpoint(
+        hub: Any, portal: Portal) -> None:
+    sandbox = hub.app.state.sandbox
+    options = hs.HubSpotSettings(auth="oauth", api_base_url="https://api.hubapi.com")
+    connection = hs.connection(options)
+    assert connection.oauth2 is not None
+    assert connection.oauth2.token_url == "https://api.hubapi.com/oauth/v1/token"
+    stale = sandbox.issue(lifetime=1)
+    stale["expires_at"] = 0  # expired
+    tokens = MemoryTokenStore({("acme", "hubspot"): stale})
+    http = build_client(
+        tenant="acme", app="hubspot", plugin="hubspot", plugin_version="0",
+        connection=connection, credentials=Credentials(
+            client_id=sandbox.oauth.client_id, client_secret=sandbox.oauth.client_secret),
+        buckets=(), limiters=LimiterRegistry(),
+        tokens=tokens, retry=RetryPolicy(enabled=False),
+        transport=httpx2.ASGITransport(app=hub))
+    try:
+        assert (await http.get("/crm/v3/owners")).status_code == 200
+    finally:
+        await http.aclose()
+    assert tokens.saves == [("acme", "hubspot")]
