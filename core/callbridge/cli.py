@@ -18,21 +18,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from callbridge import HOOK_API_VERSION, __version__
+from callbridge.console import cell, err, line, warn
+from callbridge.console import out as console
 from callbridge.engine import Engine
 from callbridge.errors import CallbridgeError, ConfigError
-from callbridge.events import parse_event
 from callbridge.ledger import Stored
+from callbridge.reader import Rejected, RejectsFile, read_events
 from callbridge.runtime import Runtime, config_path, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Log a phone system's calls, SMS and faxes into the apps firms use.")
-console = Console()
-err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="settings file (TOML)",
                                                  envvar="CALLBRIDGE_CONFIG")]
@@ -68,7 +67,7 @@ def _pending(engine: Engine, stored: list[Stored]) -> bool:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    warn(("error:", "red"), " ", message)
     return typer.Exit(code)
 
 
@@ -127,6 +126,14 @@ def plugins(
 
 
 @app.command()
+def schema() -> None:
+    """Print the JSON Schema of an event (a line of `ingest`), built from the models."""
+    from callbridge.events import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+
+
+@app.command()
 def keygen() -> None:
     """Print a new encryption key for CALLBRIDGE_SECRET_KEY."""
     from callbridge.ledger import Ledger
@@ -147,14 +154,15 @@ def ingest(
     """Feed events from a file through every connected app and show the outcomes."""
     rt = _runtime(config)
     try:
-        lines = file.read_text().splitlines()
+        stream = file.open("rb")
     except OSError as exc:
         raise _fail(f"{file}: cannot be read ({exc.strerror})") from None
-    code = asyncio.run(_ingest(rt, file, lines, rejects, dry_run, as_json, wait))
+    with stream:
+        code = asyncio.run(_ingest(rt, file, stream, rejects, dry_run, as_json, wait))
     raise typer.Exit(code)
 
 
-async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | None,
+async def _ingest(rt: Runtime, file: Path, stream: Any, rejects: Path | None,
                   dry_run: bool, as_json: bool, wait: float) -> int:
     settings = rt.settings.current()
 
@@ -162,30 +170,30 @@ async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | Non
         return settings.tenant(tenant).default_region
 
     engine = rt.engine(dry_run=dry_run)
-    bad: list[tuple[int, str, str]] = []
+    bad: list[Rejected] = []
     stored = []
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       console=err, transient=True, disable=as_json) as progress:
-            task = progress.add_task("storing events", total=len(lines))
+            # Each line is read on its own (callbridge.reader): a bad one is refused
+            # with its number and reasons, and the lines around it are still stored.
+            task = progress.add_task("storing events", total=os.fstat(stream.fileno()).st_size)
             pending = []
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    progress.advance(task)
+            for item in read_events(stream, region_for=region_for):
+                if isinstance(item, Rejected):
+                    bad.append(item)
+                    progress.advance(task, item.size)
                     continue
-                try:
-                    pending.append(parse_event(line, region_for=region_for))
-                except CallbridgeError as exc:
-                    bad.append((number, str(exc), line))
-                    progress.advance(task)
+                pending.append(item.event)
+                progress.advance(task, item.size)
                 if len(pending) >= 200:
                     # One trip to the ledger per chunk; still one commit per event.
                     stored += await engine.ingest_many(pending)
-                    progress.advance(task, len(pending))
                     pending = []
             if pending:
                 stored += await engine.ingest_many(pending)
-                progress.advance(task, len(pending))
+            if bad and not dry_run:
+                _quarantine(engine.ledger, settings, bad)
             task2 = progress.add_task("logging", total=None)
             pks = [s.event_pk for s in stored]
             deadline = time.monotonic() + wait
@@ -202,17 +210,17 @@ async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | Non
             counts[(view.app, view.status, view.reason or "")] += 1
     finally:
         await engine.aclose()
+    target = rejects or file.with_name(file.name + ".rejected")
+    with RejectsFile(target) as kept:
+        for rejected in bad:
+            kept.add(rejected)
+    for rejected in bad:
+        warn((f"line {rejected.number}", "yellow"), ": ", rejected.reason)
     if bad:
-        target = rejects or file.with_name(file.name + ".rejected")
-        with target.open("a") as fh:
-            for _number, _, line in bad:
-                fh.write(line + "\n")
-        for number, message, _ in bad:
-            err.print(f"[yellow]line {number}[/yellow]: {message}", highlight=False)
-        err.print(f"{len(bad)} bad line(s) kept in {target}")
+        warn(f"{len(bad)} bad line(s) kept in {target}, their reasons in {kept.reasons_path}")
     failed = sum(n for (_, status, _), n in counts.items() if status == "failed")
     if as_json:
-        print(json.dumps({"events": len(stored), "bad_lines": [b[0] for b in bad],
+        print(json.dumps({"events": len(stored), "bad_lines": [b.number for b in bad],
                           "outcomes": [{"app": a, "status": s, "reason": r, "count": n}
                                        for (a, s, r), n in sorted(counts.items())]}, indent=2))
     else:
@@ -220,9 +228,17 @@ async def _ingest(rt: Runtime, file: Path, lines: list[str], rejects: Path | Non
         for col in ("app", "status", "reason", "events"):
             table.add_column(col)
         for (a, s, r), n in sorted(counts.items()):
-            table.add_row(a, s, r, str(n))
+            table.add_row(cell(a), cell(s), cell(r), str(n))
         console.print(table)
     return 2 if bad else (3 if failed else 0)
+
+
+def _quarantine(ledger: Any, settings: Any, bad: list[Rejected]) -> None:
+    from callbridge.quarantine import Quarantine, Refused
+
+    Quarantine(ledger, settings.quarantine).keep([
+        Refused(raw=r.raw, reason=r.reason, origin="ingest", line=r.number, tenant=r.tenant)
+        for r in bad])
 
 
 @app.command()
@@ -250,8 +266,9 @@ def history(
     for col in ("delivery", "tenant", "app", "kind", "event", "status", "reason", "records", "message"):
         table.add_column(col)
     for v in views:
-        table.add_row(str(v.delivery_id), v.tenant, v.app, v.kind, v.source_id, v.status,
-                      v.reason or "", ", ".join(f"{r.kind}:{r.id}" for r in v.records), v.message or "")
+        table.add_row(str(v.delivery_id), cell(v.tenant), cell(v.app), cell(v.kind),
+                      cell(v.source_id), cell(v.status), cell(v.reason),
+                      cell(", ".join(f"{r.kind}:{r.id}" for r in v.records)), cell(v.message))
     console.print(table)
 
 
@@ -277,17 +294,23 @@ def resolve(
             await engine.aclose()
     asyncio.run(go())
     after = ledger.delivery(delivery)
-    console.print(f"delivery {delivery}: {after.status} {after.reason or ''} {after.message or ''}")
+    console.print(line(f"delivery {delivery}: {after.status} {after.reason or ''} "
+                       f"{after.message or ''}"))
     raise typer.Exit(0 if after.status in ("logged", "accepted") else 3)
 
 
 @app.command()
 def purge(config: ConfigOpt = None) -> None:
     """Erase event contents past each tenant's retention period (outcomes stay)."""
+    from callbridge.quarantine import Quarantine
+
     rt = _runtime(config)
     settings = rt.settings.current()
-    n = rt.ledger().purge({name: t.retention_days for name, t in settings.tenants.items()})
-    console.print(f"erased the contents of {n} event(s)")
+    retention = {name: t.retention_days for name, t in settings.tenants.items()}
+    ledger = rt.ledger()
+    n = ledger.purge(retention)
+    q = Quarantine(ledger, settings.quarantine).purge(retention)
+    console.print(f"erased the contents of {n} event(s); dropped {q} quarantined line(s)")
 
 
 @app.command()
@@ -297,7 +320,8 @@ def erase(
     config: ConfigOpt = None,
 ) -> None:
     """Erase a person's data on request: the contents of the tenant's events with this number."""
-    from callbridge.phones import UnreadableNumber, mask_number, to_e164
+    from callbridge.phones import UnreadableNumber, mask_number, search_forms, to_e164
+    from callbridge.quarantine import Quarantine
 
     rt = _runtime(config)
     try:
@@ -308,8 +332,51 @@ def erase(
         e164 = to_e164(number, region)
     except UnreadableNumber as exc:
         raise _fail(f"the number cannot be read ({exc})", 2) from None
-    n = rt.ledger().erase_person(tenant, e164)
-    console.print(f"erased the contents of {n} event(s) of {mask_number(e164)}; outcomes stay")
+    ledger = rt.ledger()
+    n = ledger.erase_person(tenant, e164)
+    Quarantine(ledger).erase_number(tenant, search_forms(e164))
+    console.print(line(f"erased the contents of {n} event(s) of {mask_number(e164)}; "
+                       "outcomes stay"))
+
+
+@app.command("quarantine")
+def quarantine_(
+    config: ConfigOpt = None,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's lines")] = None,
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 100,
+    entry: Annotated[int | None, typer.Option(
+        help="print one entry's bytes (escaped; with --raw, as they were received)")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="with --entry: the bytes as received")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Input refused at the edge (bad lines of `ingest`), kept encrypted for a while."""
+    from callbridge.console import escaped
+    from callbridge.quarantine import Quarantine
+
+    rt = _runtime(config)
+    q = Quarantine(rt.ledger(), rt.settings.current().quarantine)
+    if entry is not None:
+        content = q.content(entry)
+        if content is None:
+            raise _fail(f"no quarantine entry {entry}")
+        if raw:
+            sys.stdout.buffer.write(content)
+        else:
+            print(escaped(content))  # escaped: no control character reaches the terminal
+        return
+    rows = q.entries(tenant=tenant, limit=limit)
+    if as_json:
+        print(json.dumps([{"id": e.id, "tenant": e.tenant, "origin": e.origin, "line": e.line,
+                           "received_at": e.received_at.isoformat(), "reason": e.reason,
+                           "size": e.size, "kept": e.kept} for e in rows], indent=2))
+        return
+    table = Table(title="quarantine")
+    for col in ("id", "received", "origin", "tenant", "line", "bytes", "reason"):
+        table.add_column(col)
+    for e in rows:
+        table.add_row(str(e.id), f"{e.received_at:%Y-%m-%d %H:%M}", cell(e.origin),
+                      cell(e.tenant or "(unknown)"), str(e.line or ""), str(e.size), cell(e.reason))
+    console.print(table)
 
 
 @app.command()
@@ -461,5 +528,5 @@ def main() -> None:
     try:
         app()
     except CallbridgeError as exc:  # last resort: a message, not a traceback
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        warn(("error:", "red"), " ", str(exc))
         sys.exit(1)

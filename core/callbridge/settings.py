@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -43,7 +43,12 @@ class SeveralMatches(StrEnum):
     ALL = "all"
 
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True)
+
+#: A tenant's key, as events name it (``tenant`` in the event JSON); apps' keys alike.
+KEY_PATTERN = r"^[A-Za-z0-9._-]+$"
+Key = Annotated[str, Field(min_length=1, max_length=100, pattern=KEY_PATTERN)]
+_KEY_RULE = "is not valid: 1 to 100 letters, digits, '.', '_' or '-'"
 
 
 class AppSettings(BaseModel):
@@ -61,7 +66,7 @@ class AppSettings(BaseModel):
     placeholder_name: str = Field(default="New callbridge Contact", min_length=1, max_length=100)
     default_billable: bool = False
     automatic_logging: bool = True
-    delayed_logging_minutes: float = Field(default=5.0, ge=0)
+    delayed_logging_minutes: float = Field(default=5.0, ge=0, le=7 * 24 * 60)
     credentials_env: str | None = Field(
         default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
         description="prefix of environment variables holding this app's secrets")
@@ -94,10 +99,12 @@ class TenantSettings(BaseModel):
     time_zone: str = "UTC"
     default_region: str = Field(default="US", min_length=2, max_length=2)
     own_numbers: frozenset[str] = frozenset()
-    extensions: dict[str, str] = Field(default_factory=dict, description="extension -> staff email")
-    retention_days: int = Field(default=365, ge=1)
+    extensions: dict[Annotated[str, Field(pattern=r"^[0-9*#]{1,20}$")],
+                     Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=dict, description="extension -> staff email")
+    retention_days: int = Field(default=365, ge=1, le=36500)
     source_secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
-    apps: dict[str, AppSettings] = Field(default_factory=dict)
+    apps: dict[Key, AppSettings] = Field(default_factory=dict)
 
     @field_validator("time_zone")
     @classmethod
@@ -132,20 +139,63 @@ class TenantSettings(BaseModel):
 
 
 class LedgerSettings(BaseModel):
+    """Where the ledger is, and how long a worker holds a delivery."""
+
     model_config = _STRICT
 
-    url: str = "sqlite:///callbridge.db"
-    lease_seconds: float = Field(default=60.0, gt=0)
-    max_attempts: int = Field(default=8, ge=1)
+    url: str = Field(default="sqlite:///callbridge.db", max_length=2000)
+    lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    max_attempts: int = Field(default=8, ge=1, le=1000)
     # Transient failures are retried until this long after the event (SPEC §2.6).
     deadline_hours: float = Field(default=72.0, gt=0, le=24 * 366)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        check_ledger_url(value)
+        return value
+
+
+def check_ledger_url(value: str) -> None:
+    """Raise ValueError (never holding the URL, which may hold a password) unless
+    ``value`` is a SQLite or PostgreSQL URL whose driver is installed."""
+    import sqlalchemy as sa
+
+    try:
+        url = sa.engine.make_url(value)
+    except (sa.exc.ArgumentError, ValueError):
+        raise ValueError("is not a database URL (e.g. sqlite:///callbridge.db)") from None
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError("names a database the ledger does not support (sqlite or postgresql)")
+    try:
+        dialect = url.get_dialect()
+    except (sa.exc.NoSuchModuleError, ImportError):
+        raise ValueError("names a database driver SQLAlchemy does not know") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        raise ValueError(
+            f"needs the {url.get_driver_name()} driver, which is not installed (install it, "
+            "or name an installed driver, e.g. postgresql+psycopg://)") from None
+
+
+class QuarantineSettings(BaseModel):
+    """How much refused input is kept, and for how long (``callbridge quarantine``)."""
+
+    model_config = _STRICT
+
+    retention_days: int = Field(default=30, ge=1, le=36500,
+                                description="for entries whose tenant is not known")
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_total_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=2**40)
 
 
 class ModeSettings(BaseModel):
     model_config = _STRICT
 
-    digest_every_minutes: float = Field(default=60, gt=0)
-    digest_lookback_hours: float = Field(default=4, gt=0)
+    digest_every_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+    digest_lookback_hours: float = Field(default=4, gt=0, le=24 * 366)
 
     @property
     def digest_lookback(self) -> timedelta:
@@ -159,7 +209,8 @@ class Settings(BaseModel):
 
     ledger: LedgerSettings = LedgerSettings()
     modes: ModeSettings = ModeSettings()
-    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+    quarantine: QuarantineSettings = QuarantineSettings()
+    tenants: dict[Key, TenantSettings] = Field(default_factory=dict)
 
     def tenant(self, name: str) -> TenantSettings:
         try:
@@ -172,6 +223,16 @@ def _loc(parts: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in parts)
 
 
+def _problem(err: Any) -> str:
+    """One validation error as ``key.path: problem``; a bad table key is not echoed."""
+    loc = list(err["loc"])
+    if "[key]" in loc:
+        at = loc.index("[key]")
+        return f"{_loc(tuple(loc[:at - 1]))}: a key {_KEY_RULE}"
+    msg = str(err["msg"])
+    return f"{_loc(err['loc'])}: {msg.removeprefix('Value error, ')}"
+
+
 def parse_settings(data: Mapping[str, Any], *, origin: str,
                    plugin_models: Mapping[str, type[BaseModel] | None] | None = None) -> Settings:
     """Validate settings; ``plugin_models`` maps plugin names to their settings models.
@@ -181,7 +242,7 @@ def parse_settings(data: Mapping[str, Any], *, origin: str,
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{_loc(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False, include_url=False)]
+        lines = [_problem(e) for e in exc.errors(include_input=False, include_url=False)]
         raise ConfigError(f"{origin}: invalid settings\n  - " + "\n  - ".join(lines)) from None
     problems = []
     for tname, tenant in settings.tenants.items():
@@ -203,9 +264,13 @@ def parse_settings(data: Mapping[str, Any], *, origin: str,
 
 def load_settings(path: Path, plugin_models: Mapping[str, type[BaseModel] | None] | None = None) -> Settings:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (at byte {exc.start + 1})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -192,3 +192,19 @@ locks = Table(
     Column("owner", String(200), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
 )
+
+# Lines and bodies refused at the edge (callbridge.quarantine): the bytes encrypted and
+# cut to a size cap, the reason (field names and problems, never values) in plain.
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(100)),
+    Column("origin", String(20), nullable=False),
+    Column("line", Integer),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("kept", Integer, nullable=False),
+    Column("content_enc", LargeBinary, nullable=False),
+    Index("ix_quarantine_tenant_received", "tenant", "received_at"),
+)
