@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 
 from callbridge.cli import app
-from callbridge.events import CallEvent, ExternalParty, FaxDocument, FaxEvent, InternalUser, SmsEvent
+from callbridge.events import (
+    CallEvent,
+    ExternalParty,
+    FaxDocument,
+    FaxEvent,
+    InternalUser,
+    SmsEvent,
+)
 from callbridge.events import json_schema as build
 from typer.testing import CliRunner
 
