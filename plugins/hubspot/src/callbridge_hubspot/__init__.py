@@ -79,8 +79,8 @@ def declare() -> Declaration:
         data["batch_size"] = 100
     if "without_contact" in Declaration.model_fields:
         # Calls, SMS and faxes may all be logged with no contact (unassociated).
+        # The capability stays too while the host's pipeline still reads it.
         data["without_contact"] = frozenset({"call", "sms", "fax"})
-        data["capabilities"] = data["capabilities"] - {Capability.LOG_WITHOUT_CONTACT}
     return Declaration.model_validate(data)
 
 
