@@ -210,5 +210,8 @@ class Connection(BaseModel):
     base_url: str
     auth: Literal["none", "api_key", "bearer", "oauth2"] = "none"
     api_key_header: str = "X-API-Key"
+    #: Also send the API key (``{credentials_env}_API_KEY``) in ``api_key_header`` beside
+    #: a bearer or OAuth 2.0 token, for apps that want both (Smokeball).
+    send_api_key: bool = False
     oauth2: OAuth2Config | None = None
     headers: dict[str, str] = Field(default_factory=dict)

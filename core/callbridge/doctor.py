@@ -68,6 +68,8 @@ def diagnose(path: Path | None) -> dict[str, Any]:
             missing = []
             needed = {"api_key": ["API_KEY"], "bearer": ["TOKEN"],
                       "oauth2": ["CLIENT_ID", "CLIENT_SECRET"]}.get(auth, [])
+            if conn is not None and conn.send_api_key and "API_KEY" not in needed:
+                needed = [*needed, "API_KEY"]
             for key in needed:
                 if not secret(app.credentials_env, key):
                     missing.append(f"{app.credentials_env or '<credentials_env>'}_{key}")

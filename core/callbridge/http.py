@@ -487,6 +487,10 @@ def build_client(*, tenant: str, app: str, plugin: str, plugin_version: str,
     headers["User-Agent"] = f"callbridge/{callbridge.__version__} {plugin}/{plugin_version}"
     auth: httpx2.Auth | None = None
     closables: list[httpx2.AsyncClient] = []
+    if connection.send_api_key and connection.auth != "api_key":
+        if not credentials.api_key:
+            raise ConfigError(f"app '{app}' needs an API key in the environment (_API_KEY)")
+        headers[connection.api_key_header] = credentials.api_key
     if connection.auth == "api_key":
         auth = _HeaderAuth(connection.api_key_header, credentials.api_key,
                            f"no API key is configured for app '{app}'")
