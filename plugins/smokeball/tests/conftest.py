@@ -121,7 +121,7 @@ def make_sandbox(fixture: dict[str, Any] | None = None) -> Smokeball:
     ids = state.seed(fixture or FIRM)
     tokens = MemoryTokenStore({("acme", "smokeball"): state.issue_token()})
     # One registry for every client of a test, as one host process has.
-    limiters = LimiterRegistry(clock.monotonic, sleep=clock.sleep, wall_clock=clock.time)
+    limiters = LimiterRegistry(clock=clock)
     return Smokeball(state, FaultInjector(create_app(state)), clock, ids, tokens, limiters)
 
 

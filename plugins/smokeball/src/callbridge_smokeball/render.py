@@ -110,7 +110,7 @@ def text(event: AnyEvent, target: LogTarget, marker: str) -> str:
         lines.append(f"Staff: {target.user.name}")
     parts: list[str] = []
     if isinstance(event, CallEvent):
-        lines.append(f"Outcome: {event.outcome.value}")
+        lines.append(f"Outcome: {event.outcome.value if event.outcome else event.state}")
         lines.append(f"Duration: {minutes_and_seconds(event.duration_seconds)}"
                      + (f" (talk time {minutes_and_seconds(talk_seconds(event))})"
                         if answered(event) else ""))

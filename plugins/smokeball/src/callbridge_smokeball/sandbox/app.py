@@ -2,56 +2,26 @@
 
 from __future__ import annotations
 
-import base64
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callbridge_smokeball.api import FILE_MARKER_KEY, from_ticks, to_ticks
+from callbridge_smokeball.sandbox.dtos import BODY_KEYS, REQUIRED, problem
+from callbridge_smokeball.sandbox.oauth import oauth_routes
 from callbridge_smokeball.sandbox.search import SearchError, parse_terms, select
 from callbridge_smokeball.sandbox.state import SandboxState
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-#: Body keys each write accepts (from the published DTOs); anything else is a 400 here,
-#: so a plugin that sends a key Smokeball does not know is caught in tests.
-BODY_KEYS: dict[str, set[str]] = {
-    "contact": {"externalSystemId", "person", "company", "trust", "groupOfPeople", "isDeleted"},
-    "activity": {"updatedByUserId", "type", "description", "code", "isBillable", "rateType",
-                 "rate", "quantity", "taxInclusive", "taxExempt", "taxZeroRated",
-                 "taxOutOfScope", "inputTaxRate", "outputTaxRate"},
-    "fee": {"updatedByUserId", "staffId", "invoiceId", "activityCode", "feeType", "feeDate",
-            "subject", "description", "duration", "durationWorked", "rate", "tax",
-            "taxInclusive", "taxExempt", "taxOutOfScope", "finalized", "isWrittenOff",
-            "isBillable", "isInvoicedExternally", "sourceItems", "createdFromActivityId"},
-    "task": {"matterId", "staffId", "completedByStaffId", "assigneeIds", "subject", "note",
-             "isCompleted", "categories", "completedDate", "completedDateOnly", "dueDate",
-             "dueDateOnly", "duration"},
-    "memo": {"title", "text", "userId", "createdDateUtc"},
-    "file": {"fileName", "folderId", "userId", "folderPath", "fileAdditionalData",
-             "dateCreated", "dateModified"},
-}
-REQUIRED: dict[str, set[str]] = {"fee": {"feeDate", "subject"}, "task": {"staffId"},
-                                  "memo": {"title", "text"}, "file": {"fileName"}}
-
-
-def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
-    """Smokeball's error body: a ProblemDetails object."""
-    body: dict[str, Any] = {"type": f"https://httpstatuses.io/{status}", "title": title,
-                            "status": status}
-    if detail:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status)
-
 
 class _Bad(Exception):
     def __init__(self, detail: str) -> None:
@@ -335,62 +305,11 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         return JSONResponse({"fileId": record["id"], "uploadUrl": url,
                              "expiry": datetime.now(UTC).isoformat()})
 
-    async def storage(request: Request) -> Response:
-        """The pre-signed PUT: S3 refuses a signature that does not match the headers."""
-        if st.storage_fault is not None:
-            return Response("<Error><Code>ServiceUnavailable</Code></Error>",
-                            status_code=st.storage_fault)
-        record = st.data["files"].get(request.path_params["key"])
-        given = request.query_params.get("X-Amz-Signature", "")
-        if record is None or not hmac.compare_digest(given, record.get("_signature", "")):
-            return Response("<Error><Code>AccessDenied</Code></Error>", status_code=403)
-        if request.headers.get("content-type") or request.headers.get("authorization") \
-                or request.headers.get("x-api-key"):
-            return Response("<Error><Code>SignatureDoesNotMatch</Code></Error>", status_code=403)
-        st.uploads[record["id"]] = await request.body()
-        record["isUploaded"] = True
-        return Response(status_code=200)
-
-    # --- OAuth 2.0 (Cognito's endpoints) ---------------------------------------------------
-
-    async def token(request: Request) -> Response:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        basic = request.headers.get("authorization", "")
-        if basic.lower().startswith("basic "):
-            client_id, _, secret = base64.b64decode(basic[6:]).decode().partition(":")
-        if client_id != st.client_id or secret != st.client_secret:
-            return JSONResponse({"error": "invalid_client"}, status_code=400)
-        grant = form.get("grant_type")
-        if grant == "client_credentials":
-            return JSONResponse(st.issue_token(refresh=False, grant=grant))
-        if grant == "authorization_code":
-            if st.codes.pop(form.get("code", ""), None) is None:
-                return JSONResponse({"error": "invalid_grant"}, status_code=400)
-            return JSONResponse(st.issue_token())
-        if grant == "refresh_token":
-            if form.get("refresh_token") not in st.refresh_tokens:
-                return JSONResponse({"error": "invalid_grant"}, status_code=400)
-            answer = st.issue_token(refresh=False)
-            return JSONResponse(answer)
-        return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-
-    async def authorize(request: Request) -> Response:
-        """Approves at once (no login page): a token to be had without a browser."""
-        q = request.query_params
-        if q.get("client_id") != st.client_id or not q.get("redirect_uri"):
-            return JSONResponse({"error": "invalid_request"}, status_code=400)
-        code = secrets.token_hex(8)
-        st.codes[code] = {}
-        sep = "&" if "?" in q["redirect_uri"] else "?"
-        extra = {"code": code, **({"state": q["state"]} if q.get("state") else {})}
-        return RedirectResponse(f"{q['redirect_uri']}{sep}{urlencode(extra)}", status_code=302)
-
     # --- the gate: key, token, bucket, log -----------------------------------------------
 
     def gated(handler: Handler) -> Handler:
         async def run(request: Request) -> Response:
-            entry = {"method": request.method, "path": request.url.path,
+            entry: dict[str, Any] = {"method": request.method, "path": request.url.path,
                      "query": list(request.query_params.multi_items()),
                      "request_id": request.headers.get("requestid"),
                      "user_id": request.headers.get("userid"), "status": 0}
@@ -422,9 +341,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
             return problem(404, "Not Found")
 
     routes = [
-        Route("/oauth2/token", token, methods=["POST"]),
-        Route("/oauth2/authorize", authorize, methods=["GET"]),
-        Route("/_storage/{key}", storage, methods=["PUT"]),
+        *oauth_routes(st),
         Route("/contacts", gated(contacts), methods=["GET", "POST"]),
         Route("/contacts/{id}", gated(contact), methods=["GET", "PUT"]),
         Route("/matters", gated(matters), methods=["GET"]),
