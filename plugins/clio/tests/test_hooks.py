@@ -767,3 +767,41 @@ async def test_custom_fields_are_listed_by_parent_type(clio: Any, hook_ctx: Hook
         (opt_out, "BroadlyOptOut", "checkbox", "Contact")]
     (asked,) = clio.api_requests("GET", "/api/v4/custom_fields.json")
     assert asked["query"]["parent_type"] == "contact"  # the filter takes lower case
+
+
+async def test_clios_unix_reset_narrows_the_hosts_bucket_so_no_429_is_met(clio: Any) -> None:
+    """The sandbox allows 2 requests a window (another client spent the rest); its
+    X-RateLimit-Remaining 0 and X-RateLimit-Reset (a Unix time, on the same fake clock)
+    make the host's limiter hold the third request until the window's end (too long to
+    wait inline: RateLimited, which the worker turns into a waiting delivery) instead of
+    sending it into a 429."""
+    from callbridge.errors import RateLimited
+    from callbridge.http import Credentials, MemoryTokenStore, build_client
+    from callbridge.ratelimit import LimiterRegistry
+    from callbridge.testing.clock import FakeClock
+    from callbridge_clio.sandbox import create_app
+
+    clock = FakeClock()
+    clio.state.rate_limit = (2, 60.0)
+    faults = create_app(clio.state, clock=clock)
+    tokens = MemoryTokenStore({("acme", "clio"): clio.state.issue_token(lifetime=10**9)})
+    declaration = plugin.declare()
+    http = build_client(
+        tenant="acme", app="clio", plugin="clio", plugin_version=declaration.version,
+        connection=plugin.connection(ClioSettings()),
+        credentials=Credentials(client_id=clio.state.client_id, client_secret=clio.state.client_secret),
+        buckets=declaration.rate_limits, limiters=LimiterRegistry(clock), tokens=tokens,
+        transport=httpx2.ASGITransport(app=faults))
+    api = ClioApi(http)
+    try:
+        await api.who_am_i()
+        await api.who_am_i()
+        with pytest.raises(RateLimited) as held:
+            await api.who_am_i()
+        assert held.value.retry_after is not None and 59 <= held.value.retry_after <= 62
+        assert faults.count() == 2  # the third never left
+        clock.advance(held.value.retry_after)
+        await api.who_am_i()
+    finally:
+        await http.aclose()
+    assert faults.count(status=429) == 0 and faults.count(status=200) == 3

@@ -23,6 +23,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from callbridge.clock import Clock
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -92,15 +93,19 @@ class _ByOrigin:
         await self.api(scope, receive, send)
 
 
-def create_app(state: SandboxState | None = None, *, faults: bool = True) -> Any:
+def create_app(state: SandboxState | None = None, *, faults: bool = True,
+               clock: Clock | None = None) -> Any:
     """The sandbox as an ASGI app (wrapped in the fault injector unless ``faults=False``).
 
     ``app.state.clio`` (or ``.app.state.clio`` through the injector) is the SandboxState.
     Requests whose Host is the storage origin's reach the storage; the others the API.
+    ``clock`` (default: the state's) drives the sandbox and the fault injector alike.
     """
     from callbridge.faults import FaultInjector
 
     st = state or SandboxState()
+    if clock is not None:
+        st.clock = clock
     api = _api_wrapper(st)
     api_app = Starlette(routes=[*records.routes(st, api), *documents.routes(st, api),
                                 *oauth.routes(st)])
@@ -108,7 +113,7 @@ def create_app(state: SandboxState | None = None, *, faults: bool = True) -> Any
     app = _ByOrigin(st, api_app, Starlette(routes=documents.storage_routes(st)))
     if not faults:
         return app
-    injector = FaultInjector(app)
+    injector = FaultInjector(app, clock=st.clock)
     injector.state = st  # type: ignore[attr-defined]
     return injector
 
