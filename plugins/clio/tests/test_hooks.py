@@ -361,6 +361,35 @@ async def test_an_sms_is_a_communication_only(clio: Any, hook_ctx: HookContext, 
     assert comm["body"].endswith("\n\nRunning late")
 
 
+async def test_the_activity_code_is_found_by_its_label_or_created_once(
+        clio: Any, hook_ctx: HookContext) -> None:
+    import asyncio
+
+    codes = await asyncio.gather(*(plugin.ensure_activity_code(hook_ctx, "CB-CALL") for _ in range(3)))
+    (made,) = [d for d in clio.state.activity_descriptions.values() if d["name"] == "CB-CALL"]
+    assert codes == [str(made["id"])] * 3
+    assert len(clio.api_requests("POST", "/api/v4/activity_descriptions.json")) == 1
+    assert await plugin.ensure_activity_code(hook_ctx, "CB-CALL") == str(made["id"])
+
+
+async def test_a_time_entry_carries_the_activity_code_the_host_passes(
+        clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
+    code = await plugin.ensure_activity_code(hook_ctx, "CB-CALL")
+    await plugin.log_call(hook_ctx, call(), target.model_copy(update={"activity_code": code}))
+    assert only(clio.state.activities)["activity_description"] == {"id": int(code)}
+
+
+async def test_an_activity_code_clio_no_longer_knows_is_reported_as_unknown(
+        clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
+    from callbridge.errors import UnknownActivityCode
+
+    code = await plugin.ensure_activity_code(hook_ctx, "CB-CALL")
+    del clio.state.activity_descriptions[int(code)]  # removed in Clio meanwhile
+    with pytest.raises(UnknownActivityCode):
+        await plugin.log_call(hook_ctx, call(), target.model_copy(update={"activity_code": code}))
+    assert len(clio.state.communications) == 1 and clio.state.activities == {}
+
+
 # --- faxes ----------------------------------------------------------------------------------------
 
 

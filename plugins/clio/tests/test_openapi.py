@@ -236,6 +236,7 @@ async def sandbox_exchanges() -> list[tuple[str, Exchange]]:
             "user": {"id": ids["ann"]}, "non_billable": False, "note": "Phone call"})
         await call("time_entries_of", comm.id)
         assert await call("activity_description_named", "Telephone call") is not None
+        await call("create_activity_description", "CB-CALL")
         root = await call("root_folder", "Matter", ids["matter"])
         assert await call("folder_named", "Faxes", parent_folder=root) is None
         folder = await call("create_folder", "Faxes", parent_folder=root)

@@ -25,6 +25,7 @@ from callbridge_clio.hooks import (
     contacts_changed_since,
     create_contact,
     declare,
+    ensure_activity_code,
     find_contact,
     find_matters,
     find_user,
@@ -39,7 +40,7 @@ from callbridge_clio.settings import API_VERSION, UPLOAD_ATTEMPTS, ClioSettings,
 
 __all__ = [
     "API_VERSION", "UPLOAD_ATTEMPTS", "ClioSettings", "__version__", "body", "connection",
-    "contacts_changed_since", "create_contact", "declare", "find_contact", "find_matters",
+    "contacts_changed_since", "create_contact", "declare", "ensure_activity_code", "find_contact", "find_matters",
     "find_user", "log_call", "log_fax", "log_sms", "pick_default_user", "revised_body",
     "search_texts", "split_name", "subject", "update_log",
 ]

@@ -308,6 +308,9 @@ class ClioApi:
         rows = await self.all_pages("/activity_descriptions.json", "id,name", ordered=False)
         return next((int(r["id"]) for r in rows if r.get("name") == name), None)
 
+    async def create_activity_description(self, name: str) -> int:
+        return int((await self.create("/activity_descriptions.json", "id,name", {"name": name}))["id"])
+
     async def documents_marked(self, marker: str) -> list[ClioDocument]:
         rows = await self.all_pages("/documents.json", DOCUMENT_FIELDS, external_property_name=MARKER,
                                     external_property_value=marker, show_uncompleted="true")

@@ -64,6 +64,11 @@ async def pick_default_user(ctx: HookContext) -> AppUser | None:
 
 
 @hookimpl
+async def ensure_activity_code(ctx: HookContext, label: str) -> str:
+    return await written.ensure_activity_code(ctx, label)
+
+
+@hookimpl
 async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:
     return await written.log_call(ctx, event, target)
 

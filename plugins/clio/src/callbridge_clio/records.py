@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from callbridge.context import HookContext, find_record
-from callbridge.errors import SkipEvent
+from callbridge.errors import PermanentError, SkipEvent, UnknownActivityCode
 from callbridge.events import CallEvent, CallOutcome, FaxEvent, SmsEvent
 from callbridge.models import LogResult, LogTarget, Record
 
@@ -51,6 +51,17 @@ async def activity_description(ctx: HookContext, name: str) -> int | None:
     return None if found is None else int(found)
 
 
+async def ensure_activity_code(ctx: HookContext, label: str) -> str:
+    """The activity description called ``label`` that marks callbridge's time entries:
+    found by name, created only when missing, under the ledger lock (never two)."""
+    api = ClioApi(ctx.http)
+    async with ctx.lock("activity_code"):
+        found = await api.activity_description_named(label)
+        if found is None:
+            found = await api.create_activity_description(label)
+    return str(found)
+
+
 def entry_date(event: CallEvent, time_zone: str) -> str:
     """The call's date where the firm is (a call at 9 pm in New York is that day's, not
     the next day's as in UTC)."""
@@ -77,11 +88,20 @@ async def time_entry(ctx: HookContext, event: CallEvent, target: LogTarget, comm
             data["matter"] = {"id": int(target.matter.id)}
         if target.user is not None:
             data["user"] = {"id": int(target.user.id)}
-        if opts.activity_description:
+        code = target.activity_code
+        if opts.activity_description:  # the firm's own choice, by name, comes first
             described = await activity_description(ctx, opts.activity_description)
-            if described is not None:
-                data["activity_description"] = {"id": described}
-        return str((await api.create_activity(data)).id)
+            code = str(described) if described is not None else code
+        if code is not None:
+            data["activity_description"] = {"id": int(code)}
+        try:
+            return str((await api.create_activity(data)).id)
+        except PermanentError as exc:
+            if code is not None and code == target.activity_code \
+                    and "activity_description" in str(exc).lower().replace(" ", "_"):
+                raise UnknownActivityCode("Clio no longer knows the activity description "
+                                          "callbridge's time entries use") from exc
+            raise
 
     return await step(ctx, "time_entry", "time_entry", create=create, find=find)
 

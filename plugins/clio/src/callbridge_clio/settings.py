@@ -70,7 +70,7 @@ def declaration() -> Declaration:
             Capability.CALLS, Capability.SMS, Capability.FAX, Capability.CONTACT_SEARCH_PHONE,
             Capability.CONTACT_SEARCH_EMAIL, Capability.CONTACT_CREATION, Capability.CONTACTS_CHANGED,
             Capability.MATTERS, Capability.USERS, Capability.LATE_DETAILS, Capability.FILE_ATTACHMENTS,
-            Capability.CUSTOM_FIELDS, Capability.MULTI_CONTACT_LINK,
+            Capability.CUSTOM_FIELDS, Capability.MULTI_CONTACT_LINK, Capability.ACTIVITY_CODES,
             # The 1.x spelling of without_contact, kept while hosts still read it.
             Capability.LOG_WITHOUT_CONTACT,
         }),

@@ -157,6 +157,9 @@ def routes(st: SandboxState, api: Any) -> list[Route]:
             enum(data.get("type"), ACTIVITY_TYPES, "type", status=422)
             if not data.get("type") or not data.get("date"):
                 return error(422, "UnprocessableEntity", "type and date are required")
+            described = (data.get("activity_description") or {}).get("id")
+            if described is not None and described not in st.activity_descriptions:
+                return error(422, "UnprocessableEntity", "activity_description is invalid")
             aid = st.next_id()
             st.activities[aid] = {
                 "id": aid, "etag": f'"{aid}-1"', "type": data["type"], "date": data["date"],
@@ -178,6 +181,12 @@ def routes(st: SandboxState, api: Any) -> list[Route]:
         return page(st, request, ids_filter(items, request), "activity")
 
     async def activity_descriptions(request: Request) -> Response:
+        if request.method == "POST":
+            data = await body(request)
+            if not data.get("name"):
+                return error(422, "UnprocessableEntity", "name is required")
+            aid = st.add_activity_description(data["name"])
+            return one(request, st.activity_descriptions[aid], "activity_description", 201)
         items = ids_filter(list(st.activity_descriptions.values()), request)
         return page(st, request, items, "activity_description", orderable=False)
 
@@ -202,7 +211,7 @@ def routes(st: SandboxState, api: Any) -> list[Route]:
         ("/communications.json", communications, ["GET", "POST"]),
         ("/communications/{id:int}.json", communication, ["GET", "PATCH"]),
         ("/activities.json", activities, ["GET", "POST"]),
-        ("/activity_descriptions.json", activity_descriptions, ["GET"]),
+        ("/activity_descriptions.json", activity_descriptions, ["GET", "POST"]),
         ("/custom_fields.json", custom_fields, ["GET"]),
     ]
     return [Route(f"{API}{path}", api(handler), methods=methods) for path, handler, methods in table]
