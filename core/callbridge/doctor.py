@@ -110,12 +110,32 @@ def _unreadable_numbers(path: Path, settings: Any) -> list[dict[str, str]]:
     out = []
     for tname, tenant in settings.tenants.items():
         for aname in tenant.apps:
+            out += _held(ledger, tname, aname)
             raw = ledger.kv_get(tname, aname, "index:unreadable")
             for contact_id, count in sorted((json.loads(raw) if raw else {}).items()):
                 out.append(_check(
                     f"{tname}/{aname} contact {contact_id}", "warn",
                     f"{count} stored phone number(s) cannot be read as a number "
                     f"(region {tenant.default_region}); this contact is never matched by number"))
+    return out
+
+
+def _held(ledger: Any, tname: str, aname: str) -> list[dict[str, str]]:
+    """Deliveries held back for the app: parked (by reason), and waiting for its daily limit."""
+    out = []
+    parked: dict[str, int] = {}
+    for view in ledger.history(tenant=tname, app=aname, status="parked", limit=100_000):
+        parked[view.reason or "unknown"] = parked.get(view.reason or "unknown", 0) + 1
+    for reason, count in sorted(parked.items()):
+        out.append(_check(f"{tname}/{aname} parked", "warn",
+                          f"{count} deliveries parked ({reason}); see `callbridge history`"))
+    daily = [v for v in ledger.history(tenant=tname, app=aname, status="waiting", limit=100_000)
+             if v.reason == "daily_limit" or "daily" in (v.message or "").lower()]
+    if daily:
+        resume = min((v.next_attempt_at for v in daily if v.next_attempt_at), default=None)
+        out.append(_check(f"{tname}/{aname} daily limit", "warn",
+                          f"{len(daily)} deliveries wait for the app's daily limit to reset"
+                          + (f"; they resume at {resume.isoformat()}" if resume else "")))
     return out
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from callbridge.doctor import diagnose
 from callbridge.engine import Engine
 from callbridge.events import parse_event
 from callbridge.faults import FaultInjector, serve_in_thread
@@ -161,7 +162,7 @@ async def test_two_events_from_one_new_number_make_one_contact(
 
 
 async def test_the_daily_limit_parks_until_the_portals_midnight_without_a_storm(
-        engine: Callable[..., Engine], served: Served) -> None:
+        engine: Callable[..., Engine], served: Served, tmp_path: Path) -> None:
     served.limits.daily = 0
     built = engine()
     views = await deliver(built, call("+12125550142", ident="a"), call("+12125550142", ident="b"))
@@ -178,3 +179,7 @@ async def test_the_daily_limit_parks_until_the_portals_midnight_without_a_storm(
         assert 86400 - 120 <= wait <= 86400 + 120  # the next midnight in New York
     await built.run_until_idle()
     assert len(served.portal.requests) == sent
+    report = diagnose(tmp_path / "callbridge.toml")
+    (line,) = [c for c in report["checks"] if c["name"].startswith("acme/hubspot")
+               and ("daily" in c["name"] or "daily_limit" in c["detail"])]
+    assert line["status"] == "warn" and "2 deliveries" in line["detail"]

@@ -348,3 +348,20 @@ async def test_an_oauth_connection_refreshes_its_token_through_hubspots_endpoint
     finally:
         await http.aclose()
     assert tokens.saves == [("acme", "hubspot")]
+
+
+async def test_a_fax_whose_upload_hubspot_refuses_is_a_note_saying_so(hook_ctx: Any, portal: Portal,
+                                                                      hub: Any) -> None:
+    fax = parse_event({"kind": "fax", "id": "f2", "tenant": "acme", "direction": "inbound",
+                       "external": {"number": "+12125550142"}, "sent_at": "2026-03-02T17:00:00Z",
+                       "page_count": 1, "document": {"content": "JVBERi0xLjQK",
+                                                     "content_type": "application/pdf"}},
+                      region="US")
+    hub.fail_on[("POST", "/files/v3/files")] = [403]
+    result = await hs.log_fax(hook_ctx, fax, LogTarget(contacts=(DANA,)))
+    note = only(portal.objects["notes"])
+    assert [r.kind for r in result.records] == ["note"]
+    assert getattr(result, "missing", ("document",)) == ("document",)
+    assert "The fax document is missing: HubSpot refused the upload." in note["properties"][
+        "hs_note_body"]
+    assert "hs_attachment_ids" not in note["properties"]

@@ -21,7 +21,7 @@ from typing import Any
 from callbridge import hookspecs
 from callbridge.capabilities import Capability, Connection, Declaration, OAuth2Config
 from callbridge.context import HookContext, find_record
-from callbridge.errors import SkipEvent
+from callbridge.errors import PermanentError, SkipEvent
 from callbridge.events import CallEvent, FaxEvent, SmsEvent
 from callbridge.hookspecs import hookimpl
 from callbridge.models import LogResult, LogTarget, Record
@@ -151,8 +151,13 @@ async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogRe
             found = await api.files_named(name.rsplit(".", 1)[0])
             return found[0].id if found else None
 
-        file_record = await host.step(ctx.delivery, "file", "document", create=upload,
-                                      find=find_file)
+        try:
+            file_record = await host.step(ctx.delivery, "file", "document", create=upload,
+                                          find=find_file)
+        except PermanentError:
+            # HubSpot refused the file (a connection without the files scope, a type it
+            # will not hold): the note is still written, and says so.
+            why_missing = "HubSpot refused the upload"
 
     def build(marker: tuple[str, str] | None) -> tuple[dict[str, str], list[dict[str, Any]]]:
         return (content.fax_note_properties(event, target, marker,
