@@ -230,6 +230,63 @@ async def test_a_matter_where_the_contact_is_client_and_related_is_listed_once(
     assert len(await plugin.find_matters(hook_ctx, dana)) == 1
 
 
+def with_clock(ctx: HookContext, clock: Any) -> HookContext:
+    """``ctx`` with the 2.0 context's clock."""
+    timed = dataclasses.replace(ctx)
+    object.__setattr__(timed, "clock", clock)
+    return timed
+
+
+async def test_the_matter_index_is_synced_only_when_older_than_its_staleness(
+        clio: Any, hook_ctx: HookContext, dana: Contact) -> None:
+    from callbridge.testing.clock import FakeClock
+
+    clock = FakeClock(datetime.now(UTC))
+    ctx = with_clock(hook_ctx, clock)
+    first = clio.state.add_matter(int(dana.id), "Estate")
+    assert [m.id for m in await plugin.find_matters(ctx, dana)] == [str(first)]
+    second = clio.state.add_matter(int(dana.id), "Trust")
+    clio.state.touch(clio.state.matters, first, status="Closed")
+    clock.advance(299)  # still fresh: what changed is not seen yet, and nothing is asked
+    assert [m.id for m in await plugin.find_matters(ctx, dana)] == [str(first)]
+    assert len(clio.api_requests("GET", "/api/v4/matters.json")) == 1
+    clock.advance(2)  # stale: the changes since the last sync
+    assert [m.id for m in await plugin.find_matters(ctx, dana)] == [str(second)]
+    (_, changed) = clio.api_requests("GET", "/api/v4/matters.json")
+    assert "updated_since" in changed["query"] and "status" not in changed["query"]
+
+
+async def test_a_relationship_made_later_is_seen_once_the_index_is_stale(
+        clio: Any, hook_ctx: HookContext, dana: Contact) -> None:
+    from callbridge.testing.clock import FakeClock
+
+    clock = FakeClock(datetime.now(UTC))
+    ctx = with_clock(hook_ctx, clock)
+    matter = clio.state.add_matter(clio.state.add_contact("Lee", "Park"), "Contract")
+    assert await plugin.find_matters(ctx, dana) == []
+    clio.state.relate(int(dana.id), matter, "Witness")
+    clock.advance(301)
+    assert [m.id for m in await plugin.find_matters(ctx, dana)] == [str(matter)]
+    (_, changed) = clio.api_requests("GET", "/api/v4/relationships.json")
+    assert "updated_since" in changed["query"]
+
+
+async def test_a_deleted_relationship_leaves_the_index_at_the_daily_full_read(
+        clio: Any, hook_ctx: HookContext, dana: Contact) -> None:
+    from callbridge.testing.clock import FakeClock
+
+    clock = FakeClock(datetime.now(UTC))
+    ctx = with_clock(hook_ctx, clock)
+    matter = clio.state.add_matter(clio.state.add_contact("Lee", "Park"), "Contract",
+                                   related={int(dana.id): "Witness"})
+    assert len(await plugin.find_matters(ctx, dana)) == 1
+    clio.state.relationships.clear()  # deleted in Clio: no change feed reports it
+    clock.advance(301)
+    assert len(await plugin.find_matters(ctx, dana)) == 1
+    clock.advance(24 * 3600)
+    assert await plugin.find_matters(ctx, dana) == [] and matter in clio.state.matters
+
+
 async def test_a_user_is_found_by_email_whatever_its_case(clio: Any, hook_ctx: HookContext) -> None:
     bob = clio.state.add_user("Bob Stone", "bob@acme.example")
     user = await plugin.find_user(hook_ctx, "BOB@acme.example")

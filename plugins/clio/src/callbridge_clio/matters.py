@@ -22,6 +22,7 @@ from typing import Any
 
 from callbridge.context import HookContext
 from callbridge.models import Contact, Matter
+from callbridge.ratelimit import priority
 
 from callbridge_clio.api import ClioApi
 from callbridge_clio.compat import clock
@@ -52,31 +53,40 @@ async def sync(ctx: HookContext, *, force: bool = False) -> dict[str, Any]:
             assert index is not None
             return index
         full = index is None or datetime.fromisoformat(index["full_at"]) <= now - FULL_EVERY
-        api = ClioApi(ctx.http)
-        # The next sync asks from a little before this one began: clocks differ, and
-        # reading a change twice is harmless.
-        since = None if full or index is None else datetime.fromisoformat(index["since"])
-        if full or index is None:
-            matters: dict[str, Any] = {}
-            related: dict[str, Any] = {}
-            changed = await api.matters_changed(since=None, status=OPEN_STATUSES)
-        else:
-            matters, related = index["matters"], index["related"]
-            changed = await api.matters_changed(since=since)
-        for m in changed:
-            if (m.status or "").lower() in OPEN:
-                matters[str(m.id)] = {"name": m.display_number, "status": m.status,
-                                      "client": str(m.client.id) if m.client else None}
-            else:
-                matters.pop(str(m.id), None)
-        for r in await api.relationships_changed(since):
-            if r.contact is not None and r.matter is not None:
-                related[str(r.id)] = {"contact": str(r.contact.id), "matter": str(r.matter.id)}
-        index = {"synced_at": now.isoformat(), "since": (now - timedelta(minutes=1)).isoformat(),
-                 "full_at": now.isoformat() if full or index is None else index["full_at"],
-                 "matters": matters, "related": related}
+        held = priority.set(-1)  # an index sync: deliveries that began writing go first
+        try:
+            index = await _read_changes(ctx, index, now, full=full)
+        finally:
+            priority.reset(held)
         await ctx.store.set(KEY, json.dumps(index, separators=(",", ":")))
         return index
+
+
+async def _read_changes(ctx: HookContext, index: dict[str, Any] | None, now: datetime, *,
+                        full: bool) -> dict[str, Any]:
+    api = ClioApi(ctx.http)
+    # The next sync asks from a little before this one began: clocks differ, and
+    # reading a change twice is harmless.
+    since = None if full or index is None else datetime.fromisoformat(index["since"])
+    if full or index is None:
+        matters: dict[str, Any] = {}
+        related: dict[str, Any] = {}
+        changed = await api.matters_changed(since=None, status=OPEN_STATUSES)
+    else:
+        matters, related = index["matters"], index["related"]
+        changed = await api.matters_changed(since=since)
+    for m in changed:
+        if (m.status or "").lower() in OPEN:
+            matters[str(m.id)] = {"name": m.display_number, "status": m.status,
+                                  "client": str(m.client.id) if m.client else None}
+        else:
+            matters.pop(str(m.id), None)
+    for r in await api.relationships_changed(since):
+        if r.contact is not None and r.matter is not None:
+            related[str(r.id)] = {"contact": str(r.contact.id), "matter": str(r.matter.id)}
+    return {"synced_at": now.isoformat(), "since": (now - timedelta(minutes=1)).isoformat(),
+            "full_at": now.isoformat() if full or index is None else index["full_at"],
+            "matters": matters, "related": related}
 
 
 async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
