@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +22,7 @@ from typing import Any
 import callbridge_clio
 import httpx2
 import pytest
-from callbridge.context import HookContext, MemoryStore
+from callbridge.context import HookContext, MemoryStore, find_record
 from callbridge.engine import Engine
 from callbridge.faults import FaultInjector, serve_in_thread
 from callbridge.http import (
@@ -48,7 +48,9 @@ QUICK = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, inline_max_wait
 
 @dataclass
 class Delivery:
-    """An in-memory :class:`callbridge.context.DeliveryState`.
+    """An in-memory :class:`callbridge.context.DeliveryState` with the host's write
+    protocol (hook API 2.0): a kept record is returned; a step an earlier attempt began
+    without keeping its record is an uncertain write, so ``find`` runs before ``create``.
 
     ``retry()`` is what the host does before it calls a log hook again: the same
     delivery, one attempt more, with the records the earlier attempts remembered.
@@ -57,13 +59,34 @@ class Delivery:
     attempt: int = 1
     first_attempt_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     remembered: list[Record] = field(default_factory=list)
+    begun: set[tuple[str, str]] = field(default_factory=set)
+    marker: str = "cb-test-marker"
 
     @property
     def records(self) -> tuple[Record, ...]:
         return tuple(self.remembered)
 
+    async def step(self, kind: str, key: str, *, create: Callable[[], Awaitable[str]],
+                   find: Callable[[], Awaitable[str | None]] | None = None) -> Record:
+        kept = find_record(self.records, kind, key)
+        if kept is not None:
+            return kept
+        if find is not None and (kind, key) in self.begun:
+            found = await find()
+            if found is not None:
+                record = Record(kind=kind, id=found, step=key)
+                await self.remember(record)
+                return record
+        self.begun.add((kind, key))
+        record = Record(kind=kind, id=await create(), step=key)
+        await self.remember(record)
+        return record
+
     async def remember(self, record: Record) -> None:
-        self.remembered.append(record)
+        kept = find_record(self.records, record.kind, record.step)
+        assert kept is None or kept.id == record.id, f"a second {record.kind} for {record.step}"
+        if kept is None:
+            self.remembered.append(record)
 
     def retry(self) -> None:
         self.attempt += 1
