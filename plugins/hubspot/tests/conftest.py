@@ -140,7 +140,8 @@ OPTIONS = HubSpotSettings(portal_time_zone="America/New_York", search_settle_sec
 
 
 def make_ctx(hub: FaultInjector, clock: FakeClock, *, options: HubSpotSettings = OPTIONS,
-             delivery: Any = None, settings: AppSettings | None = None) -> Any:
+             delivery: Any = None, settings: AppSettings | None = None,
+             retry: RetryPolicy = QUICK) -> Any:
     declaration = callbridge_hubspot.declare()
     transport = httpx2.ASGITransport(app=hub)
     http = build_client(
@@ -148,9 +149,9 @@ def make_ctx(hub: FaultInjector, clock: FakeClock, *, options: HubSpotSettings =
         connection=callbridge_hubspot.connection(options), credentials=Credentials(token=TOKEN),
         buckets=declaration.rate_limits,
         limiters=limiter_registry(clock),
-        retry=QUICK,
+        retry=retry,
         transport=transport)
-    bare = build_bare_client(transport=transport, retry=QUICK)
+    bare = build_bare_client(transport=transport, retry=retry)
     return Ctx(
         tenant_id="acme", tenant=TenantSettings(default_region="US"), app="hubspot",
         settings=settings or AppSettings(plugin="hubspot"), options=options, http=http,

@@ -115,3 +115,17 @@ async def test_a_rate_limited_batch_fails_every_item_for_a_retry(hook_ctx: Any, 
     hub.app.state.sandbox.limits.burst = 0
     results = await batch.log_batch(hook_ctx, kind, items(3))
     assert all(r.error is not None and r.error.retryable for r in results)
+
+
+async def test_the_host_reaches_log_batch_through_its_facade(hook_ctx: Any, portal: Portal) -> None:
+    import callbridge_hubspot
+    from callbridge.facade import Facade
+    from callbridge.plugins import Registry
+
+    registry = Registry()
+    registry.add(callbridge_hubspot, entry_point="hubspot", distribution="callbridge-hubspot",
+                 dist_version="0")
+    hooks = Facade(registry).for_plugin("hubspot")
+    results = await hooks.log_batch(hook_ctx, kind="call", items=items(3, bad={1}))
+    assert [r.error is None for r in results] == [True, False, True]
+    assert len(batch_posts(portal)) == 1

@@ -365,3 +365,17 @@ async def test_a_fax_whose_upload_hubspot_refuses_is_a_note_saying_so(hook_ctx: 
     assert "The fax document is missing: HubSpot refused the upload." in note["properties"][
         "hs_note_body"]
     assert "hs_attachment_ids" not in note["properties"]
+
+
+async def test_searches_are_paced_by_the_search_bucket_before_hubspot_refuses(
+        portal: Portal, hub: Any, clock: Any) -> None:
+    import asyncio
+
+    # The host's own wait for room (the limiter sleeps on the test's clock).
+    ctx = make_ctx(hub, clock, retry=RetryPolicy(attempts=1, inline_max_wait=5.0))
+    start = clock.monotonic()
+    await asyncio.gather(*(hs.find_contact(ctx, party(f"+1212555{i:04d}"))
+                           for i in range(150, 157)))
+    assert len(api_requests(portal, "POST", "/crm/v3/objects/contacts/search")) == 7
+    assert hub.count(status=429) == 0  # the sandbox allows 5 a second, like HubSpot
+    assert clock.monotonic() - start >= 1.0
