@@ -202,6 +202,7 @@ async def _upload(ctx: HookContext, event: FaxEvent, target: LogTarget, mark: st
     async def find() -> str | None:
         for f in await api.files(matter_id):
             if f.marker == mark:
+                upload["found_uploaded"] = "yes" if f.is_uploaded else ""
                 return f"{matter_id}/{f.id}"
         return None
 
@@ -209,6 +210,8 @@ async def _upload(ctx: HookContext, event: FaxEvent, target: LogTarget, mark: st
     done = find_record(ctx.delivery.records, "document", "uploaded") if ctx.delivery else None
     if done is not None:
         return doc, done
+    if upload.get("found_uploaded"):  # an earlier attempt uploaded it; only its answer was lost
+        return doc, await _uploaded(ctx, doc)
     url = upload.get("url")
     if url is None:  # an earlier attempt created the file: ask for a fresh upload URL
         data = (await ctx.http.get(f"/matters/{matter_id}/documents/files/"
@@ -220,10 +223,14 @@ async def _upload(ctx: HookContext, event: FaxEvent, target: LogTarget, mark: st
     # A bare client: the URL is pre-signed, and neither our token nor the API key may
     # reach the storage host. Smokeball asks for an empty Content-Type.
     await ctx.bare_http.put(url, content=content, headers={"Content-Type": ""})
+    return doc, await _uploaded(ctx, doc)
+
+
+async def _uploaded(ctx: HookContext, doc: Record) -> Record:
     uploaded = Record(kind="document", id=doc.id, step="uploaded")
     if ctx.delivery is not None:
         await ctx.delivery.remember(uploaded)
-    return doc, uploaded
+    return uploaded
 
 
 async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogResult:

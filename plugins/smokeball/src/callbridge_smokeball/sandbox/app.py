@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from callbridge_smokeball.api import FILE_MARKER_KEY, from_ticks, to_ticks
+from callbridge_smokeball.api import FILE_MARKER_KEY, from_ticks
 from callbridge_smokeball.sandbox.dtos import BODY_KEYS, REQUIRED, problem
 from callbridge_smokeball.sandbox.oauth import oauth_routes
 from callbridge_smokeball.sandbox.search import SearchError, parse_terms, select
@@ -83,7 +82,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
             from_ticks(ticks)
         except (ValueError, OverflowError):
             raise _Bad("UpdatedSince must be .NET ticks (an integer)") from None
-        return [r for r in rows if r.get("lastUpdated", 0) >= ticks]
+        return [r for r in rows if r.get("_updated", 0) >= ticks]
 
     async def body_of(request: Request, kind: str) -> dict[str, Any]:
         try:
@@ -144,7 +143,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         rows = select(rows, parse_terms(q.get("search", []), {"name", "email", "phone"}),
                       contact_texts)
         if q.get("sort") == ["lastUpdated"]:
-            rows.sort(key=lambda r: r.get("lastUpdated", 0))
+            rows.sort(key=lambda r: r.get("_updated", 0))
         return paged(request, q, rows)
 
     async def contact(request: Request) -> Response:
@@ -152,7 +151,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         if request.method == "PUT":
             data = await body_of(request, "contact")
             record.update(data)
-            record["lastUpdated"] = to_ticks(st.now())
+            st.touch(record, "contacts")
             return JSONResponse(link("contacts", record["id"]), status_code=202)
         return JSONResponse(st.public(record))
 
@@ -214,7 +213,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         record = find("fees", request.path_params["id"], request.path_params["matterId"])
         if request.method in ("PUT", "PATCH"):
             record.update(await body_of(request, "fee"))
-            record["lastUpdated"] = to_ticks(st.now())
+            st.touch(record, "fees")
             return JSONResponse(link("fees", record["id"]), status_code=202)
         return JSONResponse(st.public(record))
 
@@ -222,9 +221,9 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         matter_id = matter_or_404(request.path_params["matterId"])["id"]
         if request.method == "POST":
             data = await body_of(request, "memo")
+            created = data.pop("createdDateUtc", None) or st.now().isoformat()
             new = st.put("memos", {**data, "plainText": data["text"], "matterId": matter_id,
-                                   "createdDate": st.now().isoformat(), "isDeleted": False},
-                         accepted=True)
+                                   "createdDate": created, "isDeleted": False}, accepted=True)
             return JSONResponse(link("memos", new), status_code=202)
         q = query(request, set())
         return paged(request, q, [m for m in st.rows("memos") if m.get("matterId") == matter_id])
@@ -233,7 +232,9 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         record = find("memos", request.path_params["id"], request.path_params["matterId"])
         if request.method == "PUT":
             data = await body_of(request, "memo")
-            record.update(data, plainText=data["text"], lastUpdated=to_ticks(st.now()))
+            data.pop("createdDateUtc", None)
+            record.update(data, plainText=data["text"])
+            st.touch(record, "memos")
             return JSONResponse(link("memos", record["id"]), status_code=202)
         return JSONResponse(st.public(record))
 
@@ -270,7 +271,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         if request.method == "PUT":
             data = await body_of(request, "task")
             record.update(task_record(data, record))
-            record["lastUpdated"] = to_ticks(st.now())
+            st.touch(record, "tasks")
             return JSONResponse(link("tasks", record["id"]), status_code=202)
         return JSONResponse(st.public(record))
 
@@ -289,7 +290,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
                              "_signature": signature, "isDeleted": False}, accepted=True)
             url = f"{st.storage_host}/_storage/{file_id}?X-Amz-Signature={signature}"
             return JSONResponse({"fileId": file_id, "uploadUrl": url,
-                                 "expiry": datetime.now(UTC).isoformat()}, status_code=202)
+                                 "expiry": st.expiry()}, status_code=202)
         q = query(request, {"cursor", "sort", "search"})
         return paged(request, q, [f for f in st.rows("files") if f.get("_matterId") == matter_id])
 
@@ -303,7 +304,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         record["_signature"] = secrets.token_hex(8)
         url = f"{st.storage_host}/_storage/{record['id']}?X-Amz-Signature={record['_signature']}"
         return JSONResponse({"fileId": record["id"], "uploadUrl": url,
-                             "expiry": datetime.now(UTC).isoformat()})
+                             "expiry": st.expiry()})
 
     # --- the gate: key, token, bucket, log -----------------------------------------------
 

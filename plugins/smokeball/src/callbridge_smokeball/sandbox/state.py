@@ -7,7 +7,7 @@ import json
 import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,9 @@ class SandboxState:
     def put(self, kind: str, record: dict[str, Any], *, accepted: bool = False) -> str:
         """Keep ``record`` (a write answered 202 when ``accepted``); its id."""
         with self._lock:
-            record.setdefault("id", self.new_id())
-            record["lastUpdated"] = to_ticks(self.now())
+            if "id" not in record:
+                record["id"] = self.new_id()
+            self.touch(record, kind)
             if accepted:
                 record["_visible_at"] = self.clock.monotonic() + self.write_delay
                 if self.lose_next_writes > 0:
@@ -87,6 +88,19 @@ class SandboxState:
                     self.lost.append((kind, record["id"]))
             self.data[kind][record["id"]] = record
             return str(record["id"])
+
+    def touch(self, record: dict[str, Any], kind: str | None = None) -> None:
+        """Note a change: ``_updated`` (ticks) for ``UpdatedSince``, and ``lastUpdated``
+        where the published schema has it (ticks on contacts and tasks, a date on memos)."""
+        record["_updated"] = to_ticks(self.now())
+        if "lastUpdated" in record or kind in ("contacts", "tasks"):
+            record["lastUpdated"] = record["_updated"]
+        elif kind == "memos":
+            record["lastUpdated"] = self.now().isoformat()
+
+    def expiry(self) -> str:
+        """When an upload URL stops working: 15 minutes from now."""
+        return (self.now() + timedelta(minutes=15)).isoformat()
 
     def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
         record = self.data[kind].get(record_id)
@@ -159,7 +173,8 @@ class SandboxState:
                                "cell": number(cell)}}
         contact_id = self.put("contacts", {**body, "isDeleted": False})
         if updated is not None:
-            self.data["contacts"][contact_id]["lastUpdated"] = to_ticks(updated)
+            record = self.data["contacts"][contact_id]
+            record["_updated"] = record["lastUpdated"] = to_ticks(updated)
         return contact_id
 
     def add_matter(self, title: str, clients: list[str], *, status: str = "Open",
