@@ -37,6 +37,7 @@ from callbridge_hubspot.contacts import (
 )
 from callbridge_hubspot.settings import (
     OBJECT_KIND,
+    SEARCH_SETTLE_SECONDS,
     HubSpotSettings,
     api_for,
     options_of,
@@ -77,6 +78,10 @@ def declare() -> Declaration:
     }
     if "batch_size" in Declaration.model_fields:
         data["batch_size"] = 100
+    if "consistency_delay" in Declaration.model_fields:
+        # HubSpot's search sees a write "a few moments" later: a retry after a lost
+        # answer is not scheduled sooner (the plugin also waits out the rest itself).
+        data["consistency_delay"] = SEARCH_SETTLE_SECONDS
     if "without_contact" in Declaration.model_fields:
         # Calls, SMS and faxes may all be logged with no contact (unassociated).
         # The capability stays too while the host's pipeline still reads it.

@@ -14,6 +14,8 @@ from callbridge_hubspot import host, limits
 from callbridge_hubspot.api import HubSpotApi
 
 API_BASE = "https://api.hubapi.com"
+#: How long HubSpot's search is given to see a write before a lost answer is looked for.
+SEARCH_SETTLE_SECONDS = 10.0
 #: The record kinds the plugin writes, by HubSpot object type.
 OBJECT_KIND = {"calls": "call", "communications": "communication", "notes": "note"}
 
@@ -32,7 +34,7 @@ class HubSpotSettings(BaseModel):
         default=None, description="IANA zone for the daily reset; none: read from the account")
     marker_property: str = Field(default="callbridge_event", pattern=r"^[a-z][a-z0-9_]{0,99}$")
     search_settle_seconds: float = Field(
-        default=10.0, ge=0, le=600,
+        default=SEARCH_SETTLE_SECONDS, ge=0, le=600,
         description="wait this long after an uncertain write before searching for it")
     owners_cache_minutes: float = Field(default=15.0, gt=0)
     default_owner_email: str | None = Field(
