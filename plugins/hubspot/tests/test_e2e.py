@@ -183,3 +183,14 @@ async def test_the_daily_limit_parks_until_the_portals_midnight_without_a_storm(
     (line,) = [c for c in report["checks"] if c["name"].startswith("acme/hubspot")
                and ("daily" in c["name"] or "daily_limit" in c["detail"])]
     assert line["status"] == "warn" and "2 deliveries" in line["detail"]
+
+
+async def test_a_known_contacts_call_costs_one_request_with_the_index_and_owners_warm(
+        engine: Callable[..., Engine], served: Served) -> None:
+    built = engine()
+    await built.sync_indexes()
+    await deliver(built, call("+12125550142", ident="warm-up"))  # owners, marker property
+    before = len(served.portal.requests)
+    (view,) = await deliver(built, call("+12125550142", ident="measured"))
+    sent = [f"{r['method']} {r['path']}" for r in served.portal.requests[before:]]
+    assert view.status == "logged" and sent == ["POST /crm/v3/objects/calls"]
