@@ -47,6 +47,9 @@ except PackageNotFoundError:  # pragma: no cover
 #: Smokeball's default limit per partner: a token bucket of 5 per second, burst 5, shared
 #: by every firm the deployment serves.
 RATE_LIMIT = RateBucket(name="api", requests=5, per_seconds=1.0, burst=5, scope="partner")
+#: Seconds after an accepted write before Smokeball's lists are taken to show it: a retry after
+#: a lost answer waits this long, so the lookup by marker sees the first write.
+CONSISTENCY_DELAY = 120.0
 _ASYNC_WRITES = getattr(Capability, "ASYNC_WRITES", None)
 
 
@@ -60,10 +63,16 @@ def declare() -> Declaration:
     }
     if _ASYNC_WRITES is not None and hasattr(hookspecs, "confirm_accepted"):
         caps.add(_ASYNC_WRITES)
+    extra: dict[str, object] = {}
+    if "without_contact" in Declaration.model_fields:
+        # A call or an SMS with no contact is still a Task; a fax needs a contact's matter.
+        extra["without_contact"] = frozenset({"call", "sms"})
+    if "consistency_delay" in Declaration.model_fields:
+        extra["consistency_delay"] = CONSISTENCY_DELAY
     return Declaration(
         name="smokeball", title="Smokeball", version=__version__,
         hook_api_version=hookspecs_version(), capabilities=frozenset(caps),
-        settings_model=SmokeballSettings, rate_limits=(RATE_LIMIT,))
+        settings_model=SmokeballSettings, rate_limits=(RATE_LIMIT,), **extra)
 
 
 def hookspecs_version() -> str:

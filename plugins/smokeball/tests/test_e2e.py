@@ -1,0 +1,190 @@
+"""SPEC §2 and §3 (Smokeball) end to end: the engine, a real SQLite ledger, the plugin
+loaded by its entry point, and the sandbox over real HTTP on loopback (the API on
+127.0.0.1, the upload's storage on localhost: another origin)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from callbridge.engine import Engine
+from callbridge.faults import serve_in_thread
+from callbridge.ledger import DeliveryView, Ledger
+from callbridge.runtime import load
+from callbridge_smokeball.sandbox import SandboxState, create_app
+
+from plugins.smokeball.tests.conftest import FIRM
+from plugins.smokeball.tests.samples import call, fax, missed, sms
+
+
+@dataclass
+class Served:
+    state: SandboxState
+    url: str
+    ids: dict[str, str]
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    state = SandboxState()
+    ids = state.seed(FIRM)
+    with serve_in_thread(create_app(state)) as url:
+        state.host = url
+        state.storage_host = url.replace("127.0.0.1", "localhost")
+        yield Served(state, url, ids)
+
+
+def write_config(path: Path, url: str, app: str = "") -> Path:
+    path.write_text(textwrap.dedent(f"""
+    [ledger]
+    url = "sqlite:///{path.parent / 'ledger.db'}"
+    lease_seconds = 10
+
+    [tenants.acme]
+    default_region = "US"
+    time_zone = "America/New_York"
+    own_numbers = ["+1 212 555 0100"]
+    extensions = {{ "101" = "ann@firm.example", "102" = "bob@firm.example" }}
+
+    [tenants.acme.apps.smokeball]
+    credentials_env = "ACME_SMOKEBALL"
+    {app}
+
+    [tenants.acme.apps.smokeball.options]
+    api_base_url = "{url}"
+    auth_base_url = "{url}"
+    """))
+    return path
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, served: Served, monkeypatch: pytest.MonkeyPatch
+                 ) -> AsyncIterator[Callable[..., Engine]]:
+    monkeypatch.setenv("CALLBRIDGE_SECRET_KEY", Ledger.generate_key())
+    monkeypatch.setenv("ACME_SMOKEBALL_CLIENT_ID", served.state.client_id)
+    monkeypatch.setenv("ACME_SMOKEBALL_CLIENT_SECRET", served.state.client_secret)
+    monkeypatch.setenv("ACME_SMOKEBALL_API_KEY", served.state.api_key)
+    monkeypatch.setenv("CALLBRIDGE_PLUGINS", "smokeball")
+    made: list[Engine] = []
+
+    def make(app: str = "") -> Engine:
+        runtime = load(write_config(tmp_path / "callbridge.toml", served.url, app), strict=True)
+        built = runtime.engine()
+        if built.ledger.token_get("acme", "smokeball") is None:
+            built.ledger.token_set("acme", "smokeball", served.state.issue_token())
+        made.append(built)
+        return built
+
+    yield make
+    for built in made:
+        await built.aclose()
+
+
+async def deliver(engine: Engine, event: Any) -> DeliveryView:
+    stored = await engine.ingest(event)
+    await engine.run_until_idle(event_pks=[stored.event_pk])
+    view = engine.ledger.find_delivery("acme", "smokeball", stored.event_pk)
+    assert view is not None
+    return view
+
+
+def only(served: Served, kind: str) -> dict[str, Any]:
+    rows = served.state.rows(kind)
+    assert len(rows) == 1, f"expected one {kind}, found {len(rows)}"
+    return rows[0]
+
+
+async def test_a_call_with_one_matter_is_an_accepted_fee(engine: Any, served: Served) -> None:
+    view = await deliver(engine(), call())
+    fee = only(served, "fees")
+    assert view.status == "accepted"
+    assert [(r.kind, r.id) for r in view.records] == [("fee", f"{served.ids['lease']}/{fee['id']}")]
+    assert fee["staffId"] == served.ids["bob"] and fee["duration"] == 6
+    assert fee["activityCode"] == "CB-CALL" and fee["isBillable"] is False
+    code = only(served, "activitycodes")
+    assert code["code"] == "CB-CALL"
+
+
+async def test_fees_follow_the_default_billable_setting(engine: Any, served: Served) -> None:
+    await deliver(engine("default_billable = true"), call())
+    assert only(served, "fees")["isBillable"] is True
+
+
+async def test_a_missed_call_with_one_matter_is_a_fee_of_zero_minutes(engine: Any,
+                                                                     served: Served) -> None:
+    await deliver(engine(), missed())
+    fee = only(served, "fees")
+    assert fee["duration"] == 0 and fee["durationWorked"] == 0
+
+
+async def test_a_call_with_two_matters_is_a_task_for_the_matched_staff_member(
+        engine: Any, served: Served) -> None:
+    view = await deliver(engine(), call("+16465550111"))
+    task = only(served, "tasks")
+    assert view.status == "accepted" and served.state.rows("fees") == []
+    assert task["assignees"] == [{"id": served.ids["bob"]}] and task["matter"] is None
+
+
+async def test_a_call_with_no_matter_and_no_known_staff_goes_to_the_default_user(
+        engine: Any, served: Served) -> None:
+    await deliver(engine(), call("+16465550120", internal={"extension": "199"}))
+    task = only(served, "tasks")
+    assert task["assignees"] == [{"id": served.ids["ann"]}]  # Lee before Stone; Adams is former
+
+
+async def test_an_unknown_caller_is_created_with_the_marker_and_gets_a_task(
+        engine: Any, served: Served) -> None:
+    event = missed("+12125550177")
+    view = await deliver(engine('contact_creation = ["missed"]'), event)
+    created = [c for c in served.state.rows("contacts")
+               if ((c.get("person") or {}).get("phone") or {}).get("number") == "+12125550177"]
+    assert len(created) == 1 and view.status == "accepted"
+    # The marker goes in externalSystemId wherever the host hands it to create_contact.
+    assert created[0].get("externalSystemId") in (None, event.marker)
+    task = only(served, "tasks")
+    assert task["subject"].startswith("Missed call from") and task["isCompleted"] is False
+
+
+async def test_an_sms_with_one_matter_is_a_memo_and_with_two_a_task(engine: Any,
+                                                                   served: Served) -> None:
+    built = engine()
+    await deliver(built, sms())
+    await deliver(built, sms("+16465550111", id="sb-sms-2"))
+    assert only(served, "memos")["matterId"] == served.ids["lease"]
+    assert only(served, "tasks")["subject"].startswith("SMS to Sam Ortiz")
+
+
+async def test_a_fax_with_one_matter_is_filed_and_uploaded(engine: Any, served: Served) -> None:
+    view = await deliver(engine(), fax())
+    stored = only(served, "files")
+    assert view.status == "accepted"
+    assert [(r.kind, r.step) for r in view.records] == [("document", "document"),
+                                                        ("document", "uploaded")]
+    assert stored["isUploaded"] is True and served.state.uploads[stored["id"]].startswith(b"%PDF")
+
+
+@pytest.mark.parametrize(("number", "reason"), [
+    ("+16465550111", "no_matter"),   # Sam: two open matters
+    ("+16465550120", "no_matter"),   # Acme: none
+    ("+12125550199", "no_contact"),  # nobody, and faxes create no contact by default
+])
+async def test_a_fax_without_a_contact_or_one_matter_is_skipped(
+        engine: Any, served: Served, number: str, reason: str) -> None:
+    view = await deliver(engine(), fax(number))
+    assert view.status == "skipped" and view.reason == reason
+    assert served.state.rows("files") == []
+
+
+async def test_late_details_edit_the_logged_fee(engine: Any, served: Served) -> None:
+    built = engine()
+    await deliver(built, call())
+    view = await deliver(built, call(recording_url="https://recordings.example.com/sb-1.mp3"))
+    fee = only(served, "fees")
+    assert "Recording: https://recordings.example.com/sb-1.mp3" in fee["description"]
+    assert view.status in ("accepted", "logged")
+    posts = [r for r in served.state.requests if r["method"] == "POST" and "/fees" in r["path"]]
+    assert len(posts) == 1
