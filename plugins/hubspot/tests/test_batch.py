@@ -129,3 +129,18 @@ async def test_the_host_reaches_log_batch_through_its_facade(hook_ctx: Any, port
     results = await hooks.log_batch(hook_ctx, kind="call", items=items(3, bad={1}))
     assert [r.error is None for r in results] == [True, False, True]
     assert len(batch_posts(portal)) == 1
+
+
+async def test_a_hundred_lost_answers_are_looked_for_within_the_search_limits(
+        hook_ctx: Any, portal: Portal, hub: Any) -> None:
+    await marker_property(hook_ctx, await hubspot_api(hook_ctx), "calls")
+    work = items(100)
+    hub.fail_on[("POST", "/crm/v3/objects/calls/batch/create")] = ["drop_after"]
+    await batch.log_batch(hook_ctx, "call", work)
+    for item in work:
+        item.delivery.retry()
+    again = await batch.log_batch(hook_ctx, "call", work)
+    assert all(r.ok for r in again) and len(portal.objects["calls"]) == 100
+    searches = api_requests(portal, "POST", "/crm/v3/objects/calls/search")
+    assert 1 < len(searches) <= 3  # the markers in a few bodies under 3,000 characters each
+    assert len(batch_posts(portal)) == 1

@@ -218,11 +218,10 @@ async def log_batch(ctx: HookContext, kind: str, items: list[Any]) -> list[Any]:
             await plugin.settle(replace(ctx, delivery=items[i].delivery),
                                 f"{record_kind}:{items[i].event.marker}")
         markers = [items[i].event.marker for i in batch]
-        found: dict[str, str] = {}
-        for start in range(0, len(markers), BATCH_MAX):
-            found |= await plugin.find_marked(api, object_type, prop, markers[start:start + 100])
+        found = await plugin.find_marked(api, object_type, prop, markers)
         for i, fut in batch.items():
-            fut.set_result(found.get(items[i].event.marker))
+            if not fut.done():
+                fut.set_result(found.get(items[i].event.marker))
 
     gather = _Gather(len(items), finds, writer.send)
 
