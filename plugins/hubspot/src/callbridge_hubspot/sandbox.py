@@ -64,6 +64,20 @@ class OAuthApp:
     expiry: dict[str, float] = field(default_factory=dict)  # access token -> epoch
 
 
+def _fault(status: int, category: str, message: str, **extra: str) -> bytes:
+    return json.dumps(ApiError(status, category, message, **extra).body).encode()
+
+
+#: HubSpot's error bodies for the faults the host's injector answers with.
+FAULT_BODIES = {
+    401: _fault(401, "INVALID_AUTHENTICATION", "Authentication credentials not found."),
+    429: _fault(429, "RATE_LIMITS", "You have reached your ten_secondly_rolling limit.",
+                errorType="RATE_LIMIT", policyName="TEN_SECONDLY_ROLLING"),
+    **{status: _fault(status, "INTERNAL_ERROR", "Service unavailable, try again later.")
+       for status in (500, 502, 503, 504)},
+}
+
+
 def _error(exc: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
@@ -381,4 +395,5 @@ def create_app(portal: Portal | None = None, *, limits: Limits | None = None,
     sandbox = Sandbox(portal, limits, oauth)
     app = sandbox.app()
     app.state.sandbox = sandbox
+    app.fault_bodies = FAULT_BODIES  # type: ignore[attr-defined]  # what injected faults answer
     return FaultInjector(app) if faults else app
