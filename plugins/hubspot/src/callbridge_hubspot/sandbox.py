@@ -65,7 +65,7 @@ class OAuthApp:
 
 
 def _fault(status: int, category: str, message: str, **extra: str) -> bytes:
-    return json.dumps(ApiError(status, category, message, **extra).body).encode()
+    return json.dumps({**ApiError(status, category, message).body, **extra}).encode()
 
 
 #: HubSpot's error bodies for the faults the host's injector answers with.
