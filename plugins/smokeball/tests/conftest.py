@@ -1,5 +1,7 @@
 """Fixtures for the Smokeball plugin's tests.
 
+* ``served``, ``engine``: the sandbox on loopback and the host's engine pointed at it.
+
 * ``sb``: a seeded sandbox (:data:`FIRM`), its fault injector and a fake clock that
   drives both the sandbox (write delay, token bucket) and the host's rate limiter.
 * ``hook_ctx``: the plugin's hooks called as the host calls them, with the host's
@@ -12,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import callbridge_smokeball
 import httpx2
 import pytest
 from callbridge.context import HookContext, MemoryStore
-from callbridge.faults import FaultInjector
+from callbridge.engine import Engine
+from callbridge.faults import FaultInjector, serve_in_thread
 from callbridge.http import (
     Credentials,
     MemoryTokenStore,
@@ -30,8 +35,10 @@ from callbridge.http import (
     build_bare_client,
     build_client,
 )
+from callbridge.ledger import DeliveryView, Ledger
 from callbridge.models import Record
 from callbridge.ratelimit import LimiterRegistry
+from callbridge.runtime import load
 from callbridge.settings import AppSettings, TenantSettings
 from callbridge.testing.clock import FakeClock
 from callbridge_smokeball import SmokeballSettings
@@ -161,3 +168,79 @@ async def hook_ctx(sb: Smokeball) -> AsyncIterator[HookContext]:
     yield ctx
     await ctx.http.aclose()
     await ctx.bare_http.aclose()
+
+
+# --- end to end: the engine and the sandbox on loopback ----------------------------------
+
+
+@dataclass
+class Served:
+    state: SandboxState
+    url: str
+    ids: dict[str, str]
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    state = SandboxState()
+    ids = state.seed(FIRM)
+    with serve_in_thread(create_app(state)) as url:
+        state.host = url
+        state.storage_host = url.replace("127.0.0.1", "localhost")
+        yield Served(state, url, ids)
+
+
+def write_config(path: Path, url: str, app: str = "") -> Path:
+    path.write_text(textwrap.dedent(f"""
+    [ledger]
+    url = "sqlite:///{path.parent / 'ledger.db'}"
+    lease_seconds = 10
+
+    [tenants.acme]
+    default_region = "US"
+    time_zone = "America/New_York"
+    own_numbers = ["+1 212 555 0100"]
+    extensions = {{ "101" = "ann@firm.example", "102" = "bob@firm.example" }}
+
+    [tenants.acme.apps.smokeball]
+    credentials_env = "ACME_SMOKEBALL"
+    {app}
+
+    [tenants.acme.apps.smokeball.options]
+    api_base_url = "{url}"
+    auth_base_url = "{url}"
+    """))
+    return path
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, served: Served, monkeypatch: pytest.MonkeyPatch
+                 ) -> AsyncIterator[Callable[..., Engine]]:
+    monkeypatch.setenv("CALLBRIDGE_SECRET_KEY", Ledger.generate_key())
+    monkeypatch.setenv("ACME_SMOKEBALL_CLIENT_ID", served.state.client_id)
+    monkeypatch.setenv("ACME_SMOKEBALL_CLIENT_SECRET", served.state.client_secret)
+    monkeypatch.setenv("ACME_SMOKEBALL_API_KEY", served.state.api_key)
+    monkeypatch.setenv("CALLBRIDGE_PLUGINS", "smokeball")
+    made: list[Engine] = []
+
+    def make(app: str = "") -> Engine:
+        runtime = load(write_config(tmp_path / "callbridge.toml", served.url, app), strict=True)
+        built = runtime.engine()
+        if built.ledger.token_get("acme", "smokeball") is None:
+            built.ledger.token_set("acme", "smokeball", served.state.issue_token())
+        made.append(built)
+        return built
+
+    yield make
+    for built in made:
+        await built.aclose()
+
+
+async def deliver(engine: Engine, event: Any) -> DeliveryView:
+    stored = await engine.ingest(event)
+    await engine.run_until_idle(event_pks=[stored.event_pk])
+    view = engine.ledger.find_delivery("acme", "smokeball", stored.event_pk)
+    assert view is not None
+    return view
+
+

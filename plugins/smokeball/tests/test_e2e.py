@@ -4,92 +4,12 @@ loaded by its entry point, and the sandbox over real HTTP on loopback (the API o
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from callbridge.engine import Engine
-from callbridge.faults import serve_in_thread
-from callbridge.ledger import DeliveryView, Ledger
-from callbridge.runtime import load
-from callbridge_smokeball.sandbox import SandboxState, create_app
 
-from plugins.smokeball.tests.conftest import FIRM
+from plugins.smokeball.tests.conftest import Served, deliver
 from plugins.smokeball.tests.samples import call, fax, missed, sms
-
-
-@dataclass
-class Served:
-    state: SandboxState
-    url: str
-    ids: dict[str, str]
-
-
-@pytest.fixture
-def served() -> Iterator[Served]:
-    state = SandboxState()
-    ids = state.seed(FIRM)
-    with serve_in_thread(create_app(state)) as url:
-        state.host = url
-        state.storage_host = url.replace("127.0.0.1", "localhost")
-        yield Served(state, url, ids)
-
-
-def write_config(path: Path, url: str, app: str = "") -> Path:
-    path.write_text(textwrap.dedent(f"""
-    [ledger]
-    url = "sqlite:///{path.parent / 'ledger.db'}"
-    lease_seconds = 10
-
-    [tenants.acme]
-    default_region = "US"
-    time_zone = "America/New_York"
-    own_numbers = ["+1 212 555 0100"]
-    extensions = {{ "101" = "ann@firm.example", "102" = "bob@firm.example" }}
-
-    [tenants.acme.apps.smokeball]
-    credentials_env = "ACME_SMOKEBALL"
-    {app}
-
-    [tenants.acme.apps.smokeball.options]
-    api_base_url = "{url}"
-    auth_base_url = "{url}"
-    """))
-    return path
-
-
-@pytest.fixture
-async def engine(tmp_path: Path, served: Served, monkeypatch: pytest.MonkeyPatch
-                 ) -> AsyncIterator[Callable[..., Engine]]:
-    monkeypatch.setenv("CALLBRIDGE_SECRET_KEY", Ledger.generate_key())
-    monkeypatch.setenv("ACME_SMOKEBALL_CLIENT_ID", served.state.client_id)
-    monkeypatch.setenv("ACME_SMOKEBALL_CLIENT_SECRET", served.state.client_secret)
-    monkeypatch.setenv("ACME_SMOKEBALL_API_KEY", served.state.api_key)
-    monkeypatch.setenv("CALLBRIDGE_PLUGINS", "smokeball")
-    made: list[Engine] = []
-
-    def make(app: str = "") -> Engine:
-        runtime = load(write_config(tmp_path / "callbridge.toml", served.url, app), strict=True)
-        built = runtime.engine()
-        if built.ledger.token_get("acme", "smokeball") is None:
-            built.ledger.token_set("acme", "smokeball", served.state.issue_token())
-        made.append(built)
-        return built
-
-    yield make
-    for built in made:
-        await built.aclose()
-
-
-async def deliver(engine: Engine, event: Any) -> DeliveryView:
-    stored = await engine.ingest(event)
-    await engine.run_until_idle(event_pks=[stored.event_pk])
-    view = engine.ledger.find_delivery("acme", "smokeball", stored.event_pk)
-    assert view is not None
-    return view
 
 
 def only(served: Served, kind: str) -> dict[str, Any]:

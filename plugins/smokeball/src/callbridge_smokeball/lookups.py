@@ -137,10 +137,16 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
-    """The contact's Open and Pending matters, as ``ContactId`` selects them."""
-    rows = await SmokeballApi(ctx.http).matters_of(contact.id, OPEN_STATUSES)
-    return [Matter(id=m.id, name=m.number or m.title, status=m.status) for m in rows
-            if (m.status or "").lower() in {s.lower() for s in OPEN_STATUSES}]
+    """The contact's Open and Pending matters, as ``ContactId`` selects them; kept in the
+    host's cache for ``matters_ttl_seconds`` (0: asked every time)."""
+    async def load() -> list[dict[str, object]]:
+        rows = await SmokeballApi(ctx.http).matters_of(contact.id, OPEN_STATUSES)
+        return [Matter(id=m.id, name=m.number or m.title, status=m.status).model_dump()
+                for m in rows if (m.status or "").lower() in {s.lower() for s in OPEN_STATUSES}]
+
+    ttl = options(ctx).matters_ttl_seconds
+    rows = await (host.cached(ctx, f"matters:{contact.id}", load, ttl=ttl) if ttl else load())
+    return [Matter.model_validate(m) for m in rows]
 
 
 # --- staff ------------------------------------------------------------------------------

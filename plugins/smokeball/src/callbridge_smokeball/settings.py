@@ -55,6 +55,10 @@ class SmokeballSettings(BaseModel):
         default="last_name",
         description="the default user is the first enabled staff member by this key: "
                     "last_name (last name, then first name) or display_name (first then last)")
+    matters_ttl_seconds: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="how long a contact's open matters are kept before Smokeball is asked "
+                    "again (0: every event asks)")
     fax_folder: str | None = Field(
         default="Faxes", max_length=200,
         description="folder path for fax documents on the matter; none: the root")
