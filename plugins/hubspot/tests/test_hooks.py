@@ -379,3 +379,8 @@ async def test_searches_are_paced_by_the_search_bucket_before_hubspot_refuses(
     assert len(api_requests(portal, "POST", "/crm/v3/objects/contacts/search")) == 7
     assert hub.count(status=429) == 0  # the sandbox allows 5 a second, like HubSpot
     assert clock.monotonic() - start >= 1.0
+
+
+async def test_the_plugin_keeps_nothing_per_call_once_it_is_logged(hook_ctx: Any) -> None:
+    await hs.log_call(hook_ctx, call(), LogTarget(contacts=(DANA,)))
+    assert not [k for k in hook_ctx.store.data if k.startswith("write:")]

@@ -43,7 +43,14 @@ from callbridge_hubspot.settings import (
     options_of,
     portal_time_zone,
 )
-from callbridge_hubspot.writes import begin, find_marked, marker_property, settle, write_one
+from callbridge_hubspot.writes import (
+    begin,
+    find_marked,
+    marker_property,
+    settle,
+    write_one,
+    written,
+)
 
 try:
     __version__ = version("callbridge-hubspot")
@@ -202,5 +209,5 @@ __all__ = [
     "OBJECT_KIND", "HubSpotSettings", "api_for", "begin", "connection", "contacts_changed_since",
     "create_contact", "declare", "find_contact", "find_marked", "find_user", "hookspecs",
     "log_call", "log_fax", "log_sms", "marker_property", "options_of", "pick_default_user",
-    "portal_time_zone", "settle", "split_name", "update_log",
+    "portal_time_zone", "settle", "split_name", "update_log", "written",
 ]

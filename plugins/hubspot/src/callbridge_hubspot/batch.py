@@ -237,6 +237,7 @@ async def log_batch(ctx: HookContext, kind: str, items: list[Any]) -> list[Any]:
         try:
             record: Record = await host.step(item.delivery, record_kind, "log", create=create,
                                              find=lambda: gather.find(i))
+            await plugin.written(item_ctx, key)
             return BatchResult(ok=LogResult(records=(record,)), error=None)
         except AppError as exc:
             return BatchResult(ok=None, error=exc)

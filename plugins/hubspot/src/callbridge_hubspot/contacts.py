@@ -17,7 +17,7 @@ from callbridge.phones import national_digits, search_forms, try_e164
 from callbridge_hubspot import host
 from callbridge_hubspot.api import CONTACT_PROPERTIES, HubSpotApi, HubSpotObject
 from callbridge_hubspot.settings import api_for, options_of
-from callbridge_hubspot.writes import begin, delivery_key, settle
+from callbridge_hubspot.writes import begin, delivery_key, settle, written
 
 #: How long a contact the plugin created is used for further events from its number,
 #: before the phone index (or HubSpot's search) knows it.
@@ -136,6 +136,7 @@ async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> C
                 return Contact(id=kept["id"], name=kept.get("name"), phones=(e164,))
         record = await host.step(ctx.delivery, "contact", "create_contact", create=create,
                                  find=find)
+        await written(ctx, key)
         await ctx.store.set(f"created_contact:{digest}", json.dumps(
             {"id": record.id, "name": name, "at": now.isoformat()}))
     if record.id in made:

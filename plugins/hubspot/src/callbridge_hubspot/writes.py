@@ -55,6 +55,11 @@ async def begin(ctx: HookContext, key: str) -> None:
     await ctx.store.set(f"write:{key}", host.clock(ctx).now().isoformat())
 
 
+async def written(ctx: HookContext, key: str) -> None:
+    """The write's answer came and its record is kept: its time is needed no more."""
+    await ctx.store.delete(f"write:{key}")
+
+
 async def settle(ctx: HookContext, key: str) -> None:
     """Wait until HubSpot's search has had ``search_settle_seconds`` since the write."""
     raw = await ctx.store.get(f"write:{key}")
@@ -107,4 +112,6 @@ async def write_one(ctx: HookContext, object_type: str, event: CallEvent | SmsEv
         await settle(ctx, key)
         return (await find_marked(api, object_type, prop, [event.marker])).get(event.marker)
 
-    return await host.step(ctx.delivery, kind, "log", create=create, find=find)
+    record = await host.step(ctx.delivery, kind, "log", create=create, find=find)
+    await written(ctx, key)
+    return record
