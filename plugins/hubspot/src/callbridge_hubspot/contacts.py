@@ -133,12 +133,13 @@ async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> C
         if raw:
             kept = json.loads(raw)
             if datetime.fromisoformat(kept["at"]) > now - CREATED_KEPT_FOR:
-                return Contact(id=kept["id"], name=kept.get("name"), phones=(e164,))
+                return Contact(id=kept["id"], phones=(e164,))
         record = await host.step(ctx.delivery, "contact", "create_contact", create=create,
                                  find=find)
         await written(ctx, key)
+        # The contact's id and when: no name, no number (the key is a keyed digest).
         await ctx.store.set(f"created_contact:{digest}", json.dumps(
-            {"id": record.id, "name": name, "at": now.isoformat()}))
+            {"id": record.id, "at": now.isoformat()}))
     if record.id in made:
         return _contact(made[record.id])
     return Contact(id=record.id, name=name, phones=(e164,))
