@@ -137,7 +137,7 @@ async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> C
         record = await host.step(ctx.delivery, "contact", "create_contact", create=create,
                                  find=find)
         await written(ctx, key)
-        # The contact's id and when: no name, no number (the key is a keyed digest).
+        # The contact's id and when: no name, no number (the key is a digest).
         await ctx.store.set(f"created_contact:{digest}", json.dumps(
             {"id": record.id, "at": now.isoformat()}))
     if record.id in made:
