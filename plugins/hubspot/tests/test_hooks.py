@@ -384,3 +384,12 @@ async def test_searches_are_paced_by_the_search_bucket_before_hubspot_refuses(
 async def test_the_plugin_keeps_nothing_per_call_once_it_is_logged(hook_ctx: Any) -> None:
     await hs.log_call(hook_ctx, call(), LogTarget(contacts=(DANA,)))
     assert not [k for k in hook_ctx.store.data if k.startswith("write:")]
+
+
+async def test_a_transcript_longer_than_hubspot_holds_is_cut_and_says_so(hook_ctx: Any,
+                                                                        portal: Portal) -> None:
+    long = call(transcript="word " * 40_000)  # 200,000 characters, as events allow
+    await hs.log_call(hook_ctx, long, LogTarget(contacts=(DANA,)))
+    body = only(portal.objects["calls"])["properties"]["hs_call_body"]
+    assert len(body) <= 65_000 and body.endswith("(truncated: the rest did not fit in HubSpot)")
+    assert "Notes:<br>Asked about the renewal." in body

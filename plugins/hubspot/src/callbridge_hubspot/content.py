@@ -39,6 +39,19 @@ DISPOSITION = {
     "left_voicemail": "b2cf5968-551e-4856-9783-52b3da59a7d0",
 }
 SECTION = "<br><br>"
+#: HubSpot holds at most this many characters in a text property (65,536; kept clear of it).
+TEXT_MAX = 65_000
+TRUNCATED = "<br><br>(truncated: the rest did not fit in HubSpot)"
+
+
+def capped(text: str) -> str:
+    """``text`` within HubSpot's limit for a text property, marked when cut."""
+    if len(text) <= TEXT_MAX:
+        return text
+    cut = text[:TEXT_MAX - len(TRUNCATED)]
+    cut = cut[:cut.rfind("&")] if cut.rfind("&") > cut.rfind(";") else cut  # no half entity
+    cut = cut[:cut.rfind("<")] if cut.rfind("<") > cut.rfind(">") else cut  # no half tag
+    return cut + TRUNCATED
 LATE_HEADINGS = ("Summary:", "Recording:", "Transcript:")
 
 
@@ -107,7 +120,7 @@ def call_body(event: CallEvent, target: LogTarget) -> str:
     notes = target.notes if target.notes is not None else event.notes
     if notes:
         sections.append("Notes:<br>" + _text(notes))
-    return SECTION.join(sections + late_sections(event))
+    return capped(SECTION.join(sections + late_sections(event)))
 
 
 def revised_body(current: str, event: CallEvent) -> str:
@@ -119,7 +132,8 @@ def revised_body(current: str, event: CallEvent) -> str:
     kept = [s for s in sections if not s.startswith(LATE_HEADINGS)]
     if event.notes:
         kept = [s for s in kept if not s.startswith("Notes:")] + ["Notes:<br>" + _text(event.notes)]
-    return SECTION.join(kept + late_sections(event))
+    kept = [s for s in kept if not s.startswith("(truncated:")]
+    return capped(SECTION.join(kept + late_sections(event)))
 
 
 def _numbers(event: CallEvent | SmsEvent | FaxEvent) -> tuple[str | None, str | None]:
@@ -169,7 +183,7 @@ def sms_properties(event: SmsEvent, target: LogTarget, marker: tuple[str, str] |
         "hs_timestamp": timestamp(event.sent_at),
         "hs_communication_channel_type": "SMS",
         "hs_communication_logged_from": "CRM",
-        "hs_communication_body": f"{_text(head)} {_text(event.body)}",
+        "hs_communication_body": capped(f"{_text(head)} {_text(event.body)}"),
     }
     if target.user is not None:
         props["hubspot_owner_id"] = target.user.id

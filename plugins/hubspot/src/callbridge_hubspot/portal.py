@@ -140,6 +140,9 @@ class Portal:
             elif not isinstance(value, str):
                 problems.append({"message": f'"{name}" must be a string', "code": "INVALID_TYPE",
                                  "context": {"propertyName": [name]}})
+            elif len(value) > 65_536:
+                problems.append({"message": f'"{name}" exceeds 65536 characters',
+                                 "code": "INVALID_LENGTH", "context": {"propertyName": [name]}})
             elif spec.get("options") and value not in spec["options"]:
                 problems.append({"message": f"{value!r} was not one of the allowed options",
                                  "code": "INVALID_OPTION", "context": {"propertyName": [name]}})
