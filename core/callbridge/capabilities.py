@@ -194,6 +194,12 @@ class OAuth2Config(BaseModel):
     revoke_url: str | None = None
     scope: str | None = None
     extra_authorize_params: dict[str, str] = Field(default_factory=dict)
+    #: ``client_credentials``: no user authorises; the host asks the token endpoint for a
+    #: token with the client's own credentials whenever it has none or it expires.
+    grant: Literal["authorization_code", "client_credentials"] = "authorization_code"
+    #: How the client authenticates at the token endpoint: ``body`` (client_secret_post)
+    #: or ``basic`` (an ``Authorization: Basic`` header, client_secret_basic).
+    client_auth: Literal["body", "basic"] = "body"
 
 
 class Connection(BaseModel):

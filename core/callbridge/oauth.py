@@ -15,6 +15,7 @@ reuses a dead one. A refresh the app refuses is :class:`AuthenticationFailed`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -75,8 +76,23 @@ _SLOT_NEW_ACCESS = "oauth:new:access"
 _SLOT_NEW_REFRESH = "oauth:new:refresh"
 
 
-async def _token_request(url: str, body: str, client: httpx2.AsyncClient | None) -> dict[str, Any]:
+def _client_auth(config: OAuth2Config, client_id: str, client_secret: str
+                 ) -> tuple[dict[str, str], str | None]:
+    """(the client's fields for the form body, the Basic credential or None), by
+    ``config.client_auth``."""
+    register_secret(client_secret)
+    if config.client_auth == "basic":
+        basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        register_secret(basic)
+        return {"client_id": client_id}, basic
+    return {"client_id": client_id, "client_secret": client_secret}, None
+
+
+async def _token_request(url: str, body: str, client: httpx2.AsyncClient | None,
+                         basic: str | None = None) -> dict[str, Any]:
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    if basic is not None:
+        headers["Authorization"] = f"Basic {basic}"
     own = client is None
     http = client if client is not None else httpx2.AsyncClient(timeout=30.0)
     try:
@@ -134,11 +150,10 @@ async def exchange_code(config: OAuth2Config, *, client_id: str, client_secret: 
             "start the authorisation again") from None
     except MissingCodeException:
         raise AuthenticationFailed("the redirect carries no authorisation code") from None
-    register_secret(client_secret)
+    fields, basic = _client_auth(config, client_id, client_secret)
     body = prepare_token_request("authorization_code", redirect_uri=redirect_uri,
-                                 code=parsed["code"], client_id=client_id,
-                                 client_secret=client_secret)
-    return _with_expiry(await _token_request(config.token_url, body, client), time.time())
+                                 code=parsed["code"], **fields)
+    return _with_expiry(await _token_request(config.token_url, body, client, basic), time.time())
 
 
 async def refresh(config: OAuth2Config, *, client_id: str, client_secret: str,
@@ -153,13 +168,22 @@ async def refresh(config: OAuth2Config, *, client_id: str, client_secret: str,
     if not refresh_token:
         raise AuthenticationFailed(
             "the connection has no refresh token; authorise it again (callbridge auth)")
-    register_secret(client_secret)
-    body = prepare_token_request("refresh_token", refresh_token=refresh_token,
-                                 client_id=client_id, client_secret=client_secret)
-    new = await _token_request(config.token_url, body, client)
+    fields, basic = _client_auth(config, client_id, client_secret)
+    body = prepare_token_request("refresh_token", refresh_token=refresh_token, **fields)
+    new = await _token_request(config.token_url, body, client, basic)
     if not new.get("refresh_token"):
         new["refresh_token"] = refresh_token
     return _with_expiry(new, time.time())
+
+
+async def client_credentials(config: OAuth2Config, *, client_id: str, client_secret: str,
+                             client: httpx2.AsyncClient | None = None) -> dict[str, Any]:
+    """A token for the client itself (the client-credentials grant): no user, no refresh
+    token; asked for again when it expires."""
+    fields, basic = _client_auth(config, client_id, client_secret)
+    scope = {"scope": config.scope} if config.scope else {}
+    body = prepare_token_request("client_credentials", **fields, **scope)
+    return _with_expiry(await _token_request(config.token_url, body, client, basic), time.time())
 
 
 class OAuth2Auth(httpx2.Auth):
@@ -210,6 +234,9 @@ class OAuth2Auth(httpx2.Auth):
 
     async def _load(self) -> dict[str, Any]:
         token = await self._tokens.load(self.tenant, self.app)
+        if (not token or not token.get("access_token")) \
+                and self.config.grant == "client_credentials":
+            return await self._refresh({})
         if not token or not token.get("access_token"):
             raise AuthenticationFailed(
                 f"app '{self.app}' is not authorised for this tenant; run callbridge auth")
@@ -236,9 +263,14 @@ class OAuth2Auth(httpx2.Auth):
                 self._register(self._token)
                 return self._token
             base = stored if stored and stored.get("refresh_token") else stale
-            new = await refresh(self.config, client_id=self._client_id,
-                                client_secret=self._client_secret, token=base,
-                                client=self._client())
+            if self.config.grant == "client_credentials":
+                new = await client_credentials(self.config, client_id=self._client_id,
+                                               client_secret=self._client_secret,
+                                               client=self._client())
+            else:
+                new = await refresh(self.config, client_id=self._client_id,
+                                    client_secret=self._client_secret, token=base,
+                                    client=self._client())
             self._register(new)
             await self._tokens.save(self.tenant, self.app, new)
             self.refreshes += 1

@@ -190,7 +190,7 @@ def served() -> Iterator[Served]:
         yield Served(state, url, ids)
 
 
-def write_config(path: Path, url: str, app: str = "") -> Path:
+def write_config(path: Path, url: str, app: str = "", options: str = "") -> Path:
     path.write_text(textwrap.dedent(f"""
     [ledger]
     url = "sqlite:///{path.parent / 'ledger.db'}"
@@ -209,6 +209,7 @@ def write_config(path: Path, url: str, app: str = "") -> Path:
     [tenants.acme.apps.smokeball.options]
     api_base_url = "{url}"
     auth_base_url = "{url}"
+    {options}
     """))
     return path
 
@@ -223,10 +224,10 @@ async def engine(tmp_path: Path, served: Served, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CALLBRIDGE_PLUGINS", "smokeball")
     made: list[Engine] = []
 
-    def make(app: str = "") -> Engine:
-        runtime = load(write_config(tmp_path / "callbridge.toml", served.url, app), strict=True)
-        built = runtime.engine()
-        if built.ledger.token_get("acme", "smokeball") is None:
+    def make(app: str = "", options: str = "", token: bool = True) -> Engine:
+        path = write_config(tmp_path / "callbridge.toml", served.url, app, options)
+        built = load(path, strict=True).engine()
+        if token and built.ledger.token_get("acme", "smokeball") is None:
             built.ledger.token_set("acme", "smokeball", served.state.issue_token())
         made.append(built)
         return built

@@ -4,6 +4,7 @@ loaded by its entry point, and the sandbox over real HTTP on loopback (the API o
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -108,3 +109,40 @@ async def test_late_details_edit_the_logged_fee(engine: Any, served: Served) -> 
     assert view.status in ("accepted", "logged")
     posts = [r for r in served.state.requests if r["method"] == "POST" and "/fees" in r["path"]]
     assert len(posts) == 1
+
+
+async def test_client_credentials_fetch_their_own_token_and_put_the_account_first(
+        engine: Any, served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = (f'grant = "client_credentials"\n    account_id = "{served.state.account_id}"\n'
+               '    acting_user_id = "user-0a11ce"')
+    built = engine(options=options, token=False)
+    view = await deliver(built, call())
+    assert view.status == "accepted" and len(served.state.rows("fees")) == 1
+    api = [r for r in served.state.requests]
+    assert api and all(r["account"] and r["user_id"] == "user-0a11ce" for r in api)
+    # The client authenticates with HTTP Basic, as Smokeball's token endpoint asks.
+    assert served.state.token_requests == [{"grant": "client_credentials", "basic": True}]
+    stored = built.ledger.token_get("acme", "smokeball")
+    assert stored is not None and "refresh_token" not in stored
+
+
+async def test_an_expiring_token_is_refreshed_before_use_with_basic_client_auth(
+        engine: Any, served: Served) -> None:
+    built = engine(token=False)
+    built.ledger.token_set("acme", "smokeball", {**served.state.issue_token(lifetime=30),
+                                                 "expires_at": time.time() + 30})
+    view = await deliver(built, call())
+    assert view.status == "accepted"
+    assert served.state.token_requests == [{"grant": "refresh_token", "basic": True}]
+
+
+async def test_an_expired_refresh_token_asks_for_reauthorisation_not_a_retry_loop(
+        engine: Any, served: Served) -> None:
+    built = engine(token=False)
+    token = served.state.issue_token(lifetime=0)
+    served.state.refresh_tokens.clear()  # the 30 days are over
+    built.ledger.token_set("acme", "smokeball", {**token, "expires_at": time.time() - 1})
+    view = await deliver(built, call())
+    assert view.status in ("parked", "failed") and not view.retryable
+    assert served.state.rows("fees") == []
+    assert [r["grant"] for r in served.state.token_requests] == ["refresh_token"]

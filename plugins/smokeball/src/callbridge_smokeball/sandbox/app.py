@@ -313,7 +313,8 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
             entry: dict[str, Any] = {"method": request.method, "path": request.url.path,
                      "query": list(request.query_params.multi_items()),
                      "request_id": request.headers.get("requestid"),
-                     "user_id": request.headers.get("userid"), "status": 0}
+                     "user_id": request.headers.get("userid"), "status": 0,
+                     "account": bool(request.scope.get("smokeball_account"))}
             st.requests.append(entry)
             response = await _gate(request, handler)
             entry["status"] = response.status_code
@@ -378,7 +379,8 @@ class _AccountPrefix:
             prefix = f"/{self.smokeball.account_id}/"
             if scope["path"].startswith(prefix):
                 scope = {**scope, "path": scope["path"][len(prefix) - 1:],
-                         "raw_path": scope["path"][len(prefix) - 1:].encode()}
+                         "raw_path": scope["path"][len(prefix) - 1:].encode(),
+                         "smokeball_account": True}
         await self.app(scope, receive, send)
 
 

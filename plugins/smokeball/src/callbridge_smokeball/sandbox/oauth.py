@@ -44,6 +44,7 @@ def oauth_routes(st: SandboxState) -> list[Route]:
         if client_id != st.client_id or secret != st.client_secret:
             return JSONResponse({"error": "invalid_client"}, status_code=400)
         grant = form.get("grant_type")
+        st.token_requests.append({"grant": grant, "basic": basic.lower().startswith("basic ")})
         if grant == "client_credentials":
             return JSONResponse(st.issue_token(refresh=False, grant=grant))
         if grant == "authorization_code":

@@ -54,6 +54,7 @@ class SandboxState:
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     refresh_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    token_requests: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     lost: list[tuple[str, str]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
