@@ -123,7 +123,8 @@ async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> C
                 return c.id
         return None
 
-    record = await host.step(ctx, "contact", "contact", create=create, find=find)
+    # The key the host keeps a created contact under (pipeline: "create_contact").
+    record = await host.step(ctx, "contact", "create_contact", create=create, find=find)
     return Contact(id=record.id, name=name, phones=(e164,),
                    emails=(party.email,) if party.email else ())
 
