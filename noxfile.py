@@ -1,4 +1,9 @@
-"""Sessions: tests, lint, typecheck, demo, bench (run `nox -l`)."""
+"""Sessions: tests, lint, typecheck, audit, demo, bench (run `nox -l`).
+
+tests and typecheck install the locked libraries (requirements/dev.txt, with
+hashes; `python tools/lock.py` writes it), then this repository's packages
+without their dependencies.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +32,22 @@ def install_host(session: nox.Session, *extra: str) -> None:
     session.install("-e", ".[testing]", *[arg for p in extra for arg in ("-e", p)])
 
 
+DEV_LOCK = "requirements/dev.txt"
+RUNTIME_LOCK = "requirements/runtime.txt"
+
+
+def install_locked(session: nox.Session, *extra: str) -> None:
+    """The locked libraries, each checked against its hash; then the host and ``extra``
+    (this repository's packages) without dependencies; then pip's consistency check."""
+    session.install("--require-hashes", "-r", DEV_LOCK)
+    session.install("--no-deps", "-e", ".[testing]", *[arg for p in extra for arg in ("-e", p)])
+    session.run("python", "-m", "pip", "check", silent=True)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, offline, cassettes in replay-only mode."""
-    install_host(session, *map(with_test_extra, APP_PLUGINS), *TEST_PLUGINS)
+    install_locked(session, *map(with_test_extra, APP_PLUGINS), *TEST_PLUGINS)
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]),
                 env={"CALLBRIDGE_RECORD_MODE": "none"})
 
@@ -44,8 +61,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the host, then on every app plugin's source."""
-    install_host(session, *APP_PLUGINS)
-    session.install("mypy>=1.13")
+    install_locked(session, *APP_PLUGINS)  # mypy is in the lock
     session.run("mypy")
     session.run("mypy", "--strict", *[f"{plugin}/src" for plugin in APP_PLUGINS])
 
@@ -62,3 +78,28 @@ def bench(session: nox.Session) -> None:
     """Throughput figures (see docs/benchmarks.md)."""
     install_host(session, *APP_PLUGINS, "tests/plugins/notebook")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+def _vulnerability_data_reachable() -> bool:
+    """Whether PyPI's JSON API answers (pip-audit reads each library's advisories from it)."""
+    import urllib.request
+
+    try:
+        # pip-audit asks for each release: /pypi/NAME/VERSION/json.
+        with urllib.request.urlopen("https://pypi.org/pypi/pip/24.0/json", timeout=10) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+@nox.session
+def audit(session: nox.Session) -> None:
+    """Known vulnerabilities in every locked library (pip-audit; needs the network)."""
+    if not _vulnerability_data_reachable():
+        session.skip("PyPI's vulnerability data cannot be reached from here (no network, or "
+                     "only a package mirror): nothing was audited")
+    session.install("--require-hashes", "-r", DEV_LOCK)  # pip-audit itself is locked
+    for lock in (RUNTIME_LOCK, DEV_LOCK):
+        # --strict: a library that could not be audited fails the session.
+        session.run("pip-audit", "--strict", "--disable-pip", "--require-hashes",
+                    "--progress-spinner=off", "-r", lock)
