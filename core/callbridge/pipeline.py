@@ -42,7 +42,7 @@ from callbridge.models import (
     Record,
 )
 from callbridge.phoneindex import PhoneIndex
-from callbridge.redact import redact
+from callbridge.redact import describe_error
 from callbridge.settings import EventType, SeveralMatches
 
 KIND_CAPABILITY = {"call": Capability.CALLS, "sms": Capability.SMS, "fax": Capability.FAX}
@@ -225,7 +225,7 @@ def outcome_for_error(exc: BaseException, *, attempt: int, max_attempts: int,
                       now: datetime | None = None) -> Outcome:
     """SPEC §2 step 6: a hook's exception as a failed outcome, retried while a retry can help."""
     now = now or datetime.now(UTC)
-    message = redact(f"{type(exc).__name__}: {exc}")[:500]
+    message = describe_error(exc)  # never the input values a pydantic error quotes
     if isinstance(exc, SkipEvent):
         return skipped(exc.reason, exc.message)
     if isinstance(exc, AuthenticationFailed):

@@ -264,3 +264,27 @@ def install_log_redaction() -> None:
 
         logging.setLogRecordFactory(factory)
         _installed = True
+
+
+# pydantic's text for a validation error quotes each bad input ("input_value='Dana
+# Whitfield'"); the same text may reach us inside another library's message.
+_INPUT_VALUE = re.compile(r"input_value=.*?(?=, input_type=|\]\s*$|$)", re.MULTILINE)
+
+
+def describe_error(exc: BaseException, *, limit: int = 500) -> str:
+    """An exception as a message safe to keep: its type and redacted text.
+
+    A pydantic ``ValidationError`` (a plugin reading an app's answer) is described
+    by field locations and problems only: its own text quotes the input, such as a
+    contact's name. Elsewhere any ``input_value=…`` is cut out.
+    """
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(value)'}: {e['msg']}"
+                    for e in exc.errors(include_input=False, include_url=False,
+                                        include_context=False)[:10]]
+        text = f"{type(exc).__name__}: {exc.title}: " + "; ".join(problems)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return _INPUT_VALUE.sub("input_value=[redacted]", redact(text))[:limit]

@@ -38,6 +38,7 @@ from callbridge.errors import CallbridgeError
 from callbridge.events import AnyEvent, dump_event, merge_revisions, parse_event
 from callbridge.ledger import tables as t
 from callbridge.ledger.crypto import Cipher
+from callbridge.markers import HashKey, load_hash_key, marker_for, read_hash_key
 from callbridge.models import Contact, Outcome, Record
 
 __all__ = [
@@ -284,6 +285,10 @@ class Ledger:
         self._write_lock = threading.RLock() if self._sqlite else _NoLock()
         # In memory, readers share the one connection, so they take the lock too.
         self._read_lock = self._write_lock if memory else _NoLock()
+        # The hash key, once this ledger has one (migrate() makes it; callbridge.markers).
+        self.hash_key: HashKey | None = read_hash_key(self._reader, self._cipher)
+        if self.hash_key is not None:
+            self._cipher.use_mac_key(self.hash_key.key)
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -345,6 +350,18 @@ class Ledger:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+            # The hash key: made once, then never changed (callbridge.markers).
+            hash_key = load_hash_key(conn, self._cipher, self._cipher.mac_key)
+        self.hash_key = hash_key
+        self._cipher.use_mac_key(hash_key.key)
+
+    def marker_for(self, event: AnyEvent, first_attempt_at: datetime | None = None) -> str:
+        """The marker a delivery of ``event`` writes into its app: keyed (``cb2-``), or
+        the old ``cb1-`` for a delivery first attempted before this ledger had its hash
+        key (:func:`callbridge.markers.marker_for`)."""
+        if self.hash_key is None:
+            raise RuntimeError("the ledger has no hash key yet: migrate() first")
+        return marker_for(self.hash_key, event.key, first_attempt_at)
 
     def close(self) -> None:
         """Close the database connections."""

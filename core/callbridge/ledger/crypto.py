@@ -38,6 +38,16 @@ class Cipher:
         self._mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                              info=b"callbridge ledger hmac").derive(raw)
 
+    @property
+    def mac_key(self) -> bytes:
+        """The key of :meth:`digest`: derived from the encryption key until the ledger
+        hands over its own hash key (:mod:`callbridge.markers`)."""
+        return self._mac_key
+
+    def use_mac_key(self, key: bytes) -> None:
+        """Make :meth:`digest` use the ledger's hash key, which never rotates."""
+        self._mac_key = key
+
     @staticmethod
     def generate_key() -> str:
         return Fernet.generate_key().decode()
