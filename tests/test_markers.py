@@ -68,3 +68,21 @@ def test_a_ledger_from_before_keeps_its_hashes_and_old_markers(tmp_path: Path) -
     assert upgraded.marker_for(EVENT, before) == EVENT.marker  # a delivery begun before
     assert upgraded.marker_for(EVENT, after).startswith("cb2-")
     assert upgraded.marker_for(EVENT, None).startswith("cb2-")
+
+
+def test_doctor_fails_a_wrong_key_and_names_the_variable(
+        tmp_path: Path, notebook: object, secret_key: str) -> None:
+    import json
+
+    from tests.conftest import write_config
+    from tests.test_cli import cli
+
+    config = write_config(tmp_path / "callbridge.toml", notebook.url)  # type: ignore[attr-defined]
+    env = {"CALLBRIDGE_CONFIG": str(config), "CALLBRIDGE_PLUGINS": "notebook",
+           "CALLBRIDGE_SECRET_KEY": secret_key}
+    assert cli("history", env=env).returncode == 0  # the ledger made under the first key
+    report = json.loads(cli("doctor", "--json", env={
+        **env, "CALLBRIDGE_SECRET_KEY": Ledger.generate_key()}).stdout)
+    (check,) = [c for c in report["checks"] if c["name"] == "ledger"]
+    assert check["status"] == "fail" and "CALLBRIDGE_SECRET_KEY" in check["detail"]
+    assert secret_key not in json.dumps(report)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from callbridge import HOOK_API_VERSION, __version__
-from callbridge.errors import CallbridgeError
+from callbridge.errors import CallbridgeError, ConfigError
 from callbridge.phones import mask_number
 from callbridge.plugins import discover
 from callbridge.settings import SettingsSource, secret
@@ -105,6 +105,8 @@ def _unreadable_numbers(path: Path, settings: Any) -> list[dict[str, str]]:
 
     try:
         ledger = load(path, strict=False).ledger()
+    except ConfigError as exc:  # its message names the setting or variable, never a secret
+        return [_check("ledger", "fail", f"cannot be opened: {exc}")]
     except Exception as exc:  # doctor reports; it never stops on a check
         return [_check("ledger", "fail", f"cannot be opened ({type(exc).__name__})")]
     out = []
