@@ -13,7 +13,7 @@ from typing import Any
 import callbridge_smokeball as plugin
 import pytest
 from callbridge.context import MemoryStore
-from callbridge.errors import RateLimited, SkipEvent, TransientError
+from callbridge.errors import RateLimited, SkipEvent, TransientError, UnknownActivityCode
 from callbridge.events import ExternalParty
 from callbridge.http import UncertainWrite
 from callbridge.models import AppUser, Contact, LogStatus, LogTarget, Matter, Record
@@ -174,6 +174,18 @@ async def test_a_missing_code_is_created_once_as_a_time_code(sb: Smokeball) -> N
     code = next(c for c in sb.state.data["activitycodes"].values() if c["code"] == "CB-CALL")
     assert code["type"] == 1 and code["rateType"] == 0
     assert len(sb.api("POST", "/activitycodes")) == 1
+
+
+async def test_a_code_deleted_by_the_firm_is_ensured_again_after_the_typed_error(
+        sb: Smokeball) -> None:
+    code = sb.state.add_activity_code("CB-CALL")
+    store = MemoryStore()
+    await plugin.log_call(build_ctx(sb, store=store), call(), target(sb))
+    sb.state.data["activitycodes"][code]["isDeleted"] = True  # the firm deleted it
+    with pytest.raises(UnknownActivityCode):
+        await plugin.log_call(build_ctx(sb, store=store), call(id="sb-call-2"), target(sb))
+    await plugin.log_call(build_ctx(sb, store=store), call(id="sb-call-2"), target(sb))
+    assert len(sb.state.rows("fees")) == 2 and len(sb.api("POST", "/activitycodes")) == 1
 
 
 async def test_two_processes_racing_create_one_code_even_before_smokeball_shows_it(

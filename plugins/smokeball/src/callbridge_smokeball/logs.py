@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callbridge.context import HookContext, find_record
-from callbridge.errors import AppError, SkipEvent, TransientError
+from callbridge.errors import AppError, PermanentError, SkipEvent, TransientError
+
+try:
+    from callbridge.errors import UnknownActivityCode
+except ImportError:  # pragma: no cover - a host before hook API 2.0
+    class UnknownActivityCode(PermanentError):  # type: ignore[no-redef]
+        """Stands in for the host's error on hosts that do not have it."""
 from callbridge.events import CallEvent, CallOutcome, Direction, FaxEvent, SmsEvent
 from callbridge.models import AppUser, LogResult, LogStatus, LogTarget, Record
 
@@ -69,8 +75,15 @@ async def _fee(ctx: HookContext, event: CallEvent, target: LogTarget, mark: str)
     }
 
     async def create() -> str:
-        link = await api.create(f"/matters/{matter_id}/fees", body,
-                                request_id=host.request_id(ctx, mark, "fee"))
+        try:
+            link = await api.create(f"/matters/{matter_id}/fees", body,
+                                    request_id=host.request_id(ctx, mark, "fee"))
+        except PermanentError as exc:
+            if "activitycode" not in str(exc).lower().replace(" ", ""):
+                raise
+            # The firm deleted or renamed the code: ensure it again, then this log once more.
+            await lookups.forget_activity_code(ctx, opts.activity_code)
+            raise UnknownActivityCode("Smokeball no longer knows the activity code") from exc
         return f"{matter_id}/{link.id}"
 
     async def find() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import datetime
 
@@ -230,6 +231,18 @@ async def ensure_activity_code(ctx: HookContext, label: str) -> str:
         }, request_id=host.request_id(ctx, None, "activity_code"))
         await ctx.store.set(note_key, json.dumps({"code": label, "id": link.id}))
         return label
+
+
+async def forget_activity_code(ctx: HookContext, label: str) -> None:
+    """Drop what this plugin keeps of the code (Smokeball no longer knows it)."""
+    key = f"activity_code:{label.casefold()}"
+    cache = getattr(ctx, "cache", None)
+    if cache is not None:
+        done = cache.invalidate(key)
+        if inspect.isawaitable(done):
+            await done
+    await ctx.store.delete(f"cache:{key}")
+    await ctx.store.delete(f"activity_code_created:{label.casefold()}")
 
 
 async def activity_code(ctx: HookContext, given: str | None) -> str:

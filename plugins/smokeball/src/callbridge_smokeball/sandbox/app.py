@@ -202,6 +202,10 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         matter_id = matter_or_404(request.path_params["matterId"])["id"]
         if request.method == "POST":
             data = await body_of(request, "fee")
+            code = (data.get("activityCode") or "").casefold()
+            if code and not any((a.get("code") or "").casefold() == code and not a.get("isDeleted")
+                                and not a.get("_lost") for a in st.data["activitycodes"].values()):
+                raise _Bad("activityCode: no such activity code")
             new = st.put("fees", {**data, "matterId": matter_id, "isDeleted": False},
                          accepted=True)
             return JSONResponse(link("fees", new), status_code=202)

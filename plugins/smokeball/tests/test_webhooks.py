@@ -1,0 +1,64 @@
+"""Smokeball's webhook notifications: the documented signature, replays, what one reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from callbridge_smokeball.api import to_ticks
+from callbridge_smokeball.webhooks import (
+    Notification,
+    WebhookRefused,
+    report,
+    signature,
+    subscription,
+    verify,
+)
+
+NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+KEY, CLIENT = "sandbox-webhook-key", "sandbox-client"
+
+
+def signed(request_id: str, at: datetime = NOW, key: str = KEY) -> dict[str, str]:
+    ticks = str(to_ticks(at))
+    return {"Signature": signature(key, ticks, request_id, CLIENT), "Timestamp": ticks,
+            "RequestId": request_id}
+
+
+def test_the_signature_is_the_documented_one() -> None:
+    # Smokeball's worked example (its C# payload's client id).
+    assert signature("ei7641529ue420n8b9aa", "637558795239278688",
+                     "38583489-09c4-49ef-b58c-ef1b34208cca", "lou1qnn0llav95") == \
+        "feb4b838a272884f6d2c2580b2c7ebb0b2f725b90e8baa6f9b5e1a17a9faec2d"
+
+
+def test_a_signed_notification_passes_and_gives_its_request_id() -> None:
+    assert verify(signed("cb1-abc:fee"), key=KEY, client_id=CLIENT, now=NOW) == "cb1-abc:fee"
+
+
+@pytest.mark.parametrize(("headers", "why"), [
+    ({"Timestamp": "1", "RequestId": "x"}, "missing"),
+    ({**signed("cb1-abc:fee"), "RequestId": "cb1-abc:task"}, "does not match"),
+    (signed("cb1-abc:fee", key="another-key"), "does not match"),
+    (signed("cb1-abc:fee", at=NOW - timedelta(minutes=6)), "too far"),
+])
+def test_a_forged_or_replayed_notification_is_refused(headers: dict[str, str], why: str) -> None:
+    with pytest.raises(WebhookRefused, match=why):
+        verify(headers, key=KEY, client_id=CLIENT, now=NOW)
+
+
+def test_created_and_error_events_report_on_the_plugins_writes_only() -> None:
+    created = Notification.model_validate({"type": "fee.created", "payload": {"id": "f-1"}})
+    failed = Notification.model_validate({"type": "error", "payload": {
+        "message": "Matter does not belong to account", "resourceName": "fee",
+        "resourceId": "f-2"}})
+    done = report(created, "cb1-abc:fee")
+    assert done is not None and (done.marker, done.step, done.outcome, done.record_id) == \
+        ("cb1-abc", "fee", "created", "f-1")
+    bad = report(failed, "cb1-abc:fee")
+    assert bad is not None and bad.outcome == "failed" and bad.reason == \
+        "Smokeball could not write the fee"
+    assert report(created, "someone-else") is None
+    assert report(Notification(type="matter.updated"), "cb1-abc:fee") is None
+    body = subscription("https://callbridge.example.com/hooks/smokeball", KEY)
+    assert "error" in body["eventTypes"] and body["key"] == KEY
