@@ -33,3 +33,24 @@ def test_markup_in_outside_text_is_printed_as_text() -> None:
 
 def test_escaped_bytes_show_controls_and_bad_bytes_as_escapes() -> None:
     assert escaped(b"ok \x1b[31m \xff") == "ok \\x1b[31m \\xff"
+
+
+def test_the_commands_print_plugin_and_check_texts_without_markup() -> None:
+    """Every table cell and check line of the CLI goes through cell() or line()."""
+    import ast
+    from pathlib import Path
+
+    import callbridge.cli
+
+    tree = ast.parse(Path(callbridge.cli.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr == "add_row":
+                for arg in node.args:  # outside text in a cell must be cell(...) or str(number)
+                    assert isinstance(arg, ast.Call | ast.JoinedStr), ast.unparse(arg)
+                    if isinstance(arg, ast.Call):
+                        assert ast.unparse(arg.func) in ("cell", "str"), ast.unparse(arg)
+            if node.func.attr == "print" and ast.unparse(node.func.value) in ("console", "err"):
+                for arg in node.args:  # an f-string would be read as markup
+                    assert not (isinstance(arg, ast.JoinedStr) and any(
+                        isinstance(v, ast.FormattedValue) for v in arg.values)), ast.unparse(arg)

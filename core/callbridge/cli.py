@@ -42,7 +42,7 @@ _state: dict[str, Any] = {}
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"callbridge {__version__} (hook API {HOOK_API_VERSION})")
+        console.print(line(f"callbridge {__version__} (hook API {HOOK_API_VERSION})"))
         raise typer.Exit()
 
 
@@ -113,15 +113,16 @@ def plugins(
     for col in ("name", "distribution", "version", "hooks", "capabilities"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["distribution"], r["version"], ", ".join(r["hooks"]),
-                      ", ".join(r["capabilities"]))
+        table.add_row(cell(r["name"]), cell(r["distribution"]), cell(r["version"]),
+                      cell(", ".join(r["hooks"])), cell(", ".join(r["capabilities"])))
     console.print(table)
     if errors:
         bad = Table(title="failed to load", title_style="red")
         for col in ("entry point", "distribution", "version", "error"):
             bad.add_column(col)
         for e in errors:
-            bad.add_row(e["entry_point"], e["distribution"], e["version"], e["error"])
+            bad.add_row(cell(e["entry_point"]), cell(e["distribution"]), cell(e["version"]),
+                        cell(e["error"]))
         console.print(bad)
 
 
@@ -310,7 +311,7 @@ def purge(config: ConfigOpt = None) -> None:
     ledger = rt.ledger()
     n = ledger.purge(retention)
     q = Quarantine(ledger, settings.quarantine).purge(retention)
-    console.print(f"erased the contents of {n} event(s); dropped {q} quarantined line(s)")
+    console.print(line(f"erased the contents of {n} event(s); dropped {q} quarantined line(s)"))
 
 
 @app.command()
@@ -389,9 +390,9 @@ def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         print(json.dumps(report, indent=2, default=str))
     else:
         for check in report["checks"]:
-            mark = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]"}.get(
-                check["status"], "[red]fail[/red]")
-            console.print(f"{mark}  {check['name']}: {check['detail']}", highlight=False)
+            mark = {"ok": ("ok", "green"), "warn": ("warn", "yellow")}.get(
+                check["status"], ("fail", "red"))
+            console.print(line(mark, "  ", f"{check['name']}: {check['detail']}"))
     raise typer.Exit(0 if all(c["status"] != "fail" for c in report["checks"]) else 1)
 
 
@@ -446,8 +447,8 @@ def auth(
     for view in waiting:
         if view.reason == "authentication_failed":
             ledger.requeue(view.delivery_id, mode=view.mode)
-    console.print(f"{tenant}/{app_name} connected; {sum(v.reason == 'authentication_failed' for v in waiting)} "
-                  "delivery(ies) queued again")
+    console.print(line(f"{tenant}/{app_name} connected; {sum(v.reason == 'authentication_failed' for v in waiting)} "
+                  "delivery(ies) queued again"))
 
 
 @app.command()
@@ -480,7 +481,7 @@ def check(
             await engine.aclose()
 
     try:
-        console.print(asyncio.run(go()))
+        console.print(line(asyncio.run(go())))
     except KeyError as exc:
         raise _fail(f"not configured: {exc}", 2) from None
     except CallbridgeError as exc:
@@ -508,7 +509,7 @@ def sandbox(
     serve = getattr(factory, "serve", None)
     if serve is not None:  # a sandbox that runs itself, with its own options
         raise typer.Exit(int(serve(host=host, port=port, args=list(ctx.args)) or 0))
-    console.print(f"{name} sandbox on http://{host}:{port}")
+    console.print(line(f"{name} sandbox on http://{host}:{port}"))
     uvicorn.run(factory(), host=host, port=port, log_level="warning")
 
 
