@@ -18,6 +18,7 @@ accepted write (found by its marker, not written twice).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ def test_every_write_carries_a_request_id_of_the_marker_and_step() -> None:
             headers = {k.lower(): v for k, v in request["headers"].items()}
             value = headers["requestid"][0] if isinstance(headers["requestid"], list) \
                 else headers["requestid"]
-            assert value.startswith("cb1-") or value.startswith("callbridge:"), case
+            assert re.match(r"^(cb\d+-[0-9a-f]+|callbridge):[a-z_]+$", value), case
 
 
 def test_the_upload_reaches_storage_with_no_credential_and_an_empty_content_type() -> None:

@@ -33,14 +33,14 @@ def test_the_signature_is_the_documented_one() -> None:
 
 
 def test_a_signed_notification_passes_and_gives_its_request_id() -> None:
-    assert verify(signed("cb1-abc:fee"), key=KEY, client_id=CLIENT, now=NOW) == "cb1-abc:fee"
+    assert verify(signed("cb1-0123456789abcdef:fee"), key=KEY, client_id=CLIENT, now=NOW) == "cb1-0123456789abcdef:fee"
 
 
 @pytest.mark.parametrize(("headers", "why"), [
     ({"Timestamp": "1", "RequestId": "x"}, "missing"),
-    ({**signed("cb1-abc:fee"), "RequestId": "cb1-abc:task"}, "does not match"),
-    (signed("cb1-abc:fee", key="another-key"), "does not match"),
-    (signed("cb1-abc:fee", at=NOW - timedelta(minutes=6)), "too far"),
+    ({**signed("cb1-0123456789abcdef:fee"), "RequestId": "cb1-0123456789abcdef:task"}, "does not match"),
+    (signed("cb1-0123456789abcdef:fee", key="another-key"), "does not match"),
+    (signed("cb1-0123456789abcdef:fee", at=NOW - timedelta(minutes=6)), "too far"),
 ])
 def test_a_forged_or_replayed_notification_is_refused(headers: dict[str, str], why: str) -> None:
     with pytest.raises(WebhookRefused, match=why):
@@ -52,13 +52,15 @@ def test_created_and_error_events_report_on_the_plugins_writes_only() -> None:
     failed = Notification.model_validate({"type": "error", "payload": {
         "message": "Matter does not belong to account", "resourceName": "fee",
         "resourceId": "f-2"}})
-    done = report(created, "cb1-abc:fee")
+    done = report(created, "cb1-0123456789abcdef:fee")
     assert done is not None and (done.marker, done.step, done.outcome, done.record_id) == \
-        ("cb1-abc", "fee", "created", "f-1")
-    bad = report(failed, "cb1-abc:fee")
+        ("cb1-0123456789abcdef", "fee", "created", "f-1")
+    bad = report(failed, "cb1-0123456789abcdef:fee")
     assert bad is not None and bad.outcome == "failed" and bad.reason == \
         "Smokeball could not write the fee"
     assert report(created, "someone-else") is None
-    assert report(Notification(type="matter.updated"), "cb1-abc:fee") is None
+    keyed = report(created, "cb2-00112233445566778899aabbccddeeff:task")
+    assert keyed is not None and keyed.step == "task"
+    assert report(Notification(type="matter.updated"), "cb1-0123456789abcdef:fee") is None
     body = subscription("https://callbridge.example.com/hooks/smokeball", KEY)
     assert "error" in body["eventTypes"] and body["key"] == KEY

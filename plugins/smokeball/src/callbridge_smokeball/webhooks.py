@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +28,8 @@ from callbridge_smokeball.api import from_ticks
 
 #: The event types the plugin subscribes to.
 EVENT_TYPES = ("contact.created", "fee.created", "task.created", "memo.created", "error")
+#: The host's event markers (``cb1-…``, keyed ``cb2-…``).
+MARKER = re.compile(r"^cb\d+-[0-9a-f]{16,64}$")
 #: How far a notification's Timestamp may be from now (replays outside it are refused).
 TOLERANCE = timedelta(minutes=5)
 
@@ -102,7 +105,7 @@ def report(notification: Notification, request_id: str) -> WriteReport | None:
     """What the notification says of the plugin's write, or None when it is not about one
     (another integration's change, a user's, or an event type the plugin does not read)."""
     marker, _, step = request_id.rpartition(":")
-    if not marker.startswith("cb1-") or not step:
+    if not MARKER.match(marker) or not step:
         return None
     if notification.type == "error":
         name = str(notification.payload.get("resourceName") or "record")[:40]
