@@ -40,7 +40,7 @@ async def test_a_batch_logs_each_call_once_with_one_request(hook_ctx: Any, porta
     ids = [r.ok.records[0].id for r in results]
     assert sorted(ids) == sorted(portal.objects["calls"])
     assert [portal.objects["calls"][i]["properties"]["callbridge_event"] for i in ids] == [
-        item.event.marker for item in work]
+        item.delivery.marker for item in work]
     assert len(batch_posts(portal)) == 1
     assert all(item.delivery.records == r.ok.records for item, r in zip(work, results, strict=True))
 

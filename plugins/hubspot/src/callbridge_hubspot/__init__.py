@@ -112,7 +112,6 @@ def connection(options: HubSpotSettings | None) -> Connection:
     return Connection.model_validate(data)
 
 
-
 # --- logging ----------------------------------------------------------------------------------
 
 
@@ -134,11 +133,11 @@ async def log_sms(ctx: HookContext, event: SmsEvent, target: LogTarget) -> LogRe
     return LogResult(records=(await write_one(ctx, "communications", event, build),))
 
 
-def fax_file_name(event: FaxEvent) -> str:
+def fax_file_name(event: FaxEvent, mark: str) -> str:
     """The uploaded file's name: the time and the marker, found again by name on a retry."""
     ext = ".pdf" if event.document is None or event.document.content_type == "application/pdf" \
         else ".tiff"
-    return f"fax-{event.sent_at.astimezone(UTC):%Y%m%d-%H%M%S}-{event.marker}{ext}"
+    return f"fax-{event.sent_at.astimezone(UTC):%Y%m%d-%H%M%S}-{mark}{ext}"
 
 
 @hookimpl
@@ -153,7 +152,7 @@ async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogRe
             else "the document could not be fetched"
     else:
         data, content_type, _name = got
-        name = fax_file_name(event)
+        name = fax_file_name(event, host.marker(ctx.delivery, event))
 
         async def upload() -> str:
             return (await api.upload_file(data, filename=name, content_type=content_type,

@@ -204,7 +204,7 @@ async def log_batch(ctx: HookContext, kind: str, items: list[Any]) -> list[Any]:
 
     def build(i: int) -> dict[str, Any]:
         item = items[i]
-        marker = (prop, item.event.marker) if prop else None
+        marker = (prop, host.marker(item.delivery, item.event)) if prop else None
         props = (content.call_properties(item.event, item.target, marker) if kind == "call"
                  else content.sms_properties(item.event, item.target, marker))
         return {"properties": props,
@@ -216,19 +216,19 @@ async def log_batch(ctx: HookContext, kind: str, items: list[Any]) -> list[Any]:
     async def finds(batch: dict[int, asyncio.Future[str | None]]) -> None:
         for i in batch:
             await plugin.settle(replace(ctx, delivery=items[i].delivery),
-                                f"{record_kind}:{items[i].event.marker}")
-        markers = [items[i].event.marker for i in batch]
+                                f"{record_kind}:{host.marker(items[i].delivery, items[i].event)}")
+        markers = [host.marker(items[i].delivery, items[i].event) for i in batch]
         found = await plugin.find_marked(api, object_type, prop, markers)
         for i, fut in batch.items():
             if not fut.done():
-                fut.set_result(found.get(items[i].event.marker))
+                fut.set_result(found.get(host.marker(items[i].delivery, items[i].event)))
 
     gather = _Gather(len(items), finds, writer.send)
 
     async def one(i: int) -> Any:
         item = items[i]
         item_ctx = replace(ctx, delivery=item.delivery)
-        key = f"{record_kind}:{item.event.marker}"
+        key = f"{record_kind}:{host.marker(item.delivery, item.event)}"
 
         async def create() -> str:
             await plugin.begin(item_ctx, key)

@@ -70,6 +70,13 @@ async def step(delivery: Any, kind: str, key: str, *, create: Callable[[], Await
     return record
 
 
+def marker(delivery: Any, event: Any) -> str:
+    """The marker this delivery writes into the app: the host's (keyed ``cb2-``) where the
+    delivery carries one, else the event's own."""
+    given = getattr(delivery, "marker", None) if delivery is not None else None
+    return str(given) if given else str(event.marker)
+
+
 def is_retry(delivery: Any) -> bool:
     """Whether an earlier attempt may have written (an uncertain write to look for)."""
     return delivery is not None and delivery.attempt > 1

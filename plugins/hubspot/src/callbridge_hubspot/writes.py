@@ -101,16 +101,17 @@ async def write_one(ctx: HookContext, object_type: str, event: CallEvent | SmsEv
     api = await api_for(ctx)
     kind = OBJECT_KIND[object_type]
     prop = await marker_property(ctx, api, object_type)
-    key = f"{kind}:{event.marker}"
+    mark = host.marker(ctx.delivery, event)
+    key = f"{kind}:{mark}"
 
     async def create() -> str:
         await begin(ctx, key)
-        props, assoc = build((prop, event.marker) if prop else None)
+        props, assoc = build((prop, mark) if prop else None)
         return (await api.create(object_type, props, assoc)).id
 
     async def find() -> str | None:
         await settle(ctx, key)
-        return (await find_marked(api, object_type, prop, [event.marker])).get(event.marker)
+        return (await find_marked(api, object_type, prop, [mark])).get(mark)
 
     record = await host.step(ctx.delivery, kind, "log", create=create, find=find)
     await written(ctx, key)
