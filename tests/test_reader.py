@@ -98,3 +98,13 @@ def test_the_rejects_files_hold_the_bytes_and_are_rewritten_per_run(tmp_path: Pa
     with RejectsFile(target):
         pass
     assert not target.exists() and not kept.reasons_path.exists()
+
+
+def test_a_rejects_file_that_cannot_be_written_is_an_error_not_a_half_file(tmp_path: Path) -> None:
+    import pytest
+
+    target = tmp_path / "events.jsonl.rejected"
+    (tmp_path / "events.jsonl.rejected.reasons").mkdir()  # the companion cannot be opened
+    rejected = [i for i in read(b"{oops") if isinstance(i, Rejected)]
+    with pytest.raises(OSError), RejectsFile(target) as kept:
+        kept.add(rejected[0])

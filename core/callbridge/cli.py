@@ -212,9 +212,13 @@ async def _ingest(rt: Runtime, file: Path, stream: Any, rejects: Path | None,
     finally:
         await engine.aclose()
     target = rejects or file.with_name(file.name + ".rejected")
-    with RejectsFile(target) as kept:
-        for rejected in bad:
-            kept.add(rejected)
+    kept = RejectsFile(target)
+    try:
+        with kept:
+            for rejected in bad:
+                kept.add(rejected)
+    except OSError as exc:
+        warn(("error:", "red"), f" {target}: cannot be written ({exc.strerror})")
     for rejected in bad:
         warn((f"line {rejected.number}", "yellow"), ": ", rejected.reason)
     if bad:

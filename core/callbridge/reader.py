@@ -14,6 +14,7 @@ rewritten on each run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -154,8 +155,13 @@ class RejectsFile:
 
     def add(self, rejected: Rejected) -> None:
         if self._lines is None or self._reasons is None:
-            self._lines = self.path.open("wb")
-            self._reasons = self.reasons_path.open("w", encoding="utf-8")
+            lines = self.path.open("wb")
+            try:
+                self._reasons = self.reasons_path.open("w", encoding="utf-8")
+            except OSError:
+                lines.close()
+                raise
+            self._lines = lines
         self.count += 1
         self._lines.write(rejected.raw + b"\n")
         self._reasons.write(json.dumps({
@@ -165,8 +171,9 @@ class RejectsFile:
 
     def close(self) -> None:
         if self._lines is None or self._reasons is None:
-            self.path.unlink(missing_ok=True)
-            self.reasons_path.unlink(missing_ok=True)
+            for stale in (self.path, self.reasons_path):
+                with contextlib.suppress(OSError):  # not ours to fight over
+                    stale.unlink(missing_ok=True)
             return
         self._lines.close()
         self._reasons.close()
