@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from callbridge.erasure import scrub
 from callbridge.ledger import Ledger
 from callbridge.ledger import tables as t
 from callbridge.settings import QuarantineSettings
@@ -122,13 +123,15 @@ class Quarantine:
             cutoff = now - timedelta(days=days)
             conditions.append(sa.and_(q.c.tenant == tenant, q.c.received_at < cutoff))
         with self.ledger.engine.begin() as conn:
-            return int(conn.execute(q.delete().where(sa.or_(*conditions))).rowcount or 0)
+            dropped = int(conn.execute(q.delete().where(sa.or_(*conditions))).rowcount or 0)
+        return self._final(dropped)
 
     def erase_tenant(self, tenant: str) -> int:
         """Drop every entry of one tenant."""
         q = t.quarantine
         with self.ledger.engine.begin() as conn:
-            return int(conn.execute(q.delete().where(q.c.tenant == tenant)).rowcount or 0)
+            dropped = int(conn.execute(q.delete().where(q.c.tenant == tenant)).rowcount or 0)
+        return self._final(dropped)
 
     def erase_number(self, tenant: str, forms: Sequence[str]) -> int:
         """Drop the entries of ``tenant`` (and those whose tenant is not known) that hold
@@ -143,4 +146,10 @@ class Quarantine:
                 for n in needles)]
             if drop:
                 conn.execute(q.delete().where(q.c.id.in_(drop)))
-        return len(drop)
+        return self._final(len(drop))
+
+    def _final(self, dropped: int) -> int:
+        """Entries dropped: made final in the database files too (callbridge.erasure)."""
+        if dropped:
+            scrub(self.ledger.engine)
+        return dropped

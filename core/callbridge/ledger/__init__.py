@@ -320,7 +320,9 @@ class Ledger:
         def connect(dbapi: Any, _record: Any) -> None:
             dbapi.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi.cursor()
+            # secure_delete: erased contents are overwritten, not left in free space.
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
+                           "secure_delete=ON",
                            "busy_timeout=30000"):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
@@ -1023,6 +1025,15 @@ class Ledger:
         conn.execute(t.deliveries.update().where(t.deliveries.c.event_id.in_(ids))
                      .values(notes_enc=None, candidates_enc=None))
 
+    def _scrub(self) -> None:
+        """After an erasure: on SQLite, the WAL copied into the file and truncated (the
+        erased pages were overwritten, secure_delete being on); on PostgreSQL, the
+        tables holding contents vacuumed, so dead rows are reclaimed now."""
+        from callbridge.erasure import scrub
+
+        with self._write_lock:
+            scrub(self.engine)
+
     def purge(self, retention_days: Mapping[str, int], *, now: datetime | None = None) -> int:
         """Erase contents older than each tenant's retention; outcomes and record ids stay."""
         now = now or _now()
@@ -1034,6 +1045,7 @@ class Ledger:
                     t.events.c.occurred_at < now - timedelta(days=days)))]
                 self._erase(conn, ids, now)
                 total += len(ids)
+        self._scrub()
         return total
 
     def erase_person(self, tenant: str, e164: str) -> int:
@@ -1046,6 +1058,7 @@ class Ledger:
             self._erase(conn, ids, now)
             conn.execute(t.phone_index.delete().where(t.phone_index.c.tenant == tenant,
                                                       t.phone_index.c.number_hash == digest))
+        self._scrub()
         return len(ids)
 
 
