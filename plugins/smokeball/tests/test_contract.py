@@ -250,3 +250,44 @@ def test_confirmation_reads_every_kind_of_accepted_record() -> None:
 
     confirmed = KIT.run("confirm_accepted", body)
     assert len(confirmed) == 4 and all(confirmed.values())
+
+
+def test_late_details_rewrite_a_tasks_note_with_its_other_fields_kept() -> None:
+    from callbridge.events import parse_event
+
+    first = parse_event({**CALL, "id": "sb-kit-late-task"}, region="US")
+    late = parse_event({**CALL, "id": "sb-kit-late-task", "transcript": "Kit transcript."},
+                       region="US")
+
+    async def body(h: Any, ctx: Any) -> LogResult:
+        logged: LogResult = await h.log_call(ctx, event=first, target=NO_MATTER)
+        updated: LogResult = await h.update_log(ctx, event=late, records=list(logged.records))
+        return updated
+
+    KIT.run("update_log-task", body)
+    put = next(r for r in exchanges("update_log-task") if r["method"] == "PUT")
+    sent = yaml.safe_load(put["body"])
+    assert "Transcript:\nKit transcript." in sent["note"]
+    assert sent["assigneeIds"] == [BOB] and sent["staffId"] == BOB and sent["subject"]
+
+
+def test_a_file_created_but_not_uploaded_gets_a_fresh_upload_url_on_retry() -> None:
+    from callbridge.events import parse_event
+    from callbridge_smokeball.api import FILE_MARKER_KEY, SmokeballApi
+
+    event = parse_event({**FAX, "id": "sb-kit-retry-upload"}, region="US")
+
+    async def body(h: Any, ctx: Any) -> LogResult:
+        # What an earlier attempt left: the file record, its upload never made.
+        await SmokeballApi(ctx.http).add_file(LEASE, {
+            "fileName": "Lease addendum.pdf", "fileAdditionalData": {FILE_MARKER_KEY: event.marker}},
+            request_id=f"{event.marker}:document")
+        result: LogResult = await h.log_fax(ctx.with_delivery(Delivery(attempt=2)), event=event,
+                                            target=TARGET)
+        return result
+
+    result = KIT.run("retry-log_fax-upload-url", body)
+    assert kinds(result) == [("document", "document"), ("document", "uploaded")]
+    requests = [(r["method"], r["uri"].split("?")[0].rsplit("/", 1)[-1])
+                for r in exchanges("retry-log_fax-upload-url")]
+    assert ("GET", "upload") in requests and len([m for m, _ in requests if m == "POST"]) == 1
