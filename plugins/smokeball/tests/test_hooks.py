@@ -328,6 +328,26 @@ async def test_late_details_edit_the_fee_and_the_task_in_place(hook_ctx: Any,
     assert len(sb.state.data["fees"]) == 1 and len(sb.state.data["tasks"]) == 1
 
 
+async def test_a_revised_sms_rewrites_the_memo_text_in_place(hook_ctx: Any,
+                                                             sb: Smokeball) -> None:
+    logged = await plugin.log_sms(hook_ctx, sms(), target(sb))
+    await plugin.update_log(hook_ctx, sms(body="Your hearing moved to Monday."),
+                            list(logged.records))
+    memo = only(sb.state.data["memos"])
+    assert "Monday" in memo["text"] and "Friday" not in memo["text"]
+    assert memo["text"].startswith("Direction: outbound")
+    assert memo["text"].endswith(f"callbridge ref: {sms().marker}")
+    assert memo["title"].startswith("SMS to Dana Whitfield")
+
+
+async def test_an_update_keeps_the_marker_the_record_was_written_with(hook_ctx: Any,
+                                                                      sb: Smokeball) -> None:
+    logged = await plugin.log_call(hook_ctx, call(), target(sb, matter=None))
+    hook_ctx.delivery.marker = "cb2-00112233445566778899aabbccddeeff"  # type: ignore[union-attr]
+    await plugin.update_log(hook_ctx, call(transcript="Hello."), list(logged.records))
+    assert only(sb.state.data["tasks"])["note"].endswith(f"callbridge ref: {call().marker}")
+
+
 async def test_confirmation_finds_accepted_records_once_readable_and_never_a_lost_one(
         hook_ctx: Any, sb: Smokeball) -> None:
     sb.state.write_delay = 90.0

@@ -276,12 +276,26 @@ async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogRe
 async def update_log(ctx: HookContext, event: AnyEvent, records: list[Record]) -> LogResult:
     """Late details edit the Fee description, the Task note or the Memo text in place."""
     kept = tuple(records)
-    if not isinstance(event, CallEvent):
-        return LogResult(records=kept, status=LogStatus.ACCEPTED)
+    if isinstance(event, FaxEvent):
+        return LogResult(records=kept, status=LogStatus.ACCEPTED)  # a filed fax has no text
     api = SmokeballApi(ctx.http)
     mark = host.marker(ctx, event) or event.marker
     rid = host.request_id(ctx, mark, "update")
-    fee, task = find_record(kept, "fee"), find_record(kept, "task")
+    fee, task, memo = find_record(kept, "fee"), find_record(kept, "task"), find_record(kept, "memo")
+    if isinstance(event, SmsEvent):
+        if memo is not None:
+            matter_id, memo_id = split(memo.id)
+            current_memo = await api.memo(matter_id, memo_id)
+            await api.update("PUT", f"/matters/{matter_id}/memos/{memo_id}", {
+                "title": current_memo.title or render.subject(event, _bare_target()),
+                "text": render.revised_message(current_memo.plain_text or current_memo.text or "",
+                                               event, mark)}, request_id=rid)
+        elif task is not None:
+            current_task = await api.task(task.id)
+            dto = current_task.as_dto()
+            dto["note"] = render.revised_message(current_task.note or "", event, mark)
+            await api.update("PUT", f"/tasks/{task.id}", dto, request_id=rid)
+        return LogResult(records=kept, status=LogStatus.ACCEPTED)
     if fee is not None:
         matter_id, fee_id = split(fee.id)
         current = await api.fee(matter_id, fee_id)

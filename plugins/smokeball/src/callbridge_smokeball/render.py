@@ -131,6 +131,7 @@ def revised_text(current: str, event: CallEvent, marker: str) -> str:
     The facts are kept as written, and the notes unless the event now has its own;
     summary, recording and transcript are written again; the marker line stays last.
     """
+    marker = kept_marker(current) or marker
     body = current.split("\n\n" + MARKER_PREFIX)[0]
     if body.startswith(MARKER_PREFIX):
         body = ""
@@ -148,3 +149,17 @@ def revised_text(current: str, event: CallEvent, marker: str) -> str:
 def carries(text_value: str | None, marker: str) -> bool:
     """Whether a record's text ends with (or holds) this event's marker line."""
     return bool(text_value) and (MARKER_PREFIX + marker) in (text_value or "")
+
+
+def kept_marker(current: str) -> str | None:
+    """The marker a written text already carries (kept as written on an update)."""
+    if MARKER_PREFIX not in current:
+        return None
+    return current.rsplit(MARKER_PREFIX, 1)[1].strip().split()[0] or None
+
+
+def revised_message(current: str, event: SmsEvent, marker: str) -> str:
+    """An SMS's text as written, with the message of its newest revision."""
+    marker = kept_marker(current) or marker
+    facts = current.split("\n\n")[0] if current and not current.startswith(MARKER_PREFIX) else ""
+    return "\n\n".join([p for p in (facts, event.body) if p] + [MARKER_PREFIX + marker])
