@@ -86,3 +86,19 @@ def test_doctor_fails_a_wrong_key_and_names_the_variable(
     (check,) = [c for c in report["checks"] if c["name"] == "ledger"]
     assert check["status"] == "fail" and "CALLBRIDGE_SECRET_KEY" in check["detail"]
     assert secret_key not in json.dumps(report)
+
+
+def test_upgrading_a_ledger_under_a_wrong_key_is_refused(tmp_path: Path) -> None:
+    import pytest
+    from callbridge.errors import ConfigError
+
+    path = tmp_path / "old.db"
+    made = open_ledger(path)
+    made.store_event(EVENT, apps=["crm"])
+    with made.engine.begin() as conn:  # as a ledger made before the hash key existed
+        conn.execute(t.kv.delete().where(t.kv.c.tenant == ""))
+    made.close()
+    wrong = Ledger(f"sqlite:///{path}", secret_key=Ledger.generate_key())
+    with pytest.raises(ConfigError, match="CALLBRIDGE_SECRET_KEY"):
+        wrong.migrate()
+    assert open_ledger(path).hash_key is not None  # the right key still upgrades it

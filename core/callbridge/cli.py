@@ -344,6 +344,23 @@ def erase(
                        "outcomes stay"))
 
 
+@app.command("rotate-key")
+def rotate_key_(config: ConfigOpt = None) -> None:
+    """Re-encrypt the ledger under CALLBRIDGE_NEW_SECRET_KEY (stop other processes first).
+
+    Resumable: run it again after an interruption. Then set CALLBRIDGE_SECRET_KEY to the new key.
+    """
+    from callbridge.rotation import NEW_KEY_ENV, rotate_key
+
+    rt = _runtime(config)
+    try:
+        done = rotate_key(rt.ledger().engine)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    console.print(line(f"re-encrypted {done.rewritten} value(s) ({done.already_new} were already "
+                       f"under the new key); now set CALLBRIDGE_SECRET_KEY to {NEW_KEY_ENV}'s value"))
+
+
 @app.command("quarantine")
 def quarantine_(
     config: ConfigOpt = None,

@@ -86,6 +86,8 @@ def load_hash_key(conn: sa.Connection, cipher: _Cipher, legacy_key: bytes,
         raise RuntimeError("the ledger's hash key is incomplete")
     used = conn.execute(sa.select(t.events.c.id).limit(1)).first() is not None or \
         conn.execute(sa.select(t.phone_index.c.id).limit(1)).first() is not None
+    if used:
+        _check_key(conn, cipher)
     key = legacy_key if used else os.urandom(32)
     when = now or datetime.now(UTC)
     conn.execute(t.kv.insert(), [
@@ -93,6 +95,16 @@ def load_hash_key(conn: sa.Connection, cipher: _Cipher, legacy_key: bytes,
          "value_enc": cipher.encrypt(base64.b64encode(key).decode("ascii"))},
         {"tenant": "", "app": "", "key": _SINCE, "value_enc": cipher.encrypt(when.isoformat())}])
     return HashKey(key, when)
+
+
+def _check_key(conn: sa.Connection, cipher: _Cipher) -> None:
+    """Refuse to make the hash key of a ledger whose contents this key cannot read: it
+    would be stored under the wrong key, and the ledger would mix two keys."""
+    for column in (t.events.c.content_enc, t.kv.c.value_enc, t.tokens.c.token_enc):
+        blob = conn.execute(sa.select(column).where(column.is_not(None)).limit(1)).scalar()
+        if blob is not None:
+            cipher.decrypt(blob)  # ConfigError naming the variable when the key is wrong
+            return
 
 
 def read_hash_key(engine: sa.Engine, cipher: _Cipher) -> HashKey | None:
