@@ -82,7 +82,7 @@ async def _fee(ctx: HookContext, event: CallEvent, target: LogTarget, mark: str)
             if "activitycode" not in str(exc).lower().replace(" ", ""):
                 raise
             # The firm deleted or renamed the code: ensure it again, then this log once more.
-            await lookups.forget_activity_code(ctx, opts.activity_code)
+            await lookups.forget_activity_code(ctx, lookups.code_label(ctx))
             raise UnknownActivityCode("Smokeball no longer knows the activity code") from exc
         return f"{matter_id}/{link.id}"
 

@@ -233,6 +233,12 @@ async def ensure_activity_code(ctx: HookContext, label: str) -> str:
         return label
 
 
+def code_label(ctx: HookContext) -> str:
+    """The label the code is found by: the host's per-app setting where it has one."""
+    host_label = getattr(ctx.settings, "activity_code_label", None)
+    return str(host_label or options(ctx).activity_code)
+
+
 async def forget_activity_code(ctx: HookContext, label: str) -> None:
     """Drop what this plugin keeps of the code (Smokeball no longer knows it)."""
     key = f"activity_code:{label.casefold()}"
@@ -249,7 +255,7 @@ async def activity_code(ctx: HookContext, given: str | None) -> str:
     """The code a fee carries: the host's reference, else ensured here once and kept."""
     if given:
         return given
-    label = options(ctx).activity_code
+    label = code_label(ctx)
 
     async def load() -> str:
         return await ensure_activity_code(ctx, label)

@@ -42,7 +42,8 @@ class SmokeballSettings(BaseModel):
         description="the Smokeball user id sent as the UserId header under client credentials")
     activity_code: str = Field(
         default="CB-CALL", min_length=1, max_length=20,
-        description="the activity code that marks call fees, when the host gives no label")
+        description="the activity code that marks call fees, on a host without the "
+                    "app setting activity_code_label")
     activity_code_description: str = Field(
         default="Phone call (logged by callbridge)", max_length=200,
         description="the description a newly created activity code gets")
