@@ -227,7 +227,7 @@ def test_the_named_lock_excludes_another_process(ledger: Ledger, key: str) -> No
     holder = ctx.Process(target=_hold_lock, args=(ledger.url, key, q))
     holder.start()
     assert q.get(timeout=60) == "held"
-    with pytest.raises(TimeoutError, match="oauth:acme:crm"):
+    with pytest.raises(TimeoutError, match="lock is held by another process"):
         ledger.acquire_lock("oauth:acme:crm", wait=0.3)
     q.put("release")
     holder.join(timeout=30)

@@ -119,7 +119,7 @@ def test_upserts_and_locks_hold_under_concurrent_first_writes(ledger: Ledger) ->
     at_once(8, lambda i: ledger.kv_set("acme", "crm", "k", str(i)))
     at_once(8, lambda i: ledger.token_set("acme", "crm", {"n": i}))
     winners: list[int] = []
-    at_once(8, lambda i: winners.append(i) if ledger._try_lock("job", f"o{i}", 30) else None)
+    at_once(8, lambda i: winners.append(i) if ledger.try_lock("job", ttl=30) else None)
     assert ledger.kv_get("acme", "crm", "k") is not None and len(winners) == 1
 
 

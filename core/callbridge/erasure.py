@@ -17,7 +17,7 @@ import sqlalchemy as sa
 __all__ = ["CONTENT_TABLES", "scrub"]
 
 #: The tables whose rows hold encrypted contents that an erasure removes.
-CONTENT_TABLES = ("events", "event_revisions", "deliveries", "phone_index", "kv", "tokens",
+CONTENT_TABLES = ("events", "event_revisions", "deliveries", "phone_index", "kv", "tokens", "cache",
                   "quarantine")
 
 

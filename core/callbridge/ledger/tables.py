@@ -188,8 +188,18 @@ tokens = Table(
 
 locks = Table(
     "locks", metadata,
-    Column("name", String(200), primary_key=True),
+    Column("name_hash", String(64), primary_key=True),
     Column("owner", String(200), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("fence", Integer, nullable=False),
+)
+
+cache = Table(
+    "cache", metadata,
+    Column("tenant", String(100), primary_key=True),
+    Column("app", String(100), primary_key=True),
+    Column("key_hash", String(64), primary_key=True),
+    Column("value_enc", LargeBinary, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
 )
 

@@ -1,0 +1,303 @@
+"""Deliveries: claims under a fenced lease, the write protocol's steps and records,
+outcomes and their states (SPEC §2.6), a user's choices."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from callbridge.ledger import tables as t
+from callbridge.ledger._base import (
+    _CLAIM,
+    _FENCED_LOGGED,
+    _SELECT_RECORD,
+    FINAL_OK,
+    PARKED_REASONS,
+    LedgerCore,
+)
+from callbridge.ledger.types import (
+    AlreadyLogged,
+    Claim,
+    DuplicateRecord,
+    LeaseLost,
+)
+from callbridge.models import Outcome, Record
+
+
+def settle(outcome: Outcome, deadline_at: datetime | None,
+           now: datetime) -> tuple[str, str | None, str | None, datetime | None]:
+    """The (status, reason, message, next attempt) the ledger keeps for an outcome.
+
+    A failed outcome marked retryable (hook API 1.x) waits: for ``rate_limit``
+    when the app's rate limit refused it, else in ``backoff``, its error kept in
+    the message. A backoff that would end past the delivery's deadline ends it:
+    the delivery is ``dead`` (reason ``deadline``), the last error kept.
+    """
+    status, reason = outcome.status.value, outcome.reason
+    message, next_at = outcome.message, outcome.next_attempt_at
+    if status == "failed" and outcome.retryable:
+        status, message = "waiting", message or reason
+        reason = "rate_limit" if reason in ("rate_limited", "rate_limit") else "backoff"
+    if (status == "waiting" and reason == "backoff" and deadline_at is not None
+            and (next_at or now) > deadline_at):
+        status, reason, next_at = "dead", "deadline", None
+    return status, reason, message, next_at
+
+
+class DeliveriesMixin(LedgerCore):
+    """Claiming, working and ending deliveries."""
+
+
+    def claim(self, *, owner: str, limit: int, lease_seconds: float, now: datetime | None = None,
+              tenant: str | None = None, apps: Sequence[str] | None = None,
+              event_pks: Sequence[int] | None = None,
+              modes: Sequence[str] | None = None) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries to ``owner``; each claim raises the fence."""
+        now = now or self._now()
+        d = t.deliveries
+        # Pending, and waiting once its time has come; never parked. A failed update of
+        # a logged event waits like any other delivery, and once it gives up is not due.
+        due = sa.or_(
+            d.c.status == "pending",
+            sa.and_(d.c.status == "waiting",
+                    sa.or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now)),
+            sa.and_(d.c.needs_update.is_(True), d.c.status.in_(FINAL_OK)))
+        free = sa.or_(d.c.lease_expires.is_(None), d.c.lease_expires < now)
+        held_back = sa.and_(d.c.not_before.is_not(None), d.c.not_before > now)
+        query = (sa.select(d).where(due, free, sa.not_(held_back))
+                 .order_by(d.c.occurred_at, d.c.id).limit(limit))
+        if tenant is not None:
+            query = query.where(d.c.tenant == tenant)
+        if apps is not None:
+            query = query.where(d.c.app.in_(list(apps)))
+        if event_pks is not None:
+            query = query.where(d.c.event_id.in_(list(event_pks)))
+        if modes is not None:
+            query = query.where(d.c.mode.in_(list(modes)))
+        if not self._sqlite:
+            query = query.with_for_update(skip_locked=True)
+        expires = now + timedelta(seconds=lease_seconds)
+        claims: list[Claim] = []
+        with self._write() as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                return []
+            kinds = {e.id: (e.kind, e.revision) for e in conn.execute(
+                sa.select(t.events.c.id, t.events.c.kind, t.events.c.revision).where(
+                    t.events.c.id.in_([r.event_id for r in rows])))}
+            recs = self._records(conn, [r.id for r in rows])
+            begun: dict[int, set[tuple[str, str]]] = {}
+            for s in conn.execute(sa.select(t.steps.c.delivery_id, t.steps.c.kind, t.steps.c.step)
+                                  .where(t.steps.c.delivery_id.in_([r.id for r in rows]))):
+                begun.setdefault(s.delivery_id, set()).add((s.kind, s.step))
+            conn.execute(_CLAIM, [
+                {"did": r.id, "owner": owner, "expires": expires, "fence": r.fence + 1,
+                 "attempt": r.attempt + 1, "first": r.first_attempt_at or now, "now": now}
+                for r in rows])
+            for r in rows:
+                first = r.first_attempt_at or now
+                claims.append(Claim(
+                    delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app,
+                    kind=kinds[r.event_id][0], revision=kinds[r.event_id][1],
+                    fence=r.fence + 1, attempt=r.attempt + 1,
+                    first_attempt_at=first, records=recs.get(r.id, ()),
+                    chosen_contact_ids=tuple(json.loads(r.chosen_contact_ids))
+                    if r.chosen_contact_ids else None,
+                    needs_update=bool(r.needs_update), notes=self._cipher.decrypt(r.notes_enc),
+                    mode=r.mode, owner=owner, deadline_at=r.deadline_at,
+                    begun=frozenset(begun.get(r.id, ()))))
+        return claims
+
+    def renew(self, claim: Claim, lease_seconds: float) -> None:
+        """Extend the lease from now; :class:`LeaseLost` if another owner has the delivery."""
+        now = self._now()
+        with self._write() as conn:
+            self._fenced(conn, claim, lease_expires=now + timedelta(seconds=lease_seconds))
+
+    def begin_step(self, claim: Claim, kind: str, key: str) -> None:
+        """Note, under the claim's fence, that a write of (kind, key) is about to be sent.
+
+        Called before the request that creates the record: if the attempt ends
+        before :meth:`remember` keeps the result, a later attempt knows the write
+        is uncertain (``Claim.begun``, :meth:`step_begun`) and looks for it first.
+        """
+        now = self._now()
+        row = {"delivery_id": claim.delivery_id, "kind": kind, "step": key,
+               "fence": claim.fence, "begun_at": now}
+        with self._write() as conn:
+            self._fenced(conn, claim, updated_at=now)
+            if self._insert is not None:
+                conn.execute(self._insert(t.steps).values(**row).on_conflict_do_nothing())
+            elif conn.execute(sa.select(t.steps.c.fence).where(
+                    t.steps.c.delivery_id == claim.delivery_id, t.steps.c.kind == kind,
+                    t.steps.c.step == key)).first() is None:
+                conn.execute(t.steps.insert().values(**row))
+
+    def step_begun(self, claim: Claim, kind: str, key: str) -> bool:
+        """Whether any attempt of the delivery began the write of (kind, key)."""
+        with self._read() as conn:
+            return conn.execute(sa.select(t.steps.c.fence).where(
+                t.steps.c.delivery_id == claim.delivery_id, t.steps.c.kind == kind,
+                t.steps.c.step == key)).first() is not None
+
+    def remember(self, claim: Claim, record: Record) -> None:
+        """Keep a record written in the app, at once, under the claim's fence.
+
+        The same record again is a no-op; a different record for a (kind, step)
+        already kept raises :class:`DuplicateRecord` (the first one stays).
+        """
+        now = self._now()
+        with self._write() as conn:
+            self._fenced(conn, claim, updated_at=now)
+            if self._new_records(conn, claim.delivery_id, [record]):
+                self._insert_records(conn, claim.delivery_id, [record], now)
+
+    @staticmethod
+    def _new_records(conn: Connection, delivery_id: int,
+                     recs: Sequence[Record]) -> list[Record]:
+        """The records not kept yet; :class:`DuplicateRecord` for one that differs from
+        the record kept for its (kind, step)."""
+        new: dict[tuple[str, str], Record] = {}
+        for rec in recs:
+            key = (rec.kind, rec.step)
+            kept = new[key].id if key in new else conn.execute(
+                _SELECT_RECORD, {"did": delivery_id, "kind": rec.kind, "step": rec.step}).scalar()
+            if kept is None:
+                new[key] = rec
+            elif kept != rec.id:
+                raise DuplicateRecord(
+                    f"delivery {delivery_id}: a second {rec.kind!r} record for step "
+                    f"{rec.step!r}; the first one is kept")
+        return list(new.values())
+
+    def _insert_records(self, conn: Connection, delivery_id: int, recs: Sequence[Record],
+                        now: datetime) -> None:
+        if recs:
+            conn.execute(t.records.insert(), [
+                {"delivery_id": delivery_id, "kind": r.kind, "app_id": r.id, "step": r.step,
+                 "created_at": now} for r in recs])
+
+    def finish(self, claim: Claim, outcome: Outcome, *, now: datetime | None = None,
+               started_at: datetime | None = None) -> None:
+        """Record the attempt's outcome (appended) and make it current, under the fence.
+
+        After a log, the delivery still needs an update only if a newer revision of
+        the event arrived while it was being written. A failed update that will be
+        retried keeps asking for the update; any other outcome ends the request.
+        """
+        now = now or self._now()
+        status, reason, message, next_at = settle(outcome, claim.deadline_at, now)
+        ok = status in FINAL_OK
+        retry = status in ("waiting", "parked")
+        values: dict[str, Any] = {
+            "status": status, "reason": reason, "message": message,
+            "retryable": retry, "next_attempt_at": next_at,
+            "lease_owner": None, "lease_expires": None, "updated_at": now,
+            "candidates_enc": self._cipher.encrypt(json.dumps(
+                [{"id": c.id, "name": c.name} for c in outcome.candidates]))
+            if outcome.candidates else None,
+        }
+        if not ok and (not retry or not claim.needs_update):
+            # Given up, skipped or unresolved: no update is pending any more. A first log
+            # that will be retried writes the whole log with the newest contents anyway.
+            values["needs_update"] = False
+        if status == "waiting" and reason == "rate_limit":
+            values["attempt"] = claim.attempt - 1  # waiting for room is not an attempt
+        with self._write() as conn:
+            if ok and self._sqlite:  # the write lock is held from BEGIN: the subquery is exact
+                self._fenced(conn, claim, _FENCED_LOGGED, _revision=claim.revision, **values)
+            elif ok:
+                # A shared row lock: a revision being stored now commits first or waits.
+                current = conn.execute(sa.select(t.events.c.revision).where(
+                    t.events.c.id == claim.event_pk).with_for_update(read=True)).scalar()
+                values["needs_update"] = current is not None and current != claim.revision
+                self._fenced(conn, claim, **values)
+            else:
+                self._fenced(conn, claim, **values)
+            try:  # the records a log returned that were not remembered as they were made
+                self._insert_records(conn, claim.delivery_id,
+                                     self._new_records(conn, claim.delivery_id, outcome.records),
+                                     now)
+            except DuplicateRecord as exc:
+                # Not dropped in silence: the attempt fails for good, saying which step.
+                status, reason, message, next_at = "failed", "duplicate_record", str(exc), None
+                retry = False
+                conn.execute(t.deliveries.update().where(
+                    t.deliveries.c.id == claim.delivery_id).values(
+                    status=status, reason=reason, message=message, retryable=False,
+                    next_attempt_at=None))
+            conn.execute(t.attempts.insert(), {
+                "delivery_id": claim.delivery_id, "attempt": claim.attempt, "fence": claim.fence,
+                "started_at": started_at, "finished_at": now, "status": status,
+                "reason": reason, "message": message, "retryable": retry,
+                "next_attempt_at": next_at})
+
+    def unpark(self, tenant: str, app: str, reason: str) -> int:
+        """Release the (tenant, app)'s deliveries parked for ``reason`` (the connection
+        was re-authorised, the daily limit reset, the configuration fixed): they are
+        due again at once. Returns how many were released."""
+        if reason not in PARKED_REASONS:
+            raise ValueError(f"reason: must be one of {', '.join(PARKED_REASONS)}")
+        d = t.deliveries
+        with self._write() as conn:
+            return int(conn.execute(d.update().where(
+                d.c.tenant == tenant, d.c.app == app, d.c.status == "parked",
+                d.c.reason == reason).values(
+                status="pending", reason=None, retryable=False, next_attempt_at=None,
+                updated_at=self._now())).rowcount)
+
+    def release(self, claim: Claim) -> None:
+        """Give the lease back untouched (shutdown): the delivery is due again at once."""
+        with self._write() as conn:
+            try:
+                self._fenced(conn, claim, lease_owner=None, lease_expires=None)
+            except LeaseLost:
+                pass
+
+
+    def choose(self, delivery_id: int, contact_ids: Sequence[str], *,
+               notes: str | None = None) -> None:
+        """A user's pick for an unresolved (or skipped) delivery: it becomes due again.
+
+        Raises :class:`AlreadyLogged` for a delivery already logged or accepted.
+        """
+        values: dict[str, Any] = {"chosen_contact_ids": json.dumps(list(contact_ids)),
+                                  "mode": "manual"}
+        if notes is not None:
+            values["notes_enc"] = self._cipher.encrypt(notes)
+        self._reopen(delivery_id, **values)
+
+    def requeue(self, delivery_id: int, *, mode: str, not_before: datetime | None = None) -> None:
+        """Put a delivery not logged back to pending (digest, manual, a dead one re-queued),
+        with a new deadline.
+
+        Raises :class:`AlreadyLogged` for a delivery already logged or accepted.
+        """
+        self._reopen(delivery_id, mode=mode, not_before=not_before)
+
+    def _reopen(self, delivery_id: int, **values: Any) -> None:
+        d = t.deliveries
+        with self._write() as conn:
+            # The check and the change are one statement: two users cannot both pass it.
+            done = conn.execute(d.update().where(
+                d.c.id == delivery_id, d.c.status.not_in(FINAL_OK)).values(
+                status="pending", updated_at=self._now(), next_attempt_at=None, retryable=False,
+                deadline_at=self._now() + self.deadline, **values)).rowcount
+            if done == 0:
+                row = conn.execute(
+                    sa.select(d.c.app, d.c.status).where(d.c.id == delivery_id)).first()
+                if row is None:
+                    raise KeyError(f"no delivery {delivery_id}")
+                raise AlreadyLogged(f"delivery {delivery_id} is already {row.status} in {row.app}; "
+                                    "it is not logged twice")
+
+    def schedule(self, delivery_id: int, not_before: datetime | None) -> None:
+        """Hold a pending delivery until ``not_before`` (delayed logging); None frees it."""
+        with self._write() as conn:
+            conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(
+                not_before=not_before, updated_at=self._now()))
