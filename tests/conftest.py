@@ -71,14 +71,13 @@ def key() -> str:
     return Ledger.generate_key()
 
 
-@pytest.fixture
-def ledger_url(tmp_path: Path) -> str:
-    """The URL of an empty ledger database."""
-    return f"sqlite:///{tmp_path / 'ledger.db'}"
+# ``ledger_url`` is parametrised over SQLite and PostgreSQL (one cluster per session):
+# every test that takes ``ledger`` or ``ledger_url`` runs on both.
+from callbridge.testing.postgres import ledger_url, postgres_server  # noqa: E402, F401
 
 
 @pytest.fixture
-def ledger(ledger_url: str, key: str) -> Iterator[Any]:
+def ledger(ledger_url: str, key: str) -> Iterator[Any]:  # noqa: F811
     """A migrated ledger on ``ledger_url``."""
     from callbridge.ledger import Ledger
 
@@ -86,3 +85,29 @@ def ledger(ledger_url: str, key: str) -> Iterator[Any]:
     led.migrate()
     yield led
     led.close()
+
+
+def stored_bytes(ledger: Any) -> bytes:
+    """Everything the ledger's database holds, as bytes: a SQLite file with its WAL,
+    read from disk; elsewhere every value of every table."""
+    from callbridge.ledger.tables import metadata
+
+    if ledger.url.startswith("sqlite:///"):
+        path = Path(ledger.url.removeprefix("sqlite:///"))
+        ledger.engine.dispose()
+        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    out = bytearray()
+    with ledger.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            for row in conn.execute(table.select()):
+                for value in row:
+                    out += value if isinstance(value, bytes) else str(value).encode()
+                    out += b"\x00"
+    return bytes(out)
+
+
+def only_sqlite(ledger_or_url: Any) -> None:
+    """Skip on a database other than SQLite (a test of SQLite's own settings)."""
+    url = ledger_or_url if isinstance(ledger_or_url, str) else ledger_or_url.url
+    if not url.startswith("sqlite"):
+        pytest.skip("a SQLite setting")

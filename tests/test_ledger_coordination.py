@@ -6,7 +6,6 @@ import asyncio
 import multiprocessing
 import threading
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,15 +21,12 @@ from callbridge.ledger import (
 )
 from callbridge.testing.clock import FakeClock
 
+from tests.conftest import stored_bytes
+
 NUMBER = "+12125550177"
 
 
-def raw(ledger: Ledger) -> bytes:
-    path = Path(ledger.engine.url.database or "")
-    if not path.is_file():
-        pytest.skip("the database is not a file")
-    ledger.engine.dispose()
-    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+raw = stored_bytes
 
 
 # --- the cache -------------------------------------------------------------------------------

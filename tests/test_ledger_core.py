@@ -1,8 +1,10 @@
-"""Issue 2 point 6: the ledger, on a real SQLite file."""
+"""The ledger on a real database: SQLite and PostgreSQL (``ledger_url``)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from callbridge.events import parse_event
 from callbridge.ledger import ContentErased, LeaseLost, Ledger
 from callbridge.models import Contact, Outcome, OutcomeStatus, Record
 
+from tests.conftest import stored_bytes
+
 NUMBER = "+12125550177"
 TEXT = "sentinel-text-4471 about the settlement"
 
@@ -22,18 +26,6 @@ def sms(i: int = 1, body: str = TEXT, **over: Any) -> Any:
             "external": {"number": NUMBER}, "sent_at": "2026-03-02T10:00:00Z", "body": body}
     data.update(over)
     return parse_event(data)
-
-
-@pytest.fixture
-def key() -> str:
-    return Ledger.generate_key()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, key: str) -> Ledger:
-    led = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", secret_key=key)
-    led.migrate()
-    return led
 
 
 LOGGED = Outcome(status=OutcomeStatus.LOGGED, records=(Record(kind="log", id="1"),))
@@ -156,13 +148,12 @@ def test_two_processes_never_claim_the_same_delivery(ledger: Ledger, key: str) -
     assert len(claimed) == 200 and len(set(claimed)) == 200
 
 
-def test_contents_are_encrypted_in_the_file(tmp_path: Path, ledger: Ledger) -> None:
+def test_contents_are_encrypted_in_the_database(ledger: Ledger) -> None:
     stored = ledger.store_event(sms(), apps=["crm"])
     ledger.index_put("acme", "crm", "c1", [NUMBER], updated_at=None, name="Dana Whitfield")
     ledger.kv_set("acme", "crm", "k", TEXT)
     ledger.token_set("acme", "crm", {"access_token": "sentinel-token-abcdef0123456789"})
-    ledger.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
+    raw = stored_bytes(ledger)
     for secret in (NUMBER.encode(), b"2125550177", TEXT.encode(), b"Dana Whitfield",
                    b"sentinel-token"):
         assert secret not in raw
@@ -233,3 +224,42 @@ def test_the_named_lock_excludes_another_process(ledger: Ledger, key: str) -> No
     holder.join(timeout=30)
     with ledger.lock("oauth:acme:crm", wait=5):
         pass
+
+
+# --- races: many threads at once (PostgreSQL's concurrent writers; SQLite's one writer) ----
+
+def at_once(n: int, fn: Callable[[int], None]) -> None:
+    """Run ``fn(i)`` on ``n`` threads released together."""
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            fn(i)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_the_same_new_event_stored_at_once_by_many_threads_is_stored_once(ledger: Ledger) -> None:
+    results: list[str] = []
+    at_once(8, lambda i: results.append(ledger.store_event(sms(), apps=["crm"]).status))
+    assert sorted(results) == ["duplicate"] * 7 + ["new"]
+    assert len(ledger.history()) == 1
+
+
+def test_upserts_and_locks_hold_under_concurrent_first_writes(ledger: Ledger) -> None:
+    at_once(8, lambda i: ledger.kv_set("acme", "crm", "k", str(i)))
+    at_once(8, lambda i: ledger.token_set("acme", "crm", {"n": i}))
+    at_once(8, lambda i: ledger.cache_put("acme", "crm", "k", str(i), 60))
+    winners: list[int] = []
+    at_once(8, lambda i: winners.append(i) if ledger.try_lock("job", ttl=30) else None)
+    assert ledger.kv_get("acme", "crm", "k") is not None and len(winners) == 1
+    assert ledger.cache_get("acme", "crm", "k") is not None

@@ -1,9 +1,8 @@
-"""The ledger's revisions and late details (SPEC §1, §4), on a real SQLite file."""
+"""The ledger's revisions and late details (SPEC §1, §4), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,13 +24,6 @@ def call(**over: Any) -> CallEvent:
     event = parse_event(data)
     assert isinstance(event, CallEvent)
     return event
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    led = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", secret_key=Ledger.generate_key())
-    led.migrate()
-    return led
 
 
 def failed(retry_at: datetime | None) -> Outcome:

