@@ -65,6 +65,8 @@ def test_the_cache_is_erased_with_the_tenant_and_with_a_person(ledger: Ledger) -
     ledger.kv_set("beta", "crm", "k", "v")
     ledger.token_set("beta", "crm", {"access_token": "t"})
     ledger.erase_tenant("beta")
+    with pytest.raises(ValueError, match="tenant: must not be empty"):
+        ledger.erase_tenant("")
     assert ledger.cache_get("beta", "crm", "users") is None
     assert ledger.kv_get("beta", "crm", "k") is None and ledger.token_get("beta", "crm") is None
 
@@ -107,7 +109,8 @@ def test_a_lock_fence_only_rises_as_the_lock_changes_hands(ledger: Ledger) -> No
 def test_lock_names_are_stored_as_keyed_hashes(ledger: Ledger, key: str) -> None:
     handle = ledger.acquire_lock(f"contact:{NUMBER}")
     assert NUMBER.encode() not in raw(ledger)
-    other = Ledger(ledger.url, secret_key=Ledger.generate_key())
+    other = Ledger("sqlite://", secret_key=Ledger.generate_key())
+    other.migrate()
     assert other.lock_name_hash(f"contact:{NUMBER}") != handle.name_hash
 
 

@@ -21,8 +21,8 @@ from callbridge.clock import SYSTEM, Clock
 from callbridge.events import AnyEvent
 from callbridge.ledger import tables as t
 from callbridge.ledger.crypto import Cipher
-from callbridge.markers import HashKey, load_hash_key, marker_for, read_hash_key
 from callbridge.ledger.types import Claim, LeaseLost
+from callbridge.markers import HashKey, load_hash_key, marker_for, read_hash_key
 from callbridge.models import ParkReason, Record, WaitReason
 
 MIGRATIONS = Path(__file__).with_name("migrations")

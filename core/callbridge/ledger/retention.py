@@ -72,6 +72,8 @@ class RetentionMixin(LedgerCore):
         """Erase everything a tenant's data is made of: the contents of its events,
         its phone index, cache, key-value entries and tokens. Outcomes and record
         ids stay (what was logged where). Returns how many events were erased."""
+        if not tenant:  # the ledger's own entries (its hash key) have no tenant
+            raise ValueError("tenant: must not be empty")
         now = self._now()
         with self._write() as conn:
             ids = [r[0] for r in conn.execute(sa.select(t.events.c.id).where(
