@@ -393,3 +393,31 @@ async def test_a_transcript_longer_than_hubspot_holds_is_cut_and_says_so(hook_ct
     body = only(portal.objects["calls"])["properties"]["hs_call_body"]
     assert len(body) <= 65_000 and body.endswith("(truncated: the rest did not fit in HubSpot)")
     assert "Notes:<br>Asked about the renewal." in body
+
+
+class OlderDelivery:
+    """A delivery as a 1.x host gives it: records, attempt and remember only."""
+
+    def __init__(self) -> None:
+        self.attempt, self.first_attempt_at, self.kept = 1, datetime(2026, 1, 5, 15, tzinfo=UTC), []
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(self.kept)
+
+    async def remember(self, record: Record) -> None:
+        self.kept.append(record)
+
+
+async def test_on_a_host_without_the_write_protocol_the_plugin_keeps_it_itself(
+        hook_ctx: Any, portal: Portal, hub: Any) -> None:
+    hook_ctx.delivery = OlderDelivery()
+    await hs.marker_property(hook_ctx, await hs.api_for(hook_ctx), "calls")
+    hub.fail_on[("POST", "/crm/v3/objects/calls")] = ["drop_after"]
+    with pytest.raises(Exception):  # noqa: B017 - the host's uncertain write
+        await hs.log_call(hook_ctx, call(), LogTarget(contacts=(DANA,)))
+    hook_ctx.delivery.attempt = 2
+    result = await hs.log_call(hook_ctx, call(), LogTarget(contacts=(DANA,)))
+    record = only(portal.objects["calls"])
+    assert record["properties"]["callbridge_event"] == call().marker  # the event's own
+    assert result.records[0].id == record["id"] and hook_ctx.delivery.records == result.records
