@@ -153,3 +153,37 @@ async def test_the_bundled_seed_has_a_token_and_a_portal() -> None:
     async with client(create_app(), token="pat-na1-sandbox-0000-0000-0000-000000000000") as http:
         r = await http.post("/crm/v3/objects/contacts/search", json={"limit": 10})
     assert r.status_code == 200 and r.json()["total"] >= 4
+
+
+def test_the_sandbox_command_serves_hubspot_on_loopback(tmp_path: Path) -> None:
+    """`callbridge sandbox hubspot` serves the seeded portal; the seed's token works."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"tokens": ["pat-na1-cli"], "owners": [
+        {"firstName": "Ann", "lastName": "Lee", "email": "ann@acme.example"}]}))
+    env = {**os.environ, ENV_SEED: str(seed)}
+    proc = subprocess.Popen([sys.executable, "-m", "callbridge", "sandbox", "hubspot", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx2.get(f"http://127.0.0.1:{port}/crm/v3/owners",
+                                    headers={"Authorization": "Bearer pat-na1-cli"})
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "the sandbox did not start"
+                time.sleep(0.2)  # a real process starting: nothing to inject a clock into
+        assert answer.status_code == 200
+        assert [o["email"] for o in answer.json()["results"]] == ["ann@acme.example"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
