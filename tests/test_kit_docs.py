@@ -45,7 +45,7 @@ def documented_tests(text: str) -> set[str]:
 
 
 def test_the_guide_names_every_standard_test_of_the_suite() -> None:
-    standard = {name for name in vars(ContractSuite) if name.startswith("test_")}
+    standard = {name for name in dir(ContractSuite) if name.startswith("test_")}
     assert standard - documented_tests(GUIDE.read_text()) == set()
 
 

@@ -1,0 +1,146 @@
+"""The contract kit's host services: a delivery with the write protocol, cache, locks, traffic.
+
+What the kit puts in a hook's context where the host would put its own
+ledger-backed services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import httpx2
+
+from callbridge.context import find_record
+from callbridge.models import Record
+from callbridge.testing.clock import FakeClock
+
+__all__ = ["KitDelivery", "MemoryCache", "Traffic", "memory_locks"]
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class KitDelivery:
+    """One attempt of one delivery, with the host's write protocol.
+
+    :meth:`step` returns the record an earlier attempt kept; else, when an
+    earlier attempt began the step without keeping its answer, runs ``find``;
+    else runs ``create`` and keeps the id at once. :meth:`next_attempt` is the
+    retry: attempt + 1, the same first attempt time, the records and begun
+    steps this attempt left.
+    """
+
+    def __init__(self, *, marker: str, first_attempt_at: datetime, attempt: int = 1,
+                 records: tuple[Record, ...] = (),
+                 begun: frozenset[tuple[str, str]] = frozenset()) -> None:
+        self.marker = marker
+        self.first_attempt_at = first_attempt_at
+        self.attempt = attempt
+        self.kept: list[Record] = list(records)
+        self.begun: set[tuple[str, str]] = set(begun)
+        self.found: list[Record] = []  # kept through find(): what a retry recovered
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(self.kept)
+
+    async def remember(self, record: Record) -> None:
+        earlier = find_record(self.records, record.kind, record.step)
+        if earlier is not None and earlier.id != record.id:
+            raise AssertionError(f"a second {record.kind} record for step {record.step!r}: "
+                                 f"{earlier.id} was kept, {record.id} is new; a duplicate")
+        if earlier is None:
+            self.kept.append(record)
+
+    async def step(self, kind: str, key: str, *, create: Callable[[], Awaitable[str]],
+                   find: Callable[[], Awaitable[str | None]] | None = None) -> Record:
+        kept = find_record(self.records, kind, key)
+        if kept is not None:
+            return kept
+        if (kind, key) in self.begun and find is not None:
+            found = await find()
+            if found is not None:
+                record = Record(kind=kind, id=found, step=key)
+                self.found.append(record)
+                await self.remember(record)
+                return record
+        self.begun.add((kind, key))
+        record = Record(kind=kind, id=await create(), step=key)
+        await self.remember(record)
+        return record
+
+    def next_attempt(self) -> KitDelivery:
+        return KitDelivery(marker=self.marker, first_attempt_at=self.first_attempt_at,
+                           attempt=self.attempt + 1, records=self.records,
+                           begun=frozenset(self.begun))
+
+
+class MemoryCache:
+    """``ctx.cache`` in memory: one load per key, values as the loader returned them."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.values: dict[str, tuple[Any, float]] = {}
+        self.loads = 0
+
+    async def get_or_load(self, key: str, loader: Callable[[], Awaitable[Any]], *,
+                          ttl: float) -> Any:
+        held = self.values.get(key)
+        if held is not None and held[1] > self.clock.monotonic():
+            return held[0]
+        self.loads += 1
+        value = await loader()
+        json.dumps(value)  # the host keeps JSON only; fail here as it would
+        self.values[key] = (value, self.clock.monotonic() + ttl)
+        return value
+
+    async def invalidate(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+def memory_locks() -> Callable[[str], AbstractAsyncContextManager[None]]:
+    """``ctx.lock`` in memory, per name."""
+    held: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def lock(name: str) -> AsyncIterator[None]:
+        async with held.setdefault(name, asyncio.Lock()):
+            yield
+
+    return lock
+
+
+class Traffic(httpx2.AsyncBaseTransport):
+    """Every request a case sends, as ``METHOD /path``; may lose the first write's answer.
+
+    With ``lose_first_write`` the first POST, PUT, PATCH or DELETE reaches the
+    cassette (it is recorded, or its recording is matched) and then its answer
+    is dropped: the client sees a read timeout, as when a network fails after
+    the app did the work. :attr:`lost` holds that request and the dropped body.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, *, lose_first_write: bool = False) -> None:
+        self.inner = inner
+        self.lose_first_write = lose_first_write
+        self.sent: list[str] = []
+        self.lost: tuple[str, bytes] | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        what = f"{request.method} {request.url.path}"
+        self.sent.append(what)
+        response = await self.inner.handle_async_request(request)
+        if self.lose_first_write and self.lost is None and request.method in _WRITES:
+            body = await response.aread()
+            self.lost = (what, body)
+            raise httpx2.ReadTimeout("the contract kit dropped this answer", request=request)
+        return response
+
+    def writes(self) -> list[str]:
+        return [w for w in self.sent if w.split(" ", 1)[0] in _WRITES]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
