@@ -28,14 +28,7 @@ AWAITING_HOST: dict[str, str] = {
     "confirm_accepted": "the worker's confirmation work unit calls it",
 }
 #: Hooks whose kit case is being built, each with its reason.
-AWAITING_KIT: dict[str, str] = {
-    "find_user": "a standard case with a known staff email",
-    "pick_default_user": "a standard case on the seeded default user",
-    "ensure_activity_code": "a standard case that ensures twice and creates once",
-    "log_batch": "a standard case with a lost batch answer",
-    "confirm_accepted": "a standard case on an accepted write",
-    "contacts_changed_since": "a standard case that pages to the end",
-}
+AWAITING_KIT: dict[str, str] = {}
 
 
 def host_call_sites(paths: Iterable[Path], hooks: Iterable[str]) -> dict[str, list[str]]:

@@ -87,9 +87,15 @@ class KitSession:
     client: Any
     bare: Any
     options: BaseModel | None
+    replay: Any = None
     store: MemoryStore = field(default_factory=MemoryStore)
     cache: MemoryCache | None = None
     locks: Callable[[str], AbstractAsyncContextManager[None]] = field(default_factory=memory_locks)
+
+    def raise_misses(self) -> None:
+        """Raise the first request that had no recording, if any."""
+        if self.replay.misses:
+            raise self.replay.misses[0]
 
     def delivery(self, marker: str = "kit-marker") -> KitDelivery:
         """A first attempt starting now on the kit's clock."""
@@ -258,7 +264,7 @@ class Kit:
 
     @asynccontextmanager
     async def session(self, case: str, *, fault: Fault | None = None,
-                      lose_first_write: bool = False) -> AsyncIterator[KitSession]:
+                      ) -> AsyncIterator[KitSession]:
         """Open ``case``'s cassette; a cassette miss is raised as itself when the block ends."""
         from callbridge.testing.cassettes import CassetteTransport, open_cassette, record_mode
         from callbridge.testing.scrub import Scrubber
@@ -280,7 +286,7 @@ class Kit:
         if connection is None:
             pytest.fail(f"{self.distribution} implements no connection() hook; the kit needs "
                         "its base URL", pytrace=False)
-        clock = FakeClock(KIT_START)
+        clock = FakeClock(KIT_START, autojump=True)  # a rate-limit wait passes at once
         mode = record_mode()
         recording = mode != "none"
         live = recording and os.environ.get(ENV_RECORD_AGAINST, "sandbox") == "app"
@@ -315,12 +321,12 @@ class Kit:
         off = RetryPolicy(enabled=False)
         with open_cassette(self.cassette_path(case), scrubber=scrubber, mode=mode) as cassette:
             replay = CassetteTransport(cassette, inner)
-            traffic = Traffic(replay, lose_first_write=lose_first_write)
+            traffic = Traffic(replay)
             client = build_client(
                 tenant=TENANT, app=declaration.name, plugin=declaration.name,
                 plugin_version=declaration.version, connection=connection,
                 credentials=credentials, buckets=declaration.rate_limits,
-                limiters=LimiterRegistry(), retry=off, transport=traffic)
+                limiters=LimiterRegistry(clock), retry=off, transport=traffic)
             bare = build_bare_client(transport=traffic, retry=off)
             if recording and not cassette.write_protected:
                 if mode == "all":  # vcrpy only gets-or-sets: a re-recording gets today's note
@@ -329,7 +335,7 @@ class Kit:
                     "recorded", f"recorded against {against} on {datetime.now(UTC).date()}")
             session = KitSession(kit=self, hooks=Facade(registry).for_plugin(declaration.name),
                                  clock=clock, traffic=traffic, client=client, bare=bare,
-                                 options=options)
+                                 options=options, replay=replay)
             try:
                 yield session
             except BaseException as exc:

@@ -21,7 +21,18 @@ from callbridge.testing.clock import FakeClock
 
 __all__ = ["KitDelivery", "MemoryCache", "Traffic", "memory_locks"]
 
-_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_UPDATES = frozenset({"PUT", "PATCH", "DELETE"})
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def _is_write(request: httpx2.Request, response: httpx2.Response) -> bool:
+    """A create (a POST answered 201 or 207) or an update; a POST answered 200 is a search."""
+    if request.method == "POST":
+        return response.status_code in (201, 207)
+    return request.method in _UPDATES
 
 
 class KitDelivery:
@@ -115,17 +126,20 @@ def memory_locks() -> Callable[[str], AbstractAsyncContextManager[None]]:
 
 
 class Traffic(httpx2.AsyncBaseTransport):
-    """Every request a case sends, as ``METHOD /path``; may lose the first write's answer.
+    """Every request a case sends, as ``METHOD /path``; may lose one write's answer.
 
-    With ``lose_first_write`` the first POST, PUT, PATCH or DELETE reaches the
-    cassette (it is recorded, or its recording is matched) and then its answer
-    is dropped: the client sees a read timeout, as when a network fails after
-    the app did the work. :attr:`lost` holds that request and the dropped body.
+    When :attr:`lose` is set, the first write that carries one of its
+    ``markers`` (in its URL or body) reaches the cassette (it is recorded, or
+    its recording is matched) and then its answer is dropped: the client sees
+    a read timeout, as when a network fails after the app did the work. A
+    write is a POST answered 201 or 207 (a create; a POST answered 200 is taken
+    for a search), or any PUT, PATCH or DELETE. :attr:`lost` holds that
+    request and the dropped body.
     """
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, *, lose_first_write: bool = False) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
         self.inner = inner
-        self.lose_first_write = lose_first_write
+        self.lose: tuple[str, ...] | None = None
         self.sent: list[str] = []
         self.lost: tuple[str, bytes] | None = None
 
@@ -133,14 +147,13 @@ class Traffic(httpx2.AsyncBaseTransport):
         what = f"{request.method} {request.url.path}"
         self.sent.append(what)
         response = await self.inner.handle_async_request(request)
-        if self.lose_first_write and self.lost is None and request.method in _WRITES:
-            body = await response.aread()
-            self.lost = (what, body)
-            raise httpx2.ReadTimeout("the contract kit dropped this answer", request=request)
+        if self.lose is not None and self.lost is None and _is_write(request, response):
+            text = str(request.url) + request.content.decode("utf-8", "replace")
+            if any(m in text or m in _digits(text) for m in self.lose):
+                body = await response.aread()
+                self.lost = (what, body)
+                raise httpx2.ReadTimeout("the contract kit dropped this answer", request=request)
         return response
-
-    def writes(self) -> list[str]:
-        return [w for w in self.sent if w.split(" ", 1)[0] in _WRITES]
 
     async def aclose(self) -> None:
         await self.inner.aclose()

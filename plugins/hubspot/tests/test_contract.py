@@ -78,7 +78,7 @@ FAX: dict[str, Any] = {
 
 SCENARIOS = Scenarios(
     known_number="+12125550142", unknown_number="+12125550199", known_email="dana@example.com",
-    new_contact_name="Rae Quinn", call=CALL, sms=SMS, fax=FAX,
+    new_contact_name="Rae Quinn", call=CALL, sms=SMS, fax=FAX, known_user_email="bob@firm.example",
     log_target=LogTarget(contacts=(DANA,), user=ANN),
 )
 
