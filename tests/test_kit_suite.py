@@ -78,14 +78,14 @@ def test_hook_tests_of_a_plugin_the_host_would_refuse_fail_with_the_same_message
 
 def test_an_undeclared_capability_is_skipped_naming_it(author: pytest.Pytester) -> None:
     suite_module(author, "callbridge_notebook_nofax")
-    result = author.runpytest("-p", "no:cacheprovider", "-rs", "-k", "log_fax")
+    result = author.runpytest("-p", "no:cacheprovider", "-rs", "-k", "log_fax and not retry")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*notebook does not declare capability 'fax'*"])
 
 
 def test_skipping_a_declared_capability_without_a_reason_fails(author: pytest.Pytester) -> None:
     suite_module(author, "callbridge_notebook", ', skip={"log_fax": " "}')
-    result = author.runpytest("-p", "no:cacheprovider", "-k", "log_fax")
+    result = author.runpytest("-p", "no:cacheprovider", "-k", "log_fax and not retry")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*has no reason: notebook declares 'fax'*give a written reason for skipping log_fax*"])
@@ -94,7 +94,7 @@ def test_skipping_a_declared_capability_without_a_reason_fails(author: pytest.Py
 def test_skipping_a_declared_capability_with_a_reason_skips_it(author: pytest.Pytester) -> None:
     suite_module(author, "callbridge_notebook",
                  ', skip={"log_fax": "the sandbox has no fax endpoint yet"}')
-    result = author.runpytest("-p", "no:cacheprovider", "-rs", "-k", "log_fax")
+    result = author.runpytest("-p", "no:cacheprovider", "-rs", "-k", "log_fax and not retry")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*log_fax: the sandbox has no fax endpoint yet*"])
 
@@ -179,7 +179,7 @@ def test_a_recorded_write_is_matched_on_its_body(author: pytest.Pytester) -> Non
 
     edit_cassette(cassette, other_name)
     suite_module(author, "callbridge_notebook")
-    result = author.runpytest("-p", "no:cacheprovider", "-k", "create_contact")
+    result = author.runpytest("-p", "no:cacheprovider", "-k", "create_contact and not retry")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*no recording for POST /contacts*"])
 
@@ -198,14 +198,14 @@ def test_recording_from_an_empty_folder_writes_cassettes_that_replay(
     shutil.rmtree(author.path / "cassettes")
     suite_module(author, "callbridge_notebook")
     monkeypatch.setenv("CALLBRIDGE_RECORD_MODE", "once")
-    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=21)
+    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=21, skipped=13)
     recorded = yaml.safe_load((author.path / "cassettes" / "error-429.yaml").read_text())
     assert recorded["metadata"]["recorded"].startswith("recorded against the Notebook sandbox on ")
     assert recorded["interactions"][0]["request"]["uri"].startswith(
         "https://notebook.example.com/contacts?")
     assert recorded["interactions"][0]["response"]["status"]["code"] == 429
     monkeypatch.setenv("CALLBRIDGE_RECORD_MODE", "none")
-    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=21)
+    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=21, skipped=13)
 
 
 def test_a_maintainer_can_record_against_the_real_app_with_a_credential(
