@@ -52,3 +52,12 @@ def test_the_guide_names_every_standard_test_of_the_suite() -> None:
 def test_the_guide_links_the_hook_reference_and_the_http_guide() -> None:
     text = GUIDE.read_text()
     assert "(hooks.md)" in text and "(http.md)" in text
+
+
+def test_the_kit_inputs_page_is_generated_from_the_kit() -> None:
+    page = GUIDE.parent / "kit-inputs.md"
+    assert page.read_text() == _generator().kit_inputs(), "run: python tools/gen_hook_docs.py"
+
+
+def test_the_guide_links_the_kit_inputs_page() -> None:
+    assert "(kit-inputs.md)" in GUIDE.read_text()

@@ -68,8 +68,60 @@ def guide(text: str) -> str:
     return text[:start] + TABLE_START + "\n" + capability_table() + "\n" + text[end:]
 
 
+def kit_inputs() -> str:
+    """docs/kit-inputs.md: the contract kit's sample events, tenant and target, from the code."""
+    import json
+
+    from callbridge.testing.scenarios import KIT_START, Scenarios, default_tenant
+
+    sc = Scenarios(known_number="+12125550142", unknown_number="+12125550199")
+    tenant = default_tenant().model_dump(mode="json", include={
+        "name", "time_zone", "default_region", "own_numbers", "extensions"})
+    out = [
+        "# The contract kit's inputs",
+        "",
+        "What the contract suite gives your hooks unless you say otherwise. Generated from "
+        "`callbridge.testing.scenarios`.",
+        "",
+        "## The tenant",
+        "",
+        "`ctx.tenant` in every case; replace it with "
+        "`contract_suite(..., tenant=TenantSettings(...))`:",
+        "",
+        "```json",
+        json.dumps(tenant, indent=2, sort_keys=True),
+        "```",
+        "",
+        "## The clock and the delivery",
+        "",
+        f"`ctx.clock` starts at {KIT_START.isoformat()} and jumps over any wait; "
+        "`ctx.delivery` is a first attempt (`attempt` 1, `first_attempt_at` the clock's time, "
+        "nothing kept) whose `marker` is the event's marker. The retry cases run attempt 2 "
+        "after moving the clock by your declaration's `consistency_delay`.",
+        "",
+        "## The default log target",
+        "",
+        "`Scenarios.log_target` defaults to `LogTarget()`: no contact, no matter, no user, no "
+        "activity code. An app that cannot log some kind of event without a contact needs "
+        "`Scenarios(log_target=LogTarget(contacts=(Contact(id=...),)))` with a contact of its "
+        "sandbox.",
+        "",
+        "## The sample events",
+        "",
+        "Shown with `known_number=\"+12125550142\"`; the external number is always your "
+        "`Scenarios.known_number`. Replace one with `Scenarios(call={...})` (the same JSON "
+        "an event line of `callbridge ingest` holds). Batches use a second copy whose `id` "
+        "ends in `-2`.",
+        "",
+    ]
+    for kind in ("call", "sms", "fax"):
+        out += [f"### {kind}", "", "```json", json.dumps(sc.sample(kind), indent=2), "```", ""]
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "core"))
     (ROOT / "docs" / "hooks.md").write_text(render())
     GUIDE.write_text(guide(GUIDE.read_text()))
-    print("wrote docs/hooks.md and the guide's capability table")
+    (ROOT / "docs" / "kit-inputs.md").write_text(kit_inputs())
+    print("wrote docs/hooks.md, docs/kit-inputs.md and the guide's capability table")
