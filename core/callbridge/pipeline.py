@@ -146,7 +146,7 @@ async def run(job: Job, index: PhoneIndex) -> Outcome:
         why = ("the party is withheld or a short code" if not party.matchable
                else "no contact matched and none was created")
         return skipped("no_contact", f"Skipped: no contact ({why}); exclusive contact association is on.")
-    if not contacts and not party.matchable and not hooks.supports(Capability.LOG_WITHOUT_CONTACT):
+    if not contacts and not party.matchable and not hooks.logs_without_contact(event.kind):
         return skipped("no_contact", f"Skipped: no contact (the party is withheld or a short code) "
                                      f"and {name} cannot log without one.")
 

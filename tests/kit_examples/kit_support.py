@@ -9,7 +9,7 @@ from typing import Any
 
 from callbridge.testing import contract_suite
 
-NOTEBOOK_TESTS = Path(__file__).resolve().parents[1] / "plugins" / "notebook" / "tests"
+NOTEBOOK_TESTS = Path(__file__).resolve().parents[2] / "core" / "callbridge" / "examples" / "notebook" / "tests"
 
 
 def notebook_contract() -> ModuleType:

@@ -91,7 +91,7 @@ FAX: dict[str, Any] = {
 
 SCENARIOS = Scenarios(
     known_number="+12125550142", unknown_number="+12125550199", known_email="dana@example.com",
-    new_contact_name="Rae Quinn",
+    new_contact_name="Rae Quinn", known_user_email="bob@firm.example",
     contact_one_matter="1003", contact_no_matters="1006", contact_several_matters="1008",
     call=CALL, sms=SMS, fax=FAX,
     log_target=LogTarget(contacts=(DANA,), matter=Matter(id="1012"), user=ANN),

@@ -1,22 +1,24 @@
-"""The notebook plugin's contract tests: the kit's standard suite, from one line.
+"""The notebook plugin's contract tests: the kit's standard suite, from one call.
 
 Replays the cassettes beside this file. To re-record one, delete it and run
-``CALLBRIDGE_RECORD_MODE=once python -m pytest tests/plugins/notebook``: it is
-recorded against the notebook sandbox, presented as https://notebook.example.com.
+``CALLBRIDGE_RECORD_MODE=once python -m pytest <this folder>``: it is recorded
+against the notebook sandbox, presented as https://notebook.example.com.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import callbridge_notebook
-from callbridge.models import AppUser
-from callbridge.testing import Row, Scenarios, contract_suite
-from callbridge_notebook.server import NotebookState, create_app
 from starlette.applications import Starlette
 
+import callbridge.examples.notebook as notebook
+from callbridge.examples.notebook.sandbox import NotebookState, create_app
+from callbridge.models import AppUser
+from callbridge.testing import Row, Scenarios, contract_suite
 
-def seeded_sandbox() -> Starlette:
+
+def seeded_sandbox(clock: Any = None) -> Starlette:
     """The notebook as the scenarios expect it (ids are given out in this order)."""
     state = NotebookState()
     ann = state.add_contact("Ann Example", ["+1 212-555-0142"], ["ann@acme.example"])  # c1
@@ -27,11 +29,12 @@ def seeded_sandbox() -> Starlette:
     state.add_matter(cy, "Cy Example: estate")  # m6
     state.add_user("Dana Staff", "dana@acme.example")  # u7
     assert (ann, bob, cy) == ("c1", "c3", "c4")
-    return create_app(state)
+    return create_app(state, clock=clock)
 
 
 SCENARIOS = Scenarios(
     known_number="+12125550142", unknown_number="+12125550199", known_email="ann@acme.example",
+    known_user_email="dana@acme.example",
     contact_one_matter="c1", contact_no_matters="c3", contact_several_matters="c4",
 )
 
@@ -46,7 +49,5 @@ ROWS = [
 ]
 
 TestNotebook = contract_suite(
-    plugin=callbridge_notebook,
-    settings=SETTINGS,
-    cassettes=Path(__file__).parent / "cassettes",
+    plugin=notebook, settings=SETTINGS, cassettes=Path(__file__).parent / "cassettes",
     scenarios=SCENARIOS, extra_rows=ROWS, sandbox=seeded_sandbox)

@@ -1,0 +1,175 @@
+"""The notebook plugin: a complete plugin, on the public hook API 2.0 alone.
+
+It logs calls, SMS and faxes into the notebook app (:mod:`.sandbox`); its contract
+tests are in ``tests/test_contract.py`` beside this file. ``delay_ms`` makes it slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from callbridge.capabilities import Capability, Connection, Declaration, RateBucket
+from callbridge.context import HookContext, find_record
+from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
+from callbridge.hookspecs import hookimpl
+from callbridge.models import (
+    AppUser,
+    ChangedContacts,
+    Contact,
+    LogResult,
+    LogTarget,
+    Matter,
+    Record,
+)
+
+__version__ = "0.2.0"
+AnyEvent = CallEvent | SmsEvent | FaxEvent
+
+
+class NotebookSettings(BaseModel):
+    """The notebook plugin's options (an app's ``options`` table in settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = "http://127.0.0.1:8765"
+    auth: Literal["none", "bearer"] = "none"  # bearer: the token from {credentials_env}_TOKEN
+    delay_ms: tuple[int, int] = Field(default=(0, 0), description="random wait before each call")
+
+
+@hookimpl
+def declare() -> Declaration:
+    return Declaration(
+        name="notebook", title="Notebook", version=__version__, hook_api_version="2.0",
+        capabilities=frozenset({
+            Capability.CALLS, Capability.SMS, Capability.FAX, Capability.CONTACT_SEARCH_PHONE,
+            Capability.CONTACT_SEARCH_EMAIL, Capability.CONTACT_CREATION, Capability.MATTERS,
+            Capability.USERS, Capability.LATE_DETAILS, Capability.CONTACTS_CHANGED,
+            Capability.MULTI_CONTACT_LINK}),
+        without_contact=frozenset({"call", "sms", "fax"}),  # a log needs no contact
+        settings_model=NotebookSettings,
+        rate_limits=(RateBucket(name="api", requests=1000, per_seconds=1.0, scope="tenant"),),
+    )
+
+
+@hookimpl
+def connection(options: NotebookSettings) -> Connection:
+    return Connection(base_url=options.base_url, auth=options.auth)
+
+
+async def _pause(ctx: HookContext) -> None:
+    low, high = ctx.options.delay_ms if isinstance(ctx.options, NotebookSettings) else (0, 0)
+    if high > 0:
+        await asyncio.sleep(random.uniform(low, high) / 1000)
+
+
+def _contact(raw: dict[str, Any]) -> Contact:
+    return Contact(id=raw["id"], name=raw.get("name") or None, phones=tuple(raw["phones"]),
+                   emails=tuple(raw["emails"]), updated_at=datetime.fromisoformat(raw["updated_at"]))
+
+
+async def _first_user(ctx: HookContext, **params: str) -> AppUser | None:
+    users = (await ctx.http.get("/users", params=params)).json()["data"]
+    return AppUser(id=users[0]["id"], name=users[0]["name"], email=users[0]["email"]) \
+        if users else None
+
+
+@hookimpl
+async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
+    await _pause(ctx)
+    found: dict[str, Contact] = {}
+    for key, value in (("phone", party.e164), ("email", party.email)):
+        if value:
+            r = await ctx.http.get("/contacts", params={key: value})
+            found.update({c["id"]: _contact(c) for c in r.json()["data"]})
+    return list(found.values())
+
+
+@hookimpl
+async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:
+    await _pause(ctx)
+    # Contacts carry no marker: after a lost answer, look for one made since the first attempt.
+    if ctx.delivery is not None and ctx.delivery.attempt > 1:
+        r = await ctx.http.get("/contacts", params={"phone": party.e164})
+        since = ctx.delivery.first_attempt_at
+        for contact in map(_contact, r.json()["data"]):
+            if contact.updated_at and contact.updated_at >= since:
+                return contact
+    r = await ctx.http.post("/contacts", json={"name": name, "phones": [party.e164]})
+    return _contact(r.json())
+
+
+@hookimpl
+async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
+    await _pause(ctx)
+    r = await ctx.http.get(f"/contacts/{contact.id}/matters")
+    return [Matter(id=m["id"], name=m["name"], status=m["status"]) for m in r.json()["data"]]
+
+
+@hookimpl
+async def find_user(ctx: HookContext, email: str | None) -> AppUser | None:
+    return await _first_user(ctx, email=email) if email else None
+
+
+@hookimpl
+async def pick_default_user(ctx: HookContext) -> AppUser | None:
+    return await _first_user(ctx)  # the notebook lists users by name, then id
+
+
+async def _log(ctx: HookContext, event: AnyEvent, target: LogTarget,
+               detail: dict[str, Any]) -> LogResult:
+    await _pause(ctx)
+    assert ctx.delivery is not None  # log hooks always have one
+    record = find_record(ctx.delivery.records, "log")  # kept by an earlier attempt
+    if record is None:  # else look for the marker, in case an answer was lost, then create
+        found = (await ctx.http.get("/logs", params={"marker": event.marker})).json()["data"]
+        if not found:
+            found = [(await ctx.http.post("/logs", json={
+                "marker": event.marker, "kind": event.kind, "direction": event.direction.value,
+                "contact_ids": [c.id for c in target.contacts],
+                "matter_id": target.matter.id if target.matter else None,
+                "user_id": target.user.id if target.user else None, **detail})).json()]
+        record = Record(kind="log", id=found[0]["id"])
+        await ctx.delivery.remember(record)
+    return LogResult(records=(record,))
+
+
+@hookimpl
+async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:
+    return await _log(ctx, event, target, {
+        "outcome": event.outcome.value if event.outcome else None,
+        "seconds": event.duration_seconds, "notes": target.notes or event.notes,
+        "recording_url": event.recording_url})
+
+
+@hookimpl
+async def log_sms(ctx: HookContext, event: SmsEvent, target: LogTarget) -> LogResult:
+    return await _log(ctx, event, target, {"body": event.body})
+
+
+@hookimpl
+async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogResult:
+    return await _log(ctx, event, target, {"pages": event.page_count})
+
+
+@hookimpl
+async def update_log(ctx: HookContext, event: AnyEvent, records: list[Record]) -> LogResult:
+    log = find_record(tuple(records), "log")
+    if log is not None and isinstance(event, CallEvent):
+        await ctx.http.patch(f"/logs/{log.id}", json={"recording_url": event.recording_url,
+                                                      "transcript": event.transcript})
+    return LogResult(records=tuple(records))
+
+
+@hookimpl
+async def contacts_changed_since(ctx: HookContext, since: datetime | None,
+                                 cursor: str | None) -> ChangedContacts:
+    params = {"limit": "100", "cursor": cursor or "0"}
+    if since is not None:
+        params["updated_since"] = since.isoformat()
+    body = (await ctx.http.get("/contacts", params=params)).json()
+    return ChangedContacts(contacts=tuple(map(_contact, body["data"])), cursor=body["next"])
