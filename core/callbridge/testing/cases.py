@@ -296,11 +296,13 @@ class ReadCases:
             return result
 
         case = f"row-{row.id}"
+        event = args.get("event")
+        marker = str(getattr(event, "marker", "kit-marker"))  # a delivery's marker is its event's
         if isinstance(row.expect, type) and issubclass(row.expect, BaseException):
             with pytest.raises(row.expect):
-                self.kit.run(case, body, fault=row.fault)
+                self.kit.run(case, body, fault=row.fault, marker=marker)
             return
-        result = self.kit.run(case, body, fault=row.fault)
+        result = self.kit.run(case, body, fault=row.fault, marker=marker)
         if callable(row.expect):
             assert row.expect(result), f"row {row.id}: {row.hook} returned {result!r}"
         else:

@@ -349,11 +349,11 @@ class Kit:
                 raise replay.misses[0]
 
     async def call(self, case: str, body: Callable[[Hooks, HookContext], Awaitable[Any]], *,
-                   fault: Fault | None = None) -> Any:
-        """Run ``body`` once, as a first attempt, against the case's cassette."""
+                   fault: Fault | None = None, marker: str = "kit-marker") -> Any:
+        """Run ``body`` once, as a first attempt whose marker is ``marker`` (an event's)."""
         async with self.session(case, fault=fault) as session:
-            return await body(session.hooks, session.context(session.delivery()))
+            return await body(session.hooks, session.context(session.delivery(marker)))
 
     def run(self, case: str, body: Callable[[Hooks, HookContext], Awaitable[Any]], *,
-            fault: Fault | None = None) -> Any:
-        return asyncio.run(self.call(case, body, fault=fault))
+            fault: Fault | None = None, marker: str = "kit-marker") -> Any:
+        return asyncio.run(self.call(case, body, fault=fault, marker=marker))

@@ -117,7 +117,7 @@ class WriteCases:
             updated = await h.update_log(ctx, event=late, records=list(logged.records))
             return logged, updated
 
-        logged, updated = self.kit.run("update_log", body)
+        logged, updated = self.kit.run("update_log", body, marker=first.marker)
         assert {(r.kind, r.id) for r in updated.records} <= {(r.kind, r.id)
                                                             for r in logged.records}, (
             "update_log returned a record the first log did not write: never write a second log")
