@@ -57,7 +57,7 @@ STANDARD_CASES = (
     "find_matters-none", "find_matters-one", "find_matters-several",
     "find_user-by-email", "find_user-unknown", "pick_default_user", "ensure_activity_code",
     "contacts_changed_since", "create_contact-retry", "log_call-retry", "log_sms-retry",
-    "log_fax-retry", "update_log-retry", "log_batch", "log_batch-retry", "confirm_accepted",
+    "log_fax-retry", "update_log-retry", "log_batch", "log_batch-retry", "confirm_accepted-after-log",
     "error-401", "error-429", "error-5xx")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -97,7 +97,7 @@ class KitSession:
         if self.replay.misses:
             raise self.replay.misses[0]
 
-    def delivery(self, marker: str = "kit-marker") -> KitDelivery:
+    def delivery(self, marker: str = "") -> KitDelivery:
         """A first attempt starting now on the kit's clock."""
         return KitDelivery(marker=marker, first_attempt_at=self.clock.now())
 
@@ -349,11 +349,15 @@ class Kit:
                 raise replay.misses[0]
 
     async def call(self, case: str, body: Callable[[Hooks, HookContext], Awaitable[Any]], *,
-                   fault: Fault | None = None, marker: str = "kit-marker") -> Any:
-        """Run ``body`` once, as a first attempt whose marker is ``marker`` (an event's)."""
+                   fault: Fault | None = None, marker: str = "") -> Any:
+        """Run ``body`` once, as a first attempt whose marker is ``marker``.
+
+        The host's delivery always has its event's marker; a case that does not
+        name one gets ``""``, so a plugin falls back to ``event.marker``.
+        """
         async with self.session(case, fault=fault) as session:
             return await body(session.hooks, session.context(session.delivery(marker)))
 
     def run(self, case: str, body: Callable[[Hooks, HookContext], Awaitable[Any]], *,
-            fault: Fault | None = None, marker: str = "kit-marker") -> Any:
+            fault: Fault | None = None, marker: str = "") -> Any:
         return asyncio.run(self.call(case, body, fault=fault, marker=marker))

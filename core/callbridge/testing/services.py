@@ -29,9 +29,9 @@ def _digits(text: str) -> str:
 
 
 def _is_write(request: httpx2.Request, response: httpx2.Response) -> bool:
-    """A create (a POST answered 201 or 207) or an update; a POST answered 200 is a search."""
+    """A create (a POST answered 201, 202 or 207) or an update; a POST answered 200 is a search."""
     if request.method == "POST":
-        return response.status_code in (201, 207)
+        return response.status_code in (201, 202, 207)
     return request.method in _UPDATES
 
 
@@ -132,7 +132,7 @@ class Traffic(httpx2.AsyncBaseTransport):
     ``markers`` (in its URL or body) reaches the cassette (it is recorded, or
     its recording is matched) and then its answer is dropped: the client sees
     a read timeout, as when a network fails after the app did the work. A
-    write is a POST answered 201 or 207 (a create; a POST answered 200 is taken
+    write is a POST answered 201, 202 or 207 (a create; a POST answered 200 is taken
     for a search), or any PUT, PATCH or DELETE. :attr:`lost` holds that
     request and the dropped body.
     """

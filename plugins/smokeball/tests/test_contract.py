@@ -108,7 +108,7 @@ NO_MATTER = LogTarget(contacts=(DANA_C,), user=BOB_U)
 
 SCENARIOS = Scenarios(
     known_number="+12125550142", unknown_number="+12125550199", known_email="dana@example.com",
-    new_contact_name="Rae Quinn",
+    new_contact_name="Rae Quinn", known_user_email="bob@firm.example",
     contact_one_matter=DANA, contact_no_matters=LEE, contact_several_matters=SAM,
     call=CALL, sms=SMS, fax=FAX, log_target=TARGET,
 )
