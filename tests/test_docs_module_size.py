@@ -20,8 +20,6 @@ ALLOWED: dict[str, str] = {
                                "connection factory takes the client building out",
     "core/callbridge/events.py": "the event models, their revisions and their field limits; "
                                  "the revision rules belong in a module of their own",
-    "core/callbridge/ledger/__init__.py": "the ledger class being split into a package by "
-                                          "concern",
     "core/callbridge/testing/suite.py": "the contract suite: being split into the kit's "
                                         "host services and its cases",
 }

