@@ -28,15 +28,18 @@ import sqlalchemy as sa
 from callbridge.eventtext import event_marker
 from callbridge.ledger import tables as t
 
-__all__ = ["HashKey", "keyed_marker", "load_hash_key", "marker_for", "read_hash_key"]
+__all__ = ["HashKey", "event_id_hash", "hash_event_ids", "keyed_marker", "load_hash_key",
+           "marker_for", "mask_id", "read_hash_key"]
 
 _KEY = "ledger:hash_key"
 _SINCE = "ledger:hash_key_since"
+_IDS_HASHED = "ledger:event_ids_hashed"
 
 
 class _Cipher(Protocol):
     def encrypt(self, text: str | None) -> bytes | None: ...
     def decrypt(self, blob: bytes | None) -> str | None: ...
+    def digest(self, *parts: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -118,3 +121,47 @@ def read_hash_key(engine: sa.Engine, cipher: _Cipher) -> HashKey | None:
         return None
     return HashKey(base64.b64decode(cipher.decrypt(stored) or ""),
                    datetime.fromisoformat(cipher.decrypt(since) or ""))
+
+
+# --- event ids ---------------------------------------------------------------------------
+
+
+def event_id_hash(cipher: _Cipher, tenant: str, source: str, kind: str, event_id: str) -> str:
+    """The keyed hash the ledger keeps of an event id (``events.source_id``), for lookups.
+
+    Phone systems do use numbers as ids; the id itself is kept only encrypted
+    (``events.source_id_enc``) and shown masked (:func:`mask_id`).
+    """
+    return cipher.digest("event-id", tenant, source, kind, event_id)
+
+
+def mask_id(event_id: str | None) -> str:
+    """An event id for display: all but its last 4 characters hidden ("********0163");
+    ``(erased)`` once the event's contents are erased."""
+    if event_id is None:
+        return "(erased)"
+    return "*" * max(0, len(event_id) - 4) + event_id[-4:]
+
+
+def hash_event_ids(conn: sa.Connection, cipher: _Cipher) -> int:
+    """Once per ledger: every event id kept in plain (a ledger from before) becomes its
+    keyed hash, with an encrypted copy. Runs in the migration's transaction, after the
+    hash key is in use; a flag in the ledger says it is done. Returns the rows changed."""
+    if _kv(conn, _IDS_HASHED) is not None:
+        return 0
+    e = t.events
+    rows = conn.execute(sa.select(e.c.id, e.c.tenant, e.c.source, e.c.kind, e.c.source_id)
+                        .where(e.c.source_id_enc.is_(None), e.c.purged_at.is_(None))).all()
+    for row in rows:
+        conn.execute(e.update().where(e.c.id == row.id).values(
+            source_id=event_id_hash(cipher, row.tenant, row.source, row.kind, row.source_id),
+            source_id_enc=cipher.encrypt(row.source_id)))
+    erased = conn.execute(sa.select(e.c.id, e.c.tenant, e.c.source, e.c.kind, e.c.source_id)
+                          .where(e.c.purged_at.is_not(None))).all()
+    for row in erased:  # the id is hashed; no copy is kept of an erased event's id
+        conn.execute(e.update().where(e.c.id == row.id).values(
+            source_id=event_id_hash(cipher, row.tenant, row.source, row.kind, row.source_id),
+            source_id_enc=None))
+    conn.execute(t.kv.insert(), [{"tenant": "", "app": "", "key": _IDS_HASHED,
+                                  "value_enc": cipher.encrypt("1")}])
+    return len(rows) + len(erased)

@@ -22,7 +22,14 @@ from callbridge.events import AnyEvent
 from callbridge.ledger import tables as t
 from callbridge.ledger.crypto import Cipher
 from callbridge.ledger.types import Claim, LeaseLost
-from callbridge.markers import HashKey, load_hash_key, marker_for, read_hash_key
+from callbridge.markers import (
+    HashKey,
+    event_id_hash,
+    hash_event_ids,
+    load_hash_key,
+    marker_for,
+    read_hash_key,
+)
 from callbridge.models import ParkReason, Record, WaitReason
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -183,8 +190,13 @@ class LedgerCore:
             command.upgrade(cfg, "head")
             # The hash key: made once, then never changed (callbridge.markers).
             hash_key = load_hash_key(conn, self._cipher, self._cipher.mac_key)
+            self._cipher.use_mac_key(hash_key.key)
+            hash_event_ids(conn, self._cipher)  # once, for a ledger from before
         self.hash_key = hash_key
-        self._cipher.use_mac_key(hash_key.key)
+
+    def _event_id(self, tenant: str, source: str, kind: str, event_id: str) -> str:
+        """How ``events.source_id`` holds an event id: a keyed hash."""
+        return event_id_hash(self._cipher, tenant, source, kind, event_id)
 
     def marker_for(self, event: AnyEvent, first_attempt_at: datetime | None = None) -> str:
         """The marker a delivery of ``event`` writes into its app: keyed (``cb2-``), or

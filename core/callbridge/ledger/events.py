@@ -63,12 +63,14 @@ class EventsMixin(LedgerCore):
         content = dump_event(event)
         chash = self._cipher.digest("content", content)
         tenant, source, kind, source_id = event.key
-        ident = {"tenant": tenant, "source": source, "kind": kind, "source_id": source_id}
+        ident = {"tenant": tenant, "source": source, "kind": kind,
+                 "source_id": self._event_id(tenant, source, kind, source_id)}
         with self._write() as conn:
             row = conn.execute(_SELECT_EVENT, ident).first()
             if row is None:
                 pk = conn.execute(t.events.insert(), {
-                    **ident, "occurred_at": event.occurred_at, "received_at": now,
+                    **ident, "source_id_enc": self._cipher.encrypt(source_id),
+                    "occurred_at": event.occurred_at, "received_at": now,
                     "revision": 1, "content_hash": chash, "party_hash": self._party(event),
                     "content_enc": self._cipher.encrypt(content),
                 }).inserted_primary_key[0]  # type: ignore[index]
@@ -152,7 +154,8 @@ class EventsMixin(LedgerCore):
         with self._read() as conn:
             return conn.execute(sa.select(t.events.c.id).where(
                 t.events.c.tenant == tenant, t.events.c.source == source,
-                t.events.c.kind == kind, t.events.c.source_id == source_id)).scalar()
+                t.events.c.kind == kind,
+                t.events.c.source_id == self._event_id(tenant, source, kind, source_id))).scalar()
 
     def add_delivery(self, event_pk: int, app: str, *, mode: str = "auto", notes: str | None = None,
                      chosen_contact_ids: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ class RetentionMixin(LedgerCore):
             return
         ids = list(event_ids)
         conn.execute(t.events.update().where(t.events.c.id.in_(ids)).values(
-            content_enc=None, purged_at=now, party_hash=None))
+            content_enc=None, source_id_enc=None, purged_at=now, party_hash=None))
         conn.execute(t.event_revisions.update().where(t.event_revisions.c.event_id.in_(ids))
                      .values(content_enc=None))
         conn.execute(t.deliveries.update().where(t.deliveries.c.event_id.in_(ids))

@@ -57,7 +57,10 @@ events = Table(
     Column("tenant", String(100), nullable=False),
     Column("source", String(100), nullable=False),
     Column("kind", String(10), nullable=False),
+    # The source's event id as a keyed hash (an id may be a phone number), and
+    # encrypted for display (shown masked); callbridge.markers.hash_event_ids.
     Column("source_id", String(200), nullable=False),
+    Column("source_id_enc", LargeBinary),
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Column("revision", Integer, nullable=False),

@@ -18,6 +18,7 @@ from callbridge.ledger.types import (
     AttemptView,
     DeliveryView,
 )
+from callbridge.markers import mask_id
 from callbridge.models import Contact, Record
 
 
@@ -39,7 +40,7 @@ class ViewsMixin(LedgerCore):
             a.c.delivery_id == d.c.id,
             sa.or_(a.c.status != "waiting", sa.func.coalesce(a.c.reason, "") != "rate_limit"))
             .correlate(d).scalar_subquery())
-        query = (sa.select(d, e.c.source, e.c.kind, e.c.source_id, count.label("n_attempts"))
+        query = (sa.select(d, e.c.source, e.c.kind, e.c.source_id_enc, count.label("n_attempts"))
                  .join(e, e.c.id == d.c.event_id).where(*where).limit(limit)
                  .order_by(d.c.updated_at.desc() if newest_first else d.c.id, d.c.id.desc()))
         rows = conn.execute(query).all()
@@ -49,7 +50,8 @@ class ViewsMixin(LedgerCore):
             cands = json.loads(self._cipher.decrypt(r.candidates_enc) or "[]")
             views.append(DeliveryView(
                 delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app, source=r.source,
-                kind=r.kind, source_id=r.source_id, occurred_at=r.occurred_at, status=r.status,
+                kind=r.kind, source_id=mask_id(self._cipher.decrypt(r.source_id_enc)),
+                occurred_at=r.occurred_at, status=r.status,
                 reason=r.reason, message=r.message, retryable=bool(r.retryable),
                 next_attempt_at=r.next_attempt_at, records=recs.get(r.id, ()),
                 attempts=int(r.n_attempts), updated_at=r.updated_at, mode=r.mode,
