@@ -262,7 +262,7 @@ def history(
     if as_json:
         print(json.dumps([{
             "delivery": v.delivery_id, "tenant": v.tenant, "app": v.app, "kind": v.kind,
-            "source": v.source, "event": v.source_id, "status": v.status, "reason": v.reason,
+            "source": v.source, "event": v.masked_id, "status": v.status, "reason": v.reason,
             "message": v.message, "records": [r.model_dump() for r in v.records],
             "attempts": v.attempts, "candidates": [c.id for c in v.candidates],
         } for v in views], indent=2, default=str))
@@ -272,7 +272,7 @@ def history(
         table.add_column(col)
     for v in views:
         table.add_row(str(v.delivery_id), cell(v.tenant), cell(v.app), cell(v.kind),
-                      cell(v.source_id), cell(v.status), cell(v.reason),
+                      cell(v.masked_id), cell(v.status), cell(v.reason),
                       cell(", ".join(f"{r.kind}:{r.id}" for r in v.records)), cell(v.message))
     console.print(table)
 

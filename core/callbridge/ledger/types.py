@@ -92,6 +92,14 @@ class DeliveryView:
     mode: str
     deadline_at: datetime | None = None
 
+    @property
+    def masked_id(self) -> str:
+        """The event id for display: all but its last 4 characters hidden (an id may be
+        a phone number); ``(erased)`` once the event's contents are erased."""
+        from callbridge.markers import mask_id
+
+        return mask_id(self.source_id or None)
+
 
 @dataclass(frozen=True)
 class AttemptView:

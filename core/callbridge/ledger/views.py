@@ -18,7 +18,6 @@ from callbridge.ledger.types import (
     AttemptView,
     DeliveryView,
 )
-from callbridge.markers import mask_id
 from callbridge.models import Contact, Record
 
 
@@ -50,7 +49,7 @@ class ViewsMixin(LedgerCore):
             cands = json.loads(self._cipher.decrypt(r.candidates_enc) or "[]")
             views.append(DeliveryView(
                 delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app, source=r.source,
-                kind=r.kind, source_id=mask_id(self._cipher.decrypt(r.source_id_enc)),
+                kind=r.kind, source_id=self._cipher.decrypt(r.source_id_enc) or "",
                 occurred_at=r.occurred_at, status=r.status,
                 reason=r.reason, message=r.message, retryable=bool(r.retryable),
                 next_attempt_at=r.next_attempt_at, records=recs.get(r.id, ()),
