@@ -534,6 +534,22 @@ def sandbox(
     uvicorn.run(factory(), host=host, port=port, log_level="warning")
 
 
+@app.command("new-plugin")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="the app's key in settings, e.g. acme_crm")],
+    directory: Annotated[Path | None, typer.Option("--dir", help="where to write it")] = None,
+    title: Annotated[str | None, typer.Option(help="the app's name for people")] = None,
+) -> None:
+    """Write a new plugin package (hooks, sandbox, contract tests, cassettes) that passes
+    its tests at once."""
+    from callbridge.scaffold import names_for, render
+
+    dest = directory or Path(names_for(name)["dist"])
+    written = render(name, dest, title=title)
+    console.print(line(f"wrote {len(written)} files to {dest}; next: cd {dest} && "
+                       "pip install -e '.[test]' && python -m pytest"))
+
+
 @app.command()
 def demo(name: Annotated[str, typer.Argument(help="which demo")] = "clio") -> None:
     """Run a demo, fully offline: an app's sandbox on loopback, a firm, a day of events."""
