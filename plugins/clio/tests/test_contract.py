@@ -12,8 +12,9 @@ with ``CALLBRIDGE_RECORD_AGAINST=app`` and ``CALLBRIDGE_RECORD_CREDENTIAL=<acces
 after seeding the account as :func:`seeded_sandbox` does.
 
 Declared capabilities the kit has no standard test for are covered by rows:
-``contacts_changed`` and ``users`` (their hooks), ``log_without_contact``,
-``multi_contact_link`` and ``file_attachments`` (a log hook with such a target).
+``contacts_changed`` and ``users`` (their hooks), logging without a contact (the
+declaration's ``without_contact``), ``multi_contact_link`` and ``file_attachments``
+(a log hook with such a target).
 ``custom_fields`` obliges no hook and has nothing to call.
 """
 
@@ -145,8 +146,7 @@ ROWS = [
         expect=lambda r: _kinds(r) == [("communication", "communication")]),
     Row("call-without-contact", "log_call",
         {"event": {**CALL, "id": "clio-call-3"}, "target": LogTarget(user=ANN)},
-        expect=lambda r: [k for k, _ in _kinds(r)] == ["communication", "time_entry"],
-        capability=Capability.LOG_WITHOUT_CONTACT),
+        expect=lambda r: [k for k, _ in _kinds(r)] == ["communication", "time_entry"]),
     Row("sms-linked-to-two-contacts", "log_sms",
         {"event": SMS, "target": LogTarget(contacts=(DANA, SAM), user=ANN)},
         expect=lambda r: [k for k, _ in _kinds(r)] == ["communication"],

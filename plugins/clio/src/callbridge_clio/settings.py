@@ -71,8 +71,6 @@ def declaration() -> Declaration:
             Capability.CONTACT_SEARCH_EMAIL, Capability.CONTACT_CREATION, Capability.CONTACTS_CHANGED,
             Capability.MATTERS, Capability.USERS, Capability.LATE_DETAILS, Capability.FILE_ATTACHMENTS,
             Capability.CUSTOM_FIELDS, Capability.MULTI_CONTACT_LINK, Capability.ACTIVITY_CODES,
-            # The 1.x spelling of without_contact, kept while hosts still read it.
-            Capability.LOG_WITHOUT_CONTACT,
         }),
         without_contact=frozenset({"call", "sms", "fax"}),
         settings_model=ClioSettings,
