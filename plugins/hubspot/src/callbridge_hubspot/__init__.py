@@ -90,9 +90,10 @@ def declare() -> Declaration:
         # answer is not scheduled sooner (the plugin also waits out the rest itself).
         data["consistency_delay"] = SEARCH_SETTLE_SECONDS
     if "without_contact" in Declaration.model_fields:
-        # Calls, SMS and faxes may all be logged with no contact (unassociated).
-        # The capability stays too while the host's pipeline still reads it.
+        # Calls, SMS and faxes may all be logged with no contact (unassociated); the
+        # deprecated capability only for a host that does not know this field.
         data["without_contact"] = frozenset({"call", "sms", "fax"})
+        data["capabilities"] = data["capabilities"] - {Capability.LOG_WITHOUT_CONTACT}
     return Declaration.model_validate(data)
 
 
