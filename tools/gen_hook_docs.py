@@ -43,7 +43,8 @@ def render() -> str:
         "# Hook reference",
         "",
         f"Hook API version {HOOK_API_VERSION}. Generated from the docstrings of "
-        "`callbridge.hookspecs`.",
+        "`callbridge.hookspecs`; the objects hooks receive and return are described in "
+        "[the data objects reference](objects.md).",
         "",
         inspect.cleandoc(hookspecs.__doc__ or ""),
         "",

@@ -109,11 +109,17 @@ class Declaration(BaseModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="the app's key in settings")
     title: str | None = None
+    """The app's name for people (e.g. ``Clio``); the name is used when absent."""
     version: str
+    """The plugin's version."""
     hook_api_version: str = Field(pattern=r"^\d+\.\d+$")
+    """The hook API the plugin was built for (``major.minor``)."""
     capabilities: frozenset[Capability]
+    """What the plugin supports; each capability obliges its hooks."""
     settings_model: type[BaseModel] | None = None
+    """The pydantic model of the app's ``options``, handed to hooks as ``ctx.options``."""
     rate_limits: tuple[RateBucket, ...] = ()
+    """The app's limits, so the host slows down before a 429 (a connection may give its own)."""
     without_contact: frozenset[EventKind] = Field(
         default=frozenset(),
         description="event kinds the app can log with no contact; for the others the host "
@@ -190,10 +196,15 @@ class OAuth2Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     authorize_url: str
+    """Where a person authorises the connection (``callbridge auth`` opens it)."""
     token_url: str
+    """Where codes and refresh tokens are exchanged for access tokens."""
     revoke_url: str | None = None
+    """Where a token is revoked when a connection is removed, if the app has it."""
     scope: str | None = None
+    """The scopes to ask for, space-separated."""
     extra_authorize_params: dict[str, str] = Field(default_factory=dict)
+    """More query parameters for the authorise URL."""
     #: ``client_credentials``: no user authorises; the host asks the token endpoint for a
     #: token with the client's own credentials whenever it has none or it expires.
     grant: Literal["authorization_code", "client_credentials"] = "authorization_code"
@@ -214,10 +225,14 @@ class Connection(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_url: str
+    """The API's base URL; hooks send relative URLs against it."""
     auth: Literal["none", "api_key", "bearer", "oauth2"] = "none"
+    """How requests are authenticated (see above)."""
     api_key_header: str = "X-API-Key"
+    """The header that carries the API key, for ``api_key``."""
     #: Also send the API key (``{credentials_env}_API_KEY``) in ``api_key_header`` beside
     #: a bearer or OAuth 2.0 token, for apps that want both (Smokeball).
     send_api_key: bool = False
     oauth2: OAuth2Config | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    """Headers sent with every request to the connection's credentialed origins."""

@@ -31,11 +31,17 @@ class Contact(BaseModel):
     model_config = _FROZEN
 
     id: str
+    """The contact's id in the app."""
     name: str | None = None
+    """The contact's name, as the app shows it."""
     phones: tuple[str, ...] = ()
+    """Its numbers as stored in the app (raw text); the host reads them to E.164 itself."""
     emails: tuple[str, ...] = ()
+    """Its email addresses."""
     updated_at: datetime | None = None
+    """When the app last changed it; orders matches under the ``most_recent`` policy (a contact without it counts as oldest)."""
     deleted: bool = False
+    """True for a contact the app has deleted (the phone index drops it)."""
 
 
 class Matter(BaseModel):
@@ -44,8 +50,11 @@ class Matter(BaseModel):
     model_config = _FROZEN
 
     id: str
+    """The matter's id in the app."""
     name: str | None = None
+    """Its name or number, as the app shows it."""
     status: str | None = None
+    """Its status, as the app names it."""
 
 
 class AppUser(BaseModel):
@@ -54,8 +63,11 @@ class AppUser(BaseModel):
     model_config = _FROZEN
 
     id: str
+    """The user's id in the app."""
     name: str | None = None
+    """The user's name."""
     email: str | None = None
+    """The user's email address."""
 
 
 class Record(BaseModel):
@@ -65,8 +77,11 @@ class Record(BaseModel):
     model_config = _FROZEN
 
     kind: str
+    """What was written, in the app's terms (``communication``, ``time_entry``, ``contact``...)."""
     id: str
+    """The written record's id in the app."""
     step: str = "log"
+    """The record's key within its delivery: two records of one kind need two steps."""
 
 
 class LogTarget(BaseModel):
@@ -83,16 +98,22 @@ class LogTarget(BaseModel):
     model_config = _FROZEN
 
     contacts: tuple[Contact, ...] = ()
+    """The contacts to link; empty when none matched and none was created."""
     matter: Matter | None = None
+    """The contact's only open matter, when there is exactly one."""
     user: AppUser | None = None
+    """The staff member's user in the app, else the default user."""
     notes: str | None = None  # notes chosen for a delayed or manual log; overrides the event's
     #: The opaque reference ``ensure_activity_code`` returned (the host caches it per
     #: tenant and app); None when the app has no activity codes.
     activity_code: str | None = None
+    """The reference ``ensure_activity_code`` returned, for apps that declare ``activity_codes``."""
 
 
 class LogStatus(StrEnum):
-    LOGGED = "logged"
+    """Whether the app has done a write (``logged``) or will do it later (``accepted``)."""
+
+    LOGGED = "logged"  # the app holds the record
     ACCEPTED = "accepted"  # the app writes asynchronously and has not confirmed
 
 
@@ -107,8 +128,11 @@ class LogResult(BaseModel):
     model_config = _FROZEN
 
     records: tuple[Record, ...]
+    """Every record the log wrote (or found written by an earlier attempt)."""
     status: LogStatus = LogStatus.LOGGED
+    """``logged``, or ``accepted`` when the app will do the write later."""
     missing: tuple[str, ...] = ()
+    """Parts that could not be written (e.g. ``document``); the outcome says so."""
     #: Deprecated (hook API 1.x): ``note="document missing"`` reads as ``missing=("document",)``.
     note: str | None = None
 
@@ -131,8 +155,11 @@ class ChangedContacts(BaseModel):
     model_config = _FROZEN
 
     contacts: tuple[Contact, ...]
+    """The page's contacts."""
     cursor: str | None = None
+    """Pass it back for the next page; None on the last page."""
     high_water: datetime | None = None
+    """The time to pass as ``since`` on the next sync."""
 
 
 class OutcomeStatus(StrEnum):
@@ -189,8 +216,11 @@ class BatchItem:
     """
 
     event: AnyEvent
+    """The event to log."""
     target: LogTarget
+    """Where to log it, as for a single log hook."""
     delivery: DeliveryState
+    """This item's own delivery: its records, marker, attempt and ``step``."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +228,9 @@ class BatchResult:
     """What ``log_batch`` did with one item: ``ok`` with its LogResult, or ``error``."""
 
     ok: LogResult | None = None
+    """What was written for the item, when it was."""
     error: AppError | None = None
+    """Why the item failed, when it did (the host treats it as that item's error)."""
 
     def __post_init__(self) -> None:
         if (self.ok is None) == (self.error is None):
