@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from callbridge.testing.clock import FakeClock
 from callbridge_smokeball.api import to_ticks
-from callbridge_smokeball.sandbox import ENV_SEED, SandboxState, create_app, serve
+from callbridge_smokeball.sandbox import ENV_SEED, SandboxState, build, create_app, serve
 
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
@@ -183,3 +183,16 @@ def test_the_cli_sandbox_is_seeded_from_a_fixture_file(tmp_path: Path,
     assert "my-dev-token" in capsys.readouterr().err
     st = app.smokeball
     assert [s["firstName"] for s in st.rows("staff")] == ["Zed"] and st.token_valid("my-dev-token")
+
+
+def test_the_cli_sandbox_takes_its_own_options(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    ep = next(ep for ep in importlib.metadata.entry_points(group="callbridge.sandboxes")
+              if ep.name == "smokeball")
+    assert callable(getattr(ep.load(), "serve", None))  # the CLI hands it --port and the rest
+    state, seed = build("http://127.0.0.1:9000", ["--write-delay", "5", "--lose-writes", "2",
+                                                  "--no-rate-limit"])
+    assert (state.write_delay, state.lose_next_writes, state.rate_limited) == (5.0, 2, False)
+    assert state.storage_host == "http://localhost:9000" and state.host == "http://127.0.0.1:9000"
+    assert state.rows("staff") and "sandbox-dev-token" in capsys.readouterr().err
+    assert seed["tokens"] == ["sandbox-dev-token"]
