@@ -27,3 +27,24 @@ def test_the_site_builds_strictly_with_the_mkdocs_1_line() -> None:
     noxfile = (ROOT / "noxfile.py").read_text()
     assert '"mkdocs>=1.6,<2"' in noxfile and '"build", "--strict"' in noxfile
     assert "strict: true" in CONFIG
+
+
+#: The pages a plugin author reads with only the installed wheel and the template.
+OUTSIDER_PAGES = ["writing-a-plugin.md", "hooks.md", "objects.md", "kit-inputs.md",
+                  "migrating-to-2.0.md", "api.md", "embedding.md", "events.md", "http.md"]
+REPOSITORY_PATHS = re.compile(r"(?<![\w/.])(tests/plugins|plugins/\w+|core/callbridge|tools/|"
+                              r"benchmarks/|noxfile\.py|\.ci/)")
+
+
+def test_pages_for_plugin_authors_cite_no_path_of_the_repository() -> None:
+    def visible(page: str) -> str:  # HTML comments are for maintainers, not readers
+        return re.sub(r"<!--.*?-->", "", (ROOT / "docs" / page).read_text(), flags=re.S)
+
+    found = {page: REPOSITORY_PATHS.findall(visible(page)) for page in OUTSIDER_PAGES}
+    assert {page: paths for page, paths in found.items() if paths} == {}
+
+
+def test_the_path_check_catches_a_repository_path() -> None:
+    assert REPOSITORY_PATHS.findall("see `tests/plugins/notebook/` and plugins/clio/") == [
+        "tests/plugins", "plugins/clio"]
+    assert REPOSITORY_PATHS.findall("callbridge/examples/notebook/tests/") == []

@@ -94,6 +94,17 @@ async def test_a_request_with_no_recording_raises_a_cassette_miss_naming_it(
         "adds to an existing cassette)")
 
 
+async def test_a_miss_keeps_the_closest_recording_and_drops_advice_the_kit_cannot_take(
+        tmp_path: Path) -> None:
+    path = tmp_path / "miss.yaml"
+    await exchange(path, "once", [("", {"n": 1})])
+    with pytest.raises(CassetteMiss) as info:
+        await exchange(path, "none", [("", {"n": 3})])
+    text = str(info.value)
+    assert "body_of_writes" in text  # which matcher the closest recording failed
+    assert "How to fix" not in text and "record_mode='new_episodes'" not in text
+
+
 async def test_a_miss_message_masks_the_number_it_searched_for(tmp_path: Path) -> None:
     with pytest.raises(CassetteMiss) as info:
         await exchange(tmp_path / "absent.yaml", "none", [("+13128675309", None)])

@@ -39,7 +39,7 @@ class Contact(BaseModel):
     emails: tuple[str, ...] = ()
     """Its email addresses."""
     updated_at: datetime | None = None
-    """When the app last changed it; orders matches under the ``most_recent`` policy (a contact without it counts as oldest)."""
+    """When the app last changed it; orders matches under the ``most_recent`` policy (a contact without it counts as oldest; ties go to the highest id)."""
     deleted: bool = False
     """True for a contact the app has deleted (the phone index drops it)."""
 

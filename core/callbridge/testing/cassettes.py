@@ -68,7 +68,9 @@ class CassetteMiss(CannotOverwriteExistingCassetteException):  # type: ignore[mi
 
     def __init__(self, *, cassette: Any, failed_request: Any) -> None:
         super().__init__(cassette=cassette, failed_request=failed_request)
-        detail = redact(str(self))  # vcrpy's own explanation, numbers and secrets masked
+        # vcrpy's own explanation, numbers and secrets masked, without its "How to fix"
+        # advice (record modes and matchers the kit sets itself, so an author cannot act on it).
+        detail = redact(str(self)).split("\nHow to fix:")[0].rstrip()
         path = Path(cassette._path)
         exists = path.exists()
         state = "" if exists else " (the cassette file does not exist)"
