@@ -58,12 +58,9 @@ def test_three_processes_and_a_sigkill_leave_exactly_one_record_per_event_and_ap
     plugin = "notebook"
     [tenants.acme.apps.crm2.options]
     base_url = "{second_notebook.url}"
-    delay_ms = [20, 200]
     """
     config = write_config(tmp_path / "callbridge.toml", notebook.url, extra=extra)
-    text = config.read_text().replace(f'base_url = "{notebook.url}"\n',
-                                      f'base_url = "{notebook.url}"\ndelay_ms = [20, 200]\n', 1)
-    config.write_text(text)
+    notebook.state.delay_ms = second_notebook.state.delay_ms = (20, 200)  # slow apps
     feed = events_file(tmp_path / "events.jsonl")
     env = {**os.environ, "CALLBRIDGE_CONFIG": str(config), "CALLBRIDGE_PLUGINS": "notebook",
            "CALLBRIDGE_SECRET_KEY": secret_key}

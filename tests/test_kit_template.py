@@ -51,9 +51,10 @@ def test_the_package_has_entry_points_a_sandbox_a_readme_and_cassettes(tmp_path:
     assert "$" not in (tmp_path / "src/callbridge_acme/__init__.py").read_text()
 
 
-def test_the_template_plugin_module_is_short() -> None:
-    module = ROOT / "core/callbridge/templates/plugin/src/_module_/__init__.py.tmpl"
-    assert len(module.read_text().splitlines()) < PLUGIN_LINES
+@pytest.mark.parametrize("module", ["core/callbridge/templates/plugin/src/_module_/__init__.py.tmpl",
+                                    "core/callbridge/examples/notebook/__init__.py"])
+def test_the_template_and_the_example_plugin_modules_are_short(module: str) -> None:
+    assert len((ROOT / module).read_text().splitlines()) < PLUGIN_LINES
 
 
 @pytest.mark.parametrize("name", ["Acme", "1acme", "acme-crm", "", "a" * 41])

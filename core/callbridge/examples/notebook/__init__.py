@@ -1,17 +1,11 @@
-"""The notebook plugin: a complete plugin, on the public hook API 2.0 alone.
-
-It logs calls, SMS and faxes into the notebook app (:mod:`.sandbox`); its contract
-tests are in ``tests/test_contract.py`` beside this file. ``delay_ms`` makes it slow.
-"""
+"""The notebook plugin: a complete plugin (hook API 2.0) for the app in :mod:`.sandbox`."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from callbridge.capabilities import Capability, Connection, Declaration, RateBucket
 from callbridge.context import HookContext, find_record
@@ -31,14 +25,11 @@ __version__ = "0.2.0"
 AnyEvent = CallEvent | SmsEvent | FaxEvent
 
 
-class NotebookSettings(BaseModel):
-    """The notebook plugin's options (an app's ``options`` table in settings)."""
-
+class NotebookSettings(BaseModel):  # an app's ``options`` table in the settings
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = "http://127.0.0.1:8765"
     auth: Literal["none", "bearer"] = "none"  # bearer: the token from {credentials_env}_TOKEN
-    delay_ms: tuple[int, int] = Field(default=(0, 0), description="random wait before each call")
 
 
 @hookimpl
@@ -50,8 +41,7 @@ def declare() -> Declaration:
             Capability.CONTACT_SEARCH_EMAIL, Capability.CONTACT_CREATION, Capability.MATTERS,
             Capability.USERS, Capability.LATE_DETAILS, Capability.CONTACTS_CHANGED,
             Capability.MULTI_CONTACT_LINK}),
-        without_contact=frozenset({"call", "sms", "fax"}),  # a log needs no contact
-        settings_model=NotebookSettings,
+        settings_model=NotebookSettings, without_contact=frozenset({"call", "sms", "fax"}),
         rate_limits=(RateBucket(name="api", requests=1000, per_seconds=1.0, scope="tenant"),),
     )
 
@@ -61,12 +51,6 @@ def connection(options: NotebookSettings) -> Connection:
     return Connection(base_url=options.base_url, auth=options.auth)
 
 
-async def _pause(ctx: HookContext) -> None:
-    low, high = ctx.options.delay_ms if isinstance(ctx.options, NotebookSettings) else (0, 0)
-    if high > 0:
-        await asyncio.sleep(random.uniform(low, high) / 1000)
-
-
 def _contact(raw: dict[str, Any]) -> Contact:
     return Contact(id=raw["id"], name=raw.get("name") or None, phones=tuple(raw["phones"]),
                    emails=tuple(raw["emails"]), updated_at=datetime.fromisoformat(raw["updated_at"]))
@@ -74,13 +58,11 @@ def _contact(raw: dict[str, Any]) -> Contact:
 
 async def _first_user(ctx: HookContext, **params: str) -> AppUser | None:
     users = (await ctx.http.get("/users", params=params)).json()["data"]
-    return AppUser(id=users[0]["id"], name=users[0]["name"], email=users[0]["email"]) \
-        if users else None
+    return AppUser(**{k: users[0][k] for k in ("id", "name", "email")}) if users else None
 
 
 @hookimpl
 async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
-    await _pause(ctx)
     found: dict[str, Contact] = {}
     for key, value in (("phone", party.e164), ("email", party.email)):
         if value:
@@ -91,12 +73,9 @@ async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
 
 @hookimpl
 async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:
-    await _pause(ctx)
-    # Contacts carry no marker: after a lost answer, look for one made since the first attempt.
-    if ctx.delivery is not None and ctx.delivery.attempt > 1:
-        r = await ctx.http.get("/contacts", params={"phone": party.e164})
+    if ctx.delivery is not None and ctx.delivery.attempt > 1:  # an answer lost? look first
         since = ctx.delivery.first_attempt_at
-        for contact in map(_contact, r.json()["data"]):
+        for contact in await find_contact(ctx, party):
             if contact.updated_at and contact.updated_at >= since:
                 return contact
     r = await ctx.http.post("/contacts", json={"name": name, "phones": [party.e164]})
@@ -105,9 +84,8 @@ async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> C
 
 @hookimpl
 async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
-    await _pause(ctx)
-    r = await ctx.http.get(f"/contacts/{contact.id}/matters")
-    return [Matter(id=m["id"], name=m["name"], status=m["status"]) for m in r.json()["data"]]
+    matters = (await ctx.http.get(f"/contacts/{contact.id}/matters")).json()["data"]
+    return [Matter(id=m["id"], name=m["name"], status=m["status"]) for m in matters]
 
 
 @hookimpl
@@ -122,7 +100,6 @@ async def pick_default_user(ctx: HookContext) -> AppUser | None:
 
 async def _log(ctx: HookContext, event: AnyEvent, target: LogTarget,
                detail: dict[str, Any]) -> LogResult:
-    await _pause(ctx)
     assert ctx.delivery is not None  # log hooks always have one
     record = find_record(ctx.delivery.records, "log")  # kept by an earlier attempt
     if record is None:  # else look for the marker, in case an answer was lost, then create
@@ -130,9 +107,9 @@ async def _log(ctx: HookContext, event: AnyEvent, target: LogTarget,
         if not found:
             found = [(await ctx.http.post("/logs", json={
                 "marker": event.marker, "kind": event.kind, "direction": event.direction.value,
-                "contact_ids": [c.id for c in target.contacts],
-                "matter_id": target.matter.id if target.matter else None,
-                "user_id": target.user.id if target.user else None, **detail})).json()]
+                "contact_ids": [c.id for c in target.contacts], **detail,
+                "matter_id": target.matter and target.matter.id, "user_id": target.user and target.user.id,
+            })).json()]
         record = Record(kind="log", id=found[0]["id"])
         await ctx.delivery.remember(record)
     return LogResult(records=(record,))
@@ -141,9 +118,8 @@ async def _log(ctx: HookContext, event: AnyEvent, target: LogTarget,
 @hookimpl
 async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:
     return await _log(ctx, event, target, {
-        "outcome": event.outcome.value if event.outcome else None,
-        "seconds": event.duration_seconds, "notes": target.notes or event.notes,
-        "recording_url": event.recording_url})
+        "outcome": event.outcome, "seconds": event.duration_seconds,
+        "notes": target.notes or event.notes, "recording_url": event.recording_url})
 
 
 @hookimpl
@@ -168,8 +144,6 @@ async def update_log(ctx: HookContext, event: AnyEvent, records: list[Record]) -
 @hookimpl
 async def contacts_changed_since(ctx: HookContext, since: datetime | None,
                                  cursor: str | None) -> ChangedContacts:
-    params = {"limit": "100", "cursor": cursor or "0"}
-    if since is not None:
-        params["updated_since"] = since.isoformat()
+    params = {"limit": "100", "cursor": cursor or "0"} | ({"updated_since": since.isoformat()} if since else {})
     body = (await ctx.http.get("/contacts", params=params)).json()
     return ChangedContacts(contacts=tuple(map(_contact, body["data"])), cursor=body["next"])

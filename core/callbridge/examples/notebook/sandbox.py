@@ -9,13 +9,17 @@ injected clock (the contract kit passes its own), so stamps match the kit's.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import random
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -33,6 +37,7 @@ class NotebookState:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     logs: dict[str, dict[str, Any]] = field(default_factory=dict)
     clock: Any = field(default_factory=_WallClock)  # anything with now() -> aware datetime
+    delay_ms: tuple[int, int] = (0, 0)  # a random wait before each answer: a slow app
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -118,7 +123,13 @@ def create_app(state: NotebookState | None = None, *, clock: Any = None) -> Star
         st.logs[lid].update(await request.json())
         return JSONResponse(st.logs[lid])
 
-    app = Starlette(routes=[
+    async def slow(request: Request, call_next: Any) -> Any:
+        low, high = st.delay_ms
+        if high > 0:
+            await asyncio.sleep(random.uniform(low, high) / 1000)
+        return await call_next(request)
+
+    app = Starlette(middleware=[Middleware(BaseHTTPMiddleware, dispatch=slow)], routes=[
         Route("/contacts", contacts, methods=["GET", "POST"]),
         Route("/contacts/{cid}/matters", matters),
         Route("/users", users),
