@@ -93,3 +93,14 @@ def test_the_generated_package_passes_in_a_fresh_virtualenv_with_the_wheels(tmp_
     result = _pytest(package, python)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "15 passed, 16 skipped" in result.stdout
+
+
+def test_a_plugin_without_pytest_asyncio_settings_gets_no_warning_from_it(tmp_path: Path) -> None:
+    package = tmp_path / "callbridge-acme"
+    render("acme", package)
+    pyproject = package / "pyproject.toml"
+    pyproject.write_text("\n".join(line for line in pyproject.read_text().splitlines()
+                                   if "asyncio_default_fixture_loop_scope" not in line))
+    result = _pytest(package, PYTHONPATH=str(package / "src"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "asyncio_default_fixture_loop_scope" not in result.stdout + result.stderr
