@@ -18,8 +18,9 @@ ALLOWED: dict[str, str] = {
                               "command group",
     "core/callbridge/http.py": "the client, its retries and its error mapping; the "
                                "connection factory takes the client building out",
-    "core/callbridge/events.py": "the event models, their revisions and their field limits; "
-                                 "the revision rules belong in a module of their own",
+    "core/callbridge/events.py": "the event models, a docstring on every field (the schema "
+                                 "and the reference are built from them); the revision "
+                                 "rules and text limits are in revisions.py and eventtext.py",
     "core/callbridge/testing/suite.py": "the contract suite: being split into the kit's "
                                         "host services and its cases",
 }

@@ -53,6 +53,7 @@ from callbridge.eventtext import (
 )
 from callbridge.phones import MAX_LENGTH as NUMBER_MAX
 from callbridge.phones import UnreadableNumber, caller_name, to_e164
+from callbridge.revisions import LATE_DETAIL_FIELDS, merge_revisions
 
 __all__ = [
     "DOCUMENT_MAX_BYTES", "LATE_DETAIL_FIELDS", "AnyEvent", "CallEvent", "CallOutcome",
@@ -418,43 +419,6 @@ class FaxEvent(_EventBase):
 AnyEvent = CallEvent | SmsEvent | FaxEvent
 Event = Annotated[AnyEvent, Field(discriminator="kind")]
 _EVENT: TypeAdapter[AnyEvent] = TypeAdapter(Event)
-
-#: Fields whose arrival on a known event makes a revision ("late details"); a copy
-#: that lacks them never removes them.
-LATE_DETAIL_FIELDS = ("recording_url", "transcript", "summary", "notes")
-
-_PROGRESS = {"ringing": 0, "in_progress": 1, "ended": 2,
-             "pending": 0, None: 1, "sent": 1, "delivered": 2, "failed": 2}
-
-
-def _order(copy: Mapping[str, Any]) -> int:
-    """How far a copy has gone: its call state or delivery status, ranked."""
-    if copy.get("kind", "call") == "call":
-        return _PROGRESS.get(copy.get("state", "ended"), 2)
-    return _PROGRESS.get(copy.get("status"), 1)
-
-
-def merge_revisions(stored: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Merge a copy of an event just received (``given``) with the one kept (``stored``).
-
-    Both are JSON objects as :func:`dump_event` writes them. The copy that has gone
-    furthest (ringing < in_progress < ended; pending < sent < delivered/failed) wins;
-    between copies equally far, the higher ``sequence`` wins, and without sequences
-    the copy received last. The winner takes the late details
-    (:data:`LATE_DETAIL_FIELDS`) it lacks from the other copy, so a stale copy never
-    removes a detail. Returns the merged object, or None when it equals ``stored``
-    (the given copy adds nothing: a duplicate).
-    """
-    stored_first = _order(stored) > _order(given) or (
-        _order(stored) == _order(given) and stored.get("sequence") is not None
-        and given.get("sequence") is not None and stored["sequence"] > given["sequence"])
-    newer, older = (stored, given) if stored_first else (given, stored)
-    merged = dict(newer)
-    for name in LATE_DETAIL_FIELDS:
-        if name not in merged and name in older:
-            merged[name] = older[name]
-    return None if merged == dict(stored) else merged
-
 
 def newest(stored: AnyEvent, given: AnyEvent) -> AnyEvent:
     """:func:`merge_revisions` for two events: the event to keep."""
