@@ -8,7 +8,11 @@
    loopback with 50 ms latency and a rate limit per tenant, as a fraction of
    the bound min(total rate limit, concurrency / latency) / requests per event.
 
-Usage: python benchmarks/bench.py [--events N] [--only pipeline|io]
+3. clio_batch: the 15-call batch (15 completed calls from three known contacts)
+   through ``ingest`` to the Clio sandbox on loopback under its 50 requests a
+   minute, on the real clock: wall time, requests and 429s.
+
+Usage: python benchmarks/bench.py [--events N] [--only pipeline|io|clio_batch]
 """
 
 from __future__ import annotations
@@ -173,7 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--only", choices=["pipeline", "io"])
+    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch"])
     args = parser.parse_args()
     report: dict[str, Any] = {}
     if args.only in (None, "pipeline"):
@@ -187,6 +191,12 @@ def main() -> None:
         io = report["io"]
         print(f"io: {io['events_per_s']} events/s of a bound {io['bound_events_per_s']} "
               f"= {io['fraction']} (goal: at least 0.8), 429s: {io['429s']}")
+    if args.only in (None, "clio_batch"):
+        from bench_clio_batch import bench_clio_batch
+        report["clio_batch"] = cb = bench_clio_batch()
+        print(f"clio_batch: {cb['calls']} calls in {cb['wall_seconds']} s, {cb['requests']} "
+              f"requests, 429s: {cb['429s']}, {cb['communications']} communications and "
+              f"{cb['time_entries']} time entries (goal: 15 and 15, no 429)")
     print(json.dumps(report, indent=2))
 
 

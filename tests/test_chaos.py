@@ -1,6 +1,6 @@
 """Issue 3's measure: against a server answering with latency, 429s with Retry-After,
 5xx and dropped connections, every event ends logged or failed with a reason, and no
-record is created twice."""
+record is created twice (waiting deliveries are put back without waiting out their time)."""
 
 from __future__ import annotations
 

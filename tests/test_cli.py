@@ -95,6 +95,33 @@ def test_ingest_again_changes_nothing_and_history_shows_outcomes(
     assert json.loads(cli("history", "--json", "--status", "failed", env=configured).stdout) == []
 
 
+def test_ingest_no_wait_stores_and_drain_logs_the_queued_work(
+        tmp_path: Path, notebook: Notebook, configured: dict[str, str]) -> None:
+    path = events_file(tmp_path)
+    stored = cli("ingest", str(path), "--no-wait", "--json", env=configured)
+    assert stored.returncode == 2 and json.loads(stored.stdout)["still_open"] == 2
+    assert notebook.state.logs == {}
+    notebook.faults.fail_next = [503]  # one transient failure: the drain waits out its backoff
+    drained = cli("drain", "--json", env=configured)
+    assert drained.returncode == 0, drained.stderr
+    summary = json.loads(drained.stdout)
+    assert summary["queued"] == 2 and summary["still_open"] == 0
+    assert summary["outcomes"] == [{"app": "crm", "status": "logged", "reason": "", "count": 2}]
+    assert len(notebook.state.logs) == 2
+
+
+def test_ingest_leaves_what_waits_past_wait_max_queued_and_says_so(
+        tmp_path: Path, notebook: Notebook, configured: dict[str, str]) -> None:
+    path = events_file(tmp_path)
+    notebook.faults.error_rate, notebook.faults.error_statuses = 1.0, (503,)  # the app is down
+    result = cli("ingest", str(path), "--wait-max", "0", env=configured)
+    assert result.returncode == 2, result.stderr  # the bad lines
+    assert "still queued" in result.stdout and "callbridge drain" in result.stdout
+    rows = json.loads(cli("history", "--json", "--status", "waiting", env=configured).stdout)
+    assert [(r["reason"], r["next_attempt_at"] is not None) for r in rows] == [("backoff", True)] * 2
+    assert notebook.state.logs == {}
+
+
 def test_an_invalid_settings_file_is_a_message_not_a_traceback(tmp_path: Path,
                                                                 configured: dict[str, str]) -> None:
     bad = tmp_path / "bad.toml"

@@ -67,7 +67,7 @@ def test_three_processes_and_a_sigkill_leave_exactly_one_record_per_event_and_ap
 
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "callbridge", "ingest", str(feed), "--json",
-                                 "--wait", "120"], env=env, stdout=subprocess.PIPE,
+                                 "--wait-max", "120"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
     procs = [start() for _ in range(3)]

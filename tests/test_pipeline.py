@@ -268,7 +268,8 @@ async def test_one_apps_failure_leaves_the_other_app_untouched(make_engine: Make
     down = engine.ledger.find_delivery("acme", "down", stored.event_pk)
     assert ok is not None and down is not None
     assert ok.status == "logged" and len(logs(notebook)) == 1
-    assert down.status == "waiting" and down.retryable and down.next_attempt_at is not None
+    assert (down.status, down.reason) == ("waiting", "backoff")
+    assert down.next_attempt_at is not None and "TransientError" in (down.message or "")
 
 
 async def test_a_transient_app_error_is_retried_until_logged(make_engine: MakeEngine,

@@ -11,23 +11,17 @@ import asyncio
 import json
 import os
 import sys
-import time
-from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from callbridge import HOOK_API_VERSION, __version__
 from callbridge.console import cell, err, line, warn
 from callbridge.console import out as console
-from callbridge.engine import Engine
+from callbridge.drain import WAIT_MAX
 from callbridge.errors import CallbridgeError, ConfigError
-from callbridge.ledger import Stored
-from callbridge.reader import Rejected, RejectsFile, read_events
 from callbridge.runtime import Runtime, config_path, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -53,17 +47,6 @@ def main_options(
 ) -> None:
     if trace:
         os.environ["CALLBRIDGE_TRACE"] = "1"
-
-
-def _pending(engine: Engine, stored: list[Stored]) -> bool:
-    """Whether any delivery of these events is still waiting to be worked (a retry due
-    within 5 s counts)."""
-    soon = datetime.now(UTC) + timedelta(seconds=5)
-    views = engine.ledger.history(event_pks=[s.event_pk for s in stored], limit=10**9)
-    return any(v.status == "pending" or (v.status == "waiting"
-                                         and v.next_attempt_at is not None
-                                         and v.next_attempt_at < soon)
-               for v in views)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -142,108 +125,70 @@ def keygen() -> None:
     print(Ledger.generate_key())
 
 
+WaitMaxOpt = Annotated[float, typer.Option(
+    "--wait-max", min=0,
+    help="seconds to wait for deliveries that wait (a rate limit, a backoff) before the summary; "
+         "what still waits stays queued for the next ingest or drain")]
+
+
 @app.command()
 def ingest(
     file: Annotated[Path, typer.Argument(help="JSON lines, one event per line")],
     config: ConfigOpt = None,
     rejects: Annotated[Path | None, typer.Option(help="where bad lines are kept")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="run the pipeline, write nothing")] = False,
-    wait: Annotated[float, typer.Option(
-        help="seconds to wait for deliveries that other processes hold, before the summary")] = 0.0,
+    wait_max: WaitMaxOpt = WAIT_MAX,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="store the events and return at once; `callbridge drain` logs them")] = False,
     as_json: JsonOpt = False,
+    wait: Annotated[float | None, typer.Option("--wait", hidden=True, min=0,
+                                               help="deprecated: --wait-max")] = None,
 ) -> None:
-    """Feed events from a file through every connected app and show the outcomes."""
+    """Feed events from a file through every connected app and show the outcomes.
+
+    Waits for deliveries that wait (rate limits, backoffs) up to --wait-max; what is
+    left stays queued and is resumed by the next `ingest` or `drain`.
+    """
+    from callbridge.ingesting import run_ingest
+
+    if wait is not None:  # 1.x spelling
+        wait_max = wait
     rt = _runtime(config)
     try:
         stream = file.open("rb")
     except OSError as exc:
         raise _fail(f"{file}: cannot be read ({exc.strerror})") from None
+
+    async def go() -> int:
+        engine = rt.engine(dry_run=dry_run)
+        try:
+            return await run_ingest(engine, rt.settings.current(), file, stream, rejects=rejects,
+                                    dry_run=dry_run, as_json=as_json, wait_max=wait_max,
+                                    no_wait=no_wait)
+        finally:
+            await engine.aclose()
+
     with stream:
-        code = asyncio.run(_ingest(rt, file, stream, rejects, dry_run, as_json, wait))
+        code = asyncio.run(go())
     raise typer.Exit(code)
 
 
-async def _ingest(rt: Runtime, file: Path, stream: Any, rejects: Path | None,
-                  dry_run: bool, as_json: bool, wait: float) -> int:
-    settings = rt.settings.current()
+@app.command()
+def drain(config: ConfigOpt = None, wait_max: WaitMaxOpt = WAIT_MAX,
+          as_json: JsonOpt = False) -> None:
+    """Resume queued work: log every pending and waiting delivery, waiting up to --wait-max."""
+    from callbridge.ingesting import run_drain
 
-    def region_for(tenant: str) -> str:
-        return settings.tenant(tenant).default_region
+    rt = _runtime(config)
 
-    engine = rt.engine(dry_run=dry_run)
-    bad: list[Rejected] = []
-    stored = []
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=err, transient=True, disable=as_json) as progress:
-            # Each line is read on its own (callbridge.reader): a bad one is refused
-            # with its number and reasons, and the lines around it are still stored.
-            task = progress.add_task("storing events", total=os.fstat(stream.fileno()).st_size)
-            pending = []
-            for item in read_events(stream, region_for=region_for):
-                if isinstance(item, Rejected):
-                    bad.append(item)
-                    progress.advance(task, item.size)
-                    continue
-                pending.append(item.event)
-                progress.advance(task, item.size)
-                if len(pending) >= 200:
-                    # One trip to the ledger per chunk; still one commit per event.
-                    stored += await engine.ingest_many(pending)
-                    pending = []
-            if pending:
-                stored += await engine.ingest_many(pending)
-            if bad and not dry_run:
-                _quarantine(engine.ledger, settings, bad)
-            task2 = progress.add_task("logging", total=None)
-            pks = [s.event_pk for s in stored]
-            deadline = time.monotonic() + wait
-            while True:
-                n = await engine.run_until_idle(event_pks=pks)
-                progress.advance(task2, n)
-                # Nothing claimable: done, unless other processes still hold some of
-                # these deliveries and we were asked to wait for them.
-                if time.monotonic() >= deadline or not _pending(engine, stored):
-                    break
-                await asyncio.sleep(0.25)
-        counts: Counter[tuple[str, str, str]] = Counter()
-        for view in engine.ledger.history(limit=10**9, event_pks=pks):
-            counts[(view.app, view.status, view.reason or "")] += 1
-    finally:
-        await engine.aclose()
-    target = rejects or file.with_name(file.name + ".rejected")
-    kept = RejectsFile(target)
-    try:
-        with kept:
-            for rejected in bad:
-                kept.add(rejected)
-    except OSError as exc:
-        warn(("error:", "red"), f" {target}: cannot be written ({exc.strerror})")
-    for rejected in bad:
-        warn((f"line {rejected.number}", "yellow"), ": ", rejected.reason)
-    if bad:
-        warn(f"{len(bad)} bad line(s) kept in {target}, their reasons in {kept.reasons_path}")
-    failed = sum(n for (_, status, _), n in counts.items() if status == "failed")
-    if as_json:
-        print(json.dumps({"events": len(stored), "bad_lines": [b.number for b in bad],
-                          "outcomes": [{"app": a, "status": s, "reason": r, "count": n}
-                                       for (a, s, r), n in sorted(counts.items())]}, indent=2))
-    else:
-        table = Table(title=f"{len(stored)} events from {file.name}")
-        for col in ("app", "status", "reason", "events"):
-            table.add_column(col)
-        for (a, s, r), n in sorted(counts.items()):
-            table.add_row(cell(a), cell(s), cell(r), str(n))
-        console.print(table)
-    return 2 if bad else (3 if failed else 0)
+    async def go() -> int:
+        engine = rt.engine()
+        try:
+            return await run_drain(engine, wait_max=wait_max, as_json=as_json)
+        finally:
+            await engine.aclose()
 
-
-def _quarantine(ledger: Any, settings: Any, bad: list[Rejected]) -> None:
-    from callbridge.quarantine import Quarantine, Refused
-
-    Quarantine(ledger, settings.quarantine).keep([
-        Refused(raw=r.raw, reason=r.reason, origin="ingest", line=r.number, tenant=r.tenant)
-        for r in bad])
+    raise typer.Exit(asyncio.run(go()))
 
 
 @app.command()
@@ -265,14 +210,18 @@ def history(
             "source": v.source, "event": v.masked_id, "status": v.status, "reason": v.reason,
             "message": v.message, "records": [r.model_dump() for r in v.records],
             "attempts": v.attempts, "candidates": [c.id for c in v.candidates],
+            "next_attempt_at": v.next_attempt_at if v.status in ("waiting", "parked") else None,
         } for v in views], indent=2, default=str))
         return
     table = Table(title="history")
-    for col in ("delivery", "tenant", "app", "kind", "event", "status", "reason", "records", "message"):
+    for col in ("delivery", "tenant", "app", "kind", "event", "status", "reason", "due", "records",
+                "message"):
         table.add_column(col)
     for v in views:
+        due = (f"{v.next_attempt_at:%Y-%m-%d %H:%M:%S}" if v.next_attempt_at
+               and v.status in ("waiting", "parked") else "")
         table.add_row(str(v.delivery_id), cell(v.tenant), cell(v.app), cell(v.kind),
-                      cell(v.masked_id), cell(v.status), cell(v.reason),
+                      cell(v.masked_id), cell(v.status), cell(v.reason), cell(due),
                       cell(", ".join(f"{r.kind}:{r.id}" for r in v.records)), cell(v.message))
     console.print(table)
 
@@ -463,13 +412,13 @@ def auth(
         redirect_url_received=redirect_url, expected_state=expected))
     ledger.token_set(tenant, app_name, token)
     ledger.kv_delete(tenant, app_name, "oauth:state")
-    # Deliveries that failed on authentication can be tried again now.
-    waiting = ledger.history(tenant=tenant, app=app_name, status="failed", limit=10**6)
-    for view in waiting:
+    # Deliveries parked for re-authorisation (and 1.x failures on authentication) run again now.
+    released = ledger.unpark(tenant, app_name, "reauthorise")
+    for view in ledger.history(tenant=tenant, app=app_name, status="failed", limit=10**6):
         if view.reason == "authentication_failed":
             ledger.requeue(view.delivery_id, mode=view.mode)
-    console.print(line(f"{tenant}/{app_name} connected; {sum(v.reason == 'authentication_failed' for v in waiting)} "
-                  "delivery(ies) queued again"))
+            released += 1
+    console.print(line(f"{tenant}/{app_name} connected; {released} delivery(ies) queued again"))
 
 
 @app.command()

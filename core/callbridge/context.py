@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import httpx2
 from pydantic import BaseModel
 
+from callbridge.clock import SYSTEM, Clock
 from callbridge.models import Record
 from callbridge.settings import AppSettings, TenantSettings
 
@@ -51,10 +52,13 @@ class MemoryStore:
 class DeliveryState(Protocol):
     """The delivery of one event to one app, as the ledger holds it.
 
-    ``records`` are what earlier attempts wrote (kind, id, step). Call
-    :meth:`remember` right after each record is created in the app, before the
-    next step: the write is fenced, so a process whose lease expired cannot
-    record (it gets :class:`~callbridge.ledger.LeaseLost` and must stop).
+    ``records`` are what earlier attempts wrote (kind, id, step). Write each
+    record through :meth:`step`: a record kept by an earlier attempt is
+    returned without a request; after an uncertain write (an attempt that began
+    the step and never kept its result) ``find`` looks the record up by
+    ``marker`` before ``create`` runs; a created record is kept at once. The
+    writes are fenced, so a process whose lease expired cannot record (it gets
+    :class:`~callbridge.ledger.LeaseLost` and must stop).
     """
 
     @property
@@ -63,7 +67,97 @@ class DeliveryState(Protocol):
     def first_attempt_at(self) -> datetime: ...
     @property
     def attempt(self) -> int: ...
+    @property
+    def marker(self) -> str: ...
+    async def step(self, kind: str, key: str, *, create: Callable[[], Awaitable[str]],
+                   find: Callable[[], Awaitable[str | None]] | None = None) -> Record: ...
     async def remember(self, record: Record) -> None: ...
+
+
+class MemoryDelivery:
+    """A :class:`DeliveryState` in memory, for tests and the contract kit.
+
+    ``records`` and ``begun`` stand for what earlier attempts left: a step in
+    ``begun`` without its record is an uncertain write, so ``find`` runs first.
+    """
+
+    def __init__(self, *, records: tuple[Record, ...] = (), attempt: int = 1,
+                 first_attempt_at: datetime | None = None, marker: str = "cb-test-marker",
+                 begun: frozenset[tuple[str, str]] = frozenset()) -> None:
+        self.remembered: list[Record] = list(records)
+        self._attempt = attempt
+        self._first = first_attempt_at or SYSTEM.now()
+        self._marker = marker
+        self.begun: set[tuple[str, str]] = set(begun)
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(self.remembered)
+
+    @property
+    def first_attempt_at(self) -> datetime:
+        return self._first
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    @property
+    def marker(self) -> str:
+        return self._marker
+
+    async def step(self, kind: str, key: str, *, create: Callable[[], Awaitable[str]],
+                   find: Callable[[], Awaitable[str | None]] | None = None) -> Record:
+        kept = find_record(self.records, kind, key)
+        if kept is not None:
+            return kept
+        if find is not None and (kind, key) in self.begun:
+            found = await find()
+            if found is not None:
+                record = Record(kind=kind, id=str(found), step=key)
+                await self.remember(record)
+                return record
+        self.begun.add((kind, key))
+        record = Record(kind=kind, id=str(await create()), step=key)
+        await self.remember(record)
+        return record
+
+    async def remember(self, record: Record) -> None:
+        kept = find_record(self.records, record.kind, record.step)
+        if kept is not None and kept.id != record.id:
+            raise ValueError(f"a second {record.kind} record for step {record.step!r}")
+        if kept is None:
+            self.remembered.append(record)
+
+
+class Cache(Protocol):
+    """JSON values the host keeps per (tenant, app) for a while (``ctx.cache``)."""
+
+    async def get_or_load(self, key: str, loader: Callable[[], Awaitable[Any]], *,
+                          ttl: float) -> Any: ...
+    async def invalidate(self, key: str) -> None: ...
+
+
+class MemoryCache:
+    """A :class:`Cache` in memory (one process), for tests and the contract kit."""
+
+    def __init__(self, clock: Clock = SYSTEM) -> None:
+        self.data: dict[str, tuple[Any, float]] = {}
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get_or_load(self, key: str, loader: Callable[[], Awaitable[Any]], *,
+                          ttl: float) -> Any:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            hit = self.data.get(key)
+            if hit is not None and hit[1] > self._clock.monotonic():
+                return hit[0]
+            value = await loader()
+            self.data[key] = (value, self._clock.monotonic() + ttl)
+            return value
+
+    async def invalidate(self, key: str) -> None:
+        self.data.pop(key, None)
 
 
 def find_record(records: tuple[Record, ...], kind: str, step: str | None = None) -> Record | None:
@@ -130,8 +224,15 @@ class HookContext:
             pre-signed storage URLs.
         log: a logger; never log numbers or secrets (the host redacts, but don't rely on it).
         store: a key-value store for this (tenant, app).
-        lock: ``async with ctx.lock("name"):`` serialises work per (tenant, app, name).
+        lock: ``async with ctx.lock("name") as held:`` serialises work per (tenant,
+            app, name) across processes (a ledger lock, renewed while held;
+            ``held.fence`` is its fencing token).
         delivery: the delivery being worked on, for log hooks; None elsewhere.
+        cache: ``await ctx.cache.get_or_load(key, loader, ttl=...)``: JSON values
+            kept per (tenant, app), one load at a time per key.
+        documents: ``await ctx.documents.fetch(doc)``: an event's document, fetched
+            by the host under its address policy.
+        clock: the host's clock (wall time, monotonic time, sleeping).
         sync: for plain-function plugins: ``ctx.sync.http``, ``ctx.sync.run(coro)``.
     """
 
@@ -147,6 +248,9 @@ class HookContext:
     lock: Callable[[str], AbstractAsyncContextManager[None]]
     delivery: DeliveryState | None = None
     sync: SyncView | None = field(default=None)
+    cache: Cache | None = None  # the host always gives one; None in contexts built by hand
+    documents: Any = None
+    clock: Clock = SYSTEM
 
     def with_delivery(self, delivery: DeliveryState | None) -> HookContext:
         return HookContext(**{**self.__dict__, "delivery": delivery})

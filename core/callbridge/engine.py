@@ -1,73 +1,74 @@
-"""The engine: events in, deliveries claimed from the ledger, the pipeline run
-for each, outcomes recorded. asyncio, overlapping I/O across events and apps.
+"""The engine: the host's runtime for one process, made of three parts:
 
-One :class:`Engine` per process. Many processes may share one database: a
-delivery is claimed under a lease with a fencing token, renewed while the work
-runs, so two processes never send it at once and a crashed process's claim
-expires (see docs/ledger.md).
+* :class:`~callbridge.intake.Intake` — events in, deliveries made;
+* :class:`~callbridge.worker.Worker` — deliveries claimed, worked and finished;
+* :class:`~callbridge.scheduler.InProcessScheduler` — when work is due (retry
+  wake-ups, index syncs), on timers kept in the ledger.
+
+It also holds what they share: settings, plugins, the ledger (reached through one
+gateway), the connections and their hook contexts, the rate-limit buckets and
+the clock. Many processes may share one database (see docs/ledger.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import socket
-import time
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx2
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from callbridge.capabilities import Capability, Connection
+from callbridge.capabilities import Connection
+from callbridge.clock import SYSTEM, Clock
 from callbridge.context import HookContext
+from callbridge.errors import ConfigError
 from callbridge.events import AnyEvent
 from callbridge.facade import Facade, Hooks
 from callbridge.http import Credentials, RetryPolicy, build_bare_client, build_client
-from callbridge.ledger import Claim, LeaseLost, Ledger, LedgerStore, LedgerTokenStore, Stored
-from callbridge.models import Outcome, OutcomeStatus, Record
+from callbridge.intake import Intake
+from callbridge.ledger import Ledger, LedgerStore, LedgerTokenStore, Stored
 from callbridge.phoneindex import PhoneIndex
-from callbridge.pipeline import Job, outcome_for_error, run
 from callbridge.plugins import LoadedPlugin, Registry
 from callbridge.ratelimit import LimiterRegistry
+from callbridge.scheduler import InProcessScheduler
+from callbridge.services import Gateway, LedgerCache, LedgerDelivery, LedgerLocks
 from callbridge.settings import AppSettings, Settings, SettingsSource, TenantSettings, secret
+from callbridge.worker import Worker
 
 log = logging.getLogger("callbridge.engine")
 T = TypeVar("T")
 
 
-class _Delivery:
-    """The ledger's delivery, as the context's ``delivery`` (fenced writes)."""
+class BusyGateway:
+    """The ledger's gateway (one executor), telling a test clock that real work is
+    under way while each call runs (so it does not jump meanwhile)."""
 
-    def __init__(self, engine: Engine, claim: Claim) -> None:
-        self._engine = engine
-        self._ledger = engine.ledger
-        self.claim = claim
-        self._records = list(claim.records)
+    def __init__(self, inner: Any, clock: Clock = SYSTEM) -> None:
+        self.inner = inner
+        self._clock = clock
 
-    @property
-    def records(self) -> tuple[Record, ...]:
-        return tuple(self._records)
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with busy(self._clock):
+            result: T = await self.inner.run(fn, *args, **kwargs)
+            return result
 
-    @property
-    def first_attempt_at(self) -> datetime:
-        return self.claim.first_attempt_at
 
-    @property
-    def attempt(self) -> int:
-        return self.claim.attempt
-
-    async def remember(self, record: Record) -> None:
-        await self._engine.db(self._ledger.remember, self.claim, record)
-        self._records.append(record)
+@contextmanager
+def busy(clock: Clock) -> Iterator[None]:
+    """Tell a test clock that real work is under way (it must not jump meanwhile)."""
+    hold = getattr(clock, "busy", None)
+    if hold is None:
+        yield
+        return
+    with hold():
+        yield
 
 
 @dataclass
@@ -82,8 +83,9 @@ class _Connection:
 class Engine:
     """Feeds events through the pipeline for every connected app.
 
-    ``transports`` maps a plugin name to an httpx2 transport (an app sandbox,
-    a recording); by default the network is used.
+    ``transports`` maps a plugin name to an httpx2 transport (an app sandbox, a
+    recording); by default the network is used. ``clock`` drives every wait and
+    time stamp (the rate limiter's too), so tests inject a fake one.
     """
 
     settings: SettingsSource
@@ -95,37 +97,28 @@ class Engine:
     dry_run: bool = False
     trace: bool | None = None
     retry: RetryPolicy | None = None
+    clock: Clock = SYSTEM
 
     def __post_init__(self) -> None:
         self.facade = Facade(self.registry, trace=self.trace, dry_run=self.dry_run)
-        self.index = PhoneIndex(self.ledger)
-        self.limiters = LimiterRegistry()
+        self.gateway: Gateway = BusyGateway(self.ledger.gateway, self.clock)
+        self.index = PhoneIndex(self.ledger, self.gateway, self.clock)
+        self.limiters = LimiterRegistry(self.clock)
         self.tokens = LedgerTokenStore(self.ledger)
+        self.locks = LedgerLocks(self.gateway, self.ledger, self.clock)
         self._connections: dict[tuple[str, str], _Connection] = {}
+        self._caches: dict[tuple[str, str], LedgerCache] = {}
         self._closing: set[asyncio.Future[None]] = set()
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
-        self._semaphore = asyncio.Semaphore(self.concurrency)
-        # Ledger calls run on their own small pool: the ledger serialises writers
-        # anyway, and a long SQLite wait must never block the event loop.
-        self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="callbridge-ledger")
-        self._renew_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbridge-lease")
-        # Events this process stored recently, by (event, revision): no need to
-        # decrypt and parse them again when their deliveries are worked.
-        self._recent: OrderedDict[tuple[int, int], AnyEvent] = OrderedDict()
+        self.intake = Intake(self)
+        self.worker = Worker(self)
+        self.scheduler = InProcessScheduler(self)
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a ledger call off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_pool, functools.partial(fn, *args, **kwargs))
+        return await self.gateway.run(fn, *args, **kwargs)
 
-    def _remember_event(self, stored: Stored) -> None:
-        # The ledger's copy: a stale copy that arrived late never replaces a richer one,
-        # and an erased event has none.
-        if stored.event is None:
-            return
-        self._recent[(stored.event_pk, stored.revision)] = stored.event
-        while len(self._recent) > 10000:
-            self._recent.popitem(last=False)
+    def busy(self) -> Any:
+        return busy(self.clock)
 
     # --- settings and routing -------------------------------------------------------
 
@@ -150,18 +143,7 @@ class Engine:
 
     # --- context --------------------------------------------------------------------
 
-    def _lock(self, tenant: str, app: str) -> Any:
-        @asynccontextmanager
-        async def lock(name: str) -> AsyncIterator[None]:
-            key = (tenant, app, name)
-            mutex = self._locks.get(key)
-            if mutex is None:
-                mutex = self._locks[key] = asyncio.Lock()
-            async with mutex:
-                yield
-        return lock
-
-    def context(self, tenant_id: str, app: str, delivery: _Delivery | None = None) -> HookContext:
+    def context(self, tenant_id: str, app: str, delivery: LedgerDelivery | None = None) -> HookContext:
         """The hook context for one (tenant, app), with its HTTP client."""
         tenant = self.config.tenant(tenant_id)
         settings = tenant.apps[app]
@@ -173,18 +155,26 @@ class Engine:
                 self._closing.add(asyncio.ensure_future(self._close(conn)))
             conn = self._connect(tenant_id, app, settings, plugin)
             self._connections[(tenant_id, app)] = conn
+        cache = self._caches.get((tenant_id, app))
+        if cache is None:
+            cache = self._caches[(tenant_id, app)] = LedgerCache(
+                self.gateway, self.ledger, self.locks, tenant_id, app, self.clock)
         return HookContext(
             tenant_id=tenant_id, tenant=tenant, app=app, settings=settings, options=conn.options,
             http=conn.http, bare_http=conn.bare,
             log=logging.LoggerAdapter(logging.getLogger(f"callbridge.plugin.{plugin.name}"),
                                       {"tenant": tenant_id, "app": app}),
-            store=LedgerStore(self.ledger, tenant_id, app), lock=self._lock(tenant_id, app),
-            delivery=delivery)
+            store=LedgerStore(self.ledger, tenant_id, app), lock=self.locks.for_app(tenant_id, app),
+            delivery=delivery, cache=cache, clock=self.clock)
 
     def _connect(self, tenant_id: str, app: str, settings: AppSettings,
                  plugin: LoadedPlugin) -> _Connection:
         model = plugin.declaration.settings_model
-        options = model.model_validate(settings.options) if model is not None else None
+        try:
+            options = model.model_validate(settings.options) if model is not None else None
+        except ValidationError as exc:
+            where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            raise ConfigError(f"tenants.{tenant_id}.apps.{app}.options: invalid ({where})") from None
         connection = self.registry.connection(plugin.name, options) or Connection(
             base_url="http://app.invalid")  # a plugin that makes no requests
         transport = self.transports.get(plugin.name)
@@ -210,163 +200,33 @@ class Engine:
         self._connections.clear()
         if self._closing:
             await asyncio.gather(*self._closing)
-        self._db_pool.shutdown(wait=False)
-        self._renew_pool.shutdown(wait=False)
+        self.worker.close()
 
-    # --- events in ------------------------------------------------------------------
+    # --- the parts' entry points ----------------------------------------------------
 
     async def ingest(self, event: AnyEvent) -> Stored:
         """Store an event and create its deliveries to the tenant's automatic apps."""
-        tenant = self.config.tenant(event.tenant)
-        apps = self.apps_for(tenant)
-        stored = await self.db(self.ledger.store_event, event, apps=apps)
-        self._remember_event(stored)
-        return stored
+        return await self.intake.store(event)
 
     async def ingest_many(self, events: Sequence[AnyEvent]) -> list[Stored]:
-        """:meth:`ingest` for a batch: one trip to the ledger's thread, a commit per event."""
-        batch = [(e, self.apps_for(self.config.tenant(e.tenant))) for e in events]
-        stored = await self.db(self.ledger.store_events, batch)
-        for s in stored:
-            self._remember_event(s)
-        return stored
-
-    # --- work -----------------------------------------------------------------------
+        """:meth:`ingest` for a batch: one trip to the ledger, a commit per event."""
+        return await self.intake.store_many(events)
 
     async def process_due(self, *, limit: int = 256, event_pks: Sequence[int] | None = None,
                           tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
         """Claim what is due and run it; return how many deliveries were worked."""
-        lease = self.config.ledger.lease_seconds
-        # Never claim more than can start at once: a lease runs from its claim.
-        claims = await self.db(
-            self.ledger.claim, owner=self.owner, limit=min(limit, self.concurrency),
-            lease_seconds=lease,
-            event_pks=event_pks, tenant=tenant, apps=apps)
-        if claims:
-            await asyncio.gather(*(self._work(c) for c in claims))
-        return len(claims)
+        return await self.worker.process_due(limit=limit, event_pks=event_pks, tenant=tenant,
+                                             apps=apps)
 
     async def run_until_idle(self, *, event_pks: Sequence[int] | None = None,
                              tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
-        """Work until nothing is due; return how many deliveries were worked.
+        """Work until nothing is due now; return how many deliveries were worked."""
+        return await self.worker.run_until_idle(event_pks=event_pks, tenant=tenant, apps=apps)
 
-        Keeps up to ``concurrency`` deliveries in flight, claiming more as soon as
-        slots free up, so one slow app or tenant never leaves the others idle.
-        """
-        lease = self.config.ledger.lease_seconds
-        inflight: set[asyncio.Task[None]] = set()
-        total = 0
-        # Claim in batches of a quarter of the slots at least: a claim is a write.
-        batch = max(1, self.concurrency // 16)
-        while True:
-            free = self.concurrency - len(inflight)
-            if free >= batch or not inflight:
-                claims = await self.db(
-                    self.ledger.claim, owner=self.owner, limit=free, lease_seconds=lease,
-                    event_pks=event_pks, tenant=tenant, apps=apps)
-                total += len(claims)
-                inflight |= {asyncio.create_task(self._work(c)) for c in claims}
-            if not inflight:
-                return total
-            done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-
-    async def serve(self, stop: asyncio.Event, *, poll: float = 0.5) -> None:
+    async def serve(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; sync phone indexes when idle."""
-        while not stop.is_set():
-            n = await self.run_until_idle()
-            if n == 0:
-                await self.sync_indexes(stale_after=300)
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=poll)
-                except TimeoutError:
-                    pass
+        await self.scheduler.run(stop)
 
     async def sync_indexes(self, *, stale_after: float = 0) -> int:
         """Catch up every phone index last synced more than ``stale_after`` seconds ago."""
-        seen = 0
-        now = datetime.now(UTC)
-        for tenant_id, tenant in self.config.tenants.items():
-            for app in self.apps_for(tenant, automatic=False):
-                hooks = self.hooks_for(tenant, app)
-                if not hooks.supports(Capability.CONTACTS_CHANGED):
-                    continue
-                _, synced_at = await self.db(self.ledger.index_state, tenant_id, app)
-                if synced_at is not None and (now - synced_at).total_seconds() < stale_after:
-                    continue
-                try:
-                    seen += await self.index.sync(self.context(tenant_id, app), hooks)
-                except Exception as exc:
-                    log.warning("phone index sync %s/%s failed: %s", tenant_id, app, type(exc).__name__)
-        return seen
-
-    async def _work(self, claim: Claim) -> None:
-        claimed = time.monotonic()
-        task = asyncio.current_task()
-        assert task is not None
-        # The lease runs from the claim: the renewer starts before any wait for a slot.
-        renewer = asyncio.create_task(self._renew(claim, task, claimed))
-        try:
-            async with self._semaphore:
-                outcome = await self._attempt(claim, _Delivery(self, claim))
-                renewer.cancel()
-                await self.db(self.ledger.finish, claim, outcome)
-        except LeaseLost:
-            log.warning("lease lost on delivery %s; another worker owns it now", claim.delivery_id)
-        except asyncio.CancelledError:
-            if renewer.done() and not renewer.cancelled() and isinstance(renewer.exception(), LeaseLost):
-                log.warning("lease on delivery %s could not be kept; work stopped", claim.delivery_id)
-                return
-            raise
-        finally:
-            renewer.cancel()
-
-    async def _renew(self, claim: Claim, work: asyncio.Task[Any], claimed: float) -> None:
-        """Keep the lease while the work runs; stop the work before the lease can lapse.
-
-        Renewals run on their own thread, so a queue of ledger writes never delays
-        them. If a renewal cannot be confirmed with a quarter of the lease still to
-        go, the work is stopped by this process's own clock: another worker may
-        claim the delivery only after the lease has lapsed, by which time anything
-        this one sent has long reached the app, where the plugin's lookup finds it.
-        """
-        lease = self.config.ledger.lease_seconds
-        valid_until = claimed + lease
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(lease / 4)
-            started = time.monotonic()
-            budget = valid_until - started - lease / 4
-            try:
-                if budget <= 0:
-                    raise TimeoutError
-                await asyncio.wait_for(loop.run_in_executor(
-                    self._renew_pool, functools.partial(self.ledger.renew, claim, lease)), budget)
-                valid_until = started + lease
-            except (LeaseLost, TimeoutError):
-                work.cancel()
-                raise LeaseLost(f"delivery {claim.delivery_id}: lease not renewed in time") from None
-
-    async def _attempt(self, claim: Claim, delivery: _Delivery) -> Outcome:
-        try:
-            event = self._recent.get((claim.event_pk, claim.revision))
-            if event is None:
-                event = await self.db(self.ledger.load_event, claim.event_pk)
-            tenant = self.config.tenant(claim.tenant)
-            if claim.app not in tenant.apps:
-                return Outcome(status=OutcomeStatus.SKIPPED, reason="app_removed",
-                               message="The app is no longer connected for this tenant.")
-            hooks = self.hooks_for(tenant, claim.app)
-            ctx = self.context(claim.tenant, claim.app, delivery)
-            job = Job(event=event, hooks=hooks, ctx=ctx, chosen_contact_ids=claim.chosen_contact_ids,
-                      notes=claim.notes, needs_update=claim.needs_update)
-            return await run(job, self.index)
-        except LeaseLost:
-            raise
-        except KeyError as exc:
-            return Outcome(status=OutcomeStatus.FAILED, reason="not_configured", retryable=False,
-                           message=f"not configured: {exc}")
-        except Exception as exc:
-            return outcome_for_error(exc, attempt=claim.attempt,
-                                     max_attempts=self.config.ledger.max_attempts)
+        return await self.scheduler.sync_indexes(stale_after=stale_after)

@@ -11,12 +11,15 @@ pipeline creates a contact, so a contact added minutes ago is never duplicated.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from callbridge.capabilities import Capability
+from callbridge.clock import SYSTEM, Clock
 from callbridge.context import HookContext
 from callbridge.events import ExternalParty
 from callbridge.models import Contact
@@ -27,9 +30,12 @@ if TYPE_CHECKING:
     from callbridge.ledger import Ledger
 
 log = logging.getLogger("callbridge.index")
+T = TypeVar("T")
 
 #: How long a hit is trusted before it is confirmed against the app again.
 RECHECK_AFTER = timedelta(hours=24)
+#: An index synced longer ago than this confirms every miss with a catch-up sync.
+STALE_AFTER = timedelta(minutes=5)
 
 
 def readable_numbers(contact: Contact, region: str) -> tuple[list[str], int]:
@@ -54,17 +60,50 @@ def matches_party(contact: Contact, party: ExternalParty, region: str) -> bool:
     return False
 
 
-class PhoneIndex:
-    """The index service, shared by every plugin that declares ``contacts_changed``."""
+class _Thread:
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
 
-    def __init__(self, ledger: Ledger) -> None:
+
+class PhoneIndex:
+    """The index service, shared by every plugin that declares ``contacts_changed``.
+
+    Also remembers the contacts the host created per number (for every app), so
+    the second look before a creation finds them even where the app's search lags.
+    """
+
+    def __init__(self, ledger: Ledger, gw: Any = None, clock: Clock = SYSTEM) -> None:
         self.ledger = ledger
+        self._gw = gw or _Thread()
+        self.clock = clock
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        result: T = await self._gw.run(fn, *args, **kwargs)
+        return result
+
+    def _created_key(self, tenant: str, e164: str) -> str:
+        digest = getattr(self.ledger, "digest", None) or self.ledger._cipher.digest
+        return "created-contact:" + str(digest(tenant, e164))
+
+    async def created_for(self, ctx: HookContext, e164: str) -> list[str]:
+        """The contacts the host created in this app for this number, oldest first."""
+        raw = await self._db(self.ledger.kv_get, ctx.tenant_id, ctx.app,
+                             self._created_key(ctx.tenant_id, e164))
+        return list(json.loads(raw)) if raw else []
+
+    async def note_created(self, ctx: HookContext, e164: str, contact_id: str) -> None:
+        """Remember a contact created for this number (called under the number's lock)."""
+        ids = await self.created_for(ctx, e164)
+        if contact_id not in ids:
+            ids.append(contact_id)
+        await self._db(self.ledger.kv_set, ctx.tenant_id, ctx.app,
+                       self._created_key(ctx.tenant_id, e164), json.dumps(ids))
 
     def uses_index(self, hooks: Hooks) -> bool:
         return hooks.supports(Capability.CONTACTS_CHANGED)
 
     async def synced(self, ctx: HookContext) -> bool:
-        _, synced_at = await asyncio.to_thread(self.ledger.index_state, ctx.tenant_id, ctx.app)
+        _, synced_at = await self._db(self.ledger.index_state, ctx.tenant_id, ctx.app)
         return synced_at is not None
 
     async def sync(self, ctx: HookContext, hooks: Hooks, *, max_pages: int | None = None,
@@ -75,11 +114,11 @@ class PhoneIndex:
         lookup's catch-up, finished while this one waited for the lock).
         """
         async with ctx.lock("phone_index"):
-            high_water, synced_at = await asyncio.to_thread(self.ledger.index_state, ctx.tenant_id,
+            high_water, synced_at = await self._db(self.ledger.index_state, ctx.tenant_id,
                                                             ctx.app)
             if unless_since is not None and synced_at is not None and synced_at >= unless_since:
                 return 0
-            started = datetime.now(UTC)
+            started = self.clock.now()
             cursor: str | None = None
             seen = unreadable_ids = 0
             newest = high_water
@@ -89,12 +128,12 @@ class PhoneIndex:
                 for contact in page.contacts:
                     seen += 1
                     if contact.deleted:
-                        await asyncio.to_thread(self.ledger.index_remove, ctx.tenant_id, ctx.app, contact.id)
+                        await self._db(self.ledger.index_remove, ctx.tenant_id, ctx.app, contact.id)
                         continue
                     numbers, unreadable = readable_numbers(contact, ctx.tenant.default_region)
                     if unreadable and await self._report_unreadable(ctx, contact.id, unreadable):
                         unreadable_ids += 1
-                    await asyncio.to_thread(
+                    await self._db(
                         self.ledger.index_put, ctx.tenant_id, ctx.app, contact.id, numbers,
                         updated_at=contact.updated_at, name=contact.name)
                     if contact.updated_at and (newest is None or contact.updated_at > newest):
@@ -108,7 +147,7 @@ class PhoneIndex:
             # The next sync starts a little before the newest change we saw: clocks and
             # the app's update times differ, and re-reading a contact is harmless.
             mark = (newest - timedelta(seconds=1)) if newest else started - timedelta(seconds=1)
-            await asyncio.to_thread(self.ledger.set_index_state, ctx.tenant_id, ctx.app,
+            await self._db(self.ledger.set_index_state, ctx.tenant_id, ctx.app,
                                     high_water=mark, synced_at=started)
             if unreadable_ids:
                 log.warning("phone index %s/%s: %d more contact(s) with unreadable numbers (ids in "
@@ -125,37 +164,49 @@ class PhoneIndex:
         await ctx.store.set("index:unreadable", json.dumps(report, sort_keys=True))
         return True
 
-    async def lookup(self, ctx: HookContext, hooks: Hooks, party: ExternalParty) -> list[Contact]:
-        """Contacts matching the party: from the index where it serves this app, else live."""
+    async def lookup(self, ctx: HookContext, hooks: Hooks, party: ExternalParty, *,
+                     confirm_miss: bool = True) -> list[Contact]:
+        """Contacts matching the party: from the index where it serves this app, else live.
+
+        A miss is confirmed by a catch-up sync (a contact added minutes ago) when
+        ``confirm_miss`` (a contact would be created next) or when the index is older
+        than :data:`STALE_AFTER`; otherwise a miss costs no request.
+        """
         region = ctx.tenant.default_region
-        if party.e164 is None or not self.uses_index(hooks) or not await self.synced(ctx):
+        if party.e164 is None or not self.uses_index(hooks):
             return await self.live(ctx, hooks, party)
-        asked = datetime.now(UTC)
-        entries = await asyncio.to_thread(self.ledger.index_lookup, ctx.tenant_id, ctx.app, party.e164)
+        _, synced_at = await self._db(self.ledger.index_state, ctx.tenant_id, ctx.app)
+        if synced_at is None:
+            return await self.live(ctx, hooks, party)
+        asked = self.clock.now()
+        entries = await self._db(self.ledger.index_lookup, ctx.tenant_id, ctx.app, party.e164)
+        stale = (asked - synced_at) > STALE_AFTER
+        if not entries and not (confirm_miss or stale):
+            return []
         if not entries:
             # Confirm the miss (a contact added minutes ago) with a catch-up sync.
             await self.sync(ctx, hooks, unless_since=asked)
-            entries = await asyncio.to_thread(self.ledger.index_lookup, ctx.tenant_id, ctx.app, party.e164)
+            entries = await self._db(self.ledger.index_lookup, ctx.tenant_id, ctx.app, party.e164)
             if not entries:
                 return []
-        now = datetime.now(UTC)
+        now = self.clock.now()
         if any(e.checked_at is None or now - e.checked_at > RECHECK_AFTER for e in entries):
             # Now and then, a hit is confirmed live: deletions never reach the feed.
             live = await self.live(ctx, hooks, party)
             live_ids = {c.id for c in live}
             for entry in entries:
                 if entry.contact_id in live_ids:
-                    await asyncio.to_thread(self.ledger.index_mark_checked, ctx.tenant_id, ctx.app,
+                    await self._db(self.ledger.index_mark_checked, ctx.tenant_id, ctx.app,
                                             entry.contact_id)
                 else:
-                    await asyncio.to_thread(self.ledger.index_remove, ctx.tenant_id, ctx.app,
+                    await self._db(self.ledger.index_remove, ctx.tenant_id, ctx.app,
                                             entry.contact_id)
             for contact in live:
                 numbers, _ = readable_numbers(contact, region)
-                await asyncio.to_thread(self.ledger.index_put, ctx.tenant_id, ctx.app, contact.id,
+                await self._db(self.ledger.index_put, ctx.tenant_id, ctx.app, contact.id,
                                         numbers, updated_at=contact.updated_at, name=contact.name,
                                         now=now)
-                await asyncio.to_thread(self.ledger.index_mark_checked, ctx.tenant_id, ctx.app,
+                await self._db(self.ledger.index_mark_checked, ctx.tenant_id, ctx.app,
                                         contact.id, now)
             return live
         return [Contact(id=e.contact_id, name=e.name, updated_at=e.updated_at, phones=(party.e164,))
@@ -171,5 +222,5 @@ class PhoneIndex:
         if not self.uses_index(hooks):
             return
         numbers, _ = readable_numbers(contact, ctx.tenant.default_region)
-        await asyncio.to_thread(self.ledger.index_put, ctx.tenant_id, ctx.app, contact.id, numbers,
+        await self._db(self.ledger.index_put, ctx.tenant_id, ctx.app, contact.id, numbers,
                                 updated_at=contact.updated_at, name=contact.name)

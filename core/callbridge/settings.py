@@ -67,6 +67,9 @@ class AppSettings(BaseModel):
     default_billable: bool = False
     automatic_logging: bool = True
     delayed_logging_minutes: float = Field(default=5.0, ge=0, le=7 * 24 * 60)
+    activity_code_label: str = Field(
+        default="CB-CALL", min_length=1, max_length=60,
+        description="the activity code (or its app's equivalent) that marks the host's entries")
     credentials_env: str | None = Field(
         default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
         description="prefix of environment variables holding this app's secrets")

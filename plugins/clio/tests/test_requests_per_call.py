@@ -67,18 +67,13 @@ async def test_a_missed_call_of_a_known_contact_costs_one_request(warm: Any, san
     assert await requests_for(warm, sandbox, call(1, outcome="missed")) == [COMM]
 
 
-HOST_CONFIRMS_A_MISS = pytest.mark.xfail(
-    strict=True, reason="the host confirms a phone-index miss with a catch-up sync (one contacts "
-                        "request) even under creation policy none, where nothing is created")
 
 
-@HOST_CONFIRMS_A_MISS
 async def test_a_missed_call_from_an_unknown_caller_costs_one_request(warm: Any,
                                                                       sandbox: Any) -> None:
     assert await requests_for(warm, sandbox, call(1, "+1 718 555 0130", outcome="missed")) == [COMM]
 
 
-@HOST_CONFIRMS_A_MISS
 async def test_a_completed_call_from_an_unknown_caller_costs_two_requests(warm: Any,
                                                                           sandbox: Any) -> None:
     assert await requests_for(warm, sandbox, call(1, "+1 718 555 0130")) == [COMM, ENTRY]
@@ -88,9 +83,11 @@ async def test_a_call_before_any_sync_pays_the_live_search_and_the_matter_sync(
         clio_engine: Any, sandbox: Any, firm: dict[str, int]) -> None:
     asked = await requests_for(clio_engine(), sandbox, call(1))
     # A live search (the last four digits and six forms), the matter index's first sync
-    # (matters, relationships), the users, then the two writes.
+    # (matters, relationships), the users, the activity description the host ensures once
+    # per tenant (found, else created), then the two writes.
     assert asked == ["GET /api/v4/contacts.json"] * 7 + [
         "GET /api/v4/matters.json", "GET /api/v4/relationships.json", "GET /api/v4/users.json",
+        "GET /api/v4/activity_descriptions.json", "POST /api/v4/activity_descriptions.json",
         COMM, ENTRY]
 
 

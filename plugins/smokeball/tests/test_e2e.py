@@ -145,6 +145,7 @@ async def test_an_expired_refresh_token_asks_for_reauthorisation_not_a_retry_loo
     served.state.refresh_tokens.clear()  # the 30 days are over
     built.ledger.token_set("acme", "smokeball", {**token, "expires_at": time.time() - 1})
     view = await deliver(built, call())
-    assert view.status in ("parked", "failed") and not view.retryable
-    assert served.state.rows("fees") == []
+    # Parked until `callbridge auth` connects it again: never retried on its own.
+    assert (view.status, view.reason) == ("parked", "reauthorise")
+    assert view.attempts == 1 and served.state.rows("fees") == []
     assert [r["grant"] for r in served.state.token_requests] == ["refresh_token"]

@@ -1,0 +1,139 @@
+"""The scheduler: when work is due. Its timers live in the ledger, so a restart loses none.
+
+The work units (docs/architecture.md lists them once):
+
+* a **delivery** due now (pending, or waiting whose ``next_attempt_at`` has come);
+* a **retry wake-up**: the earliest ``next_attempt_at`` of the waiting deliveries
+  (a rate limit's room, a backoff, a delayed log);
+* an **index sync** of a (tenant, app) whose phone index is older than its
+  staleness, run at low priority (``callbridge.ratelimit.priority`` = -1) so it
+  gets only the room deliveries leave.
+
+:class:`Scheduler` is the interface; :class:`InProcessScheduler` runs the units in
+this process on the engine's clock. A task-queue implementation for many
+workers comes later behind the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from callbridge.capabilities import Capability
+from callbridge.ratelimit import priority
+
+if TYPE_CHECKING:
+    from callbridge.engine import Engine
+
+log = logging.getLogger("callbridge.scheduler")
+
+#: A phone index synced longer ago than this is caught up (seconds).
+INDEX_STALE_AFTER = 300.0
+#: Deliveries still open (pending, waiting).
+OPEN = ("pending", "waiting")
+
+
+@dataclass(frozen=True)
+class Due:
+    """What is open among some deliveries, and when the next of them is due."""
+
+    open: int
+    next_at: datetime | None
+    waiting: dict[str, int]  # reason -> count, for progress displays
+    parked: dict[str, int]
+
+
+class Scheduler(Protocol):
+    """When work is due: deliveries, retry wake-ups and index syncs."""
+
+    async def due(self, event_pks: Sequence[int] | None = None) -> Due: ...
+    async def wait_for_due(self, until: datetime, event_pks: Sequence[int] | None = None) -> None: ...
+    async def sync_indexes(self, *, stale_after: float = 0) -> int: ...
+
+
+class InProcessScheduler:
+    """The :class:`Scheduler` of one process; the timers are the ledger's rows."""
+
+    def __init__(self, engine: Engine, *, poll: float = 0.25) -> None:
+        self.engine = engine
+        self.poll = poll
+
+    async def due(self, event_pks: Sequence[int] | None = None) -> Due:
+        """Open deliveries (of these events), the next due time, waiting and parked counts."""
+        engine = self.engine
+        views = await engine.db(engine.ledger.history, event_pks=event_pks, limit=10**9)
+        opened = [v for v in views if v.status in OPEN]
+        times = [v.next_attempt_at for v in opened if v.status == "waiting" and v.next_attempt_at]
+        pending_now = any(v.status == "pending" for v in opened)
+        waiting: dict[str, int] = {}
+        parked: dict[str, int] = {}
+        for v in views:
+            if v.status == "waiting":
+                waiting[v.reason or "?"] = waiting.get(v.reason or "?", 0) + 1
+            elif v.status == "parked":
+                parked[v.reason or "?"] = parked.get(v.reason or "?", 0) + 1
+        next_at = engine.clock.now() if pending_now else (min(times) if times else None)
+        return Due(open=len(opened), next_at=next_at, waiting=waiting, parked=parked)
+
+    async def wait_for_due(self, until: datetime, event_pks: Sequence[int] | None = None) -> None:
+        """Sleep (on the engine's clock) until the next waiting delivery is due, or ``until``."""
+        clock = self.engine.clock
+        due = await self.due(event_pks)
+        now = clock.now()
+        target = until if due.next_at is None else min(until, due.next_at)
+        # Pending deliveries another process holds: look again soon.
+        seconds = max((target - now).total_seconds(), self.poll if due.next_at is None
+                      or due.next_at <= now else 0.0)
+        await clock.sleep(seconds)
+
+    async def sync_indexes(self, *, stale_after: float = 0,
+                           tenants: Sequence[str] | None = None) -> int:
+        """Catch up every phone index last synced more than ``stale_after`` s ago, at low
+        priority; return how many contacts were seen."""
+        token = priority.set(-1)
+        try:
+            return await self._sync(stale_after, tenants)
+        finally:
+            priority.reset(token)
+
+    async def _sync(self, stale_after: float, tenants: Sequence[str] | None) -> int:
+        engine = self.engine
+        seen = 0
+        now = engine.clock.now()
+        for tenant_id, tenant in engine.config.tenants.items():
+            if tenants is not None and tenant_id not in tenants:
+                continue
+            for app in engine.apps_for(tenant, automatic=False):
+                hooks = engine.hooks_for(tenant, app)
+                if not hooks.supports(Capability.CONTACTS_CHANGED):
+                    continue
+                _, synced_at = await engine.db(engine.ledger.index_state, tenant_id, app)
+                if synced_at is not None and (now - synced_at).total_seconds() < stale_after:
+                    continue
+                try:
+                    seen += await engine.index.sync(engine.context(tenant_id, app), hooks)
+                except Exception as exc:
+                    log.warning("phone index sync %s/%s failed: %s", tenant_id, app,
+                                type(exc).__name__)
+        return seen
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set: deliveries as they fall due, stale indexes when idle."""
+        engine = self.engine
+        while not stop.is_set():
+            worked = await engine.worker.run_until_idle()
+            if worked:
+                continue
+            await self.sync_indexes(stale_after=INDEX_STALE_AFTER)
+            due = await self.due()
+            now = engine.clock.now()
+            wait = self.poll if due.next_at is None else (due.next_at - now).total_seconds()
+            sleeper = asyncio.ensure_future(engine.clock.sleep(max(0.0, min(wait, 60.0))))
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            sleeper.cancel()
+            stopper.cancel()

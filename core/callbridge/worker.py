@@ -1,0 +1,213 @@
+"""The worker: claim due deliveries, keep their leases, run the pipeline, finish.
+
+A delivery is claimed under a lease with a fencing token, renewed while the
+work runs, so two processes never send it at once and a crashed process's
+claim expires (docs/ledger.md). Each connection (tenant, app) runs only as
+many deliveries at once as its rate-limit buckets can serve; a delivery that
+has begun writing raises its priority (``callbridge.ratelimit.priority``) so
+its remaining writes go before new lookups. An attempt's exception becomes an
+outcome (:mod:`callbridge.outcomes`): a rate limit makes the delivery wait,
+keeping its attempt count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from callbridge.errors import ConfigError
+from callbridge.ledger import Claim, LeaseLost
+from callbridge.models import Outcome, OutcomeStatus
+from callbridge.outcomes import outcome_for_error
+from callbridge.pipeline import Job, run
+from callbridge.ratelimit import priority
+from callbridge.services import LedgerDelivery
+
+if TYPE_CHECKING:
+    from callbridge.engine import Engine
+
+log = logging.getLogger("callbridge.worker")
+
+#: Seconds one delivery's request may take: a connection runs as many deliveries at
+#: once as its slowest bucket serves requests in this time (at least two).
+REQUEST_SECONDS = 2.0
+
+
+class Worker:
+    """Claims and works deliveries for one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._slots: dict[tuple[str, str], asyncio.Semaphore] = {}
+        # Renewals run on their own thread: a queue of ledger writes never delays them.
+        self._renew_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbridge-lease")
+        #: Deliveries being worked now, per (tenant, app): for progress displays.
+        self.running: dict[tuple[str, str], int] = {}
+
+    def close(self) -> None:
+        self._renew_pool.shutdown(wait=False)
+
+    def slots_for(self, tenant: str, app: str) -> int:
+        """How many deliveries of this connection may run at once."""
+        engine = self.engine
+        try:
+            plugin = engine.hooks_for(engine.config.tenant(tenant), app).plugin
+        except KeyError:
+            return engine.concurrency
+        rates = [b.requests / b.per_seconds for b in plugin.declaration.rate_limits
+                 if b.requests is not None and b.per_seconds]
+        if not rates:
+            return engine.concurrency
+        return max(2, min(engine.concurrency, math.ceil(min(rates) * REQUEST_SECONDS)))
+
+    def _slot(self, claim: Claim) -> asyncio.Semaphore:
+        key = (claim.tenant, claim.app)
+        sem = self._slots.get(key)
+        if sem is None:
+            sem = self._slots[key] = asyncio.Semaphore(self.slots_for(*key))
+        return sem
+
+    async def _claim(self, limit: int, **where: Any) -> list[Claim]:
+        engine = self.engine
+        claims: list[Claim] = await engine.db(
+            engine.ledger.claim, owner=engine.owner, limit=limit,
+            lease_seconds=engine.config.ledger.lease_seconds, now=engine.clock.now(), **where)
+        return claims
+
+    async def process_due(self, *, limit: int = 256, event_pks: Sequence[int] | None = None,
+                          tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
+        """Claim what is due and run it; return how many deliveries were worked."""
+        # Never claim more than can start at once: a lease runs from its claim.
+        claims = await self._claim(min(limit, self.engine.concurrency), event_pks=event_pks,
+                                   tenant=tenant, apps=apps)
+        if claims:
+            await asyncio.gather(*(self.work(c) for c in claims))
+        return len(claims)
+
+    async def run_until_idle(self, *, event_pks: Sequence[int] | None = None,
+                             tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
+        """Work until nothing is due; return how many deliveries were worked.
+
+        Keeps up to ``concurrency`` deliveries in flight, claiming more as soon as
+        slots free up, so one slow app or tenant never leaves the others idle.
+        """
+        concurrency = self.engine.concurrency
+        inflight: set[asyncio.Task[None]] = set()
+        total = 0
+        batch = max(1, concurrency // 16)  # a claim is a write: claim a few at a time
+        while True:
+            free = concurrency - len(inflight)
+            if free >= batch or not inflight:
+                claims = await self._claim(free, event_pks=event_pks, tenant=tenant, apps=apps)
+                total += len(claims)
+                inflight |= {asyncio.create_task(self.work(c)) for c in claims}
+            if not inflight:
+                return total
+            done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+
+    async def work(self, claim: Claim) -> None:
+        """Run one claimed delivery and record its outcome, keeping the lease meanwhile."""
+        engine = self.engine
+        claimed = engine.clock.monotonic()
+        task = asyncio.current_task()
+        assert task is not None
+        # The lease runs from the claim: the renewer starts before any wait for a slot.
+        renewer = asyncio.create_task(self._renew(claim, task, claimed))
+        key = (claim.tenant, claim.app)
+        try:
+            async with self._slot(claim):
+                self.running[key] = self.running.get(key, 0) + 1
+                try:
+                    started = engine.clock.now()
+                    outcome = await self.attempt(claim)
+                finally:
+                    self.running[key] -= 1
+                renewer.cancel()
+                await engine.db(engine.ledger.finish, claim, outcome, now=engine.clock.now(),
+                                started_at=started)
+        except LeaseLost:
+            log.warning("lease lost on delivery %s; another worker owns it now", claim.delivery_id)
+        except asyncio.CancelledError:
+            if renewer.done() and not renewer.cancelled() and isinstance(renewer.exception(), LeaseLost):
+                log.warning("lease on delivery %s could not be kept; work stopped", claim.delivery_id)
+                return
+            raise
+        finally:
+            renewer.cancel()
+
+    async def _renew(self, claim: Claim, work: asyncio.Task[Any], claimed: float) -> None:
+        """Keep the lease while the work runs; stop the work before the lease can lapse.
+
+        If a renewal cannot be confirmed with a quarter of the lease still to go,
+        the work is stopped by this process's own clock: another worker may claim
+        the delivery only after the lease has lapsed, by which time anything this
+        one sent has long reached the app, where the plugin's lookup finds it.
+        """
+        engine = self.engine
+        clock = engine.clock
+        lease = engine.config.ledger.lease_seconds
+        valid_until = claimed + lease
+        loop = asyncio.get_running_loop()
+        while True:
+            await clock.sleep(lease / 4)
+            started = clock.monotonic()
+            budget = valid_until - started - lease / 4
+            try:
+                if budget <= 0:
+                    raise TimeoutError
+                with engine.busy():
+                    await asyncio.wait_for(loop.run_in_executor(
+                        self._renew_pool, functools.partial(engine.ledger.renew, claim, lease)),
+                        budget)
+                valid_until = started + lease
+            except (LeaseLost, TimeoutError):
+                work.cancel()
+                raise LeaseLost(f"delivery {claim.delivery_id}: lease not renewed in time") from None
+
+    def _deadline(self, claim: Claim, occurred_at: datetime | None) -> datetime | None:
+        kept: datetime | None = getattr(claim, "deadline_at", None)
+        if kept is not None:
+            return kept
+        if occurred_at is None:
+            return None
+        start = max(occurred_at, claim.first_attempt_at)
+        return start + timedelta(hours=self.engine.config.ledger.deadline_hours)
+
+    async def attempt(self, claim: Claim) -> Outcome:
+        """One attempt at a delivery: its outcome, whatever the pipeline raised."""
+        engine = self.engine
+        occurred_at: datetime | None = None
+        if claim.records:
+            priority.set(1)  # resuming a log begun earlier: finish it first
+        try:
+            event = engine.intake.cached(claim.event_pk, claim.revision)
+            if event is None:
+                event = await engine.db(engine.ledger.load_event, claim.event_pk)
+            occurred_at = event.occurred_at
+            tenant = engine.config.tenants.get(claim.tenant)
+            if tenant is None or claim.app not in tenant.apps:
+                return Outcome(status=OutcomeStatus.SKIPPED, reason="app_removed",
+                               message="The app is no longer connected for this tenant.")
+            try:
+                hooks = engine.hooks_for(tenant, claim.app)
+            except KeyError:
+                raise ConfigError(f"the plugin of app {claim.app!r} is not installed") from None
+            marker = engine.ledger.marker_for(event, claim.first_attempt_at)
+            delivery = LedgerDelivery(engine.gateway, engine.ledger, claim, marker)
+            ctx = engine.context(claim.tenant, claim.app, delivery)
+            job = Job(event=event, hooks=hooks, ctx=ctx, chosen_contact_ids=claim.chosen_contact_ids,
+                      notes=claim.notes, needs_update=claim.needs_update)
+            return await run(job, engine.index)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            return outcome_for_error(exc, attempt=claim.attempt, now=engine.clock.now(),
+                                     deadline=self._deadline(claim, occurred_at))
