@@ -76,7 +76,7 @@ DOCS_DEPS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]
 def docs(session: nox.Session) -> None:
     """The documentation site, built with --strict: any warning (a broken link, a missing
     docstring reference) fails. The hook and object pages are generated from the code."""
-    session.install(*DOCS_DEPS)
+    session.install("--require-hashes", "-r", "requirements/docs.txt")  # DOCS_DEPS, locked
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / ".nox" / "site"),
                 env={"NO_MKDOCS_2_WARNING": "1"})
 

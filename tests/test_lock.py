@@ -23,7 +23,7 @@ def test_the_lock_inputs_match_the_packages_dependencies() -> None:
 
 
 def test_every_library_of_the_inputs_is_pinned_with_hashes() -> None:
-    for name in ("runtime", "dev"):
+    for name in ("runtime", "dev", "docs"):
         wanted = (ROOT / "requirements" / f"{name}.in").read_text()
         lock = (ROOT / "requirements" / f"{name}.txt").read_text()
         pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==([^\s;]+)", lock, re.MULTILINE))
@@ -43,3 +43,4 @@ def test_ci_sessions_install_the_lock_with_hashes() -> None:
     nox = (ROOT / "noxfile.py").read_text()
     assert '"--require-hashes", "-r", DEV_LOCK' in nox and '"--no-deps"' in nox
     assert "install_locked(session, *map(with_test_extra" in nox
+    assert '"--require-hashes", "-r", "requirements/docs.txt"' in nox
