@@ -187,3 +187,25 @@ def test_sync_plugins_run_in_a_worker_thread_and_fewer_arguments_are_fine() -> N
     result = call_hook(Sync(), "find_contact", party="P")
     assert result == [Contact(id="s-1")]
     assert seen["party"] == "P" and seen["thread"] != threading.main_thread().name
+
+
+def test_callbridge_plugins_shows_what_a_plugin_uses_that_is_deprecated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from callbridge import plugins
+    from callbridge.cli import app
+    from typer.testing import CliRunner
+
+    class Old(Good):
+        declare = staticmethod(declaring("old", Capability.CALLS, Capability.CONTACT_SEARCH_PHONE,
+                                         api="1.0"))
+
+    registry = Registry()
+    with pytest.warns(HookApiDeprecationWarning):
+        registry.add(Old(), distribution="callbridge-old", dist_version="1.0.0")
+    monkeypatch.setattr(plugins, "discover", lambda strict=None: registry)  # no entry points
+    shown = json.loads(CliRunner().invoke(app, ["plugins", "--json"]).stdout)
+    assert "built for hook API 1.0" in shown["plugins"][0]["deprecations"][0]
+    table = CliRunner().invoke(app, ["plugins"])
+    assert "deprecated:" in table.output and "old: built for hook API 1.0" in table.output

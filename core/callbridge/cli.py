@@ -83,6 +83,8 @@ def plugins(
             "hooks": p.hooks,
             "capabilities": sorted(c.value for c in p.declaration.capabilities),
             "rate_limits": [b.model_dump() for b in p.declaration.rate_limits],
+            "without_contact": sorted(p.declaration.without_contact),
+            "deprecations": list(p.deprecations),
         })
     errors = [{"entry_point": e.entry_point, "distribution": e.distribution, "version": e.dist_version,
                "error": e.reason} for e in registry.errors]
@@ -99,6 +101,9 @@ def plugins(
         table.add_row(cell(r["name"]), cell(r["distribution"]), cell(r["version"]),
                       cell(", ".join(r["hooks"])), cell(", ".join(r["capabilities"])))
     console.print(table)
+    for r in rows:  # what the next hook API version removes: the plugin still loads today
+        for text in r["deprecations"]:
+            warn(("deprecated:", "yellow"), " ", f"{r['name']}: {text}")
     if errors:
         bad = Table(title="failed to load", title_style="red")
         for col in ("entry point", "distribution", "version", "error"):
