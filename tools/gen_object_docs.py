@@ -14,6 +14,7 @@ import enum
 import importlib
 import inspect
 import io
+import re
 import sys
 import tokenize
 import types
@@ -125,7 +126,7 @@ def fields(cls: type) -> list[tuple[str, str, str, str]]:
     if model_fields is not None:
         for name, info in model_fields.items():
             default = "required" if info.is_required() else (
-                "(computed)" if info.default_factory is not None else repr(info.default))
+                "(computed)" if info.default_factory is not None else _default(info.default))
             desc = info.description or notes.get(name, "")
             out.append((name, _type(info.annotation), default, desc))
         return out
@@ -138,7 +139,7 @@ def fields(cls: type) -> list[tuple[str, str, str, str]]:
             if f.name.startswith("_"):
                 continue
             if f.default is not dataclasses.MISSING:
-                default = repr(f.default)
+                default = _default(f.default)
             elif f.default_factory is not dataclasses.MISSING:
                 default = "(computed)"
             else:
@@ -149,6 +150,11 @@ def fields(cls: type) -> list[tuple[str, str, str, str]]:
 
 def doc(cls: type) -> str:
     return inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+
+
+def _default(value: Any) -> str:
+    """A default as code shows it; an object without its own repr by its class (no address)."""
+    return re.sub(r" object at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def _cell(text: str) -> str:
