@@ -171,9 +171,7 @@ async def test_the_daily_limit_parks_until_the_portals_midnight_without_a_storm(
     now = datetime.now(ZoneInfo("America/New_York"))
     midnight = datetime(now.year, now.month, now.day, tzinfo=ZoneInfo("America/New_York"))
     for view in views:
-        # parked/daily_limit on a host that parks; a host that only waits keeps the time.
-        assert (view.status, view.reason) == ("parked", "daily_limit") or (
-            view.status == "waiting" and "daily" in (view.message or "")), view
+        assert (view.status, view.reason) == ("parked", "daily_limit"), view
         assert view.next_attempt_at is not None
         wait = (view.next_attempt_at - midnight).total_seconds()
         assert 86400 - 120 <= wait <= 86400 + 120  # the next midnight in New York
