@@ -149,3 +149,35 @@ async def test_what_waits_beyond_wait_max_stays_queued_for_the_next_run(firm: Fi
     assert await run_drain(firm.engine, wait_max=600, as_json=True) == 0
     assert [v.status for v in firm.engine.ledger.history(limit=100)] == ["logged"] * 45
     assert len(firm.state.communications) == 45 and firm.faults.count(status=429) == 0
+
+
+async def test_two_processes_on_one_ledger_create_one_contact_for_one_number(
+        served: tuple[Any, ...], tmp_path: Path) -> None:
+    """Two engines (each its own ledger connection, as two processes have) work the
+    deliveries of one unknown number at once: the ledger-held lock per number and the
+    contacts it remembers creating make one contact."""
+    import asyncio
+
+    state, faults, path, clock = served
+    rt = load(path, strict=True)
+    engines = [rt.engine(clock=clock, transports={
+        "clio": BusyTransport(httpx2.AsyncHTTPTransport(), clock)}) for _ in range(2)]
+    engines[0].ledger.token_set("acme", "clio", state.issue_token())
+    assert engines[0].ledger is not engines[1].ledger
+    try:
+        from callbridge.events import parse_event
+
+        before = set(state.contacts)
+        for line in batch(6, ["+1 718 555 0178"], prefix="p").splitlines():
+            await engines[0].ingest(parse_event(line))
+        from callbridge.drain import drain
+
+        # Both wait out Clio's limit (the live searches of a cold index fill it).
+        await asyncio.gather(*(drain(e, wait_max=600) for e in engines))
+        views = engines[1].ledger.history(limit=10)
+    finally:
+        for engine in engines:
+            await engine.aclose()
+    assert len(set(state.contacts) - before) == 1
+    assert [v.status for v in views] == ["logged"] * 6, [(v.reason, v.message) for v in views]
+    assert len(state.communications) == 6 and faults.count(status=429) == 0
