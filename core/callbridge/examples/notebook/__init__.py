@@ -27,7 +27,6 @@ AnyEvent = CallEvent | SmsEvent | FaxEvent
 
 class NotebookSettings(BaseModel):  # an app's ``options`` table in the settings
     model_config = ConfigDict(extra="forbid")
-
     base_url: str = "http://127.0.0.1:8765"
     auth: Literal["none", "bearer"] = "none"  # bearer: the token from {credentials_env}_TOKEN
 
@@ -101,18 +100,19 @@ async def pick_default_user(ctx: HookContext) -> AppUser | None:
 async def _log(ctx: HookContext, event: AnyEvent, target: LogTarget,
                detail: dict[str, Any]) -> LogResult:
     assert ctx.delivery is not None  # log hooks always have one
-    record = find_record(ctx.delivery.records, "log")  # kept by an earlier attempt
-    if record is None:  # else look for the marker, in case an answer was lost, then create
-        found = (await ctx.http.get("/logs", params={"marker": event.marker})).json()["data"]
-        if not found:
-            found = [(await ctx.http.post("/logs", json={
-                "marker": event.marker, "kind": event.kind, "direction": event.direction.value,
-                "contact_ids": [c.id for c in target.contacts], **detail,
-                "matter_id": target.matter and target.matter.id, "user_id": target.user and target.user.id,
-            })).json()]
-        record = Record(kind="log", id=found[0]["id"])
-        await ctx.delivery.remember(record)
-    return LogResult(records=(record,))
+    marker = ctx.delivery.marker or event.marker
+
+    async def create() -> str:
+        return str((await ctx.http.post("/logs", json={
+            "marker": marker, "kind": event.kind, "direction": event.direction.value, **detail,
+            "contact_ids": [c.id for c in target.contacts], "matter_id": target.matter and target.matter.id,
+            "user_id": target.user and target.user.id})).json()["id"])
+
+    async def find() -> str | None:  # the host runs it only after an answer may have been lost
+        found = (await ctx.http.get("/logs", params={"marker": marker})).json()["data"]
+        return str(found[0]["id"]) if found else None
+
+    return LogResult(records=(await ctx.delivery.step("log", "log", create=create, find=find),))
 
 
 @hookimpl
