@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import callbridge_clio
 import httpx2
 import pytest
-from callbridge.context import HookContext, MemoryStore, find_record
+from callbridge.context import HookContext, MemoryCache, MemoryDelivery, MemoryStore
 from callbridge.engine import Engine
 from callbridge.faults import FaultInjector, serve_in_thread
 from callbridge.http import (
@@ -33,7 +32,6 @@ from callbridge.http import (
     build_client,
 )
 from callbridge.ledger import Ledger
-from callbridge.models import Record
 from callbridge.ratelimit import LimiterRegistry
 from callbridge.runtime import load
 from callbridge.settings import AppSettings, TenantSettings
@@ -46,50 +44,16 @@ from callbridge_clio.sandbox import SandboxState, create_app
 QUICK = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, inline_max_wait=1.0)
 
 
-@dataclass
-class Delivery:
-    """An in-memory :class:`callbridge.context.DeliveryState` with the host's write
-    protocol (hook API 2.0): a kept record is returned; a step an earlier attempt began
-    without keeping its record is an uncertain write, so ``find`` runs before ``create``.
+class Delivery(MemoryDelivery):
+    """The host's in-memory delivery (its write protocol: a step begun by an earlier
+    attempt without its record is an uncertain write, so ``find`` runs first).
 
     ``retry()`` is what the host does before it calls a log hook again: the same
     delivery, one attempt more, with the records the earlier attempts remembered.
     """
 
-    attempt: int = 1
-    first_attempt_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    remembered: list[Record] = field(default_factory=list)
-    begun: set[tuple[str, str]] = field(default_factory=set)
-    marker: str = "cb-test-marker"
-
-    @property
-    def records(self) -> tuple[Record, ...]:
-        return tuple(self.remembered)
-
-    async def step(self, kind: str, key: str, *, create: Callable[[], Awaitable[str]],
-                   find: Callable[[], Awaitable[str | None]] | None = None) -> Record:
-        kept = find_record(self.records, kind, key)
-        if kept is not None:
-            return kept
-        if find is not None and (kind, key) in self.begun:
-            found = await find()
-            if found is not None:
-                record = Record(kind=kind, id=found, step=key)
-                await self.remember(record)
-                return record
-        self.begun.add((kind, key))
-        record = Record(kind=kind, id=await create(), step=key)
-        await self.remember(record)
-        return record
-
-    async def remember(self, record: Record) -> None:
-        kept = find_record(self.records, record.kind, record.step)
-        assert kept is None or kept.id == record.id, f"a second {record.kind} for {record.step}"
-        if kept is None:
-            self.remembered.append(record)
-
     def retry(self) -> None:
-        self.attempt += 1
+        self._attempt += 1
 
 
 @dataclass
@@ -151,7 +115,7 @@ async def hook_ctx(clio: Clio) -> AsyncIterator[HookContext]:
         tenant_id="acme", tenant=TenantSettings(default_region="US"), app="clio",
         settings=AppSettings(plugin="clio"), options=options, http=http, bare_http=bare,
         log=logging.LoggerAdapter(logging.getLogger("callbridge.test.clio")),
-        store=MemoryStore(), lock=_locks(), delivery=Delivery())
+        store=MemoryStore(), lock=_locks(), delivery=Delivery(), cache=MemoryCache())
     await http.aclose()
     await bare.aclose()
 

@@ -231,10 +231,8 @@ async def test_a_matter_where_the_contact_is_client_and_related_is_listed_once(
 
 
 def with_clock(ctx: HookContext, clock: Any) -> HookContext:
-    """``ctx`` with the 2.0 context's clock."""
-    timed = dataclasses.replace(ctx)
-    object.__setattr__(timed, "clock", clock)
-    return timed
+    """``ctx`` on a clock the test moves."""
+    return dataclasses.replace(ctx, clock=clock)
 
 
 async def test_the_matter_index_is_synced_only_when_older_than_its_staleness(

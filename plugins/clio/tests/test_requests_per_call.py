@@ -99,8 +99,7 @@ async def test_fifteen_calls_from_three_known_contacts_over_ten_minutes_cost_at_
     """The hooks the pipeline calls for each call (the phone index answers the contact),
     with one fake clock for the matter index's staleness; both indexes warm at the start."""
     clock = FakeClock(datetime(2026, 3, 2, 15, tzinfo=UTC))
-    ctx = dataclasses.replace(hook_ctx)
-    object.__setattr__(ctx, "clock", clock)  # the 2.0 context's clock
+    ctx = dataclasses.replace(hook_ctx, clock=clock)
     st = clio.state
     people = [st.add_contact("Dana", "Whitfield", ["(212) 555-0142"]),
               st.add_contact("Sam", "Ortiz", ["+1 646 555 0111"]),
@@ -117,7 +116,6 @@ async def test_fifteen_calls_from_three_known_contacts_over_ten_minutes_cost_at_
         target = LogTarget(contacts=(contact,), matter=matters[0] if len(matters) == 1 else None,
                            user=user)
         delivered = dataclasses.replace(ctx, delivery=type(hook_ctx.delivery)())
-        object.__setattr__(delivered, "clock", clock)
         await plugin.log_call(delivered, call(i, at=clock.now()), target)
         clock.advance(40)
     asked = [f"{r['method']} {r['path']}" for r in st.requests]
@@ -129,4 +127,34 @@ async def test_fifteen_calls_from_three_known_contacts_over_ten_minutes_cost_at_
     # The matter index goes stale once (after five minutes): matters and relationships
     # changed since; the users stay cached for fifteen minutes.
     assert syncs == ["GET /api/v4/matters.json", "GET /api/v4/relationships.json"]
+    assert len(asked) <= 36
+
+
+async def test_fifteen_calls_through_the_engine_over_ten_minutes_cost_at_most_36(
+        clio_engine: Any, sandbox: Any, firm: dict[str, int]) -> None:
+    """The same stretch through the host's engine: phone index synced and the matter
+    index, users and activity code loaded by a first call (from another contact); one
+    fake clock for the engine, its limiter, the plugin's staleness and the sandbox."""
+    import httpx2
+    from callbridge.testing.clock import BusyTransport
+
+    clock = FakeClock(datetime(2026, 3, 2, 15, tzinfo=UTC), autojump=True)
+    sandbox.state.clock = sandbox.faults.clock = clock
+    engine = clio_engine(clock=clock, transports={
+        "clio": BusyTransport(httpx2.AsyncHTTPTransport(), clock)})
+    await engine.sync_indexes()
+    await requests_for(engine, sandbox, call(0, "2125550160", at=clock.now()))  # Olive
+    numbers = ["2125550142", "+1 646 555 0111", "212.555.0150"]  # Dana, Sam, Lee
+    sandbox.state.requests.clear()
+    started = clock.now()
+    for i in range(15):  # one call every 40 seconds
+        await engine.ingest(call(i + 1, numbers[i % 3], at=clock.now()))
+        await engine.run_until_idle()
+        clock.advance(40)
+    asked = api_requests(sandbox)
+    writes = [a for a in asked if a in (COMM, ENTRY)]
+    print(f"15 calls through the engine over {(clock.now() - started).total_seconds():.0f} s: "
+          f"{len(asked)} requests ({len(writes)} writes, {len(asked) - len(writes)} for syncs: "
+          f"{[a for a in asked if a not in (COMM, ENTRY)]})")
+    assert len(writes) == 30 and sandbox.faults.count(status=429) == 0
     assert len(asked) <= 36

@@ -38,15 +38,14 @@ def missing_document(records: tuple[Record, ...]) -> LogResult:
 
 
 async def document_bytes(ctx: HookContext, event: FaxEvent) -> bytes:
-    """The fax's bytes: fetched by the host (``ctx.documents``) under its address policy."""
+    """The fax's bytes: fetched by the host (``ctx.documents``) under its address policy;
+    the plugin never fetches an event's URL itself."""
     assert event.document is not None
-    documents = getattr(ctx, "documents", None)
-    if documents is not None:
-        return bytes((await documents.fetch(event.document)).content)
+    if ctx.documents is not None:
+        return bytes((await ctx.documents.fetch(event.document)).content)
     if event.document.content is not None:
         return bytes(event.document.content)
-    r = await ctx.bare_http.get(event.document.url or "")
-    return bytes(r.content)
+    raise TransientError("the fax document is a link and this host fetches no documents")
 
 
 async def document_parent(ctx: HookContext, target: LogTarget) -> dict[str, Any] | None:

@@ -25,7 +25,6 @@ from callbridge.models import Contact, Matter
 from callbridge.ratelimit import priority
 
 from callbridge_clio.api import ClioApi
-from callbridge_clio.compat import clock
 from callbridge_clio.settings import OPEN_STATUSES, options
 
 KEY = "matter_index"
@@ -48,7 +47,7 @@ async def sync(ctx: HookContext, *, force: bool = False) -> dict[str, Any]:
     staleness = timedelta(seconds=options(ctx).matter_staleness_seconds)
     async with ctx.lock(KEY):
         index = await _load(ctx)
-        now = clock(ctx).now()
+        now = ctx.clock.now()
         if not force and _fresh(index, now, staleness):
             assert index is not None
             return index
@@ -93,7 +92,7 @@ async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
     """Open and pending matters where the contact is the client or a related party."""
     staleness = timedelta(seconds=options(ctx).matter_staleness_seconds)
     index = await _load(ctx)
-    if not _fresh(index, clock(ctx).now(), staleness):
+    if not _fresh(index, ctx.clock.now(), staleness):
         index = await sync(ctx)
     assert index is not None
     matters: dict[str, Any] = index["matters"]
