@@ -228,3 +228,16 @@ def test_a_maintainer_can_record_against_the_real_app_with_a_credential(
     text = (author.path / "cassettes" / "find_contact-found.yaml").read_text()
     assert TOKEN not in text and "Bearer SCRUBBED" in text
     assert "recorded against the Notebook app at 127.0.0.1 on " in text
+
+
+async def test_the_kit_hands_a_fax_document_over_inline_and_refuses_a_link() -> None:
+    from callbridge.events import FaxDocument
+    from callbridge.testing.services import KitDocuments
+
+    pdf = FaxDocument.model_validate({"content": "JVBERi0xLjQK", "filename": "a.pdf"})
+    got = await KitDocuments().fetch(pdf)
+    assert (got.content, got.content_type, got.filename) == (b"%PDF-1.4\n", "application/pdf",
+                                                             "a.pdf")
+    with pytest.raises(AssertionError, match="inline documents only"):
+        await KitDocuments().fetch(FaxDocument.model_validate(
+            {"url": "https://docs.example.com/fax.pdf"}))

@@ -39,7 +39,13 @@ from callbridge.ratelimit import LimiterRegistry
 from callbridge.settings import AppSettings, TenantSettings
 from callbridge.testing.clock import FakeClock
 from callbridge.testing.scenarios import KIT_START, TENANT, Scenarios
-from callbridge.testing.services import KitDelivery, MemoryCache, Traffic, memory_locks
+from callbridge.testing.services import (
+    KitDelivery,
+    KitDocuments,
+    MemoryCache,
+    Traffic,
+    memory_locks,
+)
 
 #: The credential every kit client sends: fixed, fictional, and scrubbed anyway.
 KIT_TOKEN = "kit-placeholder-token"
@@ -105,7 +111,8 @@ class KitSession:
         declaration = self.hooks.declaration
         if self.cache is None:
             self.cache = MemoryCache(self.clock)
-        services: dict[str, Any] = {"clock": self.clock, "cache": self.cache}
+        services: dict[str, Any] = {"clock": self.clock, "cache": self.cache,
+                                    "documents": KitDocuments()}
         known = getattr(HookContext, "__dataclass_fields__", {})
         return HookContext(
             tenant_id=TENANT, tenant=self.kit.tenant, app=declaration.name,

@@ -7,9 +7,12 @@ ledger-backed services.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +22,7 @@ from callbridge.context import find_record
 from callbridge.models import Record
 from callbridge.testing.clock import FakeClock
 
-__all__ = ["KitDelivery", "MemoryCache", "Traffic", "memory_locks"]
+__all__ = ["KitDelivery", "KitDocuments", "MemoryCache", "Traffic", "memory_locks"]
 
 _UPDATES = frozenset({"PUT", "PATCH", "DELETE"})
 
@@ -157,3 +160,32 @@ class Traffic(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+@dataclass(frozen=True)
+class KitDocument:
+    """What ``ctx.documents.fetch`` returns in the kit: the bytes, their type, a file name."""
+
+    content: bytes
+    content_type: str
+    filename: str | None = None
+
+
+class KitDocuments:
+    """``ctx.documents`` in the kit: an event's inline document, as the host hands it over.
+
+    The kit's sample fax carries its document inline; a document given only by
+    URL is refused here (the host fetches URLs under its address policy, which
+    a contract case cannot record), so give your scenarios' faxes inline content.
+    """
+
+    async def fetch(self, doc: Any) -> Any:
+        content = getattr(doc, "content", None)
+        if content is None:
+            raise AssertionError("the kit hands over inline documents only: give the scenario's "
+                                 "fax a document with content")
+        # The host's own type, where this host has it.
+        host = importlib.util.find_spec("callbridge.documents")
+        document: Any = importlib.import_module("callbridge.documents").Document if host \
+            else KitDocument
+        return document(content=content, content_type=doc.content_type, filename=doc.filename)
