@@ -454,7 +454,7 @@ async def test_a_fax_document_is_put_with_the_bare_client_and_linked_to_its_comm
     comm, doc = only(clio.state.communications), only(clio.state.documents)
     assert [(r.kind, r.id) for r in result.records] == [("communication", str(comm["id"])),
                                                         ("document", str(doc["id"]))]
-    assert result.note is None
+    assert result.missing == ()
     assert doc["communication_id"] == comm["id"]
     version = doc["latest_document_version"]
     assert version["fully_uploaded"] is True and clio.state.storage[version["uuid"]] == PDF
@@ -508,7 +508,7 @@ async def test_without_a_fax_folder_the_document_sits_at_the_matters_root(
 async def test_a_fax_with_nowhere_to_file_it_says_its_document_is_missing(
         clio: Any, hook_ctx: HookContext, ann: AppUser) -> None:
     result = await plugin.log_fax(hook_ctx, fax(), LogTarget(user=ann))
-    assert result.note == "document missing" and clio.state.documents == {}
+    assert result.missing == ("document",) and clio.state.documents == {}
     assert "The fax document is missing" in only(clio.state.communications)["body"]
 
 
@@ -520,7 +520,7 @@ async def test_an_upload_that_keeps_failing_ends_with_the_document_missing(
             await plugin.log_fax(hook_ctx, fax(), target)
         hook_ctx.delivery.retry()  # type: ignore[union-attr]
     result = await plugin.log_fax(hook_ctx, fax(), target)
-    assert result.note == "document missing" and [r.kind for r in result.records] == ["communication"]
+    assert result.missing == ("document",) and [r.kind for r in result.records] == ["communication"]
     assert len(clio.state.communications) == 1 and len(clio.state.documents) == 1
     assert "the upload failed" in only(clio.state.communications)["body"]
 
@@ -533,7 +533,7 @@ async def test_an_upload_that_fails_once_is_finished_on_the_retry(
     clio.state.storage_down = False
     hook_ctx.delivery.retry()  # type: ignore[union-attr]
     result = await plugin.log_fax(hook_ctx, fax(), target)
-    assert result.note is None and len(clio.state.documents) == 1
+    assert result.missing == () and len(clio.state.documents) == 1
     assert only(clio.state.documents)["latest_document_version"]["fully_uploaded"] is True
 
 
@@ -549,7 +549,7 @@ async def test_an_unfinished_upload_without_a_new_url_ends_with_the_document_mis
             await plugin.log_fax(hook_ctx, fax(), target)
     hook_ctx.delivery.retry()  # type: ignore[union-attr]
     result = await plugin.log_fax(hook_ctx, fax(), target)
-    assert result.note == "document missing" and len(clio.state.documents) == 1
+    assert result.missing == ("document",) and len(clio.state.documents) == 1
     assert only(clio.state.documents)["latest_document_version"]["fully_uploaded"] is False
 
 
@@ -629,7 +629,7 @@ async def test_a_timeout_after_a_create_is_retried_without_a_duplicate(
     result = await getattr(plugin, hook)(hook_ctx, event, target)
     assert len(getattr(clio.state, table)) == 1
     assert clio.faults.count(method="POST", path=path) == 1
-    assert result.note is None
+    assert result.missing == ()
 
 
 async def test_a_contact_created_before_a_timeout_is_found_on_the_retry(

@@ -32,9 +32,8 @@ class _Nowhere(Exception):
 
 
 def missing_document(records: tuple[Record, ...]) -> LogResult:
-    """A log kept without its fax document: typed (``missing``), with the 1.x note beside it
-    while hosts still read that."""
-    return LogResult(records=records, missing=("document",), note="document missing")
+    """A log kept without its fax document (the outcome's reason: ``document_missing``)."""
+    return LogResult(records=records, missing=("document",))
 
 
 async def document_bytes(ctx: HookContext, event: FaxEvent) -> bytes:
