@@ -23,7 +23,6 @@ NOT_CALL_SITES = {"hookspecs.py", "facade.py", "results.py"}
 
 #: Hooks whose host call site is being built, each with its reason.
 AWAITING_HOST: dict[str, str] = {
-    "log_batch": "the worker's batch work unit calls it",
     "confirm_accepted": "the worker's confirmation work unit calls it",
 }
 #: Hooks whose kit case is being built, each with its reason.

@@ -88,6 +88,8 @@ class State:
 
     job: Job
     directory: Directory
+    #: Where the log goes instead of ``log_<kind>`` (the batch work unit), if set.
+    writer: Callable[[State], Awaitable[LogResult]] | None = None
     contacts: list[Contact] = field(default_factory=list)
     matches: list[Contact] = field(default_factory=list)
     matter: Matter | None = None
@@ -339,6 +341,13 @@ async def write_log(s: State) -> Outcome | None:
 
 
 async def _log(s: State) -> LogResult:
+    if s.writer is not None:
+        return await s.writer(s)
+    return await log_one(s)
+
+
+async def log_one(s: State) -> LogResult:
+    """The log hook of the event's kind, for this one event."""
     event, target = s.event, s.target()
     if isinstance(event, CallEvent):
         return await s.hooks.log_call(s.ctx, event=event, target=target)
@@ -351,9 +360,10 @@ STEPS: tuple[Step, ...] = (can_hold, not_internal, match_contacts, create_contac
                            exclusive_association, find_matter, find_user, activity_code, write_log)
 
 
-async def run(job: Job, directory: Directory, steps: Sequence[Step] = STEPS) -> Outcome:
-    """Run one event through the pipeline for one app."""
-    state = State(job=job, directory=directory)
+async def run(job: Job, directory: Directory, steps: Sequence[Step] = STEPS, *,
+              writer: Callable[[State], Awaitable[LogResult]] | None = None) -> Outcome:
+    """Run one event through the pipeline for one app (``writer``: see :class:`State`)."""
+    state = State(job=job, directory=directory, writer=writer)
     if job.needs_update and state.earlier:
         for check in (can_hold, not_internal):
             if (early := await check(state)) is not None:

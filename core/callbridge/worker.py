@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from callbridge.batching import Batcher
+from callbridge.capabilities import Capability
 from callbridge.errors import ConfigError
 from callbridge.ledger import Claim, LeaseLost
 from callbridge.models import Outcome, OutcomeStatus
@@ -49,6 +51,8 @@ class Worker:
         self._renew_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbridge-lease")
         #: Deliveries being worked now, per (tenant, app): for progress displays.
         self.running: dict[tuple[str, str], int] = {}
+        #: The batch work unit, for apps that declare ``batch_writes``.
+        self.batcher = Batcher(engine.clock)
 
     def close(self) -> None:
         self._renew_pool.shutdown(wait=False)
@@ -60,11 +64,16 @@ class Worker:
             plugin = engine.hooks_for(engine.config.tenant(tenant), app).plugin
         except KeyError:
             return engine.concurrency
-        rates = [b.requests / b.per_seconds for b in plugin.declaration.rate_limits
+        declaration = plugin.declaration
+        rates = [b.requests / b.per_seconds for b in declaration.rate_limits
                  if b.requests is not None and b.per_seconds]
         if not rates:
             return engine.concurrency
-        return max(2, min(engine.concurrency, math.ceil(min(rates) * REQUEST_SECONDS)))
+        slots = max(2, min(engine.concurrency, math.ceil(min(rates) * REQUEST_SECONDS)))
+        if Capability.BATCH_WRITES in declaration.capabilities:
+            # A batch fills only with as many deliveries at once as it holds.
+            slots = max(slots, min(engine.concurrency, declaration.batch_size))
+        return slots
 
     def _slot(self, claim: Claim) -> asyncio.Semaphore:
         key = (claim.tenant, claim.app)
@@ -205,7 +214,8 @@ class Worker:
             ctx = engine.context(claim.tenant, claim.app, delivery)
             job = Job(event=event, hooks=hooks, ctx=ctx, chosen_contact_ids=claim.chosen_contact_ids,
                       notes=claim.notes, needs_update=claim.needs_update)
-            return await run(job, engine.index)
+            batched = hooks.supports(Capability.BATCH_WRITES) and not claim.needs_update
+            return await run(job, engine.index, writer=self.batcher.write if batched else None)
         except LeaseLost:
             raise
         except Exception as exc:
