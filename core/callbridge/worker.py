@@ -57,6 +57,13 @@ class Worker:
     def close(self) -> None:
         self._renew_pool.shutdown(wait=False)
 
+    @property
+    def capacity(self) -> int:
+        """Deliveries in flight at once: ``concurrency``, or a batch's size where larger."""
+        sizes = [p.declaration.batch_size for p in self.engine.registry.plugins.values()
+                 if Capability.BATCH_WRITES in p.declaration.capabilities]
+        return max([self.engine.concurrency, *sizes])
+
     def slots_for(self, tenant: str, app: str) -> int:
         """How many deliveries of this connection may run at once."""
         engine = self.engine
@@ -72,7 +79,7 @@ class Worker:
         slots = max(2, min(engine.concurrency, math.ceil(min(rates) * REQUEST_SECONDS)))
         if Capability.BATCH_WRITES in declaration.capabilities:
             # A batch fills only with as many deliveries at once as it holds.
-            slots = max(slots, min(engine.concurrency, declaration.batch_size))
+            slots = max(slots, min(self.capacity, declaration.batch_size))
         return slots
 
     def _slot(self, claim: Claim) -> asyncio.Semaphore:
@@ -93,7 +100,7 @@ class Worker:
                           tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
         """Claim what is due and run it; return how many deliveries were worked."""
         # Never claim more than can start at once: a lease runs from its claim.
-        claims = await self._claim(min(limit, self.engine.concurrency), event_pks=event_pks,
+        claims = await self._claim(min(limit, self.capacity), event_pks=event_pks,
                                    tenant=tenant, apps=apps)
         if claims:
             await asyncio.gather(*(self.work(c) for c in claims))
@@ -106,7 +113,7 @@ class Worker:
         Keeps up to ``concurrency`` deliveries in flight, claiming more as soon as
         slots free up, so one slow app or tenant never leaves the others idle.
         """
-        concurrency = self.engine.concurrency
+        concurrency = self.capacity
         inflight: set[asyncio.Task[None]] = set()
         total = 0
         batch = max(1, concurrency // 16)  # a claim is a write: claim a few at a time
