@@ -1,0 +1,204 @@
+"""Two OS processes on one ledger, SQLite and PostgreSQL, against one Clio sandbox on
+loopback: each runs ``callbridge ingest`` with the same settings, and both start
+working at the same moment. They never create two contacts for one number, two
+Faxes folders for one matter, or two activity descriptions.
+
+Each process reads its events from a named pipe: it opens the pipe (and waits there)
+once it has loaded its settings, and the test writes both files only when both
+processes are waiting, so their deliveries start together. The sandbox takes
+``SLOW_CREATE`` seconds before it makes a contact, a folder or an activity
+description, so whatever keeps the second process from making another must hold
+for that long: without a lock across processes, both would make one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from callbridge.faults import serve_in_thread
+from callbridge.ledger import Ledger
+from callbridge.testing.postgres import ledger_url, postgres_server  # noqa: F401
+from callbridge_clio.sandbox import SandboxState, create_app
+
+from plugins.clio.tests.samples import made_folders
+
+NUMBER = "+1 212 555 0177"  # nobody's in the sandbox
+KNOWN = "(212) 555-0142"
+START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+#: How long the sandbox takes before it makes a record only one of may exist: longer than
+#: the two processes can drift apart, so their creations overlap unless kept apart.
+SLOW_CREATE = 1.0
+SLOW_PATHS = {"/api/v4/contacts.json", "/api/v4/folders.json", "/api/v4/activity_descriptions.json"}
+#: A process that has not finished by then has hung (each takes a few seconds).
+TIMEOUT = 120.0
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes (POSIX)")
+
+
+@dataclass
+class Firm:
+    state: SandboxState
+    faults: Any
+    config: Path
+    ledger_url: str
+    key: str
+    tmp: Path
+
+    def race(self, *batches: list[dict[str, Any]]) -> None:
+        """One ``callbridge ingest`` process per batch, released together; every one
+        must end with exit code 0."""
+        procs, pipes = [], []
+        for i, events in enumerate(batches):
+            pipe = self.tmp / f"events-{i}.jsonl"
+            os.mkfifo(pipe)
+            pipes.append((pipe, "".join(json.dumps(e) + "\n" for e in events)))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "callbridge", "ingest", str(pipe), "--config",
+                 str(self.config), "--json", "--wait-max", "60"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        start = threading.Barrier(len(pipes))
+
+        def feed(pipe: Path, text: str) -> None:
+            with pipe.open("w") as stream:  # returns once the process has opened it
+                start.wait(TIMEOUT)
+                stream.write(text)
+
+        feeders = [threading.Thread(target=feed, args=p, daemon=True) for p in pipes]
+        for feeder in feeders:
+            feeder.start()
+        results = []
+        for proc in procs:
+            try:
+                results.append(proc.communicate(timeout=TIMEOUT))
+            except subprocess.TimeoutExpired:
+                for p in procs:
+                    p.kill()
+                raise
+        for (pipe, _), proc in zip(pipes, procs, strict=True):
+            if proc.returncode != 0:  # a process that never opened its pipe: free its feeder
+                start.abort()
+                os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
+        for feeder in feeders:
+            feeder.join(TIMEOUT)
+        for proc, (out, err) in zip(procs, results, strict=True):
+            assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+
+    def statuses(self) -> list[str]:
+        ledger = Ledger(self.ledger_url, secret_key=self.key)
+        try:
+            return [v.status for v in ledger.history(limit=100)]
+        finally:
+            ledger.close()
+
+
+def slow_creates(app: Any) -> Any:
+    """``app``, taking ``SLOW_CREATE`` seconds before it handles a create of ``SLOW_PATHS``."""
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in SLOW_PATHS:
+            await asyncio.sleep(SLOW_CREATE)
+        await app(scope, receive, send)
+    return slow
+
+
+@pytest.fixture
+def firm(ledger_url: str, tmp_path: Path,  # noqa: F811
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Firm]:
+    # Each process has its own rate limiter; the sandbox enforces none, so neither
+    # waits out the other's requests in real time.
+    state = SandboxState(rate_limit=None)
+    state.add_user("Ann Lee", "ann@acme.example", authorised=True)
+    faults = create_app(state)
+    key = Ledger.generate_key()
+    with serve_in_thread(slow_creates(faults)) as url, serve_in_thread(faults) as storage:
+        state.host, state.storage_host = url, storage
+        for name, value in {"CALLBRIDGE_SECRET_KEY": key, "CALLBRIDGE_PLUGINS": "clio",
+                            "ACME_CLIO_CLIENT_ID": state.client_id,
+                            "ACME_CLIO_CLIENT_SECRET": state.client_secret}.items():
+            monkeypatch.setenv(name, value)
+        config = tmp_path / "callbridge.toml"
+        config.write_text(textwrap.dedent(f"""
+        [ledger]
+        url = "{ledger_url}"
+
+        [tenants.acme]
+        default_region = "US"
+        extensions = {{ "101" = "ann@acme.example" }}
+
+        [tenants.acme.apps.clio]
+        credentials_env = "ACME_CLIO"
+        contact_creation = "all"
+
+        [tenants.acme.apps.clio.options]
+        api_base_url = "{url}/api/v4"
+        """))
+        ledger = Ledger(ledger_url, secret_key=key)
+        ledger.migrate()
+        ledger.token_set("acme", "clio", state.issue_token())
+        ledger.close()
+        yield Firm(state, faults, config, ledger_url, key, tmp_path)
+
+
+def call(event_id: str, number: str, minute: int) -> dict[str, Any]:
+    began = START + timedelta(minutes=minute)
+    return {"kind": "call", "id": event_id, "tenant": "acme", "direction": "inbound",
+            "external": {"number": number}, "internal": {"extension": "101"},
+            "started_at": began.isoformat(), "answered_at": (began + timedelta(seconds=5)).isoformat(),
+            "ended_at": (began + timedelta(minutes=3)).isoformat(), "outcome": "completed"}
+
+
+def fax(event_id: str, number: str, minute: int) -> dict[str, Any]:
+    return {"kind": "fax", "id": event_id, "tenant": "acme", "direction": "inbound",
+            "external": {"number": number}, "page_count": 1,
+            "sent_at": (START + timedelta(minutes=minute)).isoformat(),
+            "document": {"content": "JVBERi0xLjQKJSBmYXg=", "content_type": "application/pdf"}}
+
+
+def contacts_logged_to(state: SandboxState) -> set[int]:
+    return {p["id"] for c in state.communications.values()
+            for p in c.get("senders", []) + c.get("receivers", []) if p.get("type") == "Contact"}
+
+
+def test_two_processes_create_one_contact_for_one_unknown_number(firm: Firm) -> None:
+    firm.race([call("a-0", NUMBER, 0), call("a-1", NUMBER, 10)],
+              [call("b-0", NUMBER, 5), call("b-1", NUMBER, 15)])
+    state = firm.state
+    assert len(state.contacts) == 1, [c["name"] for c in state.contacts.values()]
+    assert contacts_logged_to(state) == set(state.contacts)
+    assert len(state.communications) == 4 and len(state.activities) == 4  # each logged once
+    assert len(state.activity_descriptions) == 1
+    assert firm.statuses() == ["logged"] * 4
+
+
+def test_two_processes_filing_faxes_for_one_matter_make_one_faxes_folder(firm: Firm) -> None:
+    state = firm.state
+    dana = state.add_contact("Dana", "Whitfield", [KNOWN])
+    matter = state.add_matter(dana, "Lease dispute")
+    firm.race([fax("fa-0", KNOWN, 0), fax("fa-1", KNOWN, 10)],
+              [fax("fb-0", KNOWN, 5), fax("fb-1", KNOWN, 15)])
+    (folder_id, folder), = made_folders(state).items()
+    assert folder["name"] == "Faxes"
+    assert folder["parent"]["id"] == state.matters[matter]["folder"]["id"]
+    assert len(state.documents) == 4
+    assert {d["parent"]["id"] for d in state.documents.values()} == {folder_id}
+    assert len(state.contacts) == 1 and firm.statuses() == ["logged"] * 4
+
+
+def test_two_processes_ensure_one_activity_description(firm: Firm) -> None:
+    state = firm.state
+    state.add_contact("Dana", "Whitfield", [KNOWN])
+    firm.race([call("ca-0", KNOWN, 0)], [call("cb-0", KNOWN, 5)])
+    (description,) = state.activity_descriptions.values()
+    assert {a["activity_description"]["id"] for a in state.activities.values()} == {description["id"]}
+    assert len(state.activities) == 2 and firm.statuses() == ["logged"] * 2
