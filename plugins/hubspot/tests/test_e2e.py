@@ -212,6 +212,12 @@ async def test_a_backlog_of_a_thousand_calls_through_the_engine(
     if not [r for r in served.portal.requests[probe:] if r["path"].endswith("/batch/create")]:
         pytest.skip("the host's worker does not call log_batch yet (plugin-level figure: "
                     "test_requests.py)")
+    # The worker sends a batch once it is full or after a short fill wait (50 ms): on a
+    # test machine shared with other work, items arrive slower than on a server and
+    # batches go half full. Half a second of filling measures the plugin, not the load.
+    batcher = getattr(getattr(built, "worker", None), "batcher", None)
+    if batcher is not None:
+        batcher.fill_wait = 0.5
     start = len(served.portal.requests)
     events = [call(f"+1{(212, 646, 718)[(i // 3) // 100]}555{(i // 3) % 100:04d}", ident=f"bl-{i}")
               for i in range(900)]
