@@ -24,8 +24,10 @@ from callbridge.models import BatchItem, LogResult
 if TYPE_CHECKING:
     from callbridge.pipeline import State
 
-#: Seconds a batch waits to fill before it is sent with what it has.
-FILL_WAIT = 0.05
+#: Seconds a batch waits to fill before it is sent with what it has. Long enough that
+#: a backlog's deliveries, each matching and finding its matter first, meet in full
+#: batches on a busy machine; far under a lease, and a lone event waits only this long.
+FILL_WAIT = 0.5
 
 _Key = tuple[str, str, str]
 
