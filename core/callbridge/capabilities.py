@@ -132,6 +132,16 @@ class Declaration(BaseModel):
         description="seconds after a write before the app's lookups are sure to see it; a "
                     "retry after a lost answer waits at least this long, and this is the "
                     "window in which a duplicate could otherwise be written")
+    confirm_after: float | None = Field(
+        default=None, ge=0, le=3600,
+        description="for async_writes: seconds after an accepted write before the host first "
+                    "checks it (confirm_accepted); default: consistency_delay, or 120 s "
+                    "when that is 0")
+    confirm_timeout: float = Field(
+        default=1800.0, gt=0, le=7 * 86400,
+        description="for async_writes: seconds after an accepted write during which a record "
+                    "not yet visible is checked again (with backoff); after that it counts as "
+                    "missing and the delivery is retried")
 
     @model_validator(mode="after")
     def _without_contact_alias(self) -> Declaration:

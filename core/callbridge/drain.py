@@ -3,7 +3,11 @@
 :func:`drain` works every due delivery (its own events' and any queued before),
 then sleeps on the engine's clock until the next waiting one is due (a rate
 limit's room, a backoff), and stops when every delivery it watches has ended or
-is parked, or waits beyond ``wait_max`` seconds from the start. What is left
+is parked, or waits beyond ``wait_max`` seconds from the start. Accepted writes
+(an app that writes asynchronously) whose confirmation check is due are checked
+on the way (:mod:`callbridge.confirming`); with ``confirm=True`` (``callbridge
+drain``) an accepted delivery counts as open until its check has settled it,
+else (``callbridge ingest``) accepted counts as ended. What is left
 stays queued in the ledger: the next ``ingest`` or ``drain`` (or ``serve``)
 resumes it. Meanwhile the phone indexes of the tenants concerned are synced at
 low priority, getting only the room the deliveries leave.
@@ -37,6 +41,7 @@ class Drained:
 
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     worked: int = 0
+    confirmed: int = 0  # accepted deliveries settled by a confirmation check
     left_open: int = 0
     next_at: datetime | None = None
     warm: list[tuple[str, str, int]] = field(default_factory=list)  # (tenant, app, contacts)
@@ -87,7 +92,8 @@ async def _sync(engine: Engine, pairs: list[tuple[str, str]], drained: Drained,
 
 async def drain(engine: Engine, *, event_pks: Sequence[int] | None = None,
                 wait_max: float = WAIT_MAX, progress: Progress | None = None,
-                sync_tenants: Sequence[str] = (), index_stale_after: float = 300.0) -> Drained:
+                sync_tenants: Sequence[str] = (), index_stale_after: float = 300.0,
+                confirm: bool = False) -> Drained:
     """Work deliveries until those watched (of ``event_pks``, else all) have ended or
     are parked, or wait beyond ``wait_max`` seconds; see the module docstring."""
     progress = progress or Progress()
@@ -100,7 +106,8 @@ async def drain(engine: Engine, *, event_pks: Sequence[int] | None = None,
     try:
         while True:
             drained.worked += await engine.worker.run_until_idle()
-            due = await engine.scheduler.due(event_pks)
+            drained.confirmed += await engine.confirmer.run_due()
+            due = await engine.scheduler.due(event_pks, confirming=confirm)
             if progress.on_due is not None:
                 progress.on_due(due)
             drained.left_open, drained.next_at = due.open, due.next_at
@@ -108,7 +115,7 @@ async def drain(engine: Engine, *, event_pks: Sequence[int] | None = None,
                 break
             if due.next_at is not None and due.next_at > horizon:
                 break
-            await engine.scheduler.wait_for_due(horizon, event_pks)
+            await engine.scheduler.wait_for_due(horizon, event_pks, confirming=confirm)
         if syncing is not None:
             # The deliveries are done: the sync may have the whole limit now, until the horizon.
             left = (horizon - clock.now()).total_seconds()

@@ -3,7 +3,8 @@
 * :class:`~callbridge.intake.Intake` — events in, deliveries made;
 * :class:`~callbridge.worker.Worker` — deliveries claimed, worked and finished;
 * :class:`~callbridge.scheduler.InProcessScheduler` — when work is due (retry
-  wake-ups, index syncs), on timers kept in the ledger.
+  wake-ups, index syncs), on timers kept in the ledger;
+* :class:`~callbridge.confirming.Confirmer` — accepted writes checked later.
 
 It also holds what they share: settings, plugins, the ledger (reached through one
 gateway), the connections and their hook contexts, the rate-limit buckets and
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from callbridge.capabilities import Connection
 from callbridge.clock import SYSTEM, Clock
+from callbridge.confirming import Confirmer
 from callbridge.context import HookContext
 from callbridge.errors import ConfigError
 from callbridge.events import AnyEvent
@@ -112,6 +114,7 @@ class Engine:
         self.intake = Intake(self)
         self.worker = Worker(self)
         self.scheduler = InProcessScheduler(self)
+        self.confirmer = Confirmer(self)
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a ledger call off the event loop."""

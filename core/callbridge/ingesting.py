@@ -4,7 +4,9 @@
 number and reasons, the others are still stored), then drains (:mod:`callbridge.drain`):
 every due delivery is worked, and it waits for deliveries that wait (a rate
 limit's room, a backoff) up to ``--wait-max``, with a progress bar saying what
-waits and why. ``--no-wait`` stores the events and returns at once. Work left
+waits and why. For ``ingest`` an accepted write (an app that writes
+asynchronously) has ended; ``drain`` also waits for accepted writes to be
+confirmed (or retried when they never appeared), up to ``--wait-max``. ``--no-wait`` stores the events and returns at once. Work left
 queued is resumed by the next ``ingest`` or ``drain``.
 """
 
@@ -37,6 +39,8 @@ def _describe(due: Due) -> str:
         parts.append("waiting: " + ", ".join(f"{r} {n}" for r, n in sorted(due.waiting.items())))
     if due.parked:
         parts.append("parked: " + ", ".join(f"{r} {n}" for r, n in sorted(due.parked.items())))
+    if due.confirming:
+        parts.append(f"accepted, to confirm: {due.confirming}")
     return "logging" + (f" ({'; '.join(parts)})" if parts else "")
 
 
@@ -49,7 +53,8 @@ def _quarantine(ledger: Any, settings: Settings, bad: list[Rejected]) -> None:
 
 
 async def drain_with_progress(engine: Engine, *, event_pks: list[int] | None, total: int,
-                              wait_max: float, quiet: bool, sync_tenants: list[str]) -> Drained:
+                              wait_max: float, quiet: bool, sync_tenants: list[str],
+                              confirm: bool = False) -> Drained:
     """:func:`callbridge.drain.drain` with a rich progress bar on standard error."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=err, transient=True, disable=quiet) as bar:
@@ -68,7 +73,7 @@ async def drain_with_progress(engine: Engine, *, event_pks: list[int] | None, to
 
         return await drain(engine, event_pks=event_pks, wait_max=wait_max,
                            progress=DrainProgress(on_due=on_due, on_warm=on_warm),
-                           sync_tenants=sync_tenants)
+                           sync_tenants=sync_tenants, confirm=confirm)
 
 
 def _summary(title: str, drained: Drained, as_json: bool, extra: dict[str, Any]) -> None:
@@ -148,10 +153,12 @@ async def run_ingest(engine: Engine, settings: Settings, file: Path, stream: IO[
 async def run_drain(engine: Engine, *, wait_max: float, as_json: bool) -> int:
     """``callbridge drain``: resume queued work; the exit code."""
     views = await engine.db(engine.ledger.history, limit=10**9)
-    opened = [v for v in views if v.status in ("pending", "waiting")]
+    # Accepted writes awaiting their confirmation check are queued work too.
+    opened = [v for v in views if v.status in ("pending", "waiting")
+              or (v.status == "accepted" and v.next_attempt_at is not None)]
     drained = await drain_with_progress(
         engine, event_pks=[v.event_pk for v in opened], total=len(opened), wait_max=wait_max,
-        quiet=as_json, sync_tenants=sorted({v.tenant for v in opened}))
+        quiet=as_json, sync_tenants=sorted({v.tenant for v in opened}), confirm=True)
     counts: Counter[tuple[str, str, str]] = drained.counts
     _summary(f"{len(opened)} queued deliveries", drained, as_json, {"queued": len(opened)})
     return 3 if sum(n for (_, s, _), n in counts.items() if s in FAILED) else 0

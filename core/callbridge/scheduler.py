@@ -5,6 +5,9 @@ The work units (docs/architecture.md lists them once):
 * a **delivery** due now (pending, or waiting whose ``next_attempt_at`` has come);
 * a **retry wake-up**: the earliest ``next_attempt_at`` of the waiting deliveries
   (a rate limit's room, a backoff, a delayed log);
+* a **confirmation check** of accepted writes whose check is due (an accepted
+  delivery's ``next_attempt_at``; :mod:`callbridge.confirming`), many deliveries
+  of one connection in one ``confirm_accepted`` call;
 * an **index sync** of a (tenant, app) whose phone index is older than its
   staleness, run at low priority (``callbridge.ratelimit.priority`` = -1) so it
   gets only the room deliveries leave.
@@ -45,13 +48,17 @@ class Due:
     next_at: datetime | None
     waiting: dict[str, int]  # reason -> count, for progress displays
     parked: dict[str, int]
+    #: Accepted deliveries awaiting a confirmation check (counted when asked for).
+    confirming: int = 0
 
 
 class Scheduler(Protocol):
     """When work is due: deliveries, retry wake-ups and index syncs."""
 
-    async def due(self, event_pks: Sequence[int] | None = None) -> Due: ...
-    async def wait_for_due(self, until: datetime, event_pks: Sequence[int] | None = None) -> None: ...
+    async def due(self, event_pks: Sequence[int] | None = None, *,
+                  confirming: bool = False) -> Due: ...
+    async def wait_for_due(self, until: datetime, event_pks: Sequence[int] | None = None, *,
+                           confirming: bool = False) -> None: ...
     async def sync_indexes(self, *, stale_after: float = 0) -> int: ...
 
 
@@ -62,12 +69,19 @@ class InProcessScheduler:
         self.engine = engine
         self.poll = poll
 
-    async def due(self, event_pks: Sequence[int] | None = None) -> Due:
-        """Open deliveries (of these events), the next due time, waiting and parked counts."""
+    async def due(self, event_pks: Sequence[int] | None = None, *,
+                  confirming: bool = False) -> Due:
+        """Open deliveries (of these events), the next due time, waiting and parked counts.
+
+        With ``confirming``, accepted deliveries awaiting a confirmation check count
+        as open, and their checks as due times.
+        """
         engine = self.engine
         views = await engine.db(engine.ledger.history, event_pks=event_pks, limit=10**9)
-        opened = [v for v in views if v.status in OPEN]
-        times = [v.next_attempt_at for v in opened if v.status == "waiting" and v.next_attempt_at]
+        checks = [v for v in views if confirming and v.status == "accepted" and v.next_attempt_at]
+        opened = [v for v in views if v.status in OPEN] + checks
+        times = [v.next_attempt_at for v in opened
+                 if v.status in ("waiting", "accepted") and v.next_attempt_at]
         pending_now = any(v.status == "pending" for v in opened)
         waiting: dict[str, int] = {}
         parked: dict[str, int] = {}
@@ -77,12 +91,14 @@ class InProcessScheduler:
             elif v.status == "parked":
                 parked[v.reason or "?"] = parked.get(v.reason or "?", 0) + 1
         next_at = engine.clock.now() if pending_now else (min(times) if times else None)
-        return Due(open=len(opened), next_at=next_at, waiting=waiting, parked=parked)
+        return Due(open=len(opened), next_at=next_at, waiting=waiting, parked=parked,
+                   confirming=len(checks))
 
-    async def wait_for_due(self, until: datetime, event_pks: Sequence[int] | None = None) -> None:
+    async def wait_for_due(self, until: datetime, event_pks: Sequence[int] | None = None, *,
+                           confirming: bool = False) -> None:
         """Sleep (on the engine's clock) until the next waiting delivery is due, or ``until``."""
         clock = self.engine.clock
-        due = await self.due(event_pks)
+        due = await self.due(event_pks, confirming=confirming)
         now = clock.now()
         target = until if due.next_at is None else min(until, due.next_at)
         # Pending deliveries another process holds: look again soon.
@@ -126,10 +142,11 @@ class InProcessScheduler:
         engine = self.engine
         while not stop.is_set():
             worked = await engine.worker.run_until_idle()
+            worked += await engine.confirmer.run_due()
             if worked:
                 continue
             await self.sync_indexes(stale_after=INDEX_STALE_AFTER)
-            due = await self.due()
+            due = await self.due(confirming=True)
             now = engine.clock.now()
             wait = self.poll if due.next_at is None else (due.next_at - now).total_seconds()
             sleeper = asyncio.ensure_future(engine.clock.sleep(max(0.0, min(wait, 60.0))))

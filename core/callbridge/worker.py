@@ -144,6 +144,7 @@ class Worker:
                 try:
                     started = engine.clock.now()
                     outcome = await self.attempt(claim)
+                    outcome = engine.confirmer.schedule(claim.tenant, claim.app, outcome)
                 finally:
                     self.running[key] -= 1
                 renewer.cancel()

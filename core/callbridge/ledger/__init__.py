@@ -13,7 +13,8 @@ transaction starts with ``BEGIN IMMEDIATE``, so a claim's read and update are
 one step across processes; on PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``.
 
 One module per concern, each a part of :class:`Ledger`: ``events``,
-``deliveries`` (claims, states, the write protocol), ``views`` (history),
+``deliveries`` (claims, states, the write protocol), ``confirmations`` (accepted
+writes checked later), ``views`` (history),
 ``kv`` (key-value entries and the cache), ``phone`` (the phone index),
 ``coordination`` (tokens and locks), ``retention`` (purge and erasure), with
 ``_base`` (engines and transactions), ``crypto``, ``tables`` and ``gateway``.
@@ -29,6 +30,7 @@ from callbridge.ledger._base import (
     PARKED_REASONS,
     WAITING_REASONS,
 )
+from callbridge.ledger.confirmations import AcceptedDelivery, ConfirmationsMixin
 from callbridge.ledger.coordination import CoordinationMixin
 from callbridge.ledger.deliveries import DeliveriesMixin, settle
 from callbridge.ledger.events import EventsMixin
@@ -60,15 +62,15 @@ from callbridge.ledger.views import ViewsMixin
 
 __all__ = [
     "DEFAULT_DEADLINE_HOURS", "FINAL_OK", "MIGRATIONS", "NOT_ENDED", "PARKED_REASONS",
-    "WAITING_REASONS", "AlreadyLogged", "AttemptView", "Claim", "ContentErased", "DeliveryView",
-    "DuplicateRecord", "HeldLock", "IndexEntry", "LeaseLost", "Ledger", "LedgerCache",
+    "WAITING_REASONS", "AcceptedDelivery", "AlreadyLogged", "AttemptView", "Claim",
+    "ContentErased", "DeliveryView", "DuplicateRecord", "HeldLock", "IndexEntry", "LeaseLost", "Ledger", "LedgerCache",
     "LedgerGateway", "LedgerLocks", "LedgerStore", "LedgerTokenStore", "LockHandle", "LockLost",
     "Stored", "settle",
 ]
 
 
-class Ledger(EventsMixin, DeliveriesMixin, ViewsMixin, KvMixin, PhoneIndexMixin,
-             CoordinationMixin, RetentionMixin):
+class Ledger(EventsMixin, DeliveriesMixin, ConfirmationsMixin, ViewsMixin, KvMixin,
+             PhoneIndexMixin, CoordinationMixin, RetentionMixin):
     """One per process. See the module docstring."""
 
     _gateway: LedgerGateway | None = None
