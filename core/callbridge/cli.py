@@ -215,7 +215,7 @@ def history(
             "source": v.source, "event": v.masked_id, "status": v.status, "reason": v.reason,
             "message": v.message, "records": [r.model_dump() for r in v.records],
             "attempts": v.attempts, "candidates": [c.id for c in v.candidates],
-            "next_attempt_at": v.next_attempt_at if v.status in ("waiting", "parked") else None,
+            "next_attempt_at": v.next_attempt_at if v.status in ("waiting", "parked", "accepted") else None,
         } for v in views], indent=2, default=str))
         return
     table = Table(title="history")
@@ -224,7 +224,7 @@ def history(
         table.add_column(col)
     for v in views:
         due = (f"{v.next_attempt_at:%Y-%m-%d %H:%M:%S}" if v.next_attempt_at
-               and v.status in ("waiting", "parked") else "")
+               and v.status in ("waiting", "parked", "accepted") else "")
         table.add_row(str(v.delivery_id), cell(v.tenant), cell(v.app), cell(v.kind),
                       cell(v.masked_id), cell(v.status), cell(v.reason), cell(due),
                       cell(", ".join(f"{r.kind}:{r.id}" for r in v.records)), cell(v.message))
