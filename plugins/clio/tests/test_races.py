@@ -4,8 +4,11 @@ working at the same moment. They never create two contacts for one number, two
 Faxes folders for one matter, or two activity descriptions.
 
 Each process reads its events from a named pipe: it opens the pipe (and waits there)
-once it has loaded its settings, and the test writes both files only when both
-processes are waiting, so their deliveries start together. The sandbox takes
+once it has loaded its settings. When both are waiting, the first process gets its
+events; the second gets its own as soon as the first has claimed its deliveries (its
+first request of a delivery reaches the sandbox), so each works its own deliveries
+(a process works any due delivery, and one that stored first could otherwise take
+them all) and their work overlaps. The sandbox takes
 ``SLOW_CREATE`` seconds before it makes a contact, a folder or an activity
 description, so whatever keeps the second process from making another must hold
 for that long: without a lock across processes, both would make one.
@@ -55,10 +58,11 @@ class Firm:
     ledger_url: str
     key: str
     tmp: Path
+    working: threading.Event  # a delivery's request reached the sandbox
 
     def race(self, *batches: list[dict[str, Any]]) -> None:
-        """One ``callbridge ingest`` process per batch, released together; every one
-        must end with exit code 0."""
+        """One ``callbridge ingest`` process per batch, the second released as soon as
+        the first is working; every one must end with exit code 0."""
         procs, pipes = [], []
         for i, events in enumerate(batches):
             pipe = self.tmp / f"events-{i}.jsonl"
@@ -70,12 +74,15 @@ class Firm:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         start = threading.Barrier(len(pipes))
 
-        def feed(pipe: Path, text: str) -> None:
+        def feed(pipe: Path, text: str, first: bool) -> None:
             with pipe.open("w") as stream:  # returns once the process has opened it
                 start.wait(TIMEOUT)
+                if not first:
+                    self.working.wait(TIMEOUT)
                 stream.write(text)
 
-        feeders = [threading.Thread(target=feed, args=p, daemon=True) for p in pipes]
+        feeders = [threading.Thread(target=feed, args=(*p, i == 0), daemon=True)
+                   for i, p in enumerate(pipes)]
         for feeder in feeders:
             feeder.start()
         results = []
@@ -103,11 +110,17 @@ class Firm:
             ledger.close()
 
 
-def slow_creates(app: Any) -> Any:
-    """``app``, taking ``SLOW_CREATE`` seconds before it handles a create of ``SLOW_PATHS``."""
+def watched(app: Any, working: threading.Event) -> Any:
+    """``app``, taking ``SLOW_CREATE`` seconds before it handles a create of ``SLOW_PATHS``;
+    ``working`` is set by the first request other than the phone index's sync (reads of
+    contacts without a ``query``), which only a claimed delivery makes."""
     async def slow(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in SLOW_PATHS:
-            await asyncio.sleep(SLOW_CREATE)
+        if scope["type"] == "http":
+            if not (scope["path"] == "/api/v4/contacts.json" and scope["method"] == "GET"
+                    and b"query=" not in scope["query_string"]):
+                working.set()
+            if scope["method"] == "POST" and scope["path"] in SLOW_PATHS:
+                await asyncio.sleep(SLOW_CREATE)
         await app(scope, receive, send)
     return slow
 
@@ -121,7 +134,8 @@ def firm(ledger_url: str, tmp_path: Path,  # noqa: F811
     state.add_user("Ann Lee", "ann@acme.example", authorised=True)
     faults = create_app(state)
     key = Ledger.generate_key()
-    with serve_in_thread(slow_creates(faults)) as url, serve_in_thread(faults) as storage:
+    working = threading.Event()
+    with serve_in_thread(watched(faults, working)) as url, serve_in_thread(faults) as storage:
         state.host, state.storage_host = url, storage
         for name, value in {"CALLBRIDGE_SECRET_KEY": key, "CALLBRIDGE_PLUGINS": "clio",
                             "ACME_CLIO_CLIENT_ID": state.client_id,
@@ -147,7 +161,7 @@ def firm(ledger_url: str, tmp_path: Path,  # noqa: F811
         ledger.migrate()
         ledger.token_set("acme", "clio", state.issue_token())
         ledger.close()
-        yield Firm(state, faults, config, ledger_url, key, tmp_path)
+        yield Firm(state, faults, config, ledger_url, key, tmp_path, working)
 
 
 def call(event_id: str, number: str, minute: int) -> dict[str, Any]:
