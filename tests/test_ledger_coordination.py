@@ -14,11 +14,10 @@ from callbridge.ledger import (
     ContentErased,
     HeldLock,
     Ledger,
-    LedgerCache,
     LedgerGateway,
-    LedgerLocks,
     LockLost,
 )
+from callbridge.services import LedgerCache, LedgerLocks
 from callbridge.testing.clock import FakeClock
 
 from tests.conftest import stored_bytes
@@ -159,8 +158,13 @@ async def test_the_gateway_runs_every_call_on_its_own_executor(ledger: Ledger) -
     assert await gw.run(ledger.kv_get, "acme", "crm", "k") == "v"
 
 
+def _cache(ledger: Ledger) -> LedgerCache:
+    """``ctx.cache`` for acme/crm, as the engine builds it."""
+    return LedgerCache(ledger.gateway, ledger, LedgerLocks(ledger.gateway, ledger), "acme", "crm")
+
+
 async def test_an_async_lock_serialises_holders(ledger: Ledger) -> None:
-    locks = LedgerLocks(ledger, "acme", "crm", ttl=30)
+    locks = LedgerLocks(ledger.gateway, ledger, ttl=30).for_app("acme", "crm")
     inside, most, fences = 0, 0, []
 
     async def work() -> None:
@@ -181,14 +185,15 @@ async def test_an_async_lock_is_renewed_while_held(ledger_url: str, key: str,
                                                    ledger: Ledger) -> None:
     clock = FakeClock(ledger.clock.now())
     timed = Ledger(ledger_url, secret_key=key, clock=clock)
-    async with LedgerLocks(timed, "acme", "crm", ttl=30)("activity_code") as held:
+    async with LedgerLocks(timed.gateway, timed, clock, ttl=30).for_app("acme", "crm")(
+            "activity_code") as held:
         await asyncio.sleep(0)  # the renewer starts
         for _ in range(10):  # 100 s, far past the lock's lifetime
             held.renewed.clear()
             clock.advance(10)
             await held.renewed.wait()
         assert await timed.gateway.try_lock("acme\x1fcrm\x1factivity_code", ttl=30) is None
-        await held.check()
+        await timed.gateway.check_fence(held.handle)
     timed.close()
 
 
@@ -205,7 +210,7 @@ async def test_a_held_lock_that_was_lost_says_so(ledger_url: str, key: str, ledg
 
 
 async def test_the_cache_loads_a_key_once_for_concurrent_callers(ledger: Ledger) -> None:
-    cache = LedgerCache(ledger, "acme", "crm")
+    cache = _cache(ledger)
     loads = 0
     loading, release = asyncio.Event(), asyncio.Event()
 
@@ -223,7 +228,7 @@ async def test_the_cache_loads_a_key_once_for_concurrent_callers(ledger: Ledger)
     assert await asyncio.gather(*tasks) == [{"users": ["ann", "bob"]}] * 4
     assert loads == 1
     await cache.invalidate("users")
-    assert await cache.get("users") is None
+    assert ledger.cache_get("acme", "crm", "users") is None
 
 
 async def test_a_value_the_cache_cannot_keep_is_a_clear_error(ledger: Ledger) -> None:
@@ -231,7 +236,7 @@ async def test_a_value_the_cache_cannot_keep_is_a_clear_error(ledger: Ledger) ->
         return object()
 
     with pytest.raises(TypeError, match="not JSON-serialisable \\(object\\)"):
-        await LedgerCache(ledger, "acme", "crm").get_or_load(f"k:{NUMBER}", loader, ttl=60)
+        await _cache(ledger).get_or_load(f"k:{NUMBER}", loader, ttl=60)
 
 
 # --- two processes ----------------------------------------------------------------------------
@@ -275,7 +280,7 @@ def _load_once(url: str, key: str, started: Any, go: Any, out: Any) -> None:
 
     async def main() -> Any:
         started.put(1)
-        return await LedgerCache(ledger, "acme", "crm").get_or_load("users", loader, ttl=60)
+        return await _cache(ledger).get_or_load("users", loader, ttl=60)
 
     out.put(asyncio.run(main()))
     ledger.close()

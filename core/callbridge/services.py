@@ -145,6 +145,8 @@ class HeldLock:
     lost: bool = False
     #: Whether another holder had it first (in this process or another one).
     waited: bool = False
+    #: Set after each renewal (for monitoring, and for tests that move a fake clock).
+    renewed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
 class LedgerLocks:
@@ -205,6 +207,7 @@ class LedgerLocks:
                 log.warning("lock renewal failed (%s); writes fenced by it will be refused",
                             type(exc).__name__)
                 return
+            held.renewed.set()
 
     async def _release(self, held: HeldLock) -> None:
         try:
@@ -244,9 +247,8 @@ class LedgerCache:
                 found, value = await self._get(key)
                 if found:
                     return value
-                value = await loader()
-                await self._put(key, value, ttl)
-                return value
+                # As JSON gives it back (tuples as lists): the first time as every time after.
+                return json.loads(await self._put(key, await loader(), ttl))
 
     async def invalidate(self, key: str) -> None:
         """Forget ``key``: the next :meth:`get_or_load` loads it again."""
@@ -259,6 +261,12 @@ class LedgerCache:
             return False, None
         return True, json.loads(row[0])
 
-    async def _put(self, key: str, value: Any, ttl: float) -> None:
-        await self._gw.run(self._ledger.cache_put, self.tenant, self.app, key, json.dumps(value),
+    async def _put(self, key: str, value: Any, ttl: float) -> str:
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            raise TypeError("ctx.cache: the loader's value is not JSON-serialisable "
+                            f"({type(value).__name__})") from None
+        await self._gw.run(self._ledger.cache_put, self.tenant, self.app, key, text,
                            ttl, now=self._clock.now())
+        return text

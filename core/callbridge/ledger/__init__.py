@@ -36,9 +36,7 @@ from callbridge.ledger.deliveries import DeliveriesMixin, settle
 from callbridge.ledger.events import EventsMixin
 from callbridge.ledger.gateway import (
     HeldLock,
-    LedgerCache,
     LedgerGateway,
-    LedgerLocks,
     LedgerStore,
     LedgerTokenStore,
 )
@@ -63,8 +61,8 @@ from callbridge.ledger.views import ViewsMixin
 __all__ = [
     "DEFAULT_DEADLINE_HOURS", "FINAL_OK", "MIGRATIONS", "NOT_ENDED", "PARKED_REASONS",
     "WAITING_REASONS", "AcceptedDelivery", "AlreadyLogged", "AttemptView", "Claim",
-    "ContentErased", "DeliveryView", "DuplicateRecord", "HeldLock", "IndexEntry", "LeaseLost", "Ledger", "LedgerCache",
-    "LedgerGateway", "LedgerLocks", "LedgerStore", "LedgerTokenStore", "LockHandle", "LockLost",
+    "ContentErased", "DeliveryView", "DuplicateRecord", "HeldLock", "IndexEntry", "LeaseLost", "Ledger",
+    "LedgerGateway", "LedgerStore", "LedgerTokenStore", "LockHandle", "LockLost",
     "Stored", "settle",
 ]
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -183,68 +181,6 @@ class HeldLock:
                 self.lost = True
                 return
             self.renewed.set()
-
-
-class LedgerLocks:
-    """``ctx.lock``: ``async with ctx.lock("name") as held:`` holds the ledger lock
-    for (tenant, app, name) across every process on the database; ``held.fence``."""
-
-    def __init__(self, ledger: Ledger | LedgerGateway, tenant: str, app: str, *,
-                 ttl: float = 30.0, wait: float = 120.0) -> None:
-        self._gw, self._tenant, self._app = gateway_of(ledger), tenant, app
-        self._ttl, self._wait = ttl, wait
-        # Waiters in this process queue here first, not by polling the database.
-        self._local: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    @asynccontextmanager
-    async def __call__(self, name: str) -> AsyncIterator[HeldLock]:
-        local = self._local.get(name)
-        if local is None:
-            local = self._local[name] = asyncio.Lock()
-        async with local, HeldLock(self._gw, f"{self._tenant}\x1f{self._app}\x1f{name}",
-                                   ttl=self._ttl, wait=self._wait) as held:
-            yield held
-
-
-class LedgerCache:
-    """``ctx.cache``: JSON values kept in the ledger per (tenant, app), encrypted, with
-    a lifetime; one load at a time per key across processes (a ledger lock)."""
-
-    def __init__(self, ledger: Ledger | LedgerGateway, tenant: str, app: str, *,
-                 lock_ttl: float = 30.0, lock_wait: float = 120.0) -> None:
-        self._gw, self._tenant, self._app = gateway_of(ledger), tenant, app
-        self._locks = LedgerLocks(self._gw, tenant, app, ttl=lock_ttl, wait=lock_wait)
-
-    async def get(self, key: str) -> Any:
-        """The cached value, or None if absent or expired."""
-        hit = await self._gw.cache_get(self._tenant, self._app, key)
-        return None if hit is None else json.loads(hit[0])
-
-    async def get_or_load(self, key: str, loader: Callable[[], Awaitable[T]], *,
-                          ttl: float) -> T:
-        """The cached value for ``key``, or ``await loader()`` kept for ``ttl`` seconds.
-
-        While one process (or task) loads a key, the others wait for its result
-        instead of loading it too. Values come back as JSON gives them (tuples as
-        lists), the first time as every time after.
-        """
-        if (hit := await self._gw.cache_get(self._tenant, self._app, key)) is not None:
-            return json.loads(hit[0])  # type: ignore[no-any-return]
-        async with self._locks(f"cache\x1f{key}"):
-            if (hit := await self._gw.cache_get(self._tenant, self._app, key)) is not None:
-                return json.loads(hit[0])  # type: ignore[no-any-return]
-            value = await loader()
-            try:
-                text = json.dumps(value)
-            except (TypeError, ValueError):
-                raise TypeError("ctx.cache: the loader's value is not JSON-serialisable "
-                                f"({type(value).__name__})") from None
-            await self._gw.cache_put(self._tenant, self._app, key, text, ttl)
-        return json.loads(text)  # type: ignore[no-any-return]
-
-    async def invalidate(self, key: str) -> None:
-        """Drop the cached value: the next ``get_or_load`` loads it again."""
-        await self._gw.cache_delete(self._tenant, self._app, key)
 
 
 class LedgerStore:
