@@ -123,3 +123,20 @@ def test_first_checks_fall_on_a_shared_grain() -> None:
     a, b = _round_up(T0 + timedelta(seconds=121)), _round_up(T0 + timedelta(seconds=139))
     assert a == b and a >= T0 + timedelta(seconds=139) and a.timestamp() % CHECK_GRAIN == 0
     assert _round_up(T0) == T0
+
+
+def test_a_check_holds_its_deliveries_so_no_other_process_checks_or_settles_them(
+        ledger: Ledger) -> None:
+    did = accepted(ledger, check_at=T0)
+    now = T0 + timedelta(minutes=2)
+    (mine,) = ledger.accepted_due(now=now, owner="a", lease_seconds=300)
+    assert ledger.accepted_due(now=now, owner="b") == []
+    assert not ledger.reopen_unconfirmed(did, retry_at=now, message="x", now=now, owner="b")
+    assert ledger.set_confirmed(mine.delivery_id, now=now, owner="a")
+    assert status(ledger, did).status == "logged"
+    # A check that outlasted its lease changes nothing; the next round checks again.
+    other = accepted(ledger, check_at=T0, n=2)
+    ledger.accepted_due(now=now, owner="a", lease_seconds=300)
+    late = now + timedelta(seconds=301)
+    assert not ledger.set_confirmed(other, now=late, owner="a")
+    assert [d.delivery_id for d in ledger.accepted_due(now=late, owner="b")] == [other]

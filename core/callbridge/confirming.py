@@ -45,6 +45,9 @@ CHECK_GRAIN = 30.0
 CONFIRM_BATCH = 200
 #: Seconds between a record found missing and the delivery's retry.
 RETRY_AFTER = 60.0
+#: Seconds the deliveries of a check are leased to this process (another process
+#: does not check them meanwhile; a check that outlasts it changes nothing).
+LEASE = 300.0
 #: The longest interval between two checks of a record not visible yet.
 MAX_INTERVAL = 600.0
 MISSING = "The app accepted the write but the record never appeared; it is written again."
@@ -96,7 +99,8 @@ class Confirmer:
         (logged, or reopened for a retry)."""
         engine = self.engine
         due: list[AcceptedDelivery] = await engine.db(
-            engine.ledger.accepted_due, now=engine.clock.now(), event_pks=event_pks)
+            engine.ledger.accepted_due, now=engine.clock.now(), event_pks=event_pks,
+            owner=engine.owner, lease_seconds=LEASE)
         groups: dict[tuple[str, str], list[AcceptedDelivery]] = {}
         for item in due:
             groups.setdefault((item.tenant, item.app), []).append(item)
@@ -111,8 +115,12 @@ class Confirmer:
         try:
             hooks = engine.hooks_for(engine.config.tenant(tenant), app)
         except KeyError:
-            return 0  # the app is gone: its deliveries stay accepted
-        if not hooks.supports(Capability.ASYNC_WRITES):
+            hooks = None  # the app is gone: its deliveries stay accepted, checked later
+        if hooks is None or not hooks.supports(Capability.ASYNC_WRITES):
+            later = engine.clock.now() + timedelta(seconds=MAX_INTERVAL)
+            for item in items:
+                await engine.db(engine.ledger.recheck_accepted, item.delivery_id, later,
+                                now=engine.clock.now(), owner=engine.owner)
             return 0
         declaration = hooks.declaration
         records = [r for item in items for r in item.records]
@@ -135,17 +143,19 @@ class Confirmer:
         for item in items:
             found = [answer.get(r.id) for r in item.records]
             if all(f is True for f in found):
-                settled += await engine.db(engine.ledger.set_confirmed, item.delivery_id, now=now)
+                settled += await engine.db(engine.ledger.set_confirmed, item.delivery_id,
+                                           now=now, owner=engine.owner)
                 continue
             elapsed = (now - item.accepted_at).total_seconds()
             if False in found or elapsed >= confirm_timeout(declaration):
                 settled += await engine.db(
                     engine.ledger.reopen_unconfirmed, item.delivery_id,
-                    retry_at=now + timedelta(seconds=RETRY_AFTER), message=MISSING, now=now)
+                    retry_at=now + timedelta(seconds=RETRY_AFTER), message=MISSING, now=now,
+                    owner=engine.owner)
                 continue
             await engine.db(engine.ledger.recheck_accepted, item.delivery_id,
                             self._next_check(declaration, item.accepted_at, now, retry_after),
-                            now=now)
+                            now=now, owner=engine.owner)
         return settled
 
     @staticmethod

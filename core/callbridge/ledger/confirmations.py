@@ -3,16 +3,18 @@ asynchronously answered "accepted"; a later check moves the delivery to logged,
 or back to waiting when the record never appeared.
 
 An accepted delivery's ``next_attempt_at`` is when it is next checked (None: it
-is not checked). Each change below applies only to a delivery still accepted
-and not leased to a worker (an update of its log may be under way), and says
-whether it applied.
+is not checked). :meth:`ConfirmationsMixin.accepted_due` given an ``owner``
+leases the deliveries it lists to that owner for the check (so two processes do
+not check the same ones, and no update of the log starts meanwhile). Each change
+below applies only to a delivery still accepted and leased to that owner (or,
+without an owner, not leased at all), ends the lease, and says whether it applied.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,8 +44,10 @@ class ConfirmationsMixin(LedgerCore):
 
     def accepted_due(self, *, now: datetime | None = None, limit: int = 1000,
                      tenant: str | None = None, apps: Sequence[str] | None = None,
-                     event_pks: Sequence[int] | None = None) -> list[AcceptedDelivery]:
-        """Accepted deliveries whose check is due by ``now``, oldest check first."""
+                     event_pks: Sequence[int] | None = None, owner: str | None = None,
+                     lease_seconds: float = 300.0) -> list[AcceptedDelivery]:
+        """Accepted deliveries whose check is due by ``now``, oldest check first;
+        leased to ``owner`` for ``lease_seconds`` when one is given."""
         now = now or self._now()
         d, a = t.deliveries, t.attempts
         accepted_at = (sa.select(sa.func.max(a.c.finished_at))
@@ -60,9 +64,14 @@ class ConfirmationsMixin(LedgerCore):
             query = query.where(d.c.app.in_(list(apps)))
         if event_pks is not None:
             query = query.where(d.c.event_id.in_(list(event_pks)))
-        with self._read() as conn:
+        if owner is not None and not self._sqlite:
+            query = query.with_for_update(skip_locked=True, of=d)
+        with self._write() if owner is not None else self._read() as conn:
             rows = conn.execute(query).all()
             recs = self._records(conn, [r.id for r in rows]) if rows else {}
+            if owner is not None and rows:
+                conn.execute(d.update().where(d.c.id.in_([r.id for r in rows])).values(
+                    lease_owner=owner, lease_expires=now + timedelta(seconds=lease_seconds)))
         return [AcceptedDelivery(
             delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app,
             records=recs.get(r.id, ()), accepted_at=r.accepted_at or r.updated_at,
@@ -74,28 +83,31 @@ class ConfirmationsMixin(LedgerCore):
         return sa.or_(d.c.lease_expires.is_(None), d.c.lease_expires < now)
 
     def _settle_accepted(self, conn: Connection, delivery_id: int, now: datetime,
-                         **values: Any) -> bool:
+                         owner: str | None, **values: Any) -> bool:
         d = t.deliveries
+        held = self._free(now) if owner is None else sa.and_(
+            d.c.lease_owner == owner, d.c.lease_expires >= now)
         return bool(conn.execute(d.update().where(
-            d.c.id == delivery_id, d.c.status == "accepted", self._free(now)).values(
-            updated_at=now, **values)).rowcount)
+            d.c.id == delivery_id, d.c.status == "accepted", held).values(
+            updated_at=now, lease_owner=None, lease_expires=None, **values)).rowcount)
 
-    def set_confirmed(self, delivery_id: int, *, now: datetime | None = None) -> bool:
+    def set_confirmed(self, delivery_id: int, *, now: datetime | None = None,
+                      owner: str | None = None) -> bool:
         """The app shows the accepted records: the delivery is logged (its reason kept)."""
         now = now or self._now()
         with self._write() as conn:
-            return self._settle_accepted(conn, delivery_id, now, status="logged",
+            return self._settle_accepted(conn, delivery_id, now, owner, status="logged",
                                          next_attempt_at=None)
 
     def recheck_accepted(self, delivery_id: int, at: datetime, *,
-                         now: datetime | None = None) -> bool:
+                         now: datetime | None = None, owner: str | None = None) -> bool:
         """Not visible yet: check the delivery again at ``at``."""
         now = now or self._now()
         with self._write() as conn:
-            return self._settle_accepted(conn, delivery_id, now, next_attempt_at=at)
+            return self._settle_accepted(conn, delivery_id, now, owner, next_attempt_at=at)
 
     def reopen_unconfirmed(self, delivery_id: int, *, retry_at: datetime, message: str,
-                           now: datetime | None = None) -> bool:
+                           now: datetime | None = None, owner: str | None = None) -> bool:
         """The accepted records never appeared: drop them and retry the delivery.
 
         The delivery waits (``backoff``) until ``retry_at``, or is ``dead`` when that
@@ -116,7 +128,8 @@ class ConfirmationsMixin(LedgerCore):
                  "next_attempt_at": None} if dead else
                 {"status": "waiting", "reason": "backoff", "retryable": True,
                  "next_attempt_at": retry_at})
-            if not self._settle_accepted(conn, delivery_id, now, message=message, **values):
+            if not self._settle_accepted(conn, delivery_id, now, owner, message=message,
+                                         **values):
                 return False
             kept = conn.execute(sa.select(r.c.kind, r.c.step).where(
                 r.c.delivery_id == delivery_id)).all()
