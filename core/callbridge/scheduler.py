@@ -149,7 +149,8 @@ class InProcessScheduler:
             due = await self.due(confirming=True)
             now = engine.clock.now()
             wait = self.poll if due.next_at is None else (due.next_at - now).total_seconds()
-            sleeper = asyncio.ensure_future(engine.clock.sleep(max(0.0, min(wait, 60.0))))
+            # Nothing was worked: what is due now is held by another process; look again soon.
+            sleeper = asyncio.ensure_future(engine.clock.sleep(max(self.poll, min(wait, 60.0))))
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
             sleeper.cancel()

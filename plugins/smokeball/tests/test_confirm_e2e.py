@@ -4,6 +4,7 @@ one fake clock driving both sides (the plugin's stated delay passes in no time).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -125,3 +126,19 @@ async def test_a_check_that_cannot_tell_yet_is_repeated_later_not_failed(
     firm.state.burst, firm.state.rate = 5, 5.0
     await drain(firm.engine, event_pks=pks, wait_max=3600, confirm=True)
     assert {v.status for v in firm.views(pks)} == {"logged"}
+
+
+async def test_serve_confirms_accepted_writes_as_their_checks_fall_due(firm: Firm) -> None:
+    pks = await firm.feed(*calls(3))
+    stop = asyncio.Event()
+    serving = asyncio.create_task(firm.engine.serve(stop))
+    try:
+        for _ in range(40):  # up to 20 minutes of the fake clock
+            await firm.clock.sleep(30)
+            if {v.status for v in firm.views(pks)} == {"logged"}:
+                break
+    finally:
+        stop.set()
+        await serving
+    assert {v.status for v in firm.views(pks)} == {"logged"}
+    assert firm.engine.confirmer.calls == 1
