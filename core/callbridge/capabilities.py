@@ -230,6 +230,14 @@ class Connection(BaseModel):
     sent in ``api_key_header``); ``bearer`` (a static token from
     ``{credentials_env}_TOKEN``); ``oauth2`` (tokens from ``callbridge auth``,
     refreshed by the host).
+
+    ``origins``: the app's other origins by role, besides the API's
+    (``base_url``), e.g. ``{"storage": "https://files.example.com"}``; the OAuth
+    origin is read from ``oauth2``. ``credentials_to``: the roles whose requests
+    carry the credentials and ``headers`` (the API's only, by default); a
+    request to any other origin carries none of them and counts in no bucket.
+    ``rate_limits``: the buckets of this connection (e.g. by plan), instead of
+    the declaration's; None keeps the declaration's.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -246,3 +254,17 @@ class Connection(BaseModel):
     oauth2: OAuth2Config | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     """Headers sent with every request to the connection's credentialed origins."""
+    origins: dict[str, str] = Field(default_factory=dict)
+    """The app's other origins by role (``{"storage": "https://files.example.com"}``)."""
+    credentials_to: frozenset[str] = frozenset({"api"})
+    """The roles whose requests carry the credentials and ``headers``."""
+    rate_limits: tuple[RateBucket, ...] | None = None
+    """This connection's buckets (e.g. by plan); None keeps the declaration's."""
+
+    def origin_urls(self) -> dict[str, str]:
+        """Every declared origin by role: ``api``, ``oauth`` (when OAuth 2.0) and ``origins``."""
+        out = {"api": self.base_url}
+        if self.oauth2 is not None:
+            out["oauth"] = self.oauth2.token_url
+        out.update(self.origins)
+        return out

@@ -382,22 +382,21 @@ def auth(
 ) -> None:
     """Connect an OAuth 2.0 app: print the authorise URL, then finish from the redirect URL."""
     from callbridge import oauth
-    from callbridge.settings import secret
+    from callbridge.connections import Connections
+    from callbridge.errors import CallbridgeError
 
     rt = _runtime(config)
     settings = rt.settings.current()
     try:
-        app_settings = settings.tenant(tenant).apps[app_name]
-    except KeyError:
-        raise _fail(f"tenant {tenant!r} has no app {app_name!r} in the settings") from None
-    plugin = rt.registry.get(app_settings.plugin or app_name)
-    model = plugin.declaration.settings_model
-    options = model.model_validate(app_settings.options) if model is not None else None
-    conn = rt.registry.connection(plugin.name, options)
-    if conn is None or conn.auth != "oauth2" or conn.oauth2 is None:
+        resolved = Connections(rt.registry).resolve(tenant, settings.tenant(tenant), app_name)
+    except (CallbridgeError, KeyError) as exc:
+        raise _fail(str(exc) if isinstance(exc, CallbridgeError)
+                    else f"tenant {tenant!r} has no app {app_name!r} in the settings") from None
+    conn = resolved.connection
+    if conn.auth != "oauth2" or conn.oauth2 is None:
         raise _fail(f"{app_name} does not use OAuth 2.0; nothing to authorise")
-    prefix = app_settings.credentials_env
-    client_id, client_secret = secret(prefix, "CLIENT_ID"), secret(prefix, "CLIENT_SECRET")
+    prefix = resolved.settings.credentials_env
+    client_id, client_secret = resolved.credentials.client_id, resolved.credentials.client_secret
     if not client_id or not client_secret:
         raise _fail(f"set {prefix or '<credentials_env>'}_CLIENT_ID and _CLIENT_SECRET first", 2)
     ledger = rt.ledger()

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from callbridge import HOOK_API_VERSION, __version__
+from callbridge.connections import NO_CONNECTION, Connections
 from callbridge.errors import CallbridgeError, ConfigError
 from callbridge.phones import mask_number
 from callbridge.plugins import discover
-from callbridge.settings import SettingsSource, secret
+from callbridge.settings import SettingsSource
 
 SECRET_ENV = "CALLBRIDGE_SECRET_KEY"
 
@@ -53,6 +54,7 @@ def diagnose(path: Path | None) -> dict[str, Any]:
         return {"checks": checks, "dump": dump}
     checks.append(_check("settings", "ok", f"{path}: {len(settings.tenants)} tenant(s)"))
     tenants: dict[str, Any] = {}
+    connections = Connections(registry)
     for tname, tenant in settings.tenants.items():
         apps = {}
         for aname, app in tenant.apps.items():
@@ -60,25 +62,27 @@ def diagnose(path: Path | None) -> dict[str, Any]:
             if plugin_name not in registry.plugins:
                 checks.append(_check(f"{tname}/{aname}", "fail", f"plugin {plugin_name!r} is not loaded"))
                 continue
-            plugin = registry.plugins[plugin_name]
-            model = plugin.declaration.settings_model
-            options = model.model_validate(app.options) if model is not None else None
-            conn = registry.connection(plugin_name, options)
-            auth = conn.auth if conn else "none"
+            try:
+                resolved = connections.resolve(tname, tenant, aname)
+            except CallbridgeError as exc:
+                checks.append(_check(f"{tname}/{aname}", "fail", str(exc)))
+                continue
+            options, conn = resolved.options, resolved.connection
+            auth = conn.auth
             missing = []
-            needed = {"api_key": ["API_KEY"], "bearer": ["TOKEN"],
-                      "oauth2": ["CLIENT_ID", "CLIENT_SECRET"]}.get(auth, [])
-            if conn is not None and conn.send_api_key and "API_KEY" not in needed:
-                needed = [*needed, "API_KEY"]
+            needed = {"api_key": ["api_key"], "bearer": ["token"],
+                      "oauth2": ["client_id", "client_secret"]}.get(auth, [])
+            if conn.send_api_key and "api_key" not in needed:
+                needed = [*needed, "api_key"]
             for key in needed:
-                if not secret(app.credentials_env, key):
-                    missing.append(f"{app.credentials_env or '<credentials_env>'}_{key}")
+                if not getattr(resolved.credentials, key):
+                    missing.append(f"{app.credentials_env or '<credentials_env>'}_{key.upper()}")
             checks.append(_check(f"{tname}/{aname} credentials", "fail" if missing else "ok",
                                  f"missing environment variables: {', '.join(missing)}" if missing
                                  else f"{auth} credentials present"))
             apps[aname] = {
                 "plugin": plugin_name, "auth": auth,
-                "base_url": conn.base_url if conn else None,
+                "base_url": conn.base_url if conn is not NO_CONNECTION else None,
                 "settings": app.model_dump(mode="json", exclude={"options"}),
                 "options": _redact_options(options.model_dump(mode="json") if options else {}),
             }

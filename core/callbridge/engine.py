@@ -24,24 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx2
-from pydantic import BaseModel, ValidationError
 
-from callbridge.capabilities import Connection
 from callbridge.clock import SYSTEM, Clock
 from callbridge.confirming import Confirmer
+from callbridge.connections import Connections
 from callbridge.context import HookContext
-from callbridge.errors import ConfigError
 from callbridge.events import AnyEvent
 from callbridge.facade import Facade, Hooks
-from callbridge.http import Credentials, RetryPolicy, build_bare_client, build_client
+from callbridge.http import RetryPolicy
 from callbridge.intake import Intake
 from callbridge.ledger import Ledger, LedgerStore, LedgerTokenStore, Stored
 from callbridge.phoneindex import PhoneIndex
-from callbridge.plugins import LoadedPlugin, Registry
+from callbridge.plugins import Registry
 from callbridge.ratelimit import LimiterRegistry
 from callbridge.scheduler import InProcessScheduler
 from callbridge.services import Gateway, LedgerCache, LedgerDelivery, LedgerLocks
-from callbridge.settings import AppSettings, Settings, SettingsSource, TenantSettings, secret
+from callbridge.settings import Settings, SettingsSource, TenantSettings
 from callbridge.worker import Worker
 
 log = logging.getLogger("callbridge.engine")
@@ -74,14 +72,6 @@ def busy(clock: Clock) -> Iterator[None]:
 
 
 @dataclass
-class _Connection:
-    settings: AppSettings
-    options: BaseModel | None
-    http: httpx2.AsyncClient
-    bare: httpx2.AsyncClient
-
-
-@dataclass
 class Engine:
     """Feeds events through the pipeline for every connected app.
 
@@ -108,7 +98,11 @@ class Engine:
         self.limiters = LimiterRegistry(self.clock)
         self.tokens = LedgerTokenStore(self.ledger)
         self.locks = LedgerLocks(self.gateway, self.ledger, self.clock)
-        self._connections: dict[tuple[str, str], _Connection] = {}
+        # settings -> options -> connection -> credentials -> client: one factory, one
+        # pool per app origin shared by every tenant.
+        self.connections = Connections(self.registry, limiters=self.limiters, tokens=self.tokens,
+                                       transports=self.transports, retry=self.retry,
+                                       clock=self.clock)
         self._caches: dict[tuple[str, str], LedgerCache] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self.intake = Intake(self)
@@ -149,60 +143,17 @@ class Engine:
     def context(self, tenant_id: str, app: str, delivery: LedgerDelivery | None = None) -> HookContext:
         """The hook context for one (tenant, app), with its HTTP client."""
         tenant = self.config.tenant(tenant_id)
-        settings = tenant.apps[app]
-        plugin = self.hooks_for(tenant, app).plugin
-        conn = self._connections.get((tenant_id, app))
-        # A reload makes new settings objects: then the client is built again.
-        if conn is None or conn.settings is not settings:
-            if conn is not None:
-                self._closing.add(asyncio.ensure_future(self._close(conn)))
-            conn = self._connect(tenant_id, app, settings, plugin)
-            self._connections[(tenant_id, app)] = conn
         cache = self._caches.get((tenant_id, app))
         if cache is None:
             cache = self._caches[(tenant_id, app)] = LedgerCache(
                 self.gateway, self.ledger, self.locks, tenant_id, app, self.clock)
-        return HookContext(
-            tenant_id=tenant_id, tenant=tenant, app=app, settings=settings, options=conn.options,
-            http=conn.http, bare_http=conn.bare,
-            log=logging.LoggerAdapter(logging.getLogger(f"callbridge.plugin.{plugin.name}"),
-                                      {"tenant": tenant_id, "app": app}),
+        return self.connections.context(
+            tenant_id, tenant, app, delivery=delivery,
             store=LedgerStore(self.ledger, tenant_id, app), lock=self.locks.for_app(tenant_id, app),
-            delivery=delivery, cache=cache, clock=self.clock)
-
-    def _connect(self, tenant_id: str, app: str, settings: AppSettings,
-                 plugin: LoadedPlugin) -> _Connection:
-        model = plugin.declaration.settings_model
-        try:
-            options = model.model_validate(settings.options) if model is not None else None
-        except ValidationError as exc:
-            where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-            raise ConfigError(f"tenants.{tenant_id}.apps.{app}.options: invalid ({where})") from None
-        connection = self.registry.connection(plugin.name, options) or Connection(
-            base_url="http://app.invalid")  # a plugin that makes no requests
-        transport = self.transports.get(plugin.name)
-        prefix = settings.credentials_env
-        creds = Credentials(api_key=secret(prefix, "API_KEY"), token=secret(prefix, "TOKEN"),
-                            client_id=secret(prefix, "CLIENT_ID"),
-                            client_secret=secret(prefix, "CLIENT_SECRET"))
-        http = build_client(
-            tenant=tenant_id, app=app, plugin=plugin.name, plugin_version=plugin.dist_version,
-            connection=connection, credentials=creds, buckets=plugin.declaration.rate_limits,
-            limiters=self.limiters, tokens=self.tokens, transport=transport,
-            retry=self.retry or RetryPolicy())
-        return _Connection(settings, options, http, build_bare_client(transport=transport))
-
-    @staticmethod
-    async def _close(conn: _Connection) -> None:
-        await conn.http.aclose()
-        await conn.bare.aclose()
+            cache=cache)
 
     async def aclose(self) -> None:
-        for conn in self._connections.values():
-            await self._close(conn)
-        self._connections.clear()
-        if self._closing:
-            await asyncio.gather(*self._closing)
+        await self.connections.aclose()
         self.worker.close()
 
     # --- the parts' entry points ----------------------------------------------------

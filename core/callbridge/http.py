@@ -24,14 +24,11 @@ Retry rules (see docs/http.md):
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import httpx2
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -49,11 +46,22 @@ from callbridge.errors import (
     RateLimited,
     TransientError,
 )
+from callbridge.httpauth import (
+    Credentials,
+    HeaderAuth,
+    MemoryTokenStore,
+    ScopedAuth,
+    TokenStore,
+    origin_of,
+    token_id,
+)
 from callbridge.oauth import OAuth2Auth
+from callbridge.pools import OriginPools, PooledTransport
 from callbridge.ratelimit import LimiterRegistry, Ticket, parse_retry_after
 from callbridge.redact import install_log_redaction, redact, register_secret
 
 __all__ = [
+    "AppClient",
     "Credentials",
     "MemoryTokenStore",
     "RetryPolicy",
@@ -93,60 +101,6 @@ class RetryPolicy:
     inline_max_wait: float = 10.0
     base_delay: float = 0.5
     max_delay: float = 8.0
-
-
-class TokenStore(Protocol):
-    """Where OAuth tokens live. The ledger provides ``LedgerTokenStore`` (encrypted).
-
-    ``refresh_lock`` serialises refreshes of one (tenant, app), across processes
-    when the store is shared.
-    """
-
-    async def load(self, tenant: str, app: str) -> dict[str, Any] | None: ...
-    async def save(self, tenant: str, app: str, token: Mapping[str, Any]) -> None: ...
-    def refresh_lock(self, tenant: str, app: str) -> AbstractAsyncContextManager[None]: ...
-
-
-class MemoryTokenStore:
-    """A :class:`TokenStore` in memory, for tests and the demo (one process only)."""
-
-    def __init__(self, tokens: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> None:
-        self._tokens: dict[tuple[str, str], dict[str, Any]] = {
-            key: dict(value) for key, value in (tokens or {}).items()}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self.saves: list[tuple[str, str]] = []  # what was saved, in order (for tests)
-
-    async def load(self, tenant: str, app: str) -> dict[str, Any] | None:
-        token = self._tokens.get((tenant, app))
-        return dict(token) if token is not None else None
-
-    async def save(self, tenant: str, app: str, token: Mapping[str, Any]) -> None:
-        self._tokens[(tenant, app)] = dict(token)
-        self.saves.append((tenant, app))
-
-    @asynccontextmanager
-    async def _locked(self, key: tuple[str, str]) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            yield
-
-    def refresh_lock(self, tenant: str, app: str) -> AbstractAsyncContextManager[None]:
-        return self._locked((tenant, app))
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """The secrets of one connection, from the environment (never from a plugin)."""
-
-    api_key: str | None = None
-    token: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = None
-
-    def __repr__(self) -> str:  # never print a secret, even in a debugger dump
-        present = [name for name in ("api_key", "token", "client_id", "client_secret")
-                   if getattr(self, name)]
-        return f"Credentials(set={present})"
 
 
 class UncertainWrite(TransientError):
@@ -243,8 +197,11 @@ class _Limits:
     tenant: str
     token_id: str
     buckets: tuple[RateBucket, ...]
+    scope: ScopedAuth | None = None  # requests to other origins count in no bucket
 
     def for_request(self, request: httpx2.Request) -> list[RateBucket]:
+        if self.scope is not None and not self.scope.covers(request.url):
+            return []
         purpose = request.extensions.get(BUCKET)
         return [b for b in self.buckets if b.purpose == "default" or b.purpose == purpose]
 
@@ -277,19 +234,27 @@ class _BorrowedTransport(httpx2.AsyncBaseTransport):
         return None
 
 
-class CallbridgeClient(httpx2.AsyncClient):
-    """An :class:`httpx2.AsyncClient` that limits, retries and raises the host's errors.
+class AppClient(httpx2.AsyncClient):
+    """``ctx.http``: an :class:`httpx2.AsyncClient` that limits, retries and raises the host's errors.
 
-    Built by :func:`build_client` and :func:`build_bare_client`; plugins use it as
-    a plain httpx2 client (``await ctx.http.get("/contacts.json", params=...)``).
+    Relative URLs are joined to the connection's API origin (``base_url``). The
+    connection's credentials and default headers go only to the origins it
+    declares for them (:class:`~callbridge.httpauth.ScopedAuth`); a request to
+    any other host (a paging link, a storage URL) carries none of them and
+    counts in no rate-limit bucket. Built by
+    :class:`callbridge.connections.Connections` (and :func:`build_client`);
+    plugins use it as a plain httpx2 client
+    (``await ctx.http.get("/contacts.json", params=...)``).
     """
 
     def __init__(self, *, retry: RetryPolicy, limits: _Limits | None = None,
-                 closables: Sequence[httpx2.AsyncClient] = (), **kwargs: Any) -> None:
+                 closables: Sequence[httpx2.AsyncClient] = (), clock: Clock | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.retry_policy = retry
         self._limits = limits
-        self._clock: Clock = limits.registry.clock if limits is not None else SYSTEM
+        self.own_pools: OriginPools | None = None  # closed with the client when not shared
+        self._clock: Clock = clock or (limits.registry.clock if limits is not None else SYSTEM)
         self._tickets: dict[int, list[Ticket]] = {}  # by id() of requests in flight
         self._blocked: dict[int, float] = {}  # a 429's wait, as its buckets read it
         if limits is not None:
@@ -323,6 +288,8 @@ class CallbridgeClient(httpx2.AsyncClient):
         for client in self._closables:
             await client.aclose()
         await super().aclose()
+        if self.own_pools is not None:
+            await self.own_pools.aclose()
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -445,28 +412,10 @@ def _daily_policy(answer: dict[str, object] | None) -> bool:
     return bool(answer) and str((answer or {}).get("policyName", "")).upper() == "DAILY"
 
 
-def _token_id(app: str, connection: Connection, credentials: Credentials) -> str:
-    """A stable, non-secret id of the connection's credential, for per-token buckets."""
-    secret = {"api_key": credentials.api_key, "bearer": credentials.token}.get(connection.auth)
-    if secret:
-        return f"{app}:{hashlib.sha256(secret.encode()).hexdigest()[:12]}"
-    return f"{app}:{connection.auth}"
-
-
-class _HeaderAuth(httpx2.Auth):
-    """A static credential in one header, or a clear failure when it is missing."""
-
-    def __init__(self, header: str, value: str | None, missing: str) -> None:
-        self._header = header
-        self._value = value
-        self._missing = missing
-        register_secret(value)
-
-    async def async_auth_flow(self, request: httpx2.Request) -> Any:
-        if not self._value:
-            raise AuthenticationFailed(self._missing)
-        request.headers[self._header] = self._value
-        yield request
+def credentialed_origins(connection: Connection) -> frozenset[str]:
+    """The origins (``scheme://host:port``) that get the connection's credentials."""
+    urls = connection.origin_urls()
+    return frozenset(origin_of(urls[role]) for role in connection.credentials_to if role in urls)
 
 
 def build_client(*, tenant: str, app: str, plugin: str, plugin_version: str,
@@ -474,29 +423,38 @@ def build_client(*, tenant: str, app: str, plugin: str, plugin_version: str,
                  buckets: Sequence[RateBucket], limiters: LimiterRegistry,
                  tokens: TokenStore | None = None, retry: RetryPolicy = RetryPolicy(),
                  transport: httpx2.AsyncBaseTransport | None = None,
-                 timeout: float = 30.0) -> httpx2.AsyncClient:
+                 timeout: float = 30.0, pools: OriginPools | None = None,
+                 token_client: httpx2.AsyncClient | None = None) -> AppClient:
     """The app's client for one (tenant, app): what hooks get as ``ctx.http``.
 
     ``transport`` (e.g. ``httpx2.ASGITransport(app=sandbox)``) is the innermost
-    transport, so cassette recorders see the real requests.
+    transport, so cassette recorders see the real requests. Otherwise requests
+    go through ``pools`` (shared by every tenant; :class:`Connections` passes
+    its own), else through pools of this client alone. ``token_client``: the
+    plain client OAuth token requests use (shared; made here when not given).
     """
     install_log_redaction()  # httpx2 logs full URLs: never without redaction
     for value in (credentials.api_key, credentials.token, credentials.client_secret):
         register_secret(value)
-    headers = dict(connection.headers)
-    headers["User-Agent"] = f"callbridge/{callbridge.__version__} {plugin}/{plugin_version}"
+    headers = {"User-Agent": f"callbridge/{callbridge.__version__} {plugin}/{plugin_version}"}
     auth: httpx2.Auth | None = None
     closables: list[httpx2.AsyncClient] = []
+    scoped_headers = dict(connection.headers)  # sent with the credentials, to their origins
     if connection.send_api_key and connection.auth != "api_key":
         if not credentials.api_key:
             raise ConfigError(f"app '{app}' needs an API key in the environment (_API_KEY)")
-        headers[connection.api_key_header] = credentials.api_key
+        scoped_headers[connection.api_key_header] = credentials.api_key
+    own_pools: OriginPools | None = None
+    if transport is None:
+        if pools is None:
+            pools = own_pools = OriginPools()
+        transport = PooledTransport(pools)
     if connection.auth == "api_key":
-        auth = _HeaderAuth(connection.api_key_header, credentials.api_key,
-                           f"no API key is configured for app '{app}'")
+        auth = HeaderAuth(connection.api_key_header, credentials.api_key,
+                          f"no API key is configured for app '{app}'")
     elif connection.auth == "bearer":
         token = f"Bearer {credentials.token}" if credentials.token else None
-        auth = _HeaderAuth("Authorization", token, f"no access token is configured for app '{app}'")
+        auth = HeaderAuth("Authorization", token, f"no access token is configured for app '{app}'")
     elif connection.auth == "oauth2":
         if connection.oauth2 is None:
             raise ConfigError(f"plugin '{plugin}' declares OAuth 2.0 without its endpoints")
@@ -504,25 +462,35 @@ def build_client(*, tenant: str, app: str, plugin: str, plugin_version: str,
             raise ConfigError(f"app '{app}' uses OAuth 2.0 but the host gave no token store")
         if not credentials.client_id or not credentials.client_secret:
             raise ConfigError(f"app '{app}' needs an OAuth client id and secret in the environment")
-        token_client = httpx2.AsyncClient(
-            transport=_BorrowedTransport(transport) if transport is not None else None,
-            timeout=timeout)
-        closables.append(token_client)
+        if token_client is None:
+            token_client = plain_client(transport, timeout=timeout)
+            closables.append(token_client)
         auth = OAuth2Auth(connection.oauth2, tenant=tenant, app=app,
                           client_id=credentials.client_id, client_secret=credentials.client_secret,
                           tokens=tokens, token_client=token_client)
-    limits = _Limits(limiters, plugin, tenant, _token_id(app, connection, credentials),
-                     tuple(buckets))
-    return CallbridgeClient(
+    scoped = ScopedAuth(auth, headers=scoped_headers, origins=credentialed_origins(connection))
+    limits = _Limits(limiters, plugin, tenant, token_id(app, connection, credentials),
+                     tuple(buckets), scoped)
+    client = AppClient(
         retry=retry, limits=limits, closables=closables,
-        base_url=connection.base_url, headers=headers, auth=auth,
+        base_url=connection.base_url, headers=headers, auth=scoped,
         timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
-        transport=transport, follow_redirects=False)
+        transport=transport, follow_redirects=False, trust_env=False)
+    client.own_pools = own_pools
+    return client
+
+
+def plain_client(transport: httpx2.AsyncBaseTransport, *, timeout: float = 30.0
+                 ) -> httpx2.AsyncClient:
+    """A plain client on a borrowed transport (OAuth token requests): closing it closes nothing shared."""
+    return httpx2.AsyncClient(transport=_BorrowedTransport(transport), timeout=timeout,
+                              trust_env=False)
 
 
 def build_bare_client(*, transport: httpx2.AsyncBaseTransport | None = None,
-                      timeout: float = 60.0, retry: RetryPolicy = RetryPolicy()
-                      ) -> httpx2.AsyncClient:
+                      timeout: float = 60.0, retry: RetryPolicy = RetryPolicy(),
+                      pools: OriginPools | None = None, clock: Clock | None = None
+                      ) -> AppClient:
     """A client with no auth, base URL, default headers or params: for pre-signed URLs.
 
     Anything the app's client adds would reach the storage host too, leaking
@@ -530,5 +498,16 @@ def build_bare_client(*, transport: httpx2.AsyncBaseTransport | None = None,
     with the URL's query (the signature) never shown.
     """
     install_log_redaction()
-    return CallbridgeClient(retry=retry, timeout=timeout, transport=transport,
-                            follow_redirects=False)
+    own_pools: OriginPools | None = None
+    if transport is None:
+        if pools is None:
+            pools = own_pools = OriginPools()
+        transport = PooledTransport(pools)
+    client = AppClient(retry=retry, timeout=timeout, transport=transport,
+                       follow_redirects=False, trust_env=False, clock=clock)
+    client.own_pools = own_pools
+    return client
+
+
+#: The former name of :class:`AppClient`.
+CallbridgeClient = AppClient

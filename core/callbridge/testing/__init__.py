@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from callbridge.testing.cassettes import CassetteMiss, CassetteTransport, record_mode
     from callbridge.testing.checker import CassetteProblem, check_cassette, check_cassettes
+    from callbridge.testing.context import MemoryCache, MemoryDelivery, MemoryLocks, make_context
     from callbridge.testing.fictional import fictional_email, fictional_number, is_fictional
     from callbridge.testing.scrub import Scrubber, scrub_text
     from callbridge.testing.suite import ContractSuite, Row, Scenarios, contract_suite
@@ -31,6 +32,10 @@ _WHERE = {
     "CassetteProblem": "checker",
     "check_cassette": "checker",
     "check_cassettes": "checker",
+    "MemoryCache": "context",
+    "MemoryDelivery": "context",
+    "MemoryLocks": "context",
+    "make_context": "context",
     "fictional_email": "fictional",
     "fictional_number": "fictional",
     "is_fictional": "fictional",
@@ -47,6 +52,9 @@ __all__ = [
     "CassetteProblem",
     "CassetteTransport",
     "ContractSuite",
+    "MemoryCache",
+    "MemoryDelivery",
+    "MemoryLocks",
     "Row",
     "Scenarios",
     "Scrubber",
@@ -56,6 +64,7 @@ __all__ = [
     "fictional_email",
     "fictional_number",
     "is_fictional",
+    "make_context",
     "record_mode",
     "scrub_text",
 ]

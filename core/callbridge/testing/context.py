@@ -1,0 +1,229 @@
+"""Build a hook context by hand, for a plugin's own tests: :func:`make_context`.
+
+The context comes from the host's own connection factory
+(:class:`callbridge.connections.Connections`), so ``ctx.http`` is the very
+client the engine gives a hook (base URL, credentials for the app's origins
+only, rate-limit buckets, retries, error mapping), sending to the plugin's
+sandbox in process. The host's per-delivery services are in memory here:
+
+* ``ctx.delivery``: :class:`MemoryDelivery` (the attempt, the records earlier
+  attempts kept, ``step``/``remember``);
+* ``ctx.store``, ``ctx.cache``, ``ctx.lock``: in memory, one context's worth.
+
+Example, a retry that must find what the first attempt wrote::
+
+    from callbridge.models import Record
+    from callbridge.testing import make_context
+
+    async def test_a_retry_finds_the_note_instead_of_writing_another():
+        sandbox = create_app()                       # the plugin's own fake app
+        ctx = make_context(myapp, settings={"region": "us"}, sandbox=sandbox,
+                           attempt=2, records=[Record(kind="contact", id="c-1")])
+        result = await myapp.log_call(ctx, event=call, target=target)
+        assert sandbox.state.notes_written == 1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx2
+from starlette.types import ASGIApp
+
+from callbridge.clock import SYSTEM, Clock
+from callbridge.connections import Connections
+from callbridge.context import HookContext, MemoryStore
+from callbridge.errors import ConfigError
+from callbridge.faults import Fault, FaultInjector
+from callbridge.http import RetryPolicy
+from callbridge.httpauth import Credentials, MemoryTokenStore
+from callbridge.models import Record
+from callbridge.plugins import LoadedPlugin, Registry
+from callbridge.settings import AppSettings, TenantSettings
+
+__all__ = ["QUICK", "TEST_TOKEN", "MemoryCache", "MemoryDelivery", "MemoryLocks", "make_context"]
+
+T = TypeVar("T")
+
+#: The credential every test context sends (never a real one).
+TEST_TOKEN = "test-token-000000"
+#: Retries as the host does them, with short waits.
+QUICK = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, inline_max_wait=5.0)
+
+
+class DuplicateRecordError(AssertionError):
+    """A second, different record for one (kind, key) of a delivery: a plugin bug."""
+
+
+@dataclass
+class MemoryDelivery:
+    """``ctx.delivery`` in memory: the write protocol as the host runs it.
+
+    ``step(kind, key, create=..., find=...)``: a record already kept for
+    (kind, key) is returned with nothing sent; else, when an earlier attempt
+    began this step without recording its result (``uncertain``), ``find()``
+    runs first; else ``create()``, whose id is kept at once.
+    """
+
+    attempt: int = 1
+    first_attempt_at: datetime = field(default_factory=SYSTEM.now)
+    marker: str = "cb-test-marker"
+    kept: list[Record] = field(default_factory=list)
+    uncertain: set[tuple[str, str]] = field(default_factory=set)
+    created: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(self.kept)
+
+    async def remember(self, record: Record) -> None:
+        for rec in self.kept:
+            if rec.kind == record.kind and rec.step == record.step:
+                if rec.id != record.id:
+                    raise DuplicateRecordError(
+                        f"a second {record.kind} record for step {record.step!r}")
+                return
+        self.kept.append(record)
+
+    async def step(self, kind: str, key: str, *, create: Callable[[], Awaitable[str]],
+                   find: Callable[[], Awaitable[str | None]] | None = None) -> Record:
+        for rec in self.kept:
+            if rec.kind == kind and rec.step == key:
+                return rec
+        if (kind, key) in self.uncertain and find is not None:
+            found = await find()
+            if found is not None:
+                record = Record(kind=kind, id=found, step=key)
+                await self.remember(record)
+                return record
+        self.uncertain.add((kind, key))  # begun: a lost answer leaves it uncertain
+        record = Record(kind=kind, id=await create(), step=key)
+        self.created.append((kind, key))
+        await self.remember(record)
+        self.uncertain.discard((kind, key))
+        return record
+
+
+class MemoryCache:
+    """``ctx.cache`` in memory: JSON values by key, with a lifetime on the context's clock."""
+
+    def __init__(self, clock: Clock = SYSTEM) -> None:
+        self.clock = clock
+        self.values: dict[str, tuple[str, float]] = {}
+        self.loads = 0
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get_or_load(self, key: str, loader: Callable[[], Awaitable[T]], *, ttl: float) -> T:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            kept = self.values.get(key)
+            if kept is not None and kept[1] > self.clock.monotonic():
+                value: T = json.loads(kept[0])
+                return value
+            value = await loader()
+            self.loads += 1
+            self.values[key] = (json.dumps(value), self.clock.monotonic() + ttl)
+            return value
+
+    async def invalidate(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+@dataclass
+class HeldLock:
+    """What ``async with ctx.lock(name) as held`` gives: its fencing token."""
+
+    name: str
+    fence: int
+
+
+class MemoryLocks:
+    """``ctx.lock`` in memory: one holder per name at a time, a new fence each time."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, asyncio.Lock] = {}
+        self._fence = 0
+
+    @asynccontextmanager
+    async def __call__(self, name: str) -> AsyncIterator[HeldLock]:
+        async with self._held.setdefault(name, asyncio.Lock()):
+            self._fence += 1
+            yield HeldLock(name, self._fence)
+
+
+def _register(plugin: object) -> tuple[Registry, LoadedPlugin]:
+    registry = Registry()
+    loaded = registry.add(plugin, distribution="(under test)")
+    if not isinstance(loaded, LoadedPlugin):
+        raise ConfigError(f"the plugin does not load: {loaded.reason}")
+    return registry, loaded
+
+
+def make_context(plugin: object, *, settings: Mapping[str, Any] | None = None,
+                 app_settings: AppSettings | Mapping[str, Any] | None = None,
+                 tenant: TenantSettings | None = None, tenant_id: str = "acme",
+                 sandbox: ASGIApp | None = None,
+                 faults: FaultInjector | Sequence[Fault] | None = None,
+                 attempt: int = 1, records: Sequence[Record] = (),
+                 uncertain: Sequence[tuple[str, str]] = (), clock: Clock | None = None,
+                 transport: httpx2.AsyncBaseTransport | None = None,
+                 token: str = TEST_TOKEN, retry: RetryPolicy = QUICK) -> HookContext:
+    """A hook context for ``plugin``, its client sending to ``sandbox`` in process.
+
+    Args:
+        plugin: the plugin module or object (as its entry point names it).
+        settings: the plugin's own options (validated by its settings model).
+        app_settings: the host's settings for the app (policies); ``settings``
+            wins for ``options``.
+        tenant: the firm's settings (time zone, region, own numbers).
+        sandbox: the app's fake ASGI app. Wrapped in a
+            :class:`~callbridge.faults.FaultInjector` on the same clock.
+        faults: the injector to use (its ``app`` is the sandbox), or faults for
+            the next requests (``[429, "drop_after"]``).
+        attempt, records, uncertain: the delivery: which attempt this is, the
+            records earlier attempts kept, and the (kind, key) steps an earlier
+            attempt began without recording a result (so ``find`` runs first).
+        clock: the clock of the limiter, the fault injector, the cache and the
+            delivery (a :class:`~callbridge.testing.clock.FakeClock` in tests).
+        transport: an httpx2 transport to use instead of the sandbox (a cassette).
+        token: the credential sent (an API key, a bearer or an OAuth access token).
+    """
+    clock = clock or SYSTEM
+    registry, loaded = _register(plugin)
+    base = app_settings if isinstance(app_settings, AppSettings) else AppSettings.model_validate(
+        {"plugin": loaded.name, **(app_settings or {})})
+    if settings is not None:
+        base = base.model_copy(update={"options": dict(settings)})
+    tenant = (tenant or TenantSettings()).model_copy(update={"apps": {loaded.name: base}})
+    injector: FaultInjector | None = None
+    if transport is None:
+        if isinstance(faults, FaultInjector):
+            injector = faults
+        elif sandbox is not None:
+            injector = FaultInjector(sandbox, clock=clock)
+            injector.fail_next = list(faults or [])
+        if injector is not None:
+            transport = httpx2.ASGITransport(app=injector)
+    tokens = MemoryTokenStore({(tenant_id, loaded.name): {"access_token": token,
+                                                         "token_type": "bearer"}})
+    factory = Connections(
+        registry, tokens=tokens, clock=clock, retry=retry,
+        transports={loaded.name: transport} if transport is not None else {},
+        credentials=lambda _settings: Credentials(api_key=token, token=token,
+                                                  client_id="test-client",
+                                                  client_secret="test-client-secret"))
+    _, http = factory.client(tenant_id, tenant, loaded.name)
+    delivery = MemoryDelivery(attempt=attempt, first_attempt_at=clock.now(),
+                              kept=list(records), uncertain=set(uncertain))
+    ctx = factory.context(tenant_id, tenant, loaded.name, delivery=delivery, store=MemoryStore(),
+                          lock=MemoryLocks(), cache=MemoryCache(clock))
+    ctx.log = logging.LoggerAdapter(logging.getLogger(f"callbridge.test.{loaded.name}"),
+                                    {"tenant": tenant_id, "app": loaded.name})
+    assert ctx.http is http
+    return ctx
