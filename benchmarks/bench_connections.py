@@ -53,9 +53,11 @@ async def measure(url: str, tenants: int) -> dict[str, Any]:
         pools = factory.pool_count()
     finally:
         await factory.aclose()
+    first = times[0]
     times.sort()
     return {
         "tenants": tenants,
+        "first_ms": round(first, 3),
         "setup_ms": {"median": round(statistics.median(times), 3),
                      "p99": round(times[int(len(times) * 0.99) - 1], 3),
                      "max": round(times[-1], 3)},

@@ -253,3 +253,18 @@ def test_https_origins_share_one_tls_context() -> None:
     assert len(pools) == 3
     assert pools.tls_contexts_made == 1
     asyncio.run(pools.aclose())
+
+
+async def test_each_tenant_fetches_documents_from_its_own_hosts_on_one_guarded_pool() -> None:
+    factory = Connections(registry(), credentials=by_tenant)
+    a = TenantSettings(document_hosts=frozenset({"files.example.com"}))
+    b = TenantSettings(document_hosts=frozenset({"*.phones.example.net"}))
+    try:
+        docs_a, docs_b = factory.documents("a", a), factory.documents("b", b)
+        assert docs_a.policy.host_allowed("files.example.com")
+        assert not docs_b.policy.host_allowed("files.example.com")
+        assert docs_b.policy.host_allowed("eu.phones.example.net")
+        assert docs_a._transport is docs_b._transport
+        assert factory.documents("a", a) is docs_a
+    finally:
+        await factory.aclose()

@@ -16,7 +16,8 @@ place, used by the engine, ``callbridge auth``, ``callbridge check``,
    (:class:`~callbridge.pools.OriginPools`) and one TLS context, with the
    credentials added per request and only for the connection's own origins;
 5. **context**: a :class:`~callbridge.context.HookContext` with the host's
-   services (store, lock, cache, documents, clock) as the caller gives them.
+   services: ``documents`` (the tenant's document fetcher, on one guarded
+   pool), ``clock``, and what the caller gives (store, lock, cache).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from callbridge.buckets import RateBucket
 from callbridge.capabilities import Connection
 from callbridge.clock import SYSTEM, Clock
 from callbridge.context import HookContext
+from callbridge.documents import Documents
 from callbridge.errors import ConfigError
 from callbridge.http import AppClient, RetryPolicy, build_bare_client, build_client, plain_client
 from callbridge.httpauth import Credentials, TokenStore
+from callbridge.outbound import AddressPolicy, guarded_transport
 from callbridge.plugins import LoadedPlugin, Registry
 from callbridge.pools import OriginPools, PooledTransport
 from callbridge.ratelimit import LimiterRegistry
@@ -127,6 +130,8 @@ class Connections:
         self._plain: dict[str, httpx2.AsyncClient] = {}
         self._bare: dict[str, AppClient] = {}
         self._retired: list[AppClient] = []
+        self._guarded: httpx2.AsyncBaseTransport | None = None
+        self._documents: dict[tuple[str, frozenset[str]], Documents] = {}
 
     # --- settings -> options -> connection -> credentials ---------------------------
 
@@ -195,6 +200,17 @@ class Connections:
                 retry=self.retry, clock=self.clock)
         return client
 
+    def documents(self, tenant_id: str, tenant: TenantSettings) -> Documents:
+        """The tenant's ``ctx.documents``: its document hosts, on one guarded pool for all."""
+        key = (tenant_id, tenant.document_hosts)
+        fetcher = self._documents.get(key)
+        if fetcher is None:
+            if self._guarded is None:
+                self._guarded = guarded_transport(AddressPolicy())
+            fetcher = self._documents[key] = Documents(
+                transport=self._guarded, allowed_hosts=tenant.document_hosts)
+        return fetcher
+
     # --- contexts --------------------------------------------------------------------
 
     def context(self, tenant_id: str, tenant: TenantSettings, app: str, *,
@@ -205,6 +221,7 @@ class Connections:
         ``cache``, ``documents``...); those the context does not hold are ignored.
         """
         resolved, http = self.client(tenant_id, tenant, app)
+        services.setdefault("documents", self.documents(tenant_id, tenant))
         return make_hook_context(
             tenant_id=tenant_id, tenant=tenant, app=app, settings=resolved.settings,
             options=resolved.options, http=http, bare_http=self.bare(resolved.plugin.name),
@@ -227,6 +244,12 @@ class Connections:
         self._plain.clear()
         for client in clients:
             await client.aclose()
+        for fetcher in self._documents.values():
+            await fetcher.aclose()
+        self._documents.clear()
+        if self._guarded is not None:
+            await self._guarded.aclose()
+            self._guarded = None
         await self.pools.aclose()
 
 

@@ -107,6 +107,11 @@ class TenantSettings(BaseModel):
         default_factory=dict, description="extension -> staff email")
     retention_days: int = Field(default=365, ge=1, le=36500)
     source_secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
+    document_hosts: frozenset[Annotated[str, Field(
+        pattern=r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")]] = Field(
+        default=frozenset(), max_length=100,
+        description="hosts the host may fetch event documents from (e.g. files.example.com, "
+                    "*.example.com); none by default")
     apps: dict[Key, AppSettings] = Field(default_factory=dict)
 
     @field_validator("time_zone")
