@@ -13,6 +13,7 @@ import httpx2
 import pytest
 from callbridge.capabilities import Connection, Declaration, RateBucket
 from callbridge.connections import Connections
+from callbridge.documents import Documents
 from callbridge.errors import ConfigError, RateLimited
 from callbridge.events import ExternalParty
 from callbridge.faults import FaultInjector, serve_in_thread
@@ -266,5 +267,9 @@ async def test_each_tenant_fetches_documents_from_its_own_hosts_on_one_guarded_p
         assert docs_b.policy.host_allowed("eu.phones.example.net")
         assert docs_a._transport is docs_b._transport
         assert factory.documents("a", a) is docs_a
+        a_with_app = a.model_copy(update={"apps": tenant("http://x.invalid").apps})
+        ctx = factory.context("a", a_with_app, "records", store=None, lock=None)
+        assert isinstance(ctx.documents, Documents)
+        assert ctx.documents.policy.host_allowed("files.example.com")
     finally:
         await factory.aclose()
