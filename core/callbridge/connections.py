@@ -23,6 +23,7 @@ place, used by the engine, ``callbridge auth``, ``callbridge check``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -253,7 +254,12 @@ class Connections:
         await self.pools.aclose()
 
 
+@functools.cache
+def _context_fields() -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(HookContext))
+
+
 def make_hook_context(**values: Any) -> HookContext:
     """A :class:`HookContext` from the values it has fields for (others are ignored)."""
-    names = {f.name for f in dataclasses.fields(HookContext)}
+    names = _context_fields()
     return HookContext(**{k: v for k, v in values.items() if k in names})

@@ -6,9 +6,13 @@ client the engine gives a hook (base URL, credentials for the app's origins
 only, rate-limit buckets, retries, error mapping), sending to the plugin's
 sandbox in process. The host's per-delivery services are in memory here:
 
-* ``ctx.delivery``: :class:`MemoryDelivery` (the attempt, the records earlier
-  attempts kept, ``step``/``remember``);
-* ``ctx.store``, ``ctx.cache``, ``ctx.lock``: in memory, one context's worth.
+* ``ctx.delivery``: :class:`callbridge.context.MemoryDelivery` (the attempt,
+  the records earlier attempts kept, the steps begun without a result,
+  ``step``/``remember`` as the host runs them);
+* ``ctx.store``, ``ctx.cache`` (:class:`callbridge.context.MemoryCache`),
+  ``ctx.lock`` (:class:`MemoryLocks`): in memory, one context's worth;
+* ``ctx.documents``: the host's fetcher, under the outbound address policy;
+* ``ctx.clock``: the clock given (a FakeClock in tests).
 
 Example, a retry that must find what the first attempt wrote::
 
@@ -26,12 +30,10 @@ Example, a retry that must find what the first attempt wrote::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx2
@@ -39,7 +41,7 @@ from starlette.types import ASGIApp
 
 from callbridge.clock import SYSTEM, Clock
 from callbridge.connections import Connections
-from callbridge.context import HookContext, MemoryStore
+from callbridge.context import HookContext, MemoryCache, MemoryDelivery, MemoryStore
 from callbridge.errors import ConfigError
 from callbridge.faults import Fault, FaultInjector
 from callbridge.http import RetryPolicy
@@ -56,83 +58,6 @@ T = TypeVar("T")
 TEST_TOKEN = "test-token-000000"
 #: Retries as the host does them, with short waits.
 QUICK = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, inline_max_wait=5.0)
-
-
-class DuplicateRecordError(AssertionError):
-    """A second, different record for one (kind, key) of a delivery: a plugin bug."""
-
-
-@dataclass
-class MemoryDelivery:
-    """``ctx.delivery`` in memory: the write protocol as the host runs it.
-
-    ``step(kind, key, create=..., find=...)``: a record already kept for
-    (kind, key) is returned with nothing sent; else, when an earlier attempt
-    began this step without recording its result (``uncertain``), ``find()``
-    runs first; else ``create()``, whose id is kept at once.
-    """
-
-    attempt: int = 1
-    first_attempt_at: datetime = field(default_factory=SYSTEM.now)
-    marker: str = "cb-test-marker"
-    kept: list[Record] = field(default_factory=list)
-    uncertain: set[tuple[str, str]] = field(default_factory=set)
-    created: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def records(self) -> tuple[Record, ...]:
-        return tuple(self.kept)
-
-    async def remember(self, record: Record) -> None:
-        for rec in self.kept:
-            if rec.kind == record.kind and rec.step == record.step:
-                if rec.id != record.id:
-                    raise DuplicateRecordError(
-                        f"a second {record.kind} record for step {record.step!r}")
-                return
-        self.kept.append(record)
-
-    async def step(self, kind: str, key: str, *, create: Callable[[], Awaitable[str]],
-                   find: Callable[[], Awaitable[str | None]] | None = None) -> Record:
-        for rec in self.kept:
-            if rec.kind == kind and rec.step == key:
-                return rec
-        if (kind, key) in self.uncertain and find is not None:
-            found = await find()
-            if found is not None:
-                record = Record(kind=kind, id=found, step=key)
-                await self.remember(record)
-                return record
-        self.uncertain.add((kind, key))  # begun: a lost answer leaves it uncertain
-        record = Record(kind=kind, id=await create(), step=key)
-        self.created.append((kind, key))
-        await self.remember(record)
-        self.uncertain.discard((kind, key))
-        return record
-
-
-class MemoryCache:
-    """``ctx.cache`` in memory: JSON values by key, with a lifetime on the context's clock."""
-
-    def __init__(self, clock: Clock = SYSTEM) -> None:
-        self.clock = clock
-        self.values: dict[str, tuple[str, float]] = {}
-        self.loads = 0
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def get_or_load(self, key: str, loader: Callable[[], Awaitable[T]], *, ttl: float) -> T:
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            kept = self.values.get(key)
-            if kept is not None and kept[1] > self.clock.monotonic():
-                value: T = json.loads(kept[0])
-                return value
-            value = await loader()
-            self.loads += 1
-            self.values[key] = (json.dumps(value), self.clock.monotonic() + ttl)
-            return value
-
-    async def invalidate(self, key: str) -> None:
-        self.values.pop(key, None)
 
 
 @dataclass
@@ -220,7 +145,7 @@ def make_context(plugin: object, *, settings: Mapping[str, Any] | None = None,
                                                   client_secret="test-client-secret"))
     _, http = factory.client(tenant_id, tenant, loaded.name)
     delivery = MemoryDelivery(attempt=attempt, first_attempt_at=clock.now(),
-                              kept=list(records), uncertain=set(uncertain))
+                              records=tuple(records), begun=frozenset(uncertain))
     ctx = factory.context(tenant_id, tenant, loaded.name, delivery=delivery, store=MemoryStore(),
                           lock=MemoryLocks(), cache=MemoryCache(clock))
     ctx.log = logging.LoggerAdapter(logging.getLogger(f"callbridge.test.{loaded.name}"),
