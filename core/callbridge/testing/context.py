@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,9 +39,10 @@ from typing import Any, TypeVar
 import httpx2
 from starlette.types import ASGIApp
 
+from callbridge import context as host
 from callbridge.clock import SYSTEM, Clock
 from callbridge.connections import Connections
-from callbridge.context import HookContext, MemoryCache, MemoryDelivery, MemoryStore
+from callbridge.context import HookContext, MemoryStore
 from callbridge.errors import ConfigError
 from callbridge.faults import Fault, FaultInjector
 from callbridge.http import RetryPolicy
@@ -58,6 +59,46 @@ T = TypeVar("T")
 TEST_TOKEN = "test-token-000000"
 #: Retries as the host does them, with short waits.
 QUICK = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, inline_max_wait=5.0)
+
+
+class MemoryDelivery(host.MemoryDelivery):
+    """The host's in-memory delivery, with what a test looks at: ``created`` (the
+    (kind, key) steps whose ``create`` ran) and a ``marker`` a test may set (to
+    stand for the same delivery in a second attempt)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.created: list[tuple[str, str]] = []
+
+    @property
+    def marker(self) -> str:
+        return self._marker
+
+    @marker.setter
+    def marker(self, value: str) -> None:
+        self._marker = value
+
+    async def step(self, kind: str, key: str, *, create: Callable[[], Awaitable[str]],
+                   find: Callable[[], Awaitable[str | None]] | None = None) -> Record:
+        async def counted() -> str:
+            self.created.append((kind, key))
+            return await create()
+        return await super().step(kind, key, create=counted, find=find)
+
+
+class MemoryCache(host.MemoryCache):
+    """The host's in-memory cache, counting its ``loads`` (the loaders it ran)."""
+
+    def __init__(self, clock: Clock = SYSTEM) -> None:
+        super().__init__(clock)
+        self.loads = 0
+
+    async def get_or_load(self, key: str, loader: Callable[[], Awaitable[Any]], *,
+                          ttl: float) -> Any:
+        async def counted() -> Any:
+            self.loads += 1
+            return await loader()
+        return await super().get_or_load(key, counted, ttl=ttl)
 
 
 @dataclass
