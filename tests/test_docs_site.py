@@ -67,3 +67,14 @@ def test_the_path_check_catches_a_repository_path() -> None:
         "benchmarks/", "requirements/"]
     assert repository_paths("callbridge/examples/notebook/tests/") == []
     assert repository_paths("your package's `tests/test_contract.py` and tests/cassettes/") == []
+
+
+def test_no_page_installs_this_projects_packages_as_if_from_the_index() -> None:
+    # The packages come from this project's wheels: a bare `pip install callbridge-clio`
+    # would send the reader to the package index for them.
+    installs = [(page, line) for page in OUTSIDER_PAGES
+                for line in (ROOT / "docs" / page).read_text().splitlines()
+                if re.search(r"pip install [^`\n]*\bcallbridge", line)]
+    assert installs, "the pages show how the packages are installed"
+    assert [(page, line) for page, line in installs
+            if "--find-links" not in line and ".whl" not in line] == []
