@@ -83,7 +83,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The demo: a firm, a day of calls, SMS and faxes, logged into the Clio sandbox."""
+    """The demo: firms' days of calls, SMS and faxes logged into each app's sandbox."""
     install_host(session, *APP_PLUGINS, "tests/plugins/notebook")
     session.run("callbridge", "demo", *session.posargs)
 

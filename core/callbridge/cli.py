@@ -504,11 +504,22 @@ def new_plugin(
 
 
 @app.command()
-def demo(name: Annotated[str, typer.Argument(help="which demo")] = "clio") -> None:
-    """Run a demo, fully offline: an app's sandbox on loopback, a firm, a day of events."""
+def demo(name: Annotated[str, typer.Argument(
+        help="which demo: an app's name, or 'all' for every installed one")] = "all") -> None:
+    """Run a demo, fully offline: an app's sandbox on loopback, a firm, a day of events.
+
+    With no name, every installed app's demo runs in turn (Clio first): each firm's
+    day into its own app's sandbox, with a table of what was logged where and why.
+    """
     import importlib.metadata
 
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="callbridge.demos")}
+    if name == "all" and eps:
+        codes = []
+        for each in sorted(eps, key=lambda n: (n != "clio", n)):
+            console.print(line((f"== the {each} demo", "bold")))
+            codes.append(int(eps[each].load()() or 0))
+        raise typer.Exit(max(codes))
     if name not in eps:
         raise _fail(f"no demo named {name!r}; installed: {', '.join(sorted(eps)) or 'none'} "
                     "(the Clio demo comes with callbridge-clio)")
