@@ -1,8 +1,10 @@
 """The contract kit's host: the plugin under test, its contexts, its cassettes.
 
 :class:`Kit` holds what one generated suite shares. :meth:`Kit.session` opens a
-case's cassette and gives hook contexts built as the host builds them, with
-the kit's own services: a delivery that follows the host's write protocol
+case's cassette and gives hook contexts made by the host's own factory
+(:class:`~callbridge.connections.Connections`, as
+:func:`callbridge.testing.make_context` makes them), with the kit's own
+services: a delivery that follows the host's write protocol
 (:class:`KitDelivery`), in-memory store, cache and locks, and a
 :class:`~callbridge.testing.clock.FakeClock`. The client's inline retries are
 off and its token never refreshes, so a missing recording surfaces as itself
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import inspect
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -28,12 +29,13 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from callbridge import HOOK_API_VERSION
-from callbridge.capabilities import REQUIRED_HOOKS, Capability, Declaration
+from callbridge.capabilities import REQUIRED_HOOKS, Capability, Connection, Declaration
+from callbridge.connections import Connections
 from callbridge.context import HookContext, MemoryStore
 from callbridge.facade import Facade, Hooks
 from callbridge.faults import Fault, FaultInjector
 from callbridge.hookspecs import ROUTED_HOOKS, SPECS
-from callbridge.http import Credentials, RetryPolicy, build_bare_client, build_client
+from callbridge.http import AppClient, Credentials, RetryPolicy
 from callbridge.plugins import LoadedPlugin, LoadError, Registry, validate_plugin
 from callbridge.ratelimit import LimiterRegistry
 from callbridge.settings import AppSettings, TenantSettings
@@ -90,8 +92,8 @@ class KitSession:
     hooks: Hooks
     clock: FakeClock
     traffic: Traffic
-    client: Any
-    bare: Any
+    connections: Connections
+    tenant: TenantSettings
     options: BaseModel | None
     replay: Any = None
     store: MemoryStore = field(default_factory=MemoryStore)
@@ -107,20 +109,33 @@ class KitSession:
         """A first attempt starting now on the kit's clock."""
         return KitDelivery(marker=marker, first_attempt_at=self.clock.now())
 
+    @property
+    def client(self) -> AppClient:
+        """The case's ``ctx.http`` (one per session, kept by the factory)."""
+        return self.connections.client(TENANT, self.tenant, self.hooks.declaration.name)[1]
+
+    @property
+    def bare(self) -> AppClient:
+        return self.connections.bare(self.hooks.declaration.name)
+
     def context(self, delivery: KitDelivery | None = None) -> HookContext:
-        declaration = self.hooks.declaration
+        """A context from the host's factory, with the session's store, cache and locks."""
         if self.cache is None:
             self.cache = MemoryCache(self.clock)
-        services: dict[str, Any] = {"clock": self.clock, "cache": self.cache,
-                                    "documents": KitDocuments()}
-        known = getattr(HookContext, "__dataclass_fields__", {})
-        return HookContext(
-            tenant_id=TENANT, tenant=self.kit.tenant, app=declaration.name,
-            settings=AppSettings(plugin=declaration.name, options=self.kit.settings),
-            options=self.options, http=self.client, bare_http=self.bare,
-            log=logging.LoggerAdapter(logging.getLogger(f"callbridge.kit.{declaration.name}")),
-            store=self.store, lock=self.locks, delivery=delivery,
-            **{k: v for k, v in services.items() if k in known})
+        return self.connections.context(
+            TENANT, self.tenant, self.hooks.declaration.name, delivery=delivery,
+            store=self.store, lock=self.locks, cache=self.cache, documents=KitDocuments())
+
+
+class _KitConnections(Connections):
+    """The host's factory, its OAuth refresh off: the token goes out as a plain bearer
+    token, so a 401 is answered by the cassette, never by a refresh request."""
+
+    def connection(self, plugin: LoadedPlugin, options: BaseModel | None) -> Connection:
+        connection = super().connection(plugin, options)
+        if connection.auth == "oauth2":
+            return connection.model_copy(update={"auth": "bearer", "oauth2": None})
+        return connection
 
 
 def _distribution(plugin: object) -> tuple[str, str, str]:
@@ -319,30 +334,25 @@ class Kit:
             if fault is not None:
                 injector.fail_next = [fault]
             inner = httpx2.ASGITransport(app=injector)
-        # OAuth refresh is off: the token goes out as a plain bearer token, so a 401 is
-        # answered by the cassette, never by a refresh request that has no recording.
-        if connection.auth == "oauth2":
-            connection = connection.model_copy(update={"auth": "bearer", "oauth2": None})
         scrubber = Scrubber(region=self.scenarios.region,
                             secret_headers=[connection.api_key_header])
-        off = RetryPolicy(enabled=False)
+        tenant = self.tenant.model_copy(update={"apps": {declaration.name: AppSettings(
+            plugin=declaration.name, options=self.settings)}})
         with open_cassette(self.cassette_path(case), scrubber=scrubber, mode=mode) as cassette:
             replay = CassetteTransport(cassette, inner)
             traffic = Traffic(replay)
-            client = build_client(
-                tenant=TENANT, app=declaration.name, plugin=declaration.name,
-                plugin_version=declaration.version, connection=connection,
-                credentials=credentials, buckets=declaration.rate_limits,
-                limiters=LimiterRegistry(clock), retry=off, transport=traffic)
-            bare = build_bare_client(transport=traffic, retry=off)
+            connections = _KitConnections(
+                registry, limiters=LimiterRegistry(clock), clock=clock,
+                retry=RetryPolicy(enabled=False), transports={declaration.name: traffic},
+                credentials=lambda _settings: credentials)
             if recording and not cassette.write_protected:
                 if mode == "all":  # vcrpy only gets-or-sets: a re-recording gets today's note
                     cassette._metadata.pop("recorded", None)
                 cassette.get_metadata(
                     "recorded", f"recorded against {against} on {datetime.now(UTC).date()}")
             session = KitSession(kit=self, hooks=Facade(registry).for_plugin(declaration.name),
-                                 clock=clock, traffic=traffic, client=client, bare=bare,
-                                 options=options, replay=replay)
+                                 clock=clock, traffic=traffic, connections=connections,
+                                 tenant=tenant, options=options, replay=replay)
             try:
                 yield session
             except BaseException as exc:
@@ -350,8 +360,7 @@ class Kit:
                     raise replay.misses[0] from exc
                 raise
             finally:
-                await bare.aclose()
-                await client.aclose()
+                await connections.aclose()
             if replay.misses:
                 raise replay.misses[0]
 
