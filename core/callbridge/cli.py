@@ -425,6 +425,26 @@ def auth(
     console.print(line(f"{tenant}/{app_name} connected; {released} delivery(ies) queued again"))
 
 
+@app.command("operator-token")
+def operator_token(
+    name: Annotated[str, typer.Argument(help="the operator's name in the settings")],
+    tenant: Annotated[list[str] | None, typer.Option(
+        "--tenant", help="a tenant the operator may act for (repeat it); none: every tenant")] = None,
+) -> None:
+    """Make a bearer token for an operator of the operator API: the token on standard
+    output, the settings lines that admit it (its hash, never the token) on standard error."""
+    from callbridge.serve.auth import token_instructions
+
+    try:
+        token, lines = token_instructions(name, tenant or None)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    print(token)
+    # Written as is (not through rich, which would wrap the hash): every part was checked.
+    sys.stderr.write("Give the token above to the operator (it is not shown again) and add "
+                     "these lines to the settings file:\n\n" + lines)
+
+
 @app.command()
 def check(
     tenant: Annotated[str, typer.Argument()],

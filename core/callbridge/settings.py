@@ -18,7 +18,14 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from callbridge.errors import ConfigError
 from callbridge.phones import UnreadableNumber, to_e164
@@ -210,6 +217,40 @@ class ModeSettings(BaseModel):
         return timedelta(hours=self.digest_lookback_hours)
 
 
+class OperatorSettings(BaseModel):
+    """One operator of the operator API (``[operators.NAME]``): how its bearer token is
+    checked, and the tenants it may act for.
+
+    The token itself is never in the file: ``token_sha256`` is its SHA-256 (hex), as
+    ``callbridge operator-token`` prints it, or ``token_env`` names the environment
+    variable holding it.
+    """
+
+    model_config = _STRICT
+
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                                     description="the token's SHA-256, 64 lower-case hex digits")
+    token_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
+                                  description="the environment variable holding the token")
+    tenants: frozenset[Key] | None = Field(
+        description='the tenants this operator may act for: a list of keys, or "all"')
+
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _tenants(cls, value: Any) -> Any:
+        if value == "all":
+            return None
+        if value is None or isinstance(value, str):
+            raise ValueError('must be a list of tenant keys, or "all"')
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> OperatorSettings:
+        if (self.token_sha256 is None) == (self.token_env is None):
+            raise ValueError("give exactly one of token_sha256 and token_env")
+        return self
+
+
 class Settings(BaseModel):
     """The whole file."""
 
@@ -218,6 +259,7 @@ class Settings(BaseModel):
     ledger: LedgerSettings = LedgerSettings()
     modes: ModeSettings = ModeSettings()
     quarantine: QuarantineSettings = QuarantineSettings()
+    operators: dict[Key, OperatorSettings] = Field(default_factory=dict)
     tenants: dict[Key, TenantSettings] = Field(default_factory=dict)
 
     def tenant(self, name: str) -> TenantSettings:

@@ -1,0 +1,1 @@
+"""callbridge serve: the HTTP server (intake, app events, OAuth, the operator API)."""
