@@ -17,6 +17,7 @@ from callbridge.models import (
     BatchItem,
     BatchResult,
     ChangedContacts,
+    ClosedMatterPage,
     Contact,
     LogResult,
     LogTarget,
@@ -24,6 +25,7 @@ from callbridge.models import (
     Record,
 )
 from callbridge.plugins import Registry
+from callbridge.testing.scenarios import SAMPLE_CLOSED_MATTER
 
 from tests.helpers import bare_context
 
@@ -109,11 +111,11 @@ class Everything:
         return {r.id: True for r in records}
 
     @hookimpl
-    async def closed_matters_since(self, ctx: Any, since: Any) -> list[dict[str, object]]:
-        return [{"from": self._rec("closed_matters_since").kind}]
+    async def closed_matters_since(self, ctx: Any, position: Any, since: Any) -> ClosedMatterPage:
+        return ClosedMatterPage(matters=(), position=self._rec("closed_matters_since").kind)
 
     @hookimpl
-    async def send_closed_matter(self, ctx: Any, client: Any) -> Record:
+    async def send_closed_matter(self, ctx: Any, client: Any, matter: Any) -> Record:
         return self._rec("send_closed_matter")
 
 
@@ -140,8 +142,11 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
     ("confirm_accepted", {"records": [Record(kind="log", id="1")],
                           "since": datetime(2026, 3, 2, tzinfo=UTC)}),
     ("contacts_changed_since", {"since": None, "cursor": None}),
-    ("closed_matters_since", {"since": None}),
-    ("send_closed_matter", {"client": {"id": "1"}}),
+    ("closed_matters_since", {"position": None, "since": datetime(2026, 3, 2, tzinfo=UTC),
+                              "contact_fields": ["BroadlyOptOut"],
+                              "matter_fields": ["SendBroadlyThankYou"]}),
+    ("send_closed_matter", {"client": SAMPLE_CLOSED_MATTER.client,
+                            "matter": SAMPLE_CLOSED_MATTER}),
 ]
 
 

@@ -31,6 +31,9 @@ from callbridge.models import (
     BatchItem,
     BatchResult,
     ChangedContacts,
+    ClientContact,
+    ClosedMatter,
+    ClosedMatterPage,
     Contact,
     LogResult,
     LogTarget,
@@ -158,11 +161,19 @@ class Hooks:
                                      cursor: str | None) -> ChangedContacts:
         return await self._call("contacts_changed_since", ctx, since=since, cursor=cursor)  # type: ignore[no-any-return]
 
-    async def closed_matters_since(self, ctx: HookContext, *, since: datetime | None) -> list[dict[str, object]]:
-        return await self._call("closed_matters_since", ctx, since=since)  # type: ignore[no-any-return]
+    async def closed_matters_since(self, ctx: HookContext, *, position: str | None,
+                                   since: datetime, contact_fields: list[str],
+                                   matter_fields: list[str]) -> ClosedMatterPage:
+        return await self._call("closed_matters_since", ctx,  # type: ignore[no-any-return]
+                                position=position, since=since, contact_fields=contact_fields,
+                                matter_fields=matter_fields)
 
-    async def send_closed_matter(self, ctx: HookContext, *, client: dict[str, object]) -> Record:
-        return await self._call("send_closed_matter", ctx, client=client)  # type: ignore[no-any-return]
+    async def send_closed_matter(self, ctx: HookContext, *, client: ClientContact,
+                                 matter: ClosedMatter) -> Record:
+        if self._facade.dry_run:
+            return Record(kind="dry_run", id=f"closed-matter-{matter.id}", step="send")
+        return await self._call("send_closed_matter", ctx,  # type: ignore[no-any-return]
+                                client=client, matter=matter)
 
 
 class Facade:

@@ -44,6 +44,9 @@ from callbridge.models import (
     BatchItem,
     BatchResult,
     ChangedContacts,
+    ClientContact,
+    ClosedMatter,
+    ClosedMatterPage,
     Contact,
     LogResult,
     LogTarget,
@@ -379,16 +382,63 @@ async def contacts_changed_since(ctx: HookContext, since: datetime | None,  # ty
 
 
 @_routed(Capability.CLOSED_MATTER_EVENTS, exempt=_CLOSED)
-async def closed_matters_since(ctx: HookContext, since: datetime | None) -> list[dict[str, object]]:  # type: ignore[empty-body]
-    """Matters closed since ``since``, with their client and custom-field values.
+async def closed_matters_since(ctx: HookContext, position: str | None, since: datetime,  # type: ignore[empty-body]
+                               contact_fields: list[str],
+                               matter_fields: list[str]) -> ClosedMatterPage:
+    """One page of matters closed since a position, with their clients (closed-matter sync).
+
+    Args:
+        ctx: the context (no delivery: this is a read).
+        position: what the last page returned as ``position`` (the host keeps it
+            in the ledger); None on the first call for the firm.
+        since: where to start when ``position`` is None: the moment the firm's
+            sync began. Never report a matter closed before it.
+        contact_fields: custom fields of the client contact whose values to
+            return, by exact, case-sensitive name.
+        matter_fields: custom fields of the matter, likewise.
+
+    Returns:
+        A :class:`~callbridge.models.ClosedMatterPage`: the matters whose status
+        became closed since the position (each with its close date, its client's
+        name, email and numbers, and the asked fields' values: a checkbox as
+        True/False, a field left unset as None), the next ``position``, ``more``
+        when another page is ready now, and ``fields``: the definition of every
+        asked field (``field_type`` None when the app has no field of exactly that
+        name). The host checks the definitions, applies the firm's triggers and
+        sends each client once per closed matter, so a matter returned again (a
+        page read twice after a restart) is harmless; a matter must never be
+        missed. Return the fields' definitions even when no matter closed.
+
+    .. versionchanged:: 2.0
+       Typed: a page with a position, the client and the custom fields' values
+       and definitions.
 
     .. versionadded:: 1.0
     """
 
 
 @_routed(Capability.CLOSED_MATTER_DESTINATION, exempt=_CLOSED)
-async def send_closed_matter(ctx: HookContext, client: dict[str, object]) -> Record:  # type: ignore[empty-body]
-    """Send a closed matter's client to a destination platform.
+async def send_closed_matter(ctx: HookContext, client: ClientContact,  # type: ignore[empty-body]
+                             matter: ClosedMatter) -> Record:
+    """Send a closed matter's client to a destination platform (a review or marketing tool).
+
+    Args:
+        ctx: the context; ``ctx.delivery`` is this send's: ``ctx.delivery.marker``
+            is its idempotency id (the same on every attempt; send it where the
+            platform lets you, so it drops a repeat after a lost answer), and
+            ``ctx.delivery.step`` keeps what was made.
+        client: the client to send (``matter.client``).
+        matter: the closed matter, for context (its id, name and close date).
+
+    Returns:
+        The record made on the platform (kind and id; for a webhook, its
+        delivery id). Raise :class:`~callbridge.errors.TransientError` for a
+        failure worth retrying (the host retries with backoff until its
+        deadline), :class:`~callbridge.errors.PermanentError` for one that is not.
+
+    .. versionchanged:: 2.0
+       Typed: the client and its matter as models, the idempotency id in
+       ``ctx.delivery.marker``.
 
     .. versionadded:: 1.0
     """

@@ -6,9 +6,9 @@ Plain pydantic models, frozen. Ids are strings whatever the app uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -235,3 +235,97 @@ class BatchResult:
     def __post_init__(self) -> None:
         if (self.ok is None) == (self.error is None):
             raise ValueError("a BatchResult holds exactly one of ok and error")
+
+
+# --- the closed-matter sync (SPEC §5) --------------------------------------------------
+
+#: A custom field's value as the host reads it: a checkbox is True or False, another
+#: type its text, and a field left unset (or absent from the record) None.
+FieldValue = bool | str | None
+
+
+class CustomField(BaseModel):
+    """A custom field of the app, looked up by its exact, case-sensitive name.
+
+    ``field_type`` is None when the app has no field of that exact name on that
+    kind of record (``BroadlyOptOut`` is not ``broadlyoptout``).
+    """
+
+    model_config = _FROZEN
+
+    name: str
+    """The name asked for, exactly as configured."""
+    on: Literal["contact", "matter"]
+    """Which records carry it: the client contact or the matter."""
+    field_type: str | None = None
+    """The app's type name, lower case (``checkbox``, ``text_line``...); None: no such field."""
+
+    @property
+    def exists(self) -> bool:
+        return self.field_type is not None
+
+    @property
+    def is_checkbox(self) -> bool:
+        return self.field_type == "checkbox"
+
+
+class ClientContact(BaseModel):
+    """A closed matter's client: who is sent to the destination."""
+
+    model_config = _FROZEN
+
+    id: str
+    """The contact's id in the source app."""
+    name: str | None = None
+    """The client's name, as the app shows it."""
+    first_name: str | None = None
+    """The given name, when the app keeps it apart."""
+    last_name: str | None = None
+    """The family name, when the app keeps it apart."""
+    email: str | None = None
+    """The client's primary email address."""
+    phones: tuple[str, ...] = ()
+    """The client's numbers, primary first, in E.164 where the host could read them."""
+    custom_fields: dict[str, FieldValue] = Field(default_factory=dict)
+    """The configured contact fields' values by exact name (None: unset)."""
+
+
+class ClosedMatter(BaseModel):
+    """A matter the source app reports closed, with its client."""
+
+    model_config = _FROZEN
+
+    id: str
+    """The matter's id in the source app."""
+    name: str | None = None
+    """Its number or name, as the app shows it."""
+    description: str | None = None
+    """What the matter is about."""
+    closed_on: date
+    """The day it was closed (a re-opened matter closed again has a later one)."""
+    client: ClientContact
+    """Its client, with the configured contact fields."""
+    custom_fields: dict[str, FieldValue] = Field(default_factory=dict)
+    """The configured matter fields' values by exact name (None: unset)."""
+
+
+class ClosedMatterPage(BaseModel):
+    """One page of matters closed since a position (``closed_matters_since``).
+
+    ``position`` is opaque to the host: it stores it and passes it back, so a
+    restart neither misses nor repeats a page. ``more`` is True when another page
+    is ready now; ``fields`` holds the definition of every custom field asked for
+    (one per name and kind of record), read on every call so a configuration fixed
+    in the app is seen at once.
+    """
+
+    model_config = _FROZEN
+
+    matters: tuple[ClosedMatter, ...]
+    """The page's closed matters (a matter may come again on a later page: the host sends once)."""
+    position: str
+    """Where the next call starts; the host keeps it in the ledger once the page is handled."""
+    more: bool = False
+    """Another page is ready now: the host calls again at once with ``position``."""
+    fields: tuple[CustomField, ...] = ()
+    """The asked fields' definitions (exact names), for the host's configuration check."""

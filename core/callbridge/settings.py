@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -100,6 +100,56 @@ class AppSettings(BaseModel):
         return bool(types & self.contact_creation)
 
 
+class ClosedTrigger(BaseModel):
+    """One trigger of the closed-matter sync: a checkbox custom field, by exact name."""
+
+    model_config = _STRICT
+
+    enabled: bool = False
+    field: str = Field(min_length=1, max_length=200,
+                       description="the checkbox custom field's exact, case-sensitive name")
+
+
+class ClosedMatterSettings(BaseModel):
+    """A firm's closed-matter sync (``[tenants.X.closed_matters]``, docs/closed-matters.md).
+
+    ``source`` and ``destination`` are keys of the tenant's ``apps``: the app that
+    reports closed matters (Clio) and the platform the clients go to (a signed
+    webhook). With neither trigger enabled nothing is sent unless
+    ``send_every_closed_matter`` is set.
+    """
+
+    model_config = _STRICT
+
+    enabled: bool = True
+    source: Key
+    destination: Key
+    opt_out: ClosedTrigger = Field(
+        default_factory=lambda: ClosedTrigger(field="BroadlyOptOut"),
+        description="a checkbox on the client contact: checked means do not send")
+    opt_in: ClosedTrigger = Field(
+        default_factory=lambda: ClosedTrigger(field="SendBroadlyThankYou"),
+        description="a checkbox on the matter: the client is sent only when it is checked")
+    send_every_closed_matter: bool = Field(
+        default=False, description="with no trigger enabled, send every closed matter's client")
+    send_again_when_closed_again: bool = Field(
+        default=False, description="a matter re-opened and closed again is sent again")
+    poll_minutes: float = Field(default=15.0, ge=0.5, le=24 * 60,
+                                description="how often `serve` polls the source")
+    deadline_hours: float = Field(default=72.0, gt=0, le=24 * 366,
+                                  description="how long a failing send is retried before it is dead")
+    since: datetime | None = Field(
+        default=None, description="where the firm's sync starts (aware time); default: its "
+                                  "first run, so matters closed before it are never sent")
+
+    @field_validator("since")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone (e.g. 2026-03-01T00:00:00Z)")
+        return value
+
+
 class TenantSettings(BaseModel):
     """One firm."""
 
@@ -120,6 +170,8 @@ class TenantSettings(BaseModel):
         description="hosts the host may fetch event documents from (e.g. files.example.com, "
                     "*.example.com); none by default")
     apps: dict[Key, AppSettings] = Field(default_factory=dict)
+    closed_matters: ClosedMatterSettings | None = Field(
+        default=None, description="the closed-matter sync (docs/closed-matters.md); off when absent")
 
     @field_validator("time_zone")
     @classmethod
@@ -148,6 +200,17 @@ class TenantSettings(BaseModel):
             except UnreadableNumber as exc:
                 raise ValueError(f"entry {i} cannot be read as a phone number ({exc})") from None
         return out
+
+    @model_validator(mode="after")
+    def _closed_apps(self) -> TenantSettings:
+        closed = self.closed_matters
+        if closed is not None:
+            for role in ("source", "destination"):
+                if getattr(closed, role) not in self.apps:
+                    raise ValueError(f"closed_matters.{role} names no app of this tenant")
+            if closed.source == closed.destination:
+                raise ValueError("closed_matters.destination must be another app than its source")
+        return self
 
     def app_plugin(self, app: str) -> str:
         return self.apps[app].plugin or app

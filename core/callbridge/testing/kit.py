@@ -66,6 +66,7 @@ STANDARD_CASES = (
     "find_user-by-email", "find_user-unknown", "pick_default_user", "ensure_activity_code",
     "contacts_changed_since", "create_contact-retry", "log_call-retry", "log_sms-retry",
     "log_fax-retry", "update_log-retry", "log_batch", "log_batch-retry", "confirm_accepted-after-log",
+    "closed_matters_since", "send_closed_matter",
     "error-401", "error-429", "error-5xx")
 
 _F = TypeVar("_F", bound=Callable[..., Any])

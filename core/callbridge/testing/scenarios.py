@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from callbridge.capabilities import Capability
 from callbridge.events import AnyEvent, CallEvent, ExternalParty, parse_event
 from callbridge.faults import Fault
-from callbridge.models import LogTarget
+from callbridge.models import ClientContact, ClosedMatter, LogTarget
 from callbridge.settings import TenantSettings
 
 __all__ = ["KIT_START", "TENANT", "Row", "Scenarios", "default_tenant"]
@@ -29,6 +29,16 @@ FIRM_NUMBER = "+12125550100"
 #: The firm's staff member on the sample events (also the tenant's extension 101).
 STAFF_EMAIL = "staff@firm.example"
 STAFF_EXTENSION = "101"
+
+
+#: The client and matter ``send_closed_matter`` sends unless the scenarios give another.
+SAMPLE_CLOSED_MATTER = ClosedMatter(
+    id="kit-matter-1", name="00042-Whitfield", description="Lease dispute",
+    closed_on=date(2026, 1, 5),
+    client=ClientContact(id="kit-contact-1", name="Dana Whitfield", first_name="Dana",
+                         last_name="Whitfield", email="dana@example.com",
+                         phones=("+12125550142",), custom_fields={"BroadlyOptOut": False}),
+    custom_fields={"SendBroadlyThankYou": True})
 
 
 def default_tenant(region: str = "US") -> TenantSettings:
@@ -56,6 +66,12 @@ class Scenarios:
             contact: pass ``LogTarget(contacts=(Contact(id=...),))`` when your
             app cannot log an event of some kind without one.
         activity_code_label: the label ``ensure_activity_code`` is given.
+        closed_since: for ``closed_matter_events``: a time before at least one
+            matter of the sandbox closed (``closed_matters_since`` reads from it).
+        contact_fields, matter_fields: the custom fields whose values
+            ``closed_matters_since`` is asked for (exact names).
+        closed_matter: the closed matter and client ``send_closed_matter`` sends
+            (a fictional one by default).
         region: where numbers without a country code are read.
     """
 
@@ -73,6 +89,10 @@ class Scenarios:
     log_target: LogTarget = field(default_factory=LogTarget)
     activity_code_label: str = "CB-CALL"
     region: str = "US"
+    closed_since: datetime | None = None
+    contact_fields: tuple[str, ...] = ("BroadlyOptOut",)
+    matter_fields: tuple[str, ...] = ("SendBroadlyThankYou",)
+    closed_matter: ClosedMatter = field(default_factory=lambda: SAMPLE_CLOSED_MATTER)
 
     def party(self, number: str, email: str | None = None) -> ExternalParty:
         """An external party with ``number`` (and ``email``), read in the scenarios' region."""

@@ -10,7 +10,7 @@ Tests follow the declaration: a declared capability's tests must pass, an
 undeclared one's are skipped (naming the capability), and skipping a declared
 one needs a written reason in ``skip``. The cases added in hook API 2.0 (the
 retries after a lost answer, users, the activity code, changed contacts,
-batches, confirmations) run for plugins that declare 2.0 or later. Each hook
+batches, confirmations, closed matters) run for plugins that declare 2.0 or later. Each hook
 is called directly through the host's facade (not through the pipeline, which
 would turn a cassette miss into a failed outcome).
 """
@@ -26,6 +26,7 @@ import pytest
 from callbridge.settings import TenantSettings
 from callbridge.testing.cases import ReadCases
 from callbridge.testing.checker import FIX
+from callbridge.testing.closing import ClosingCases
 from callbridge.testing.kit import STANDARD_CASES, Kit
 from callbridge.testing.scenarios import Row, Scenarios, default_tenant
 from callbridge.testing.writes import WriteCases
@@ -33,7 +34,7 @@ from callbridge.testing.writes import WriteCases
 __all__ = ["ContractSuite", "Row", "Scenarios", "contract_suite", "kit_cases"]
 
 
-class ContractSuite(ReadCases, WriteCases):
+class ContractSuite(ReadCases, WriteCases, ClosingCases):
     """The standard tests. Do not subclass by hand: use :func:`contract_suite`."""
 
 
