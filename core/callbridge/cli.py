@@ -231,31 +231,32 @@ def history(
     console.print(table)
 
 
-@app.command()
-def resolve(
-    delivery: Annotated[int, typer.Argument(help="the delivery id from `callbridge history`")],
-    contact: Annotated[list[str], typer.Option("--contact", help="contact id(s) to log to")],
-    config: ConfigOpt = None,
-) -> None:
-    """Choose the contact(s) for an unresolved event, then log it."""
-    rt = _runtime(config)
-    ledger = rt.ledger()
-    view = ledger.delivery(delivery)
-    if view.status in ("logged", "accepted"):
-        raise _fail(f"delivery {delivery} is already logged in {view.app}; refusing to log it twice")
-    ledger.choose(delivery, contact)
-    engine = rt.engine()
+EventArg = Annotated[str, typer.Argument(
+    metavar="EVENT", help="the source's event id, or the ledger's (#N, from `callbridge history`)")]
+LogAppOpt = Annotated[str | None, typer.Option("--app", help="the app to log it to")]
+ContactOpt = Annotated[str | None, typer.Option(
+    "--contact", help="the contact to log it to: one of its candidates, or one the app confirms")]
+TenantOpt = Annotated[str | None, typer.Option(help="the firm the event belongs to")]
 
-    async def go() -> None:
-        try:
-            await engine.run_until_idle(event_pks=[view.event_pk], apps=[view.app])
-        finally:
-            await engine.aclose()
-    asyncio.run(go())
-    after = ledger.delivery(delivery)
-    console.print(line(f"delivery {delivery}: {after.status} {after.reason or ''} "
-                       f"{after.message or ''}"))
-    raise typer.Exit(0 if after.status in ("logged", "accepted") else 3)
+
+@app.command("log")
+def log_(event: EventArg, app_name: LogAppOpt = None, contact: ContactOpt = None,
+         tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Log an event to an app by hand (resolving an unresolved one with --contact).
+
+    Refused for an app that already has it. Exit code 0 logged, 3 not logged, 4 refused.
+    """
+    from callbridge.modes.commands import run_log
+
+    rt = _runtime(config)
+    raise typer.Exit(asyncio.run(run_log(rt, event, app_name, contact, tenant, as_json)))
+
+
+@app.command("resolve")
+def resolve(event: EventArg, app_name: LogAppOpt = None, contact: ContactOpt = None,
+            tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The same as `callbridge log` (also takes a delivery id from `callbridge history`)."""
+    log_(event, app_name, contact, tenant, config, as_json)
 
 
 @app.command()

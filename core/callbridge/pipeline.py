@@ -159,8 +159,7 @@ def _id_key(value: str) -> tuple[int, int | str]:
     return (0, int(value)) if value.isdigit() else (1, value)
 
 
-def logs_without_contact(hooks: Hooks, kind: str) -> bool:
-    """Whether the app can hold an event of ``kind`` linked to no contact."""
+def logs_without_contact(hooks: Hooks, kind: str) -> bool:  # the app holds a ``kind`` with no contact
     return hooks.logs_without_contact(kind)
 
 
@@ -199,8 +198,9 @@ def _searchable(s: State) -> bool:
 
 
 async def match_contacts(s: State) -> Outcome | None:
-    if s.job.chosen_contact_ids is not None:
-        s.contacts = [Contact(id=cid) for cid in s.job.chosen_contact_ids]
+    if s.job.chosen_contact_ids is not None:  # a user's choice, named as a match would be
+        known = {c.id: c for c in await s.directory.lookup(s.ctx, s.hooks, s.event.external, confirm_miss=False)} if _searchable(s) else {}
+        s.contacts = [known.get(cid) or Contact(id=cid) for cid in s.job.chosen_contact_ids]
         return None
     if not _searchable(s):
         return None

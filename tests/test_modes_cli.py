@@ -1,0 +1,41 @@
+"""`callbridge log` (and its alias `resolve`), run as a user runs it, against the
+notebook app on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Notebook, write_config
+from tests.test_cli import cli
+
+
+def test_log_resolves_an_unresolved_call_refuses_twice_and_a_contact_the_app_lacks(
+        tmp_path: Path, notebook: Notebook, secret_key: str) -> None:
+    first = notebook.state.add_contact("Ada Lovelace", ["+1 212 555 0142"])
+    second = notebook.state.add_contact("Ada L.", ["(212) 555-0142"])
+    env = {"CALLBRIDGE_CONFIG": str(write_config(tmp_path / "callbridge.toml", notebook.url)),
+           "CALLBRIDGE_PLUGINS": "notebook", "CALLBRIDGE_SECRET_KEY": secret_key}
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({
+        "kind": "call", "id": "call-77", "tenant": "acme", "direction": "inbound",
+        "external": {"number": "2125550142"}, "started_at": "2026-03-02T10:00:00Z",
+        "ended_at": "2026-03-02T10:05:00Z", "outcome": "completed"}) + "\n")
+    cli("ingest", str(events), env=env)
+    [row] = json.loads(cli("history", "--json", env=env).stdout)
+    assert row["status"] == "unresolved" and sorted(row["candidates"]) == sorted([first, second])
+
+    stranger = cli("log", "call-77", "--app", "crm", "--contact", "c999", "--json", env=env)
+    assert stranger.returncode == 4, stranger.stderr
+    assert json.loads(stranger.stdout)["refused"]["field"] == "contact"
+    assert "c999" not in stranger.stdout
+
+    done = cli("resolve", "call-77", "--app", "crm", "--contact", second, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "logged"
+    [log] = notebook.state.logs.values()
+    assert log["contact_ids"] == [second]
+
+    again = cli("log", "call-77", "--app", "crm", env=env)
+    assert again.returncode == 4 and "already logged in crm" in again.stdout
+    assert len(notebook.state.logs) == 1
