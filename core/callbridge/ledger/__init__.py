@@ -14,7 +14,7 @@ one step across processes; on PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``.
 
 One module per concern, each a part of :class:`Ledger`: ``events``,
 ``deliveries`` (claims, states, the write protocol), ``confirmations`` (accepted
-writes checked later), ``views`` (history),
+writes checked later), ``views`` (history), ``listing`` (pages for the operator API),
 ``kv`` (key-value entries and the cache), ``phone`` (the phone index),
 ``coordination`` (tokens and locks), ``retention`` (purge and erasure), with
 ``_base`` (engines and transactions), ``crypto``, ``tables`` and ``gateway``.
@@ -41,6 +41,7 @@ from callbridge.ledger.gateway import (
     LedgerTokenStore,
 )
 from callbridge.ledger.kv import KvMixin
+from callbridge.ledger.listing import ListingMixin
 from callbridge.ledger.phone import PhoneIndexMixin
 from callbridge.ledger.retention import RetentionMixin
 from callbridge.ledger.types import (
@@ -68,7 +69,7 @@ __all__ = [
 
 
 class Ledger(EventsMixin, DeliveriesMixin, ConfirmationsMixin, ViewsMixin, KvMixin,
-             PhoneIndexMixin, CoordinationMixin, RetentionMixin):
+             PhoneIndexMixin, CoordinationMixin, RetentionMixin, ListingMixin):
     """One per process. See the module docstring."""
 
     _gateway: LedgerGateway | None = None

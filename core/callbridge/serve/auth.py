@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 
 from callbridge.settings import KEY_PATTERN, OperatorSettings
 
-__all__ = ["EXCEPTION_HANDLERS", "ApiError", "Operator", "authenticate", "error_response",
+__all__ = ["EXCEPTION_HANDLERS", "ApiError", "Operator", "authenticate", "authorise", "error_response",
            "guarded", "new_token", "require_operator", "token_hash", "token_instructions"]
 
 log = logging.getLogger("callbridge.serve.auth")
@@ -190,10 +190,17 @@ async def require_operator(request: Request, state: AuthState,
         log.warning("operator API: a request without a valid token was refused (%s %s)",
                     request.method, request.url.path)
         raise
-    if tenant is not None and not operator.may(tenant):
+    if tenant is not None:
+        authorise(state, operator, tenant)
+    return operator
+
+
+def authorise(state: AuthState, operator: Operator, tenant: str) -> None:
+    """Raise :class:`ApiError` (403, counted) unless ``operator`` may act for ``tenant``:
+    for a tenant learnt after authentication (the tenant of an event asked for by id)."""
+    if not operator.may(tenant):
         _count_failure(state, "forbidden_tenant")
         raise ApiError(403, "tenant", "this operator may not act for this tenant")
-    return operator
 
 
 def token_instructions(name: str, tenants: Iterable[str] | None) -> tuple[str, str]:
