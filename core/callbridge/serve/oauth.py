@@ -1,0 +1,323 @@
+"""Connecting an app from a browser: ``/oauth/{app}/start`` and ``/oauth/{app}/callback``.
+
+A firm's administrator connects (or reconnects) an OAuth 2.0 app without a shell:
+
+1. An operator asks for a **connect link** for a tenant and app
+   (``POST /v1/operator/oauth/{app}/links?tenant=T``, with its bearer token) and
+   gives it to the firm's administrator. The link is signed, names the tenant and
+   the app, and expires (an hour by default); once it has connected the app it is
+   spent. An operator may also open ``/oauth/{app}/start?tenant=T`` itself with
+   its bearer token.
+2. ``start`` checks the link (or the token), makes a **state** (signed, naming the
+   tenant, expiring after 10 minutes, single-use), sets a cookie holding the state's
+   nonce (so the callback must come back to the browser that started it) and sends
+   the browser to the app's authorise page.
+3. The app sends the browser back to ``callback``: the state's signature, expiry,
+   single use and cookie are checked, the code is exchanged for a token
+   (:func:`callbridge.oauth.exchange_code`), the token is saved encrypted in the
+   ledger, and the deliveries parked until the connection was authorised again are
+   released.
+
+The redirect URI to register with the app is ``{serve.public_url}/oauth/{app}/callback``.
+Links and states are signed with a key derived from the ledger's hash key, so any
+process on the same ledger checks them; single use is a ledger lock held until
+the value would have expired anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import httpx2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from callbridge import oauth
+from callbridge.errors import AuthenticationFailed, CallbridgeError, RateLimited, TransientError
+from callbridge.ledger import Ledger
+from callbridge.serve.auth import ApiError, guarded, require_operator
+
+__all__ = ["LINK_MINUTES", "STATE_MINUTES", "reconnected", "routes"]
+
+#: How long a connect link is valid by default, and at most (minutes).
+LINK_MINUTES = 60
+MAX_LINK_MINUTES = 7 * 24 * 60
+#: How long the administrator has between start and callback (minutes).
+STATE_MINUTES = 10
+COOKIE = "callbridge_oauth"
+
+
+class OAuthState(Protocol):
+    """What these routes need of the server's state."""
+
+    @property
+    def runtime(self) -> Any: ...
+
+    @property
+    def engine(self) -> Any: ...
+
+    @property
+    def clock(self) -> Any: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A link or a state: what it grants, to whom, until when."""
+
+    purpose: str  # "link" | "state"
+    tenant: str
+    app: str
+    nonce: str
+    expires: float  # Unix time
+    link: str | None = None  # a state started from a link: the link's nonce
+
+
+class Signer:
+    """Signs and checks links and states with a key derived from the ledger's hash key."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        if ledger.hash_key is None:
+            raise RuntimeError("the ledger has no hash key yet: migrate() first")
+        self._key = hmac.new(ledger.hash_key.key, b"callbridge oauth links and states",
+                             hashlib.sha256).digest()
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+    def sign(self, value: Signed) -> str:
+        body = {"p": value.purpose, "t": value.tenant, "a": value.app, "n": value.nonce,
+                "e": int(value.expires)}
+        if value.link is not None:
+            body["l"] = value.link
+        payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+        return f"{payload}.{self._mac(payload)}"
+
+    def check(self, text: str | None, *, purpose: str, app: str, now: datetime,
+              field: str) -> Signed:
+        """The signed value, or :class:`ApiError` naming ``field``."""
+        if not text:
+            raise ApiError(400, field, "is missing")
+        payload, _, mac = text.partition(".")
+        if len(text) > 2000 or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            raise ApiError(400, field, "is not one this server made (or was changed)")
+        body = json.loads(_unb64(payload))
+        if body.get("p") != purpose or body.get("a") != app:
+            raise ApiError(400, field, "was made for another app or purpose")
+        if body["e"] < now.timestamp():
+            raise ApiError(400, field, "has expired; ask for a new connect link"
+                           if purpose == "link" else "has expired; start again from the link")
+        return Signed(purpose=purpose, tenant=body["t"], app=app, nonce=body["n"],
+                      expires=float(body["e"]), link=body.get("l"))
+
+
+def _used(nonce: str) -> str:
+    """The ledger entry that says a connect link has connected its app (so ``start``
+    refuses it before the administrator goes through the app's page for nothing)."""
+    return "oauth:link-used:" + hashlib.sha256(nonce.encode()).hexdigest()[:32]
+
+
+def reconnected(ledger: Ledger, tenant: str, app: str) -> int:
+    """After a new token for (tenant, app): release the deliveries parked for
+    re-authorisation (and 1.x ones that failed on authentication). Returns how many."""
+    released = ledger.unpark(tenant, app, "reauthorise")
+    for view in ledger.history(tenant=tenant, app=app, status="failed", limit=10**6):
+        if view.reason == "authentication_failed":
+            ledger.requeue(view.delivery_id, mode=view.mode)
+            released += 1
+    return released
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _page(title: str, text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title></head><body><main><h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(text)}</p></main></body></html>", status_code=status)
+
+
+def _browser(endpoint: Callable[[Request], Awaitable[Response]]
+             ) -> Callable[[Request], Awaitable[Response]]:
+    """Errors as a short page for a browser, as JSON otherwise."""
+    async def run(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ApiError as exc:
+            if _wants_html(request):
+                return _page("The app was not connected", f"{exc.field}: {exc.problem}",
+                             exc.status)
+            return exc.response()
+    return run
+
+
+def routes(state: OAuthState) -> list[BaseRoute]:
+    """``/oauth/{app}/start``, ``/oauth/{app}/callback`` and the operator's link endpoint."""
+    ledger: Ledger = state.engine.ledger
+    signers: list[Signer] = []
+
+    def signer() -> Signer:
+        if not signers:
+            signers.append(Signer(ledger))
+        return signers[0]
+
+    def redirect_uri(app: str) -> str:
+        return f"{state.base_url.rstrip('/')}/oauth/{app}/callback"
+
+    def connection(tenant: str, app: str) -> Any:
+        """The (tenant, app)'s resolved connection, if it is one a person authorises."""
+        try:
+            tenant_settings = state.runtime.settings.current().tenant(tenant)
+        except KeyError:
+            raise ApiError(404, "tenant", "no such tenant in the settings") from None
+        if app not in tenant_settings.apps:
+            raise ApiError(404, "app", "the tenant has no such app in the settings")
+        try:
+            resolved = state.engine.connections.resolve(tenant, tenant_settings, app)
+        except CallbridgeError:
+            raise ApiError(409, "app", "its plugin or options are not usable; "
+                           "see `callbridge doctor`") from None
+        conn = resolved.connection
+        if conn.auth != "oauth2" or conn.oauth2 is None \
+                or conn.oauth2.grant != "authorization_code":
+            raise ApiError(409, "app", "does not connect through a person's authorisation "
+                           "(OAuth 2.0 authorization code)")
+        if not resolved.credentials.client_id or not resolved.credentials.client_secret:
+            raise ApiError(409, "app", "its client id and secret are not set "
+                           "({credentials_env}_CLIENT_ID and _CLIENT_SECRET)")
+        return resolved
+
+    async def db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await state.engine.db(fn, *args, **kwargs)
+
+    async def spend(kind: str, nonce: str, expires: float) -> bool:
+        """Mark a nonce used (a ledger lock kept until it expires); False if it was."""
+        ttl = max(expires - state.clock.now().timestamp(), 0.0) + 60.0
+        return await db(ledger.try_lock, f"oauth:{kind}:{nonce}", ttl=ttl) is not None
+
+    async def make_link(request: Request) -> Response:
+        """A connect link for the tenant's administrator (operator-authenticated)."""
+        app = request.path_params["app"]
+        tenant = request.query_params.get("tenant")
+        if not tenant:
+            await require_operator(request, state)
+            raise ApiError(400, "tenant", "is missing")
+        await require_operator(request, state, tenant)
+        minutes_text = request.query_params.get("valid_minutes", str(LINK_MINUTES))
+        if not minutes_text.isdigit() or not 1 <= int(minutes_text) <= MAX_LINK_MINUTES:
+            raise ApiError(400, "valid_minutes",
+                           f"must be a whole number from 1 to {MAX_LINK_MINUTES}")
+        connection(tenant, app)
+        expires = state.clock.now() + timedelta(minutes=int(minutes_text))
+        link = signer().sign(Signed("link", tenant, app, secrets.token_urlsafe(16),
+                                    expires.timestamp()))
+        url = f"{state.base_url.rstrip('/')}/oauth/{app}/start?" + str(httpx2.QueryParams(
+            {"tenant": tenant, "link": link}))
+        return JSONResponse({"url": url, "tenant": tenant, "app": app,
+                             "expires_at": expires.isoformat(),
+                             "redirect_uri": redirect_uri(app)}, status_code=201)
+
+    async def start(request: Request) -> Response:
+        app = request.path_params["app"]
+        tenant = request.query_params.get("tenant", "")
+        now = state.clock.now()
+        link_nonce = None
+        if "authorization" in request.headers:
+            await require_operator(request, state, tenant or None)
+            if not tenant:
+                raise ApiError(400, "tenant", "is missing")
+        else:
+            link = signer().check(request.query_params.get("link"), purpose="link", app=app,
+                                  now=now, field="link")
+            if tenant and tenant != link.tenant:
+                raise ApiError(400, "tenant", "is not the tenant the link was made for")
+            if await db(ledger.kv_get, link.tenant, app, _used(link.nonce)) is not None:
+                raise ApiError(400, "link", "has connected the app already; "
+                               "ask for a new one to connect it again")
+            tenant, link_nonce = link.tenant, link.nonce
+        resolved = connection(tenant, app)
+        nonce = secrets.token_urlsafe(16)
+        expires = now + timedelta(minutes=STATE_MINUTES)
+        value = signer().sign(Signed("state", tenant, app, nonce, expires.timestamp(),
+                                     link=link_nonce))
+        target = oauth.authorize_url(resolved.connection.oauth2,
+                                     client_id=resolved.credentials.client_id,
+                                     redirect_uri=redirect_uri(app), state=value)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(COOKIE, nonce, max_age=STATE_MINUTES * 60, path=f"/oauth/{app}/",
+                            httponly=True, samesite="lax",
+                            secure=state.base_url.startswith("https:"))
+        return response
+
+    async def callback(request: Request) -> Response:
+        app = request.path_params["app"]
+        now = state.clock.now()
+        signed = signer().check(request.query_params.get("state"), purpose="state", app=app,
+                                now=now, field="state")
+        cookie = request.cookies.get(COOKIE, "")
+        if not hmac.compare_digest(cookie.encode(), signed.nonce.encode()):
+            raise ApiError(400, "state", "belongs to an authorisation started in another "
+                           "browser; open the connect link in this one")
+        if not await spend("state", signed.nonce, signed.expires):
+            raise ApiError(400, "state", "was used already; start again from the link")
+        resolved = connection(signed.tenant, app)
+        transport = state.engine.transports.get(resolved.plugin.name)
+        client = httpx2.AsyncClient(transport=transport, timeout=30.0) if transport else None
+        query = request.url.query
+        try:
+            token = await oauth.exchange_code(
+                resolved.connection.oauth2, client_id=resolved.credentials.client_id,
+                client_secret=resolved.credentials.client_secret,
+                redirect_uri=redirect_uri(app),
+                redirect_url_received=f"{redirect_uri(app)}?{query}",
+                expected_state=request.query_params["state"], client=client)
+        except AuthenticationFailed as exc:
+            raise ApiError(400, "authorisation", str(exc)) from None
+        except (TransientError, RateLimited):
+            raise ApiError(502, "authorisation", "the app's token endpoint did not answer; "
+                           "start again from the link in a few minutes") from None
+        finally:
+            if client is not None:
+                await client.aclose()
+        if signed.link is not None:
+            if not await spend("link", signed.link, now.timestamp() + MAX_LINK_MINUTES * 60):
+                raise ApiError(400, "link", "has connected the app already; "
+                               "ask for a new one to connect it again")
+            await db(ledger.kv_set, signed.tenant, app, _used(signed.link), now.isoformat())
+        await db(ledger.token_set, signed.tenant, app, token)
+        released: int = await db(reconnected, ledger, signed.tenant, app)
+        text = (f"{app} is connected for {signed.tenant}; {released} delivery(ies) that "
+                "waited for it are queued again.")
+        response: Response = (_page("Connected", text) if _wants_html(request) else
+                              JSONResponse({"tenant": signed.tenant, "app": app,
+                                            "connected": True, "released": released}))
+        response.delete_cookie(COOKIE, path=f"/oauth/{app}/")
+        return response
+
+    return [
+        Route("/v1/operator/oauth/{app}/links", guarded(make_link), methods=["POST"]),
+        Route("/oauth/{app}/start", _browser(start), methods=["GET"]),
+        Route("/oauth/{app}/callback", _browser(callback), methods=["GET"]),
+    ]
