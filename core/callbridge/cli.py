@@ -484,6 +484,32 @@ def check(
         raise _fail(f"{tenant}/{app_name}: {kind}: {exc}") from None
 
 
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default: serve.host)")] = None,
+    port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="port (default: serve.port; 0: a free one, printed)")] = None,
+    no_worker: Annotated[bool, typer.Option(
+        "--no-worker", help="intake only: store events, leave the logging to other processes")] = False,
+) -> None:
+    """Receive events over HTTP (signed webhooks from phone systems) and log them, with the
+    worker and the scheduler in the same process. Stops gracefully on SIGTERM or Ctrl-C."""
+    from callbridge.serve import EXTRA_HINT, missing_libraries
+
+    if missing_libraries():
+        raise _fail(f"{EXTRA_HINT} (missing: {', '.join(missing_libraries())})")
+    from callbridge.serve.server import run
+
+    try:
+        code = run(config, host=host, port=port, worker=not no_worker)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except OSError as exc:
+        raise _fail(f"cannot listen on the address ({exc.strerror})") from None
+    raise typer.Exit(code)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sandbox(
     ctx: typer.Context,
@@ -495,6 +521,11 @@ def sandbox(
     name go to the sandbox (e.g. its seeding flags)."""
     import importlib.metadata
 
+    from callbridge.serve import missing_libraries
+
+    if missing_libraries():
+        raise _fail(f"a sandbox is a web app: install the serve extra, pip install "
+                    f"'callbridge[serve]' (missing: {', '.join(missing_libraries())})")
     import uvicorn
 
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="callbridge.sandboxes")}

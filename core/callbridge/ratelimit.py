@@ -37,7 +37,7 @@ import asyncio
 import itertools
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -128,6 +128,9 @@ class LimiterRegistry:
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._changed: dict[int, asyncio.Event] = {}
+        #: Called with (plugin, bucket name, status) for each answer a bucket sees
+        #: (the server's metrics count 429s); keep them quick, they must not raise.
+        self.observers: list[Callable[[str, str, int], None]] = []
 
     @staticmethod
     def scope_key(bucket: RateBucket, *, tenant: str, token_id: str) -> str:
@@ -298,7 +301,9 @@ class LimiterRegistry:
             if retry_after is not None:
                 state.blocked_until = max(state.blocked_until, now + retry_after)
             self._notify(state)
-            return retry_after if status == 429 else None
+        for observer in self.observers:
+            observer(plugin, bucket.name, status)
+        return retry_after if status == 429 else None
 
     def _check_daily_reset(self, state: BucketState) -> None:
         today = self.clock.now()

@@ -141,7 +141,7 @@ class InProcessScheduler:
         """Work until ``stop`` is set: deliveries as they fall due, stale indexes when idle."""
         engine = self.engine
         while not stop.is_set():
-            worked = await engine.worker.run_until_idle()
+            worked = await engine.worker.run_until_idle(stop=stop)
             worked += await engine.confirmer.run_due()
             if worked:
                 continue

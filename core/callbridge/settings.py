@@ -150,6 +150,23 @@ class ClosedMatterSettings(BaseModel):
         return value
 
 
+class SourceSettings(BaseModel):
+    """One phone system that sends a tenant's events to ``callbridge serve``
+    (``POST /v1/sources/{tenant}/{source}``)."""
+
+    model_config = _STRICT
+
+    format: str = Field(default="callbridge", min_length=1, max_length=100,
+                        pattern=r"^[A-Za-z0-9._-]+$",
+                        description="the source adapter (entry point group callbridge.sources)")
+    secret_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$",
+                            description="the environment variable holding the signing key")
+    previous_secret_env: str | None = Field(
+        default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="the key being rotated out, accepted as well until removed")
+    options: dict[str, Any] = Field(default_factory=dict, description="the adapter's own settings")
+
+
 class TenantSettings(BaseModel):
     """One firm."""
 
@@ -172,6 +189,8 @@ class TenantSettings(BaseModel):
     apps: dict[Key, AppSettings] = Field(default_factory=dict)
     closed_matters: ClosedMatterSettings | None = Field(
         default=None, description="the closed-matter sync (docs/closed-matters.md); off when absent")
+    sources: dict[Key, SourceSettings] = Field(
+        default_factory=dict, description="phone systems sending events to callbridge serve")
 
     @field_validator("time_zone")
     @classmethod
@@ -269,6 +288,27 @@ class QuarantineSettings(BaseModel):
     max_total_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=2**40)
 
 
+class ServeSettings(BaseModel):
+    """``callbridge serve``: where it listens and what it takes."""
+
+    model_config = _STRICT
+
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the address senders use (behind a proxy); default http://host:port")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=32 * 1024 * 1024,
+        description="the largest request body taken; a larger one is refused (413)")
+    replay_window_seconds: float = Field(
+        default=300.0, ge=30, le=3600,
+        description="how far a signature's time may be from the server's (either way)")
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, le=600,
+        description="on shutdown, how long deliveries being worked may take to finish")
+
+
 class ModeSettings(BaseModel):
     model_config = _STRICT
 
@@ -323,6 +363,7 @@ class Settings(BaseModel):
     modes: ModeSettings = ModeSettings()
     quarantine: QuarantineSettings = QuarantineSettings()
     operators: dict[Key, OperatorSettings] = Field(default_factory=dict)
+    serve: ServeSettings = ServeSettings()
     tenants: dict[Key, TenantSettings] = Field(default_factory=dict)
 
     def tenant(self, name: str) -> TenantSettings:

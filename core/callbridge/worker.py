@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,9 @@ class Worker:
         self.running: dict[tuple[str, str], int] = {}
         #: The batch work unit, for apps that declare ``batch_writes``.
         self.batcher = Batcher(engine.clock)
+        #: Called with (claim, outcome) after each outcome is recorded (the server's
+        #: metrics); keep them quick, they must not raise.
+        self.finished: list[Callable[[Claim, Outcome], None]] = []
 
     def close(self) -> None:
         self._renew_pool.shutdown(wait=False)
@@ -107,11 +110,14 @@ class Worker:
         return len(claims)
 
     async def run_until_idle(self, *, event_pks: Sequence[int] | None = None,
-                             tenant: str | None = None, apps: Sequence[str] | None = None) -> int:
+                             tenant: str | None = None, apps: Sequence[str] | None = None,
+                             stop: asyncio.Event | None = None) -> int:
         """Work until nothing is due; return how many deliveries were worked.
 
         Keeps up to ``concurrency`` deliveries in flight, claiming more as soon as
         slots free up, so one slow app or tenant never leaves the others idle.
+        Once ``stop`` is set (a shutdown), nothing more is claimed: the deliveries
+        in flight are finished.
         """
         concurrency = self.capacity
         inflight: set[asyncio.Task[None]] = set()
@@ -119,7 +125,9 @@ class Worker:
         batch = max(1, concurrency // 16)  # a claim is a write: claim a few at a time
         while True:
             free = concurrency - len(inflight)
-            if free >= batch or not inflight:
+            if stop is not None and stop.is_set():
+                free = 0
+            if free and (free >= batch or not inflight):
                 claims = await self._claim(free, event_pks=event_pks, tenant=tenant, apps=apps)
                 total += len(claims)
                 inflight |= {asyncio.create_task(self.work(c)) for c in claims}
@@ -150,12 +158,18 @@ class Worker:
                 renewer.cancel()
                 await engine.db(engine.ledger.finish, claim, outcome, now=engine.clock.now(),
                                 started_at=started)
+                for observer in self.finished:
+                    observer(claim, outcome)
         except LeaseLost:
             log.warning("lease lost on delivery %s; another worker owns it now", claim.delivery_id)
         except asyncio.CancelledError:
             if renewer.done() and not renewer.cancelled() and isinstance(renewer.exception(), LeaseLost):
                 log.warning("lease on delivery %s could not be kept; work stopped", claim.delivery_id)
                 return
+            # Stopped (a shutdown past its grace): the lease is given back, so the delivery
+            # is due again at once; a write begun is looked up before it is sent again.
+            renewer.cancel()
+            await asyncio.shield(engine.db(engine.ledger.release, claim))
             raise
         finally:
             renewer.cancel()
