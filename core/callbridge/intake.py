@@ -3,7 +3,9 @@
 Every revision of an event is stored. Deliveries are made only for a final
 revision (an ended call, an SMS or fax sent or received): earlier ones (a call
 ringing or in progress) are kept for when the final one arrives, and logging
-modes other than automatic make their own deliveries (manual, delayed).
+modes other than automatic make their own deliveries (manual, delayed). An
+ended call seen in progress waits a grace period for notes taken during it
+(:mod:`callbridge.modes.notes`), which a revision may carry too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from callbridge.events import AnyEvent
 from callbridge.ledger import Stored
+from callbridge.modes import notes
 
 if TYPE_CHECKING:
     from callbridge.engine import Engine
@@ -54,16 +57,20 @@ class Intake:
     async def store(self, event: AnyEvent) -> Stored:
         """Store one event and create its deliveries."""
         stored = await self.engine.db(self.engine.ledger.store_event, event,
-                                      apps=self.apps_for(event))
+                                      apps=self.apps_for(event),
+                                      hold_until=notes.hold_until(self.engine, event))
         self._keep(stored)
+        await notes.on_stored(self.engine, event, stored)
         return stored
 
     async def store_many(self, events: Sequence[AnyEvent]) -> list[Stored]:
         """:meth:`store` for a batch: one trip to the ledger, a commit per event."""
         batch = [(e, self.apps_for(e)) for e in events]
-        stored = await self.engine.db(self.engine.ledger.store_events, batch)
-        for s in stored:
+        stored = await self.engine.db(self.engine.ledger.store_events, batch,
+                                      hold_until=[notes.hold_until(self.engine, e) for e in events])
+        for given, s in zip(events, stored, strict=True):
             self._keep(s)
+            await notes.on_stored(self.engine, given, s)
         return stored
 
     def cached(self, event_pk: int, revision: int) -> AnyEvent | None:

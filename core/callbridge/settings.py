@@ -314,6 +314,10 @@ class ModeSettings(BaseModel):
 
     digest_every_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     digest_lookback_hours: float = Field(default=4, gt=0, le=24 * 366)
+    notes_grace_seconds: float = Field(
+        default=20, ge=0, le=3600,
+        description="how long an ended call seen in progress waits before its automatic log, "
+                    "for notes taken during the call that arrive after it ended")
 
     @property
     def digest_lookback(self) -> timedelta:

@@ -31,7 +31,8 @@ def _new_delivery(pk: int, tenant: str, app: str, occurred_at: datetime, now: da
             "status": "pending", "mode": values.get("mode", "auto"), "retryable": False,
             "needs_update": False, "fence": 0, "attempt": 0, "updated_at": now,
             "notes_enc": values.get("notes_enc"), "chosen_contact_ids": values.get("chosen"),
-            "reason": None, "message": None, "next_attempt_at": None, "not_before": None,
+            "reason": None, "message": None, "next_attempt_at": None,
+            "not_before": values.get("not_before"),
             "candidates_enc": None, "lease_owner": None, "lease_expires": None,
             "first_attempt_at": None}
 
@@ -48,7 +49,8 @@ class EventsMixin(LedgerCore):
 
 
     def store_event(self, event: AnyEvent, *, apps: Sequence[str],
-                    received_at: datetime | None = None) -> Stored:
+                    received_at: datetime | None = None,
+                    hold_until: datetime | None = None) -> Stored:
         """Keep an event (new, duplicate or revision) and its deliveries to ``apps``.
 
         The newest contents live on the event row; a revision moves the contents it
@@ -56,10 +58,16 @@ class EventsMixin(LedgerCore):
         detail already received (recording, transcript, summary, notes) is never
         dropped because an older copy of the event arrived after it: a webhook
         retried out of order is a duplicate, not a revision that loses the detail.
-        """
-        return self._retrying(lambda: self._store_event(event, apps, received_at or self._now()))
 
-    def _store_event(self, event: AnyEvent, apps: Sequence[str], now: datetime) -> Stored:
+        ``hold_until``: deliveries made for a revision of an event already known (a
+        call seen before it ended) are not claimed before then (the grace period for
+        notes taken during the call, callbridge.modes.notes).
+        """
+        return self._retrying(lambda: self._store_event(event, apps, received_at or self._now(),
+                                                        hold_until))
+
+    def _store_event(self, event: AnyEvent, apps: Sequence[str], now: datetime,
+                     hold_until: datetime | None = None) -> Stored:
         content = dump_event(event)
         chash = self._cipher.digest("content", content)
         tenant, source, kind, source_id = event.key
@@ -109,7 +117,8 @@ class EventsMixin(LedgerCore):
             conn.execute(d.update().where(
                 d.c.event_id == pk, sa.or_(d.c.status.in_(FINAL_OK), d.c.lease_owner.is_not(None))
             ).values(needs_update=True, updated_at=now))
-            self._add_deliveries(conn, pk, tenant, event.occurred_at, apps, now)
+            self._add_deliveries(conn, pk, tenant, event.occurred_at, apps, now,
+                                 not_before=hold_until)
         return Stored(event_pk=pk, status="revision", revision=revision, event=event)
 
     def _duplicate(self, conn: Connection, pk: int, revision: int, stored_text: str | None,
@@ -136,9 +145,13 @@ class EventsMixin(LedgerCore):
                 have[app] = int(result.inserted_primary_key[0])  # type: ignore[index]
         return have
 
-    def store_events(self, events: Sequence[tuple[AnyEvent, Sequence[str]]]) -> list[Stored]:
-        """:meth:`store_event` for many events, each in its own transaction."""
-        return [self.store_event(event, apps=apps) for event, apps in events]
+    def store_events(self, events: Sequence[tuple[AnyEvent, Sequence[str]]], *,
+                     hold_until: Sequence[datetime | None] | None = None) -> list[Stored]:
+        """:meth:`store_event` for many events, each in its own transaction
+        (``hold_until``: one per event, or None)."""
+        holds = list(hold_until) if hold_until is not None else [None] * len(events)
+        return [self.store_event(event, apps=apps, hold_until=hold)
+                for (event, apps), hold in zip(events, holds, strict=True)]
 
     def load_event(self, event_pk: int) -> AnyEvent:
         """The event's newest contents; :class:`ContentErased` once purged or erased."""
