@@ -14,8 +14,6 @@ ALLOWED: dict[str, str] = {
     "core/callbridge/hookspecs.py": "the hook reference: one docstring per hook, and the "
                                     "pages are generated from it; splitting it splits the "
                                     "reference",
-    "core/callbridge/cli.py": "one typer app, one function per command; to be split by "
-                              "command group",
     "core/callbridge/http.py": "the client, its retries and its error mapping; the "
                                "connection factory takes the client building out",
     "core/callbridge/events.py": "the event models, a docstring on every field (the schema "

@@ -5,12 +5,7 @@ by entry point (:mod:`callbridge.plugins`), and runs every event through one
 pipeline per connected app (:mod:`callbridge.pipeline`).
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("callbridge")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from __future__ import annotations
 
 #: The hook API this host implements. A plugin declares the version it was built
 #: for; the host accepts it when the major numbers are equal and the plugin's
@@ -19,3 +14,19 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 HOOK_API_VERSION = "2.0"
 
 __all__ = ["HOOK_API_VERSION", "__version__"]
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, read from the installed distribution on first use (reading package
+    metadata costs start-up time that ``callbridge --help`` need not pay)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'callbridge' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("callbridge")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        found = "0.0.0"
+    globals()["__version__"] = found
+    return found
+
