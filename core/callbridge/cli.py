@@ -164,6 +164,15 @@ def resolve(event: EventArg, app_name: LogAppOpt = None, contact: ContactOpt = N
 
 
 @app.command()
+def digest(tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the digest once: match again the calls of the look-back not logged yet."""
+    from callbridge.modes.commands import run_digest_command
+
+    rt = _runtime(config)
+    raise typer.Exit(asyncio.run(run_digest_command(rt, tenant, as_json)))
+
+
+@app.command()
 def purge(config: ConfigOpt = None) -> None:
     """Erase event contents past each tenant's retention period (outcomes stay)."""
     from callbridge.commands import data

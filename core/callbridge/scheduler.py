@@ -10,7 +10,11 @@ The work units (docs/architecture.md lists them once):
   of one connection in one ``confirm_accepted`` call;
 * an **index sync** of a (tenant, app) whose phone index is older than its
   staleness, run at low priority (``callbridge.ratelimit.priority`` = -1) so it
-  gets only the room deliveries leave.
+  gets only the room deliveries leave;
+* a **digest** per tenant every ``modes.digest_every_minutes``
+  (:mod:`callbridge.modes.digest`): calls of the look-back not logged yet in an
+  app with automatic logging on are matched again; its next time is kept in the
+  ledger (key-value, per tenant).
 
 :class:`Scheduler` is the interface; :class:`InProcessScheduler` runs the units in
 this process on the engine's clock. A task-queue implementation for many
@@ -24,7 +28,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from callbridge.capabilities import Capability
 from callbridge.ratelimit import priority
@@ -68,6 +72,7 @@ class InProcessScheduler:
     def __init__(self, engine: Engine, *, poll: float = 0.25) -> None:
         self.engine = engine
         self.poll = poll
+        self._digests: Any = None
 
     async def due(self, event_pks: Sequence[int] | None = None, *,
                   confirming: bool = False) -> Due:
@@ -137,6 +142,15 @@ class InProcessScheduler:
                                 type(exc).__name__)
         return seen
 
+    async def digests(self) -> int:
+        """Run each tenant's digest whose time has come; return how many delivered work."""
+        from callbridge.modes.digest import DigestTimer, run_due
+
+        if self._digests is None:
+            self._digests = DigestTimer()
+        reports = await run_due(self.engine, self.engine.clock.now(), self._digests)
+        return sum(1 for r in reports if r.requeued or r.added)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set: deliveries as they fall due, stale indexes when idle."""
         engine = self.engine
@@ -146,6 +160,8 @@ class InProcessScheduler:
             if worked:
                 continue
             await self.sync_indexes(stale_after=INDEX_STALE_AFTER)
+            if await self.digests():
+                continue
             due = await self.due(confirming=True)
             now = engine.clock.now()
             wait = self.poll if due.next_at is None else (due.next_at - now).total_seconds()

@@ -1,8 +1,9 @@
-"""The body of ``callbridge log`` (and its alias ``resolve``)."""
+"""The bodies of ``callbridge log`` (and its alias ``resolve``) and ``callbridge digest``."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from callbridge.console import line
 from callbridge.console import out as console
@@ -61,3 +62,24 @@ def _print(data: object, text: str) -> None:
         print(json.dumps(data, indent=2, default=str))
     else:
         console.print(line(text))
+
+
+async def run_digest_command(rt: Runtime, tenant: str | None, as_json: bool,
+                             now: datetime | None = None) -> int:
+    """Run the digest once for each tenant (or one), work what it queued, print it."""
+    from callbridge.modes.digest import run_digest
+
+    engine = rt.engine()
+    reports = []
+    try:
+        names = [tenant] if tenant is not None else sorted(engine.config.tenants)
+        for name in names:
+            reports.append(await run_digest(engine, name, now or engine.clock.now(), work=True))
+    finally:
+        await engine.aclose()
+    if as_json:
+        print(json.dumps([r.as_dict() for r in reports], indent=2, default=str))
+    else:
+        for r in reports:
+            console.print(line(r.summary()))
+    return 0

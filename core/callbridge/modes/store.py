@@ -196,3 +196,22 @@ def clear_notes(ledger: Ledger, event_pk: int, now: datetime) -> int:
             _d.c.event_id == event_pk, _d.c.mode == "delayed", _d.c.status.not_in(FINAL_OK),
             _free(now)).values(notes_enc=None, chosen_contact_ids=None,
                                updated_at=now)).rowcount)
+
+
+def calls_without(ledger: Ledger, tenant: str, since: datetime, apps: Sequence[str],
+                  limit: int = 10_000) -> dict[int, set[str]]:
+    """The tenant's calls since ``since`` lacking a delivery to some of ``apps``:
+    event id -> the apps it lacks (the digest's apps connected, or turned to
+    automatic logging, after the call)."""
+    e = t.events
+    with ledger._read() as conn:
+        pks = [int(pk) for pk in conn.execute(sa.select(e.c.id).where(
+            e.c.tenant == tenant, e.c.kind == "call", e.c.occurred_at >= since,
+            e.c.purged_at.is_(None)).order_by(e.c.id).limit(limit)).scalars()]
+        have: dict[int, set[str]] = {}
+        for chunk in range(0, len(pks), 500):
+            for row in conn.execute(sa.select(_d.c.event_id, _d.c.app).where(
+                    _d.c.event_id.in_(pks[chunk:chunk + 500]))):
+                have.setdefault(int(row.event_id), set()).add(row.app)
+    out = {pk: set(apps) - have.get(pk, set()) for pk in pks}
+    return {pk: missing for pk, missing in out.items() if missing}
