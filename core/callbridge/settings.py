@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -29,6 +28,9 @@ from pydantic import (
 
 from callbridge.errors import ConfigError
 from callbridge.phones import UnreadableNumber, to_e164
+from callbridge.settings_base import _KEY_RULE, _STRICT, KEY_PATTERN, Key  # noqa: F401
+from callbridge.settings_closing import ClosedMatterSettings, ClosedTrigger  # noqa: F401
+from callbridge.settings_serve import OperatorSettings, ServeSettings, SourceSettings
 
 
 class EventType(StrEnum):
@@ -50,12 +52,6 @@ class SeveralMatches(StrEnum):
     ALL = "all"
 
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True)
-
-#: A tenant's key, as events name it (``tenant`` in the event JSON); apps' keys alike.
-KEY_PATTERN = r"^[A-Za-z0-9._-]+$"
-Key = Annotated[str, Field(min_length=1, max_length=100, pattern=KEY_PATTERN)]
-_KEY_RULE = "is not valid: 1 to 100 letters, digits, '.', '_' or '-'"
 
 
 class AppSettings(BaseModel):
@@ -98,73 +94,6 @@ class AppSettings(BaseModel):
 
     def admits(self, types: frozenset[EventType]) -> bool:
         return bool(types & self.contact_creation)
-
-
-class ClosedTrigger(BaseModel):
-    """One trigger of the closed-matter sync: a checkbox custom field, by exact name."""
-
-    model_config = _STRICT
-
-    enabled: bool = False
-    field: str = Field(min_length=1, max_length=200,
-                       description="the checkbox custom field's exact, case-sensitive name")
-
-
-class ClosedMatterSettings(BaseModel):
-    """A firm's closed-matter sync (``[tenants.X.closed_matters]``, docs/closed-matters.md).
-
-    ``source`` and ``destination`` are keys of the tenant's ``apps``: the app that
-    reports closed matters (Clio) and the platform the clients go to (a signed
-    webhook). With neither trigger enabled nothing is sent unless
-    ``send_every_closed_matter`` is set.
-    """
-
-    model_config = _STRICT
-
-    enabled: bool = True
-    source: Key
-    destination: Key
-    opt_out: ClosedTrigger = Field(
-        default_factory=lambda: ClosedTrigger(field="BroadlyOptOut"),
-        description="a checkbox on the client contact: checked means do not send")
-    opt_in: ClosedTrigger = Field(
-        default_factory=lambda: ClosedTrigger(field="SendBroadlyThankYou"),
-        description="a checkbox on the matter: the client is sent only when it is checked")
-    send_every_closed_matter: bool = Field(
-        default=False, description="with no trigger enabled, send every closed matter's client")
-    send_again_when_closed_again: bool = Field(
-        default=False, description="a matter re-opened and closed again is sent again")
-    poll_minutes: float = Field(default=15.0, ge=0.5, le=24 * 60,
-                                description="how often `serve` polls the source")
-    deadline_hours: float = Field(default=72.0, gt=0, le=24 * 366,
-                                  description="how long a failing send is retried before it is dead")
-    since: datetime | None = Field(
-        default=None, description="where the firm's sync starts (aware time); default: its "
-                                  "first run, so matters closed before it are never sent")
-
-    @field_validator("since")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a time zone (e.g. 2026-03-01T00:00:00Z)")
-        return value
-
-
-class SourceSettings(BaseModel):
-    """One phone system that sends a tenant's events to ``callbridge serve``
-    (``POST /v1/sources/{tenant}/{source}``)."""
-
-    model_config = _STRICT
-
-    format: str = Field(default="callbridge", min_length=1, max_length=100,
-                        pattern=r"^[A-Za-z0-9._-]+$",
-                        description="the source adapter (entry point group callbridge.sources)")
-    secret_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$",
-                            description="the environment variable holding the signing key")
-    previous_secret_env: str | None = Field(
-        default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
-        description="the key being rotated out, accepted as well until removed")
-    options: dict[str, Any] = Field(default_factory=dict, description="the adapter's own settings")
 
 
 class TenantSettings(BaseModel):
@@ -288,27 +217,6 @@ class QuarantineSettings(BaseModel):
     max_total_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=2**40)
 
 
-class ServeSettings(BaseModel):
-    """``callbridge serve``: where it listens and what it takes."""
-
-    model_config = _STRICT
-
-    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
-    port: int = Field(default=8080, ge=0, le=65535)
-    public_url: str | None = Field(
-        default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
-        description="the address senders use (behind a proxy); default http://host:port")
-    max_body_bytes: int = Field(
-        default=1024 * 1024, ge=1024, le=32 * 1024 * 1024,
-        description="the largest request body taken; a larger one is refused (413)")
-    replay_window_seconds: float = Field(
-        default=300.0, ge=30, le=3600,
-        description="how far a signature's time may be from the server's (either way)")
-    shutdown_grace_seconds: float = Field(
-        default=10.0, ge=0, le=600,
-        description="on shutdown, how long deliveries being worked may take to finish")
-
-
 class ModeSettings(BaseModel):
     model_config = _STRICT
 
@@ -322,40 +230,6 @@ class ModeSettings(BaseModel):
     @property
     def digest_lookback(self) -> timedelta:
         return timedelta(hours=self.digest_lookback_hours)
-
-
-class OperatorSettings(BaseModel):
-    """One operator of the operator API (``[operators.NAME]``): how its bearer token is
-    checked, and the tenants it may act for.
-
-    The token itself is never in the file: ``token_sha256`` is its SHA-256 (hex), as
-    ``callbridge operator-token`` prints it, or ``token_env`` names the environment
-    variable holding it.
-    """
-
-    model_config = _STRICT
-
-    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
-                                     description="the token's SHA-256, 64 lower-case hex digits")
-    token_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
-                                  description="the environment variable holding the token")
-    tenants: frozenset[Key] | None = Field(
-        description='the tenants this operator may act for: a list of keys, or "all"')
-
-    @field_validator("tenants", mode="before")
-    @classmethod
-    def _tenants(cls, value: Any) -> Any:
-        if value == "all":
-            return None
-        if value is None or isinstance(value, str):
-            raise ValueError('must be a list of tenant keys, or "all"')
-        return value
-
-    @model_validator(mode="after")
-    def _one_token(self) -> OperatorSettings:
-        if (self.token_sha256 is None) == (self.token_env is None):
-            raise ValueError("give exactly one of token_sha256 and token_env")
-        return self
 
 
 class Settings(BaseModel):
