@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from callbridge.errors import ConfigError
+from callbridge.operator_settings import OperatorSettings as OperatorSettings  # re-exported
 from callbridge.phones import UnreadableNumber, to_e164
 from callbridge.settings_base import _KEY_RULE, _STRICT, KEY_PATTERN, Key  # noqa: F401
 from callbridge.settings_closing import ClosedMatterSettings, ClosedTrigger  # noqa: F401
