@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,6 @@ import pytest
 from callbridge.cli import app as cli_app
 from callbridge.errors import ConfigError
 from callbridge.serve.auth import (
-    FAILURES_METRIC,
     ApiError,
     authenticate,
     guarded,
@@ -19,6 +18,7 @@ from callbridge.serve.auth import (
     token_hash,
     token_instructions,
 )
+from callbridge.serve.metrics import Metrics
 from callbridge.settings import Settings, SettingsSource, load_settings, parse_settings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,14 +31,14 @@ ANN_TOKEN = "cbo_ann-token-for-tests-0123456789abcdef"
 BOB_TOKEN = "cbo_bob-token-for-tests-0123456789abcdef"
 
 
-@dataclass
-class Counted:
-    """Counts what the server's metrics would be told."""
-
-    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-
-    def inc(self, name: str, **labels: str) -> None:
-        self.seen.append((name, labels))
+def failures(metrics: Metrics) -> dict[str, float]:
+    """The refusals counted, by reason, as the server's /metrics shows them."""
+    out = {}
+    for line in metrics.render().decode().splitlines():
+        if line.startswith("callbridge_operator_auth_failures_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('reason="')[1].split('"')[0]] = float(value)
+    return out
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Runtime:
 @dataclass
 class State:
     runtime: Runtime
-    metrics: Counted
+    metrics: Metrics
 
 
 def settings(extra: dict[str, Any] | None = None) -> Settings:
@@ -65,7 +65,7 @@ def settings(extra: dict[str, Any] | None = None) -> Settings:
 @pytest.fixture
 def state(monkeypatch: pytest.MonkeyPatch) -> State:
     monkeypatch.setenv("BOB_OPERATOR_TOKEN", BOB_TOKEN)
-    return State(Runtime(SettingsSource(None, default=settings())), Counted())
+    return State(Runtime(SettingsSource(None, default=settings())), Metrics())
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_a_request_without_a_known_token_is_refused_with_401(
     error = answer.json()["error"]
     assert error["field"] == "authorization" and problem in error["problem"]
     assert "cbo_" not in answer.text  # the token sent is never echoed
-    assert state.metrics.seen == [(FAILURES_METRIC, {"reason": "unauthenticated"})]
+    assert failures(state.metrics) == {"unauthenticated": 1.0}
 
 
 def test_an_operator_asking_about_a_tenant_outside_its_scope_gets_403(
@@ -112,7 +112,7 @@ def test_an_operator_asking_about_a_tenant_outside_its_scope_gets_403(
     assert answer.status_code == 403
     assert answer.json() == {"error": {"field": "tenant", "problem":
                                        "this operator may not act for this tenant"}}
-    assert state.metrics.seen == [(FAILURES_METRIC, {"reason": "forbidden_tenant"})]
+    assert failures(state.metrics) == {"forbidden_tenant": 1.0}
     # An operator for every tenant may ask about any.
     assert client.get("/who?tenant=globex", headers=bearer(BOB_TOKEN)).status_code == 200
 

@@ -41,6 +41,7 @@ log = logging.getLogger("callbridge.serve")
 ROUTE_MODULES: tuple[str, ...] = (
     "callbridge.serve.health",
     "callbridge.serve.operator",
+    "callbridge.serve.oauth",
 )
 #: How often the settings file is looked at for a change (seconds).
 SETTINGS_POLL = 2.0

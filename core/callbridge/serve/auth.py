@@ -40,8 +40,9 @@ log = logging.getLogger("callbridge.serve.auth")
 #: Every operator token starts with this, so a leaked one is easy to recognise.
 TOKEN_PREFIX = "cbo_"
 
-#: Counted in the server's metrics, by ``reason``, for each refused request.
-FAILURES_METRIC = "callbridge_operator_auth_failures_total"
+#: Counted in the server's metrics (``callbridge_operator_auth_failures_total``), by
+#: ``reason``, for each refused request.
+FAILURES_METRIC = "operator_auth_failures"
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,9 @@ parked for re-authorisation released and logged."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -17,11 +16,11 @@ import pytest
 from callbridge.engine import Engine
 from callbridge.faults import serve_in_thread
 from callbridge.ledger import Ledger
-from callbridge.runtime import Runtime, load
-from callbridge.serve import oauth, operator
-from callbridge.serve.auth import EXCEPTION_HANDLERS, token_hash
+from callbridge.runtime import load
+from callbridge.serve.app import build_app, make_state
+from callbridge.serve.auth import token_hash
+from callbridge.serve.state import ServerState
 from callbridge.testing.clock import FakeClock
-from starlette.applications import Starlette
 
 from plugins.clio.tests.conftest import Sandbox, write_config
 from plugins.clio.tests.samples import call
@@ -40,18 +39,10 @@ tenants = ["globex"]
 
 
 @dataclass
-class State:
-    runtime: Runtime
-    engine: Engine
-    clock: FakeClock
-    base_url: str = ""
-    metrics: Any = field(default=None)
-
-
-@dataclass
 class Server:
     url: str
-    state: State
+    state: ServerState
+    clock: FakeClock
     engine: Engine
     ledger: Ledger
 
@@ -72,12 +63,12 @@ def server(tmp_path: Path, sandbox: Sandbox, firm: dict[str, int],
     path.write_text(path.read_text() + OPERATORS)
     runtime = load(path, strict=True)
     engine = runtime.engine()
-    state = State(runtime, engine, FakeClock())
-    app = Starlette(routes=[*oauth.routes(state), *operator.routes(state)],
-                    exception_handlers=EXCEPTION_HANDLERS)
-    with serve_in_thread(app) as url:
+    clock = FakeClock()
+    # The server as `callbridge serve` builds it, on loopback (the worker is run by the tests).
+    state = make_state(runtime, engine=engine, clock=clock, worker=False)
+    with serve_in_thread(build_app(state)) as url:
         state.base_url = url
-        yield Server(url, state, engine, engine.ledger)
+        yield Server(url, state, clock, engine, engine.ledger)
 
 
 @pytest.fixture
@@ -157,10 +148,10 @@ async def test_a_forged_or_expired_state_or_link_is_refused(
     assert answer.json()["error"]["field"] == "state"
     assert "not one this server made" in answer.json()["error"]["problem"]
 
-    server.state.clock.advance(timedelta(minutes=11).total_seconds())
+    server.clock.advance(timedelta(minutes=11).total_seconds())
     late = await browser.get(back, headers={"Accept": "application/json"})
     assert late.status_code == 400 and "expired" in late.json()["error"]["problem"]
-    server.state.clock.advance(timedelta(minutes=50).total_seconds())
+    server.clock.advance(timedelta(minutes=50).total_seconds())
     expired = await browser.get(url, headers={"Accept": "application/json"})
     assert expired.json()["error"] == {"field": "link", "problem":
                                        "has expired; ask for a new connect link"}
