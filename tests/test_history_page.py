@@ -162,8 +162,9 @@ async def test_the_list_shows_each_event_with_its_outcome_per_app_and_why(tmp_pa
     assert listing.headers["content-security-policy"].startswith("default-src 'none'")
     assert "<caption>Events of Acme Law and their outcome in each app</caption>" in html
     assert '<th scope="col">crm</th>' in html and '<th scope="col">hand</th>' in html
-    assert "Needs a contact" in html and "Several contacts match the number" in html
-    assert "does not log this firm&#39;s events automatically" in html
+    assert "Needs a contact" in html and "share this number; a user must choose" in html
+    assert "does not log this firm&#39;s events automatically: log it by hand" in html
+    assert "Logged automatically once the call has ended." in html
     assert "In progress" in html
     assert "<b>Ada</b>" not in html and "&lt;b&gt;Ada&lt;/b&gt;" in html
 

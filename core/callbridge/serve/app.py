@@ -42,6 +42,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "callbridge.serve.health",
     "callbridge.serve.operator",
     "callbridge.serve.oauth",
+    "callbridge.serve.history",
 )
 #: How often the settings file is looked at for a change (seconds).
 SETTINGS_POLL = 2.0

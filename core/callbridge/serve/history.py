@@ -115,8 +115,10 @@ class HistoryPages:
             raise Refused(404, "No such firm", "No firm by this name is configured.")
         return key
 
-    def apps(self, tenant: str) -> list[str]:
-        return [name for name, app in self.settings.tenants[tenant].apps.items() if app.enabled]
+    def apps(self, tenant: str) -> dict[str, bool]:
+        """The tenant's apps turned on, each with whether it logs automatically."""
+        return {name: app.automatic_logging
+                for name, app in self.settings.tenants[tenant].apps.items() if app.enabled}
 
     def firm(self, tenant: str) -> str:
         return self.settings.tenants[tenant].name or tenant
@@ -244,13 +246,17 @@ class HistoryPages:
             firm=self.firm(tenant), tenant=tenant, row=row, zone=self._zone(tenant),
             notice=notice, error=error, error_title=error_title,
             started_at=self.state.clock.now().isoformat(),
-            delay_words=self._delay_words())
+            delay_words=self._delay_words(tenant),
+            extensions=self.settings.tenants[tenant].extensions)
 
-    def _delay_words(self) -> str:
-        minutes = getattr(self.settings.modes, "delayed_minutes", None)
-        if isinstance(minutes, int | float) and minutes > 0:
-            return f"{minutes:g} minute{'s' if minutes != 1 else ''}"
-        return "a few minutes"
+    def _delay_words(self, tenant: str) -> str:
+        """How long after a call its delayed log is written, in words."""
+        minutes = {app.delayed_logging_minutes
+                   for app in self.settings.tenants[tenant].apps.values() if app.enabled}
+        if len(minutes) != 1:
+            return "a few minutes"
+        (value,) = minutes
+        return f"{value:g} minute{'s' if value != 1 else ''}"
 
     async def stylesheet(self, request: Request) -> Response:
         return Response(self.css, media_type="text/css",

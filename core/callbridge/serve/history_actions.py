@@ -5,9 +5,8 @@ event (or the event again, with the refusal in words a user can act on)."""
 
 from __future__ import annotations
 
-import importlib
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -15,7 +14,8 @@ from starlette.responses import RedirectResponse, Response
 
 from callbridge.modes import ManualRefused
 from callbridge.modes.manual import log_manually
-from callbridge.serve.history_forms import HEADERS, PREFIX, Refused, one
+from callbridge.modes.notes import MAX_NOTES, add_notes, cancel_notes
+from callbridge.serve.history_forms import HEADERS, PREFIX, one
 from callbridge.serve.history_session import Session
 
 if TYPE_CHECKING:
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 #: Notes said to have been started longer ago than this are taken as started now.
 MAX_NOTES_AGE = timedelta(hours=12)
-#: The longest notes taken (characters).
-MAX_NOTES = 10_000
 
 
 class Actions:
@@ -60,7 +58,6 @@ class Actions:
         return self._back(tenant, row.pk, "log", app)
 
     async def add_notes(self, request: Request, session: Session) -> Response:
-        add_notes = _notes_api().add_notes
         tenant = self.pages.tenant(session, request.path_params["tenant"])
         fields = await self.pages.form(request, session)
         row = await self.pages.row(tenant, int(request.path_params["pk"]))
@@ -74,7 +71,8 @@ class Actions:
                                      "Choose at least one app to log the call in.")
         started = self._started(one(fields, "started_at"))
         try:
-            await add_notes(self.pages.state.engine, row.ref, {a: () for a in apps}, text, started)
+            await add_notes(self.pages.state.engine, row.ref, {a: () for a in apps}, text,
+                            started, tenant=tenant)
         except ManualRefused as exc:
             return await self._again(request, session, exc.status, "No notes added", exc.problem)
         return self._back(tenant, row.pk, "notes")
@@ -91,22 +89,12 @@ class Actions:
         return started
 
     async def cancel_notes(self, request: Request, session: Session) -> Response:
-        cancel_notes = _notes_api().cancel_notes
         tenant = self.pages.tenant(session, request.path_params["tenant"])
         await self.pages.form(request, session)
         row = await self.pages.row(tenant, int(request.path_params["pk"]))
         try:
-            await cancel_notes(self.pages.state.engine, row.ref)
+            await cancel_notes(self.pages.state.engine, row.ref, tenant=tenant)
         except ManualRefused as exc:
             return await self._again(request, session, exc.status, "Notes not cancelled", exc.problem)
         return self._back(tenant, row.pk, "cancelled")
-
-
-def _notes_api() -> Any:
-    """The delayed-logging API (``callbridge.modes.notes``)."""
-    try:
-        return importlib.import_module("callbridge.modes.notes")
-    except ModuleNotFoundError:
-        raise Refused(503, "Notes unavailable",
-                      "Notes during a call are not available in this version.") from None
 

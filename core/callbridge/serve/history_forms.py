@@ -14,13 +14,14 @@ PREFIX = "/history"
 MAX_FORM = 64 * 1024
 
 #: Sent with every page: no scripts, styles only from the page's own stylesheet, forms
-#: only to the page itself, never framed, no referrer, never cached.
+#: only to the page itself, never framed, referrers (and so the Origin header
+#: the CSRF check reads) only to itself, never cached.
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

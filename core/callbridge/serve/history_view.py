@@ -40,6 +40,7 @@ STATUS_LABELS: Mapping[str, str] = {
     "failed": "Failed",
     "dead": "Gave up",
     "none": "Not logged",
+    "later": "Not yet",
 }
 
 #: Why, for a state and reason the delivery's own message does not explain.
@@ -59,7 +60,13 @@ REASONS: Mapping[tuple[str, str | None], str] = {
     ("unresolved", "several_contacts"): "Several contacts match the number: choose one.",
     ("accepted", None): "The app took the log and confirms it later.",
     ("dead", None): "Retried until the deadline without success.",
-    ("none", None): "This app does not log this firm's events automatically.",
+    ("logged", None): "Written in the app.",
+    ("none", None): "This app does not log this firm's events automatically: log it by hand.",
+    ("none", "missing"): "No log was planned in this app (it was connected after the event?): "
+                         "log it by hand.",
+    ("later", None): "Logged automatically once the call has ended.",
+    ("later", "manual"): "This app does not log this firm's events automatically: log it by "
+                         "hand once the call has ended.",
 }
 
 
@@ -68,8 +75,11 @@ def status_label(status: str) -> str:
 
 
 def why(status: str, reason: str | None, message: str | None) -> str:
-    """One or two sentences on why a delivery is where it is."""
+    """One or two sentences on why a delivery is where it is: the delivery's own message
+    where it has one (and, for a delivery still to be tried, what happens next)."""
     known = REASONS.get((status, reason)) or REASONS.get((status, None))
+    if message and status not in ("waiting", "parked", "pending"):
+        known = None
     parts = [p for p in (known, message) if p]
     if not parts and reason:
         parts.append(reason.replace("_", " ").capitalize() + ".")
@@ -78,7 +88,8 @@ def why(status: str, reason: str | None, message: str | None) -> str:
 
 @dataclass(frozen=True)
 class AppOutcome:
-    """One app's outcome for an event (``status`` ``none``: no delivery to it)."""
+    """One app's outcome for an event (``status`` ``none``: no delivery to it, ``later``:
+    none yet, the event not being final)."""
 
     app: str
     status: str
@@ -89,6 +100,8 @@ class AppOutcome:
     mode: str | None = None
     attempts: int = 0
     next_attempt_at: datetime | None = None
+    notes: str | None = None
+    """The user's notes kept for the delayed log."""
 
     @property
     def label(self) -> str:
@@ -105,7 +118,8 @@ class AppOutcome:
 
     @property
     def delayed(self) -> bool:
-        return self.mode == "delayed" and not self.done
+        """Delayed logging with the user's notes, not written yet."""
+        return self.mode == "delayed" and self.notes is not None and not self.done
 
 
 @dataclass(frozen=True)
@@ -197,8 +211,24 @@ class EventRow:
         return any(o.delayed for o in self.outcomes)
 
     @property
+    def notes(self) -> str | None:
+        """The user's notes for the delayed log, if any."""
+        return next((o.notes for o in self.outcomes if o.delayed), None)
+
+    @property
     def needs_attention(self) -> bool:
         return any(o.status in ("unresolved", "failed", "dead", "parked") for o in self.outcomes)
+
+    def staff(self, extensions: Mapping[str, str]) -> str:
+        """The firm's staff member on the event: email, and extension where known."""
+        if self.event is None:
+            return "not known"
+        user = self.event.internal
+        email = user.email or (extensions.get(user.extension) if user.extension else None)
+        ext = f"extension {user.extension}" if user.extension else None
+        if email and ext:
+            return f"{email} ({ext})"
+        return email or ext or "not known"
 
     def outcome(self, app: str) -> AppOutcome | None:
         return next((o for o in self.outcomes if o.app == app), None)
@@ -207,21 +237,27 @@ class EventRow:
         return f"{self.occurred_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M}"
 
 
-def _outcome(view: DeliveryView) -> AppOutcome:
+def _outcome(view: DeliveryView, notes: str | None) -> AppOutcome:
     return AppOutcome(app=view.app, status=view.status, reason=view.reason,
                       why=why(view.status, view.reason, view.message), records=view.records,
                       candidates=view.candidates, mode=view.mode, attempts=view.attempts,
-                      next_attempt_at=view.next_attempt_at)
+                      next_attempt_at=view.next_attempt_at, notes=notes)
 
 
-def _not_delivered(app: str) -> AppOutcome:
-    return AppOutcome(app=app, status="none", reason=None, why=why("none", None, None))
+def _not_delivered(app: str, automatic: bool, final: bool) -> AppOutcome:
+    status = "none" if final else "later"
+    reason = (None if not automatic else "missing") if final else (None if automatic else "manual")
+    return AppOutcome(app=app, status=status, reason=reason, why=why(status, reason, None))
 
 
-def _rows(ledger: Ledger, found: Sequence[Any],
-          apps: Sequence[str]) -> list[EventRow]:
-    views = ledger.history(event_pks=[r.id for r in found], limit=len(found) * max(len(apps), 1)
-                           + 1000)
+def _rows(ledger: Ledger, found: Sequence[Any], apps: Mapping[str, bool]) -> list[EventRow]:
+    pks = [r.id for r in found]
+    views = ledger.history(event_pks=pks, limit=len(found) * max(len(apps), 1) + 1000)
+    d = t.deliveries
+    with ledger._read() as conn:
+        noted = {(r.event_id, r.app): ledger._cipher.decrypt(r.notes_enc) for r in conn.execute(
+            sa.select(d.c.event_id, d.c.app, d.c.notes_enc).where(
+                d.c.event_id.in_(pks), d.c.notes_enc.is_not(None)))}
     by_event: dict[int, dict[str, DeliveryView]] = {}
     for view in views:
         by_event.setdefault(view.event_pk, {})[view.app] = view
@@ -232,16 +268,20 @@ def _rows(ledger: Ledger, found: Sequence[Any],
         except ContentErased:
             event = None
         have = by_event.get(r.id, {})
+        final = event is not None and event.is_final
         names = list(apps) + sorted(set(have) - set(apps))
-        outcomes = tuple(_outcome(have[a]) if a in have else _not_delivered(a) for a in names)
+        outcomes = tuple(_outcome(have[a], noted.get((r.id, a))) if a in have
+                         else _not_delivered(a, apps.get(a, False), final) for a in names)
         rows.append(EventRow(pk=r.id, kind=r.kind, source=r.source, occurred_at=r.occurred_at,
                              event=event, outcomes=outcomes))
     return rows
 
 
-def recent_events(ledger: Ledger, tenant: str, apps: Sequence[str], *,
+def recent_events(ledger: Ledger, tenant: str, apps: Mapping[str, bool], *,
                   limit: int = PAGE_SIZE, before: int | None = None) -> list[EventRow]:
-    """The tenant's events, newest first (``before``: only those older than that event)."""
+    """The tenant's events, newest first (``before``: only those older than that event).
+
+    ``apps``: the tenant's apps, each with whether it logs automatically."""
     e = t.events
     query = (sa.select(e.c.id, e.c.kind, e.c.source, e.c.occurred_at)
              .where(e.c.tenant == tenant)
@@ -257,7 +297,8 @@ def recent_events(ledger: Ledger, tenant: str, apps: Sequence[str], *,
     return _rows(ledger, found, apps)
 
 
-def one_event(ledger: Ledger, tenant: str, pk: int, apps: Sequence[str]) -> EventRow | None:
+def one_event(ledger: Ledger, tenant: str, pk: int,
+              apps: Mapping[str, bool]) -> EventRow | None:
     """The tenant's event ``pk``; None if the tenant has no such event."""
     e = t.events
     with ledger._read() as conn:
