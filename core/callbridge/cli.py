@@ -118,6 +118,20 @@ def drain(config: ConfigOpt = None, wait_max: WaitMaxOpt = WAIT_MAX,
     running.drain(config, wait_max, as_json)
 
 
+@app.command("sync-closed")
+def sync_closed(
+    config: ConfigOpt = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="only this tenant")] = None,
+    requeue: Annotated[bool, typer.Option(
+        "--requeue", help="queue failed and dead sends again first")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the closed-matter sync once: print what was sent, skipped and why."""
+    from callbridge.closing.command import sync_closed as run
+
+    run(config, tenant, requeue, as_json)
+
+
 @app.command()
 def history(
     config: ConfigOpt = None,

@@ -114,7 +114,13 @@ def _unreadable_numbers(path: Path, settings: Any) -> list[dict[str, str]]:
     except Exception as exc:  # doctor reports; it never stops on a check
         return [_check("ledger", "fail", f"cannot be opened ({type(exc).__name__})")]
     out = []
+    closing = [t for t in settings.tenants.values() if t.closed_matters is not None]
+    registry = discover(strict=False) if closing else None
     for tname, tenant in settings.tenants.items():
+        if registry is not None and tenant.closed_matters is not None:
+            from callbridge.closing.check import doctor_checks
+
+            out += doctor_checks(ledger, registry, tname, tenant)
         for aname in tenant.apps:
             out += _held(ledger, tname, aname)
             raw = ledger.kv_get(tname, aname, "index:unreadable")

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import httpx2
 
+from callbridge.capabilities import Capability
 from callbridge.clock import SYSTEM, Clock
 from callbridge.confirming import Confirmer
 from callbridge.connections import Connections
@@ -132,6 +133,8 @@ class Engine:
             if (app.plugin or name) not in self.registry.plugins:
                 log.warning("tenant app %s uses plugin %r, which is not loaded", name, app.plugin or name)
                 continue
+            if _destination_only(self.registry.plugins[app.plugin or name].declaration):
+                continue  # a closed-matter destination logs no event
             out.append(name)
         return sorted(out)
 
@@ -184,3 +187,10 @@ class Engine:
     async def sync_indexes(self, *, stale_after: float = 0) -> int:
         """Catch up every phone index last synced more than ``stale_after`` seconds ago."""
         return await self.scheduler.sync_indexes(stale_after=stale_after)
+
+
+def _destination_only(declaration: Any) -> bool:
+    """A plugin that is a closed-matter destination and logs no kind of event."""
+    caps = declaration.capabilities
+    return Capability.CLOSED_MATTER_DESTINATION in caps and not caps & {
+        Capability.CALLS, Capability.SMS, Capability.FAX}

@@ -56,8 +56,6 @@ from callbridge.models import (
 from callbridge.results import conforms, describe
 
 PROJECT = "callbridge"
-_CLOSED = ("no caller and untyped results yet: the closed-matter work gives them a "
-           "scheduled caller and typed models")
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -381,7 +379,7 @@ async def contacts_changed_since(ctx: HookContext, since: datetime | None,  # ty
     """
 
 
-@_routed(Capability.CLOSED_MATTER_EVENTS, exempt=_CLOSED)
+@_routed(Capability.CLOSED_MATTER_EVENTS)
 async def closed_matters_since(ctx: HookContext, position: str | None, since: datetime,  # type: ignore[empty-body]
                                contact_fields: list[str],
                                matter_fields: list[str]) -> ClosedMatterPage:
@@ -417,7 +415,7 @@ async def closed_matters_since(ctx: HookContext, position: str | None, since: da
     """
 
 
-@_routed(Capability.CLOSED_MATTER_DESTINATION, exempt=_CLOSED)
+@_routed(Capability.CLOSED_MATTER_DESTINATION)
 async def send_closed_matter(ctx: HookContext, client: ClientContact,  # type: ignore[empty-body]
                              matter: ClosedMatter) -> Record:
     """Send a closed matter's client to a destination platform (a review or marketing tool).

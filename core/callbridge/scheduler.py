@@ -14,7 +14,10 @@ The work units (docs/architecture.md lists them once):
 * a **digest** per tenant every ``modes.digest_every_minutes``
   (:mod:`callbridge.modes.digest`): calls of the look-back not logged yet in an
   app with automatic logging on are matched again; its next time is kept in the
-  ledger (key-value, per tenant).
+  ledger (key-value, per tenant);
+* a **closed-matter sync** of a firm whose poll (every ``poll_minutes``) or whose
+  send's retry has come (:mod:`callbridge.closing.schedule`): closed matters read
+  from the source, each client sent once to the destination.
 
 :class:`Scheduler` is the interface; :class:`InProcessScheduler` runs the units in
 this process on the engine's clock. A task-queue implementation for many
@@ -31,6 +34,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from callbridge.capabilities import Capability
+from callbridge.closing import schedule as closing_schedule
 from callbridge.ratelimit import priority
 
 if TYPE_CHECKING:
@@ -157,6 +161,7 @@ class InProcessScheduler:
         while not stop.is_set():
             worked = await engine.worker.run_until_idle(stop=stop)
             worked += await engine.confirmer.run_due()
+            await closing_schedule.run_due(engine)
             if worked:
                 continue
             await self.sync_indexes(stale_after=INDEX_STALE_AFTER)

@@ -8,7 +8,7 @@ from pathlib import Path
 from callbridge.commands import fail, runtime
 from callbridge.console import err, line
 from callbridge.console import out as console
-from callbridge.errors import CallbridgeError
+from callbridge.errors import CallbridgeError, ConfigError
 
 
 def auth(app_name: str, tenant: str, redirect_uri: str, redirect_url: str | None,
@@ -70,6 +70,15 @@ def check(tenant: str, app_name: str, config: Path | None) -> None:
             tenant_settings = engine.config.tenant(tenant)
             hooks = engine.hooks_for(tenant_settings, app_name)
             ctx = engine.context(tenant, app_name)
+            closed = tenant_settings.closed_matters
+            if closed is not None and closed.enabled and app_name == closed.source:
+                from callbridge.closing.check import check_fields
+
+                problems = await check_fields(engine, tenant)
+                if problems:
+                    raise ConfigError("closed-matter sync: " + "; ".join(problems))
+                return ("ok: the app answered, and the closed-matter sync's fields exist "
+                        "as checkboxes")
             if hooks.supports(Capability.USERS):
                 user = await hooks.pick_default_user(ctx)
                 return f"ok: the app answered (default user {'found' if user else 'not found'})"
