@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from callbridge.closing.report import FirmReport, text
-from callbridge.commands import runtime
 from callbridge.closing.sync import firm_settings, sync_firm
+from callbridge.commands import runtime
 from callbridge.console import line
 from callbridge.console import out as console
 
