@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 from callbridge.capabilities import Capability
 from callbridge.closing.report import FirmReport, Line
 from callbridge.closing.sends import attempt, new_send, requeue, send_key
-from callbridge.settings_closing import ClosedMatterSettings
 from callbridge.closing.store import ClosingStore, Send
 from callbridge.closing.triggers import asked_fields, decide, field_problems
 from callbridge.models import ClosedMatter, OutcomeStatus
 from callbridge.outcomes import describe
 from callbridge.settings import TenantSettings
+from callbridge.settings_closing import ClosedMatterSettings
 
 if TYPE_CHECKING:
     from callbridge.engine import Engine

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from callbridge.settings_closing import ClosedMatterSettings
 from callbridge.models import ClosedMatter, CustomField
+from callbridge.settings_closing import ClosedMatterSettings
 
 #: Why a closed matter's client is not sent.
 SkipReason = Literal["opted_out", "not_opted_in", "no_trigger"]
