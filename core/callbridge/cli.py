@@ -180,6 +180,8 @@ def resolve(event: EventArg, app_name: LogAppOpt = None, contact: ContactOpt = N
 @app.command()
 def digest(tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Run the digest once: match again the calls of the look-back not logged yet."""
+    import asyncio
+
     from callbridge.modes.commands import run_digest_command
 
     rt = _runtime(config)

@@ -43,6 +43,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "callbridge.serve.operator",
     "callbridge.serve.oauth",
     "callbridge.serve.history",
+    "callbridge.serve.actions",
 )
 #: How often the settings file is looked at for a change (seconds).
 SETTINGS_POLL = 2.0
