@@ -3,7 +3,6 @@ answers, and stops on SIGTERM with exit code 0 after finishing its work."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,19 +12,7 @@ import httpx2
 import pytest
 
 from tests.conftest import Notebook, write_config
-
-
-def start_server(config: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """``callbridge serve`` on loopback, port 0; returns the process and its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "callbridge", "serve", "--config", str(config), "--port", "0",
-         *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    if not first.startswith("callbridge serving on "):
-        proc.kill()
-        raise AssertionError(f"serve did not start: {first!r} {proc.stderr.read() if proc.stderr else ''}")
-    return proc, first.split()[3]
+from tests.serving import start_server
 
 
 @pytest.mark.slow

@@ -40,6 +40,8 @@ log = logging.getLogger("callbridge.serve")
 #: The modules whose ``routes(state)`` make the server's URL space.
 ROUTE_MODULES: tuple[str, ...] = (
     "callbridge.serve.health",
+    "callbridge.serve.intake",
+    "callbridge.serve.openapi",
     "callbridge.serve.operator",
     "callbridge.serve.oauth",
     "callbridge.serve.history",

@@ -15,7 +15,8 @@ What is counted (every name begins ``callbridge_``):
   (read from the ledger when scraped).
 
 Route modules add their own with :meth:`Metrics.inc` and :meth:`Metrics.observe`: a
-name used the first time is declared then, with the label names of that call.
+name used the first time is declared then, with the label names of that call (given
+with or without the ``callbridge_`` prefix and a counter's ``_total`` suffix).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Metrics:
         return metric
 
     def _get(self, name: str, kind: str, labels: dict[str, str]) -> Any:
+        name = name.removeprefix(PREFIX).removesuffix("_total")  # either spelling is taken
         with self._lock:
             metric = self._metrics.get(name)
             if metric is None:

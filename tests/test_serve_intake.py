@@ -1,0 +1,220 @@
+"""POST /v1/sources/{tenant}/{source}: signed events stored before the answer; duplicates
+and revisions; every refusal a JSON error naming the problem, kept in the quarantine."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from callbridge.runtime import load
+from callbridge.serve.app import build_app, make_state
+from callbridge.serve.state import ServerState
+
+from tests.conftest import Notebook, write_config
+from tests.serving import KEY, OLD_KEY, SOURCES, signed
+
+URL = "/v1/sources/acme/pbx"
+
+
+def call(event_id: str = "c-1", **extra: Any) -> dict[str, Any]:
+    return {"kind": "call", "id": event_id, "direction": "inbound",
+            "external": {"number": "+1 212 555 0142"},
+            "started_at": "2026-03-02T09:00:00+00:00", "ended_at": "2026-03-02T09:03:00+00:00",
+            "outcome": "completed", **extra}
+
+
+@pytest.fixture
+def state(tmp_path: Path, notebook: Notebook, secret_key: str,
+          monkeypatch: pytest.MonkeyPatch) -> ServerState:
+    monkeypatch.setenv("TEST_PBX_KEY", KEY)
+    monkeypatch.setenv("TEST_PBX_OLD_KEY", OLD_KEY)
+    config = write_config(tmp_path / "callbridge.toml", notebook.url,
+                          extra=SOURCES + "\n[serve]\nmax_body_bytes = 4096\n")
+    return make_state(load(config), worker=False)
+
+
+@pytest.fixture
+async def client(state: ServerState) -> AsyncIterator[httpx2.AsyncClient]:
+    transport = httpx2.ASGITransport(app=build_app(state))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://serve.test") as c:
+        yield c
+    await state.engine.aclose()
+
+
+def deliveries(state: ServerState) -> list[tuple[str, str]]:
+    return [(v.app, v.status) for v in state.engine.ledger.history(limit=1000)]
+
+
+def quarantined(state: ServerState) -> list[tuple[str | None, str]]:
+    return [(e.tenant, e.reason) for e in state.quarantine.entries()]
+
+
+async def test_a_signed_event_is_stored_before_it_is_acknowledged(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    body, headers = signed(call())
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 200
+    assert answer.json() == {"received": 1, "events": [
+        {"id": "c-1", "kind": "call", "result": "new"}]}
+    pk = state.engine.ledger.find_event("acme", "pbx", "call", "c-1")
+    assert pk is not None  # the tenant from the URL, the source from the URL's key
+    assert state.engine.ledger.load_event(pk).tenant == "acme"
+    assert deliveries(state) == [("crm", "pending")]
+
+
+async def test_a_duplicate_is_acknowledged_and_changes_nothing(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    body, headers = signed(call())
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+    again = await client.post(URL, content=body, headers=headers)  # the same request, replayed
+    assert again.status_code == 200 and again.json()["events"][0]["result"] == "duplicate"
+    assert deliveries(state) == [("crm", "pending")]
+
+
+async def test_revisions_arriving_out_of_order_end_as_in_order(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    ended = call(state="ended", sequence=3)
+    ringing = {k: v for k, v in call(state="ringing", sequence=1).items()
+               if k not in ("ended_at", "outcome")}
+    for payload in (ended, ringing):
+        body, headers = signed(payload)
+        assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+    pk = state.engine.ledger.find_event("acme", "pbx", "call", "c-1")
+    assert pk is not None
+    kept = state.engine.ledger.load_event(pk)
+    assert kept.state == "ended" and kept.sequence == 3  # type: ignore[union-attr]
+    assert deliveries(state) == [("crm", "pending")]
+
+
+async def test_an_array_of_events_is_taken_whole(client: httpx2.AsyncClient,
+                                                 state: ServerState) -> None:
+    body, headers = signed([call("c-1"), call("c-2")])
+    answer = await client.post(URL, content=body, headers=headers)
+    assert [e["result"] for e in answer.json()["events"]] == ["new", "new"]
+    bad, headers = signed([call("c-3"), call("c-4", direction="sideways")])
+    refused = await client.post(URL, content=bad, headers=headers)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "[1].direction"
+    assert state.engine.ledger.find_event("acme", "pbx", "call", "c-3") is None
+
+
+async def test_a_body_naming_another_tenant_is_refused_and_quarantined(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    body, headers = signed(call(tenant="globex"))
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 403
+    assert answer.json() == {"error": {"field": "tenant",
+                                       "problem": "names another tenant than the source's"}}
+    assert quarantined(state) == [("acme", "403 tenant: names another tenant than the source's")]
+    assert state.quarantine.content(state.quarantine.entries()[0].id) == body
+    assert deliveries(state) == []
+
+
+@pytest.mark.parametrize(("headers", "problem"), [
+    ({}, "missing"),
+    ({"Callbridge-Signature": "v1=abc"}, "is not t=<unix time>"),
+    ({"Callbridge-Signature": f"t={int(time.time())},v1={'0' * 64}"}, "does not match"),
+])
+async def test_an_unauthenticated_request_is_refused_and_quarantined(
+        client: httpx2.AsyncClient, state: ServerState, headers: dict[str, str],
+        problem: str) -> None:
+    answer = await client.post(URL, content=json.dumps(call()).encode(), headers=headers)
+    assert answer.status_code == 401
+    assert answer.json()["error"]["field"] == "Callbridge-Signature"
+    assert problem in answer.json()["error"]["problem"]
+    assert len(quarantined(state)) == 1 and deliveries(state) == []
+
+
+async def test_a_signature_older_than_the_replay_window_is_refused(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    body, headers = signed(call(), at=time.time() - 301)
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 401
+    assert "sign each request, retries included" in answer.json()["error"]["problem"]
+    body, headers = signed(call(), at=time.time() + 301)  # from a clock far ahead, too
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 401
+    assert deliveries(state) == []
+
+
+async def test_both_keys_are_taken_during_a_rotation(client: httpx2.AsyncClient,
+                                                     state: ServerState) -> None:
+    for n, key in enumerate((KEY, OLD_KEY)):
+        body, headers = signed(call(f"c-{n}"), key)
+        assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+    body, headers = signed(call("c-9"), "a-key-of-no-one")
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 401
+    # A sender rotating its own key signs with both: one v1 per key.
+    raw = json.dumps(call("c-10")).encode()
+    _, first = signed(raw, "a-key-of-no-one")
+    _, second = signed(raw, KEY)
+    both = first["Callbridge-Signature"] + "," + second["Callbridge-Signature"].split(",")[1]
+    answer = await client.post(URL, content=raw, headers={"Callbridge-Signature": both})
+    assert answer.status_code == 200
+
+
+async def test_malformed_and_invalid_bodies_are_refused_naming_the_problem(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    body, headers = signed(b'{"kind": "call", ')
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "(json)"
+    body, headers = signed(call(external={"number": "+1 212 555 0142 ext. banana"}))
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == "external.number"
+    assert "banana" not in answer.text  # the value is never echoed
+    body, headers = signed(b'"just a string"')
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 400
+    assert len(quarantined(state)) == 3 and deliveries(state) == []
+
+
+async def test_an_oversized_body_is_refused_and_its_beginning_quarantined(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    body, headers = signed(call(notes="x" * 5000))
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 413
+    assert answer.json()["error"] == {"field": "(body)", "problem": "larger than 4096 bytes"}
+    entry = state.quarantine.entries()[0]
+    assert entry.tenant == "acme" and entry.size == 4097
+    assert deliveries(state) == []
+
+
+async def test_an_unknown_tenant_or_source_gets_the_same_404(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    body, headers = signed(call())
+    for url in ("/v1/sources/acme/fax-server", "/v1/sources/nobody/pbx"):
+        answer = await client.post(url, content=body, headers=headers)
+        assert answer.status_code == 404
+        assert answer.json()["error"] == {"field": "(path)",
+                                          "problem": "no such source for this tenant"}
+    assert quarantined(state) == [(None, "404 (path): no such source for this tenant"),
+                                  ("acme", "404 (path): no such source for this tenant")]
+
+
+async def test_a_source_whose_key_is_not_set_refuses_everything(
+        client: httpx2.AsyncClient, state: ServerState, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_PBX_KEY")
+    monkeypatch.delenv("TEST_PBX_OLD_KEY")
+    body, headers = signed(call())
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["problem"] == "the source's key is not set on the server"
+    assert deliveries(state) == []
+
+
+async def test_metrics_count_events_received_and_requests_refused(
+        client: httpx2.AsyncClient) -> None:
+    body, headers = signed(call())
+    await client.post(URL, content=body, headers=headers)
+    await client.post(URL, content=body, headers=headers)
+    await client.post(URL, content=body, headers={})
+    text = (await client.get("/metrics")).text
+    for result in ("new", "duplicate"):
+        assert (f'callbridge_events_received_total{{kind="call",result="{result}",'
+                f'source="pbx",tenant="acme"}} 1.0') in text
+    assert 'callbridge_requests_refused_total{reason="unauthenticated",status="401"} 1.0' in text
+    assert "callbridge_ack_seconds_count 3.0" in text
