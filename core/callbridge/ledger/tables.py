@@ -112,6 +112,10 @@ deliveries = Table(
     UniqueConstraint("tenant", "app", "event_id", name="uq_deliveries_one_per_app"),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_event", "event_id"),
+    # History, newest first (all tenants, or one), and the claims' updates of logged events.
+    Index("ix_deliveries_updated", "updated_at", "id"),
+    Index("ix_deliveries_tenant_updated", "tenant", "updated_at", "id"),
+    Index("ix_deliveries_needs_update", "needs_update", "status"),
 )
 
 records = Table(

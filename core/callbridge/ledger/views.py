@@ -30,8 +30,10 @@ class ViewsMixin(LedgerCore):
         with self._read() as conn:
             return self._records(conn, [delivery_id]).get(delivery_id, ())
 
-    def _views(self, conn: Connection, where: list[Any], limit: int = 10**9,
-               newest_first: bool = True) -> list[DeliveryView]:
+    @staticmethod
+    def _views_query(where: list[Any], limit: int = 10**9, newest_first: bool = True) -> Any:
+        """The SELECT of :meth:`_views`. Newest first, it reads ``ix_deliveries_updated``
+        backwards and stops at ``limit`` (no scan and sort of every delivery)."""
         d, e = t.deliveries, t.events
         a = t.attempts
         # Waiting for room in a rate limit is not an attempt.
@@ -42,7 +44,11 @@ class ViewsMixin(LedgerCore):
         query = (sa.select(d, e.c.source, e.c.kind, e.c.source_id_enc, count.label("n_attempts"))
                  .join(e, e.c.id == d.c.event_id).where(*where).limit(limit)
                  .order_by(d.c.updated_at.desc() if newest_first else d.c.id, d.c.id.desc()))
-        rows = conn.execute(query).all()
+        return query
+
+    def _views(self, conn: Connection, where: list[Any], limit: int = 10**9,
+               newest_first: bool = True) -> list[DeliveryView]:
+        rows = conn.execute(self._views_query(where, limit, newest_first)).all()
         recs = self._records(conn, [r.id for r in rows])
         views = []
         for r in rows:
