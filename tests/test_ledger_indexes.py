@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event
-
 from callbridge.ledger import tables as t
+from sqlalchemy import event
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
