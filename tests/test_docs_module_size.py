@@ -21,9 +21,6 @@ ALLOWED: dict[str, str] = {
                                  "rules and text limits are in revisions.py and eventtext.py",
     "core/callbridge/testing/suite.py": "the contract suite: being split into the kit's "
                                         "host services and its cases",
-    "core/callbridge/settings.py": "the settings file's schema, one class per section; the "
-                                   "sections of the server, closed matters and logging modes "
-                                   "move to modules of their own (as operator_settings.py)",
 }
 
 

@@ -27,11 +27,14 @@ from pydantic import (
 )
 
 from callbridge.errors import ConfigError
-from callbridge.operator_settings import OperatorSettings as OperatorSettings  # re-exported
 from callbridge.phones import UnreadableNumber, to_e164
-from callbridge.settings_base import _KEY_RULE, _STRICT, KEY_PATTERN, Key  # noqa: F401
-from callbridge.settings_closing import ClosedMatterSettings, ClosedTrigger  # noqa: F401
-from callbridge.settings_serve import OperatorSettings, ServeSettings, SourceSettings
+from callbridge.settings_base import _KEY_RULE, _STRICT, Key
+from callbridge.settings_base import KEY_PATTERN as KEY_PATTERN  # re-exported
+from callbridge.settings_closing import ClosedMatterSettings as ClosedMatterSettings
+from callbridge.settings_closing import ClosedTrigger as ClosedTrigger
+from callbridge.settings_serve import OperatorSettings as OperatorSettings
+from callbridge.settings_serve import ServeSettings as ServeSettings
+from callbridge.settings_serve import SourceSettings as SourceSettings
 
 
 class EventType(StrEnum):

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from callbridge.operator_settings import OperatorSettings
 from callbridge.settings import KEY_PATTERN
+from callbridge.settings_serve import OperatorSettings
 
 __all__ = ["EXCEPTION_HANDLERS", "ApiError", "Operator", "authenticate", "authorise", "error_response",
            "guarded", "new_token", "require_operator", "token_hash", "token_instructions"]
