@@ -28,7 +28,16 @@ import callbridge_clio
 import yaml
 from callbridge.capabilities import Capability
 from callbridge.errors import PermanentError
-from callbridge.models import AppUser, ChangedContacts, Contact, LogResult, LogTarget, Matter
+from callbridge.models import (
+    AppUser,
+    ChangedContacts,
+    ClosedMatter,
+    ClosedMatterPage,
+    Contact,
+    LogResult,
+    LogTarget,
+    Matter,
+)
 from callbridge.testing import Row, Scenarios, contract_suite
 from callbridge_clio.sandbox import SandboxState, create_app
 
@@ -37,6 +46,8 @@ CASSETTES = Path(__file__).parent / "cassettes"
 KIT_TOKEN = "kit-placeholder-token"
 #: Contacts changed since this instant: Dana, Lee and Sam (Kim changed before it).
 SINCE = datetime(2026, 1, 1, tzinfo=UTC)
+#: The closed-matter sync began here: the four matters closed in February come back.
+CLOSED_SINCE = datetime(2026, 1, 15, tzinfo=UTC)
 
 
 def seeded_sandbox() -> Any:
@@ -56,12 +67,41 @@ def seeded_sandbox() -> Any:
     sam = st.add_contact("Sam", "Ortiz", ["+1 646 555 0111"], updated_at=changed)  # 1008
     kim = st.add_contact("Kim", "Ortiz", ["646-555-0112"], updated_at="2025-06-01T09:00:00Z")
     lease = st.add_matter(dana, "Lease dispute")  # 1012: Dana's one open matter
-    st.add_matter(dana, "Old lease", status="Closed", close_date="2025-12-01")
+    st.add_matter(dana, "Old lease", status="Closed", close_date="2025-12-01",
+                  updated_at="2025-12-01T09:00:00Z")
     st.add_matter(sam, "Estate")  # open, Sam the client
     st.add_matter(kim, "Trust", status="Pending", related={sam: "Trustee"})  # Sam related
-    st.add_matter(kim, "Old will", status="Closed", related={lee: "Witness"})  # closed: not Lee's
+    st.add_matter(kim, "Old will", status="Closed", related={lee: "Witness"},  # closed: not Lee's
+                  updated_at="2025-12-01T09:00:00Z")
     assert (dana, lee, sam, kim, lease) == (1003, 1006, 1008, 1010, 1012)
+    seed_closed_matters(st)
     return create_app(st, faults=False)
+
+
+def seed_closed_matters(st: SandboxState) -> None:
+    """The closed-matter sync's fields and four matters closed in February 2026.
+
+    Clients changed before :data:`SINCE` (the changed-contacts rows stay as they were).
+    Noor has BroadlyOptOut unchecked, Max checked, Ivy none set; Noor's lease renewal is
+    opted in (SendBroadlyThankYou checked), Max's deposit claim too, Ivy's estate plan
+    unchecked, Noor's traffic ticket unset.
+    """
+    opt_out = st.add_custom_field("BroadlyOptOut", "Contact")
+    opt_in = st.add_custom_field("SendBroadlyThankYou", "Matter")
+    note = st.add_custom_field("ReviewNote", "Matter", "text_line")
+    old = "2025-06-01T09:00:00Z"
+    noor = st.add_contact("Noor", "Haddad", ["(212) 555-0161"], ["noor@example.com"],
+                          updated_at=old, custom_fields={opt_out: "false"})
+    hale = st.add_contact("Max", "Hale", ["(212) 555-0162"], ["max@example.com"],
+                          updated_at=old, custom_fields={opt_out: "true"})
+    ivy = st.add_contact("Ivy", "Chen", ["(212) 555-0163"], updated_at=old)
+    for client, what, day, fields in (
+            (noor, "Lease renewal", "02", {opt_in: "true"}),
+            (hale, "Deposit claim", "03", {opt_in: "true", note: "Happy"}),
+            (ivy, "Estate plan", "04", {opt_in: "false"}),
+            (noor, "Traffic ticket", "05", {})):
+        st.add_matter(client, what, status="Closed", close_date=f"2026-02-{day}",
+                      custom_fields=fields, updated_at=f"2026-02-{day}T10:00:00Z")
 
 
 DANA = Contact(id="1003", name="Dana Whitfield")
@@ -96,6 +136,7 @@ SCENARIOS = Scenarios(
     contact_one_matter="1003", contact_no_matters="1006", contact_several_matters="1008",
     call=CALL, sms=SMS, fax=FAX,
     log_target=LogTarget(contacts=(DANA,), matter=Matter(id="1012"), user=ANN),
+    closed_since=CLOSED_SINCE,
 )
 
 SETTINGS: dict[str, Any] = {"region": "US"}
@@ -104,6 +145,10 @@ SETTINGS: dict[str, Any] = {"region": "US"}
 #: sandbox's ``next`` URL, as recorded in row-changed-contacts-first-page-has-a-cursor.yaml
 #: (re-recorded against Clio itself, copy it from there: the page token is Clio's own).
 SECOND_PAGE = "MTAwNg=="
+#: The position after the first page of closed matters (two a page in the sandbox): as
+#: recorded in row-closed-fields-present.yaml.
+SECOND_CLOSED_PAGE = ('{"start":"2026-01-15","since":"2026-01-15T00:00:00Z","cursor":"MTAzMQ==",'
+                      '"high":"2026-02-03T10:00:00Z"}')
 
 
 def _kinds(result: LogResult) -> list[tuple[str, str]]:
@@ -159,9 +204,69 @@ ROWS = [
         capability=Capability.FILE_ATTACHMENTS),
 ]
 
+def _closed(contact: list[str], matter: list[str]) -> dict[str, Any]:
+    return {"position": None, "since": CLOSED_SINCE, "contact_fields": contact,
+            "matter_fields": matter}
+
+
+BOTH = _closed(["BroadlyOptOut"], ["SendBroadlyThankYou"])
+
+
+def _defined(page: ClosedMatterPage) -> dict[tuple[str, str], str | None]:
+    return {(f.on, f.name): f.field_type for f in page.fields}
+
+
+def _by_name(page: ClosedMatterPage) -> dict[str, ClosedMatter]:
+    return {m.description or "": m for m in page.matters}
+
+
+def _values(page: ClosedMatterPage, opt_out: dict[str, object], opt_in: dict[str, object]) -> bool:
+    got = _by_name(page)
+    return all(got[what].client.custom_fields == {"BroadlyOptOut": value}
+               for what, value in opt_out.items()) and all(
+        got[what].custom_fields == {"SendBroadlyThankYou": value}
+        for what, value in opt_in.items())
+
+
+#: The closed-matter source (SPEC §5): the fields' definitions by exact name, and the
+#: values of checkboxes checked, unchecked and never set.
+CLOSED_ROWS = [
+    Row("closed-fields-present", "closed_matters_since", BOTH,
+        expect=lambda page: _defined(page) == {("contact", "BroadlyOptOut"): "checkbox",
+                                               ("matter", "SendBroadlyThankYou"): "checkbox"}
+        and len(page.matters) == 2 and page.more),
+    Row("closed-field-missing", "closed_matters_since",
+        _closed([], ["SendThankYou"]),
+        expect=lambda page: _defined(page) == {("matter", "SendThankYou"): None}
+        and all(m.custom_fields == {} for m in page.matters)),
+    Row("closed-field-not-a-checkbox", "closed_matters_since", _closed([], ["ReviewNote"]),
+        expect=lambda page: _defined(page) == {("matter", "ReviewNote"): "text_line"}),
+    Row("closed-field-named-in-another-case", "closed_matters_since",
+        _closed(["broadlyoptout"], ["sendbroadlythankyou"]),
+        expect=lambda page: set(_defined(page).values()) == {None}
+        and all(not m.client.custom_fields for m in page.matters)),
+    Row("closed-fields-checked", "closed_matters_since", BOTH,
+        expect=lambda page: _values(page, {"Deposit claim": True},
+                                    {"Lease renewal": True, "Deposit claim": True})),
+    Row("closed-fields-unchecked", "closed_matters_since", BOTH,
+        expect=lambda page: _values(page, {"Lease renewal": False}, {})),
+    Row("closed-fields-unset", "closed_matters_since",
+        {**BOTH, "position": SECOND_CLOSED_PAGE},
+        expect=lambda page: _values(page, {"Estate plan": None}, {"Traffic ticket": None,
+                                                                  "Estate plan": False})
+        and not page.more),
+    Row("closed-client-details", "closed_matters_since", BOTH,
+        expect=lambda page: _by_name(page)["Lease renewal"].client.model_dump(
+            include={"name", "email", "phones"}) == {
+                "name": "Noor Haddad", "email": "noor@example.com",
+                "phones": ("+12125550161",)}
+        and str(_by_name(page)["Lease renewal"].closed_on) == "2026-02-02"),
+]
+
+
 TestClio = contract_suite(
     plugin=callbridge_clio, settings=SETTINGS, cassettes=CASSETTES, scenarios=SCENARIOS,
-    extra_rows=ROWS, sandbox=seeded_sandbox)
+    extra_rows=ROWS + CLOSED_ROWS, sandbox=seeded_sandbox)
 
 
 # --- what the recorded exchanges show -------------------------------------------------

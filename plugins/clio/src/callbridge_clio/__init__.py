@@ -12,7 +12,8 @@ What is written (docs/plugins/clio.md has the details and the reasons):
 
 The package is split by concern: :mod:`.settings`, :mod:`.rendering`,
 :mod:`.contacts`, :mod:`.matters`, :mod:`.users`, :mod:`.records`,
-:mod:`.documents`; :mod:`.hooks` holds the hook implementations, re-exported here
+:mod:`.documents`, :mod:`.closed` (closed matters for the closed-matter sync);
+:mod:`.hooks` holds the hook implementations, re-exported here
 (the ``callbridge.plugins`` entry point names this package). The sandbox and the demo
 need the ``sandbox`` extra.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from callbridge_clio.contacts import search_texts, split_name
 from callbridge_clio.hooks import (
+    closed_matters_since,
     connection,
     contacts_changed_since,
     create_contact,
@@ -39,7 +41,8 @@ from callbridge_clio.rendering import body, revised_body, subject
 from callbridge_clio.settings import API_VERSION, UPLOAD_ATTEMPTS, ClioSettings, __version__
 
 __all__ = [
-    "API_VERSION", "UPLOAD_ATTEMPTS", "ClioSettings", "__version__", "body", "connection",
+    "API_VERSION", "UPLOAD_ATTEMPTS", "ClioSettings", "__version__", "body", "closed_matters_since",
+    "connection",
     "contacts_changed_since", "create_contact", "declare", "ensure_activity_code", "find_contact", "find_matters",
     "find_user", "log_call", "log_fax", "log_sms", "pick_default_user", "revised_body",
     "search_texts", "split_name", "subject", "update_log",

@@ -11,6 +11,7 @@ from callbridge.hookspecs import hookimpl
 from callbridge.models import (
     AppUser,
     ChangedContacts,
+    ClosedMatterPage,
     Contact,
     LogResult,
     LogTarget,
@@ -18,7 +19,7 @@ from callbridge.models import (
     Record,
 )
 
-from callbridge_clio import contacts, documents, matters, settings, users
+from callbridge_clio import closed, contacts, documents, matters, settings, users
 from callbridge_clio import records as written
 
 
@@ -87,3 +88,10 @@ async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogRe
 async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,
                      records: list[Record]) -> LogResult:
     return await written.update_log(ctx, event, records)
+
+
+@hookimpl
+async def closed_matters_since(ctx: HookContext, position: str | None, since: datetime,
+                               contact_fields: list[str],
+                               matter_fields: list[str]) -> ClosedMatterPage:
+    return await closed.closed_matters_since(ctx, position, since, contact_fields, matter_fields)

@@ -71,6 +71,7 @@ def declaration() -> Declaration:
             Capability.CONTACT_SEARCH_EMAIL, Capability.CONTACT_CREATION, Capability.CONTACTS_CHANGED,
             Capability.MATTERS, Capability.USERS, Capability.LATE_DETAILS, Capability.FILE_ATTACHMENTS,
             Capability.CUSTOM_FIELDS, Capability.MULTI_CONTACT_LINK, Capability.ACTIVITY_CODES,
+            Capability.CLOSED_MATTER_EVENTS,
         }),
         without_contact=frozenset({"call", "sms", "fax"}),
         settings_model=ClioSettings,

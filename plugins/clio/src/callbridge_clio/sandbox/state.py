@@ -184,7 +184,7 @@ class SandboxState:
 
     def add_contact(self, first: str, last: str, phones: list[str] | tuple[str, ...] = (),
                     emails: list[str] | tuple[str, ...] = (), *, updated_at: str | None = None,
-                    custom_fields: dict[int, str] | None = None) -> int:
+                    custom_fields: dict[int, Any] | None = None) -> int:
         cid = self.next_id()
         when = updated_at or self.now()
         numbers = [{"id": self.next_id(), "number": p, "name": "Work", "primary": i == 0}
@@ -204,7 +204,7 @@ class SandboxState:
         return cid
 
     def add_matter(self, client_id: int, description: str, *, status: str = "Open",
-                   close_date: str | None = None, custom_fields: dict[int, str] | None = None,
+                   close_date: str | None = None, custom_fields: dict[int, Any] | None = None,
                    related: dict[int, str] | None = None, updated_at: str | None = None) -> int:
         """A matter of ``client_id``; ``related`` maps contact ids to their role on it."""
         mid = self.next_id()
@@ -247,6 +247,23 @@ class SandboxState:
                                    "created_at": self.now(), "updated_at": self.now()}
         return fid
 
+    def close_matter(self, matter_id: int, on: str) -> None:
+        """Close a matter as a user would (its status, close date and update time move)."""
+        self.touch(self.matters, matter_id, status="Closed", close_date=on)
+
+    def reopen_matter(self, matter_id: int) -> None:
+        self.touch(self.matters, matter_id, status="Open", close_date=None)
+
+    def set_field(self, table: dict[int, dict[str, Any]], record_id: int, field_id: int,
+                  value: object) -> None:
+        """Set (or, with None, clear) a custom field's value on a contact or a matter."""
+        record = table[record_id]
+        values = [v for v in record["custom_field_values"]
+                  if v["custom_field"]["id"] != field_id]
+        if value is not None:
+            values += self._cf_values({field_id: value})
+        self.touch(table, record_id, custom_field_values=values)
+
     def add_activity_description(self, name: str) -> int:
         aid = self.next_id()
         self.activity_descriptions[aid] = {"id": aid, "etag": f'"{aid}-1"', "name": name,
@@ -275,7 +292,7 @@ class SandboxState:
         for token in self.tokens:
             self.tokens[token] = 0.0
 
-    def _cf_values(self, values: dict[int, str] | None) -> list[dict[str, Any]]:
+    def _cf_values(self, values: dict[int, Any] | None) -> list[dict[str, Any]]:
         out = []
         for fid, value in (values or {}).items():
             f = self.custom_fields[fid]
