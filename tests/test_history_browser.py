@@ -108,6 +108,7 @@ def firm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleName
     from callbridge_clio.sandbox import SandboxState, create_app
 
     sandbox = SandboxState()
+    sandbox.rate_limit = None  # its window runs on the wall clock; this test's time is fake
     sandbox.add_user("Ann Lee", "ann@acme.example", authorised=True)
     ids = {"dana": sandbox.add_contact("Dana", "Whitfield", ["(212) 555-0142"]),
            "sam": sandbox.add_contact("Sam", "Ortiz", ["646-555-0111"]),
@@ -155,6 +156,9 @@ def test_a_firm_logs_by_hand_chooses_a_contact_and_takes_notes_during_a_call(
     unknown = ingest(firm, call("call-unknown", "+1 212 555 0177", start="13:00:00",
                                 end="13:02:30"))
     two = ingest(firm, call("call-two", "+1 646 555 0111", start="13:30:00", end="13:41:05"))
+    ingest(firm, parse_event({"kind": "sms", "id": "sms-1", "tenant": "acme",
+                              "direction": "inbound", "external": {"number": "2125550142"},
+                              "sent_at": "2026-01-05T14:10:00Z", "body": "Running late."}))
     live = ingest(firm, call("call-live", "(212) 555-0142", state="in_progress",
                              start="14:58:00", name="Dana Whitfield"))
     assert outcome(firm, unknown)[0] == "skipped" and outcome(firm, two)[0] == "unresolved"
@@ -164,13 +168,15 @@ def test_a_firm_logs_by_hand_chooses_a_contact_and_takes_notes_during_a_call(
     page = browser.new_page(viewport={"width": 1100, "height": 800})
     page.set_default_timeout(5000)
     page.goto(f"{firm.url}/history/")
+    page.keyboard.press("Tab")  # the first stop skips to the content
+    assert page.evaluate("document.activeElement.textContent") == "Skip to the content"
     page.get_by_label("Operator token").fill(TOKEN)
     page.screenshot(path=str(shots / "history-sign-in.png"))
     page.get_by_role("button", name="Sign in").click()
     assert page.get_by_role("heading", level=1).inner_text() == "Recent calls, SMS and faxes"
     table = page.get_by_role("table", name="Events of Whitfield & Park LLP")
     assert table.get_by_role("columnheader", name="clio").count() == 1
-    assert table.get_by_role("row").count() == 4  # the header and three events
+    assert table.get_by_role("row").count() == 5  # the header and four events
     page.screenshot(path=str(shots / "history-list.png"), full_page=True)
 
     # A manual log: the first call, matched again now that Clio knows the number.
@@ -217,7 +223,10 @@ def test_a_firm_logs_by_hand_chooses_a_contact_and_takes_notes_during_a_call(
     assert outcome(firm, unknown) == ("logged", "manual")
     assert outcome(firm, two) == ("logged", "manual")
     assert outcome(firm, live) == ("logged", "auto")
-    comms = sorted(firm.sandbox.communications.values(), key=lambda c: c["id"])
+    every = sorted(firm.sandbox.communications.values(), key=lambda c: c["id"])
+    sms = [c["subject"] for c in every if c["subject"].startswith("SMS")]
+    assert sms == ["SMS from Dana Whitfield (+1 212-555-0142)"]
+    comms = [c for c in every if not c["subject"].startswith("SMS")]
     senders = [c["senders"][0]["id"] for c in comms]
     assert senders == [kim, firm.ids["samantha"], firm.ids["dana"]]
     assert "Kim Novak" in comms[0]["subject"] and "Samantha Ortiz" in comms[1]["subject"]

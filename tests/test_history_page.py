@@ -227,3 +227,35 @@ async def test_a_contact_that_is_no_candidate_is_refused_without_echoing_it(tmp_
         assert refused.status_code == 422 and 'role="alert"' in refused.text
         assert "c404" not in refused.text
     assert book.logs == []
+
+
+async def test_notes_can_be_added_changed_and_cancelled_during_a_call(tmp_path: Path) -> None:
+    book = Book()
+    book.add("c1", "Ada Lovelace", "+12125550142")
+    async with page_for(tmp_path, {"crm": book}) as page:
+        stored = await page.engine.ingest(call("c-1", state="in_progress"))
+        await page.sign_in()
+        path = f"/history/acme/events/{stored.event_pk}"
+        token = await page.csrf(path)
+        opened = page.clock.now().isoformat()
+        none = await page.http.post(path + "/notes", data={"csrf": token, "text": "  "})
+        assert none.status_code == 422 and "Write the notes" in none.text
+        for text in ("First thoughts.", "Wants a <b>call</b> back."):
+            added = await page.http.post(path + "/notes", data={
+                "csrf": token, "text": text, "app": "crm", "started_at": opened})
+            assert added.status_code == 303
+        shown = await page.http.get(path)
+        assert 'aria-label="Your notes">Wants a &lt;b&gt;call&lt;/b&gt; back.</blockquote>' in shown.text
+        assert "Change the notes" in shown.text and "First thoughts" not in shown.text
+        view = page.engine.ledger.find_delivery("acme", "crm", stored.event_pk)
+        assert view is not None and view.mode == "delayed"
+
+        cancelled = await page.http.post(path + "/notes/cancel", data={"csrf": token})
+        assert cancelled.status_code == 303
+        after = await page.http.get(cancelled.headers["location"])
+        assert "Notes cancelled." in after.text and "Your notes" not in after.text
+
+        await page.engine.ingest(call("c-1"))
+        page.clock.advance(60)  # past the grace period for notes
+        await page.engine.run_until_idle()
+    assert [(w.notes, w.state) for w in book.logs] == [(None, "ended")]
