@@ -112,9 +112,8 @@ async def day(tmp_path: Path, sandbox: Any, firm: dict[str, int],
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(build_app(state), lifespan="on", log_level="warning",
                                            access_log=False))
+    # The socket listens already: requests wait in its backlog until the server is up.
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)  # the server binding its socket, not time passing
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
         yield Day(client, engine, clock, sandbox)
