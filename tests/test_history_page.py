@@ -144,7 +144,11 @@ async def test_an_operator_sees_only_its_own_firms(tmp_path: Path) -> None:
         other = await page.http.get("/history/other/")
         assert other.status_code == 403 and "may not see this firm" in other.text
         missing = await page.http.get("/history/acme/events/999")
-        assert missing.status_code == 404
+        assert missing.status_code == 404 and "no event with this id" in missing.text
+        nowhere = await page.http.get("/history/acme/nowhere")
+        assert nowhere.status_code == 404 and "<h1>Not found</h1>" in nowhere.text
+        slashless = await page.http.get("/history/acme")
+        assert slashless.headers["location"] == "/history/acme/"
 
 
 async def test_the_list_shows_each_event_with_its_outcome_per_app_and_why(tmp_path: Path) -> None:

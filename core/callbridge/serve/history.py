@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from callbridge.clock import Clock
 from callbridge.serve import history_view as hv
 from callbridge.serve.auth import ApiError, Operator, authenticate, token_hash
+from callbridge.serve.auth import _count_failure as count_failure
 from callbridge.serve.history_actions import Actions
 from callbridge.serve.history_forms import HEADERS, PREFIX, Refused, one, origin, safe_next
 from callbridge.serve.history_forms import form as read_form
@@ -176,6 +177,7 @@ class HistoryPages:
             operator = authenticate(self.settings.operators, f"Bearer {token}")
         except ApiError as exc:
             log.warning("call history: a sign-in with a token no operator has was refused")
+            count_failure(self.state, "unauthenticated")
             return self.render(request, "login.html", status=exc.status, title="Sign in",
                                next=safe_next(fields.get("next")),
                                error="This is not an operator's token. Check it and try "
@@ -258,6 +260,14 @@ class HistoryPages:
         (value,) = minutes
         return f"{value:g} minute{'s' if value != 1 else ''}"
 
+    async def not_found(self, request: Request) -> Response:
+        rest = request.path_params.get("rest", "")
+        if rest and "/" not in rest and len(rest) <= 100:  # a firm's page without its slash
+            return RedirectResponse(f"{PREFIX}/{quote(rest, safe='')}/", status_code=303,
+                                    headers=HEADERS)
+        return self.problem(request, Refused(404, "Not found", "There is no such page."),
+                            self.session(request))
+
     async def stylesheet(self, request: Request) -> Response:
         return Response(self.css, media_type="text/css",
                         headers={"Cache-Control": "public, max-age=3600",
@@ -282,6 +292,7 @@ def routes(state: HistoryState) -> list[BaseRoute]:
         Route(event + "/notes", pages.page(actions.add_notes, post=True), methods=["POST"]),
         Route(event + "/notes/cancel", pages.page(actions.cancel_notes, post=True),
               methods=["POST"]),
+        Route("/{rest:path}", pages.not_found, methods=["GET"]),
     ])]
 
 
