@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx2
-from callbridge.context import HookContext, MemoryStore
+from callbridge.capabilities import Declaration
+from callbridge.context import HookContext
 from callbridge.facade import Facade
+from callbridge.hookspecs import hookimpl
 from callbridge.plugins import LoadedPlugin, Registry
-from callbridge.settings import AppSettings, TenantSettings
+from callbridge.testing import make_context
 
 
-def bare_context(app: str = "app") -> HookContext:
-    @asynccontextmanager
-    async def lock(name: str) -> Any:
-        yield
+class Bare:
+    """A plugin that declares an app name and nothing else: a context's owner in tests
+    whose hooks make no request."""
 
-    client = httpx2.AsyncClient(base_url="http://app.invalid")
-    return HookContext(
-        tenant_id="acme", tenant=TenantSettings(), app=app, settings=AppSettings(), options=None,
-        http=client, bare_http=client, log=logging.LoggerAdapter(logging.getLogger("t"), {}),
-        store=MemoryStore(), lock=lock)
+    def __init__(self, name: str = "app") -> None:
+        self.name = name
+
+    @hookimpl
+    def declare(self) -> Declaration:
+        return Declaration(name=self.name, version="1", hook_api_version="2.0",
+                           capabilities=frozenset())
+
+
+def bare_context(app: str = "app", **kwargs: Any) -> HookContext:
+    """A hook context for the app ``app`` (the host's factory, in-memory services)."""
+    return make_context(Bare(app), **kwargs)
 
 
 def call_hook(plugin: object, hook: str, **kwargs: Any) -> Any:

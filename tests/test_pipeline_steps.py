@@ -5,21 +5,20 @@ creation policy × event type × exclusive association × several-matches policy
 from __future__ import annotations
 
 import itertools
-import logging
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-import httpx2
 import pytest
 from callbridge.capabilities import Capability
-from callbridge.context import HookContext, MemoryCache, MemoryDelivery, MemoryStore
+from callbridge.context import HookContext
 from callbridge.errors import SkipEvent, UnknownActivityCode
 from callbridge.events import parse_event
 from callbridge.models import AppUser, Contact, LogResult, Matter, OutcomeStatus, Record
 from callbridge.pipeline import Job, run
-from callbridge.settings import AppSettings, TenantSettings
+from callbridge.settings import TenantSettings
+
+from tests.helpers import bare_context
 
 BASE = {Capability.CALLS, Capability.SMS, Capability.FAX, Capability.CONTACT_SEARCH_PHONE,
         Capability.CONTACT_CREATION, Capability.MATTERS, Capability.USERS,
@@ -102,20 +101,10 @@ class FakeDirectory:
         self.created.setdefault(e164, []).append(contact_id)
 
 
-CLIENT = httpx2.AsyncClient(base_url="http://app.invalid")
-
-
 def context(**app: Any) -> HookContext:
-    @asynccontextmanager
-    async def lock(name: str) -> Any:
-        yield SimpleNamespace(fence=1, waited=False)
-
-    client = CLIENT  # never used: the fake hooks make no request
-    return HookContext(
-        tenant_id="acme", tenant=TenantSettings(own_numbers=["+1 212 555 0100"]), app="fake",
-        settings=AppSettings(**app), options=None, http=client, bare_http=client,
-        log=logging.LoggerAdapter(logging.getLogger("t"), {}), store=MemoryStore(), lock=lock,
-        delivery=MemoryDelivery(), cache=MemoryCache())
+    """The fake app's context (its hooks make no request)."""
+    return bare_context("fake", app_settings=app,
+                        tenant=TenantSettings(own_numbers=["+1 212 555 0100"]))
 
 
 EVENTS = {

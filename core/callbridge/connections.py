@@ -222,7 +222,8 @@ class Connections:
         ``cache``, ``documents``...); those the context does not hold are ignored.
         """
         resolved, http = self.client(tenant_id, tenant, app)
-        services.setdefault("documents", self.documents(tenant_id, tenant))
+        if "documents" not in services:  # (made only when the caller gives none)
+            services["documents"] = self.documents(tenant_id, tenant)
         return make_hook_context(
             tenant_id=tenant_id, tenant=tenant, app=app, settings=resolved.settings,
             options=resolved.options, http=http, bare_http=self.bare(resolved.plugin.name),

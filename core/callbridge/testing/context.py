@@ -42,13 +42,15 @@ from starlette.types import ASGIApp
 from callbridge import context as host
 from callbridge.clock import SYSTEM, Clock
 from callbridge.connections import Connections
-from callbridge.context import HookContext, MemoryStore
+from callbridge.context import Cache, HookContext, KeyValueStore, MemoryStore
+from callbridge.documents import Documents
 from callbridge.errors import ConfigError
 from callbridge.faults import Fault, FaultInjector
 from callbridge.http import RetryPolicy
-from callbridge.httpauth import Credentials, MemoryTokenStore
+from callbridge.httpauth import Credentials, MemoryTokenStore, TokenStore
 from callbridge.models import Record
 from callbridge.plugins import LoadedPlugin, Registry
+from callbridge.ratelimit import LimiterRegistry
 from callbridge.settings import AppSettings, TenantSettings
 
 __all__ = ["QUICK", "TEST_TOKEN", "MemoryCache", "MemoryDelivery", "MemoryLocks", "make_context"]
@@ -107,6 +109,8 @@ class HeldLock:
 
     name: str
     fence: int
+    #: Whether another holder had it first (as the host's ledger locks say).
+    waited: bool = False
 
 
 class MemoryLocks:
@@ -118,9 +122,11 @@ class MemoryLocks:
 
     @asynccontextmanager
     async def __call__(self, name: str) -> AsyncIterator[HeldLock]:
-        async with self._held.setdefault(name, asyncio.Lock()):
+        lock = self._held.setdefault(name, asyncio.Lock())
+        contended = lock.locked()
+        async with lock:
             self._fence += 1
-            yield HeldLock(name, self._fence)
+            yield HeldLock(name, self._fence, waited=contended)
 
 
 def _register(plugin: object) -> tuple[Registry, LoadedPlugin]:
@@ -139,7 +145,11 @@ def make_context(plugin: object, *, settings: Mapping[str, Any] | None = None,
                  attempt: int = 1, records: Sequence[Record] = (),
                  uncertain: Sequence[tuple[str, str]] = (), clock: Clock | None = None,
                  transport: httpx2.AsyncBaseTransport | None = None,
-                 token: str = TEST_TOKEN, retry: RetryPolicy = QUICK) -> HookContext:
+                 token: str = TEST_TOKEN, retry: RetryPolicy = QUICK,
+                 credentials: Credentials | None = None, tokens: TokenStore | None = None,
+                 limiters: LimiterRegistry | None = None, delivery: Any = None,
+                 store: KeyValueStore | None = None, lock: Any = None,
+                 cache: Cache | None = None) -> HookContext:
     """A hook context for ``plugin``, its client sending to ``sandbox`` in process.
 
     Args:
@@ -159,6 +169,12 @@ def make_context(plugin: object, *, settings: Mapping[str, Any] | None = None,
             delivery (a :class:`~callbridge.testing.clock.FakeClock` in tests).
         transport: an httpx2 transport to use instead of the sandbox (a cassette).
         token: the credential sent (an API key, a bearer or an OAuth access token).
+        retry: the client's retry policy (short waits by default).
+        credentials, tokens: the connection's secrets and OAuth token store, when the
+            sandbox issues its own (else ``token`` stands for every secret).
+        limiters: the rate limiter to share with other contexts (one per host process).
+        delivery, store, lock, cache: the host's services to use instead of fresh
+            in-memory ones (``delivery`` then stands for attempt/records/uncertain).
     """
     clock = clock or SYSTEM
     registry, loaded = _register(plugin)
@@ -176,19 +192,25 @@ def make_context(plugin: object, *, settings: Mapping[str, Any] | None = None,
             injector.fail_next = list(faults or [])
         if injector is not None:
             transport = httpx2.ASGITransport(app=injector)
-    tokens = MemoryTokenStore({(tenant_id, loaded.name): {"access_token": token,
-                                                         "token_type": "bearer"}})
+    if tokens is None:
+        tokens = MemoryTokenStore({(tenant_id, loaded.name): {"access_token": token,
+                                                             "token_type": "bearer"}})
+    secrets = credentials or Credentials(api_key=token, token=token, client_id="test-client",
+                                         client_secret="test-client-secret")
     factory = Connections(
-        registry, tokens=tokens, clock=clock, retry=retry,
+        registry, tokens=tokens, clock=clock, retry=retry, limiters=limiters,
         transports={loaded.name: transport} if transport is not None else {},
-        credentials=lambda _settings: Credentials(api_key=token, token=token,
-                                                  client_id="test-client",
-                                                  client_secret="test-client-secret"))
+        credentials=lambda _settings: secrets)
     _, http = factory.client(tenant_id, tenant, loaded.name)
-    delivery = MemoryDelivery(attempt=attempt, first_attempt_at=clock.now(),
-                              records=tuple(records), begun=frozenset(uncertain))
-    ctx = factory.context(tenant_id, tenant, loaded.name, delivery=delivery, store=MemoryStore(),
-                          lock=MemoryLocks(), cache=MemoryCache(clock))
+    if delivery is None:
+        delivery = MemoryDelivery(attempt=attempt, first_attempt_at=clock.now(),
+                                  records=tuple(records), begun=frozenset(uncertain))
+    # The host's fetcher, making its guarded pool on first use (most tests fetch nothing).
+    documents = Documents(allowed_hosts=tenant.document_hosts)
+    ctx = factory.context(tenant_id, tenant, loaded.name, delivery=delivery, documents=documents,
+                          store=store if store is not None else MemoryStore(),
+                          lock=lock if lock is not None else MemoryLocks(),
+                          cache=cache if cache is not None else MemoryCache(clock))
     ctx.log = logging.LoggerAdapter(logging.getLogger(f"callbridge.test.{loaded.name}"),
                                     {"tenant": tenant_id, "app": loaded.name})
     assert ctx.http is http

@@ -9,33 +9,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import callbridge_clio
-import httpx2
 import pytest
-from callbridge.context import HookContext, MemoryCache, MemoryDelivery, MemoryStore
+from callbridge.context import HookContext
 from callbridge.engine import Engine
 from callbridge.faults import FaultInjector, serve_in_thread
-from callbridge.http import (
-    Credentials,
-    MemoryTokenStore,
-    RetryPolicy,
-    build_bare_client,
-    build_client,
-)
+from callbridge.http import Credentials, MemoryTokenStore, RetryPolicy
 from callbridge.ledger import Ledger
-from callbridge.ratelimit import LimiterRegistry
 from callbridge.runtime import load
-from callbridge.settings import AppSettings, TenantSettings
-from callbridge_clio import ClioSettings
+from callbridge.settings import TenantSettings
+from callbridge.testing import MemoryDelivery, make_context
 from callbridge_clio.sandbox import SandboxState, create_app
 
 # --- the hooks called directly ---------------------------------------------------------
@@ -70,17 +59,6 @@ class Clio:
                 if (method is None or r["method"] == method) and (path is None or r["path"] == path)]
 
 
-def _locks() -> Callable[[str], AbstractAsyncContextManager[None]]:
-    held: dict[str, asyncio.Lock] = {}
-
-    @asynccontextmanager
-    async def lock(name: str) -> AsyncIterator[None]:
-        async with held.setdefault(name, asyncio.Lock()):
-            yield
-
-    return lock
-
-
 @pytest.fixture
 def clio() -> Clio:
     """An empty sandbox with one authorised user and a live token for the connection."""
@@ -94,30 +72,21 @@ def clio() -> Clio:
 async def hook_ctx(clio: Clio) -> AsyncIterator[HookContext]:
     """What the host hands a Clio hook: the host's own clients, over the sandbox in process.
 
-    ``ctx.http`` is built by ``callbridge.http.build_client`` from the plugin's
-    ``connection`` hook (base URL, OAuth 2.0 with refresh through the sandbox's
-    ``/oauth/token``, the pinned version header, answers raised as the host's
-    exceptions); ``ctx.bare_http`` carries nothing of ours; ``ctx.delivery`` is a
-    :class:`Delivery` on its first attempt.
+    ``callbridge.testing.make_context`` builds it with the host's connection factory:
+    ``ctx.http`` from the plugin's ``connection`` hook (base URL, OAuth 2.0 with
+    refresh through the sandbox's ``/oauth/token``, the pinned version header,
+    answers raised as the host's exceptions); ``ctx.bare_http`` carries nothing of
+    ours; ``ctx.delivery`` is a :class:`Delivery` on its first attempt; the store,
+    cache and locks are the kit's in-memory ones.
     """
-    declaration = callbridge_clio.declare()
-    options = ClioSettings()
-    transport = httpx2.ASGITransport(app=clio.faults)
-    http = build_client(
-        tenant="acme", app="clio", plugin="clio", plugin_version=declaration.version,
-        connection=callbridge_clio.connection(options),
+    ctx = make_context(
+        callbridge_clio, tenant=TenantSettings(default_region="US"), faults=clio.faults,
         credentials=Credentials(client_id=clio.state.client_id,
                                 client_secret=clio.state.client_secret),
-        buckets=declaration.rate_limits, limiters=LimiterRegistry(), tokens=clio.tokens,
-        retry=QUICK, transport=transport)
-    bare = build_bare_client(transport=transport, retry=QUICK)
-    yield HookContext(
-        tenant_id="acme", tenant=TenantSettings(default_region="US"), app="clio",
-        settings=AppSettings(plugin="clio"), options=options, http=http, bare_http=bare,
-        log=logging.LoggerAdapter(logging.getLogger("callbridge.test.clio")),
-        store=MemoryStore(), lock=_locks(), delivery=Delivery(), cache=MemoryCache())
-    await http.aclose()
-    await bare.aclose()
+        tokens=clio.tokens, retry=QUICK, delivery=Delivery())
+    yield ctx
+    await ctx.http.aclose()
+    await ctx.bare_http.aclose()
 
 
 # --- end to end ---------------------------------------------------------------------------

@@ -10,24 +10,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import callbridge_hubspot
-import httpx2
 import pytest
-from callbridge.context import HookContext, MemoryStore
 from callbridge.faults import FaultInjector
-from callbridge.http import Credentials, RetryPolicy, build_bare_client, build_client
+from callbridge.http import Credentials, RetryPolicy
 from callbridge.models import Record
 from callbridge.ratelimit import LimiterRegistry
 from callbridge.settings import AppSettings, TenantSettings
+from callbridge.testing import MemoryLocks, make_context
 from callbridge.testing.clock import FakeClock
 from callbridge_hubspot import HubSpotSettings
 from callbridge_hubspot.portal import Portal
@@ -78,24 +73,9 @@ class Delivery:
         self.attempt += 1
 
 
-def locks() -> Callable[[str], AbstractAsyncContextManager[None]]:
-    held: dict[str, asyncio.Lock] = {}
-
-    @asynccontextmanager
-    async def lock(name: str) -> AsyncIterator[None]:
-        async with held.setdefault(name, asyncio.Lock()):
-            yield
-
-    return lock
-
-
-# A context with the 2.0 services the plugin uses (a clock), on a host that may not have them.
-if "clock" in {f.name for f in dataclasses.fields(HookContext)}:
-    Ctx: Any = HookContext
-else:
-    @dataclass
-    class Ctx(HookContext):  # type: ignore[no-redef]
-        clock: Any = None
+def locks() -> MemoryLocks:
+    """One set of in-memory locks (the host's ``ctx.lock``), to share between contexts."""
+    return MemoryLocks()
 
 
 @pytest.fixture
@@ -142,22 +122,13 @@ OPTIONS = HubSpotSettings(portal_time_zone="America/New_York", search_settle_sec
 def make_ctx(hub: FaultInjector, clock: FakeClock, *, options: HubSpotSettings = OPTIONS,
              delivery: Any = None, settings: AppSettings | None = None,
              retry: RetryPolicy = QUICK) -> Any:
-    declaration = callbridge_hubspot.declare()
-    transport = httpx2.ASGITransport(app=hub)
-    http = build_client(
-        tenant="acme", app="hubspot", plugin="hubspot", plugin_version=declaration.version,
-        connection=callbridge_hubspot.connection(options), credentials=Credentials(token=TOKEN),
-        buckets=declaration.rate_limits,
-        limiters=limiter_registry(clock),
-        retry=retry,
-        transport=transport)
-    bare = build_bare_client(transport=transport, retry=retry)
-    return Ctx(
-        tenant_id="acme", tenant=TenantSettings(default_region="US"), app="hubspot",
-        settings=settings or AppSettings(plugin="hubspot"), options=options, http=http,
-        bare_http=bare, log=logging.LoggerAdapter(logging.getLogger("callbridge.test.hubspot")),
-        store=MemoryStore(), lock=locks(),
-        delivery=delivery if delivery is not None else Delivery(), clock=clock)
+    return make_context(
+        callbridge_hubspot, settings=options.model_dump(exclude_unset=True),
+        app_settings=settings or AppSettings(plugin="hubspot"),
+        tenant=TenantSettings(default_region="US"), faults=hub, clock=clock,
+        limiters=limiter_registry(clock), retry=retry, token=TOKEN,
+        credentials=Credentials(token=TOKEN),
+        delivery=delivery if delivery is not None else Delivery())
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ unset) and records against the sandbox at https://api.hubapi.com with ``once``;
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +16,12 @@ from typing import Any
 import callbridge_hubspot as hs
 import httpx2
 import pytest
-from callbridge.context import HookContext, MemoryStore
+from callbridge.context import HookContext
 from callbridge.errors import PermanentError
-from callbridge.http import Credentials, RetryPolicy, build_bare_client, build_client
+from callbridge.http import Credentials, RetryPolicy
 from callbridge.models import LogTarget
-from callbridge.ratelimit import LimiterRegistry
-from callbridge.settings import AppSettings, TenantSettings
+from callbridge.settings import TenantSettings
+from callbridge.testing import make_context
 from callbridge.testing.cassettes import CassetteTransport, open_cassette, record_mode
 from callbridge.testing.scrub import Scrubber
 from callbridge_hubspot import batch, limits
@@ -45,25 +44,18 @@ async def recorded(case: str, body: Callable[[HookContext], Awaitable[Any]], *,
         inner = httpx2.ASGITransport(app=create_app(portal or seeded_portal(),
                                                     limits=sandbox_limits, faults=False))
     options = hs.HubSpotSettings(portal_time_zone="America/New_York", search_settle_seconds=0)
-    declaration = hs.declare()
     with open_cassette(CASSETTES / f"{case}.yaml", scrubber=Scrubber(region="US"),
                        mode=mode) as cassette:
         transport = CassetteTransport(cassette, inner)
-        off = RetryPolicy(enabled=False)
-        http = build_client(
-            tenant="kit", app="hubspot", plugin="hubspot", plugin_version=declaration.version,
-            connection=hs.connection(options), credentials=Credentials(token=KIT_TOKEN),
-            buckets=declaration.rate_limits, limiters=LimiterRegistry(), retry=off,
-            transport=transport)
-        bare = build_bare_client(transport=transport, retry=off)
         if mode != "none" and not cassette.write_protected:
             cassette.get_metadata("recorded", "recorded against the HubSpot sandbox on "
                                   f"{datetime.now(UTC).date()}")
-        ctx = HookContext(
-            tenant_id="kit", tenant=TenantSettings(default_region="US"), app="hubspot",
-            settings=AppSettings(plugin="hubspot"), options=options, http=http, bare_http=bare,
-            log=logging.LoggerAdapter(logging.getLogger("callbridge.test.hubspot")),
-            store=MemoryStore(), lock=locks(), delivery=Delivery())
+        ctx = make_context(
+            hs, settings=options.model_dump(exclude_unset=True), tenant_id="kit",
+            tenant=TenantSettings(default_region="US"), transport=transport,
+            retry=RetryPolicy(enabled=False), token=KIT_TOKEN,
+            credentials=Credentials(token=KIT_TOKEN), lock=locks(), delivery=Delivery())
+        http, bare = ctx.http, ctx.bare_http
         try:
             result = await body(ctx)
         finally:

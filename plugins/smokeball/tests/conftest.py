@@ -12,18 +12,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import callbridge_smokeball
-import httpx2
 import pytest
 from callbridge.context import HookContext, MemoryStore
 from callbridge.engine import Engine
@@ -32,14 +29,13 @@ from callbridge.http import (
     Credentials,
     MemoryTokenStore,
     RetryPolicy,
-    build_bare_client,
-    build_client,
 )
 from callbridge.ledger import DeliveryView, Ledger
 from callbridge.models import Record
 from callbridge.ratelimit import LimiterRegistry
 from callbridge.runtime import load
 from callbridge.settings import AppSettings, TenantSettings
+from callbridge.testing import MemoryCache, MemoryLocks, make_context
 from callbridge.testing.clock import FakeClock
 from callbridge_smokeball import SmokeballSettings
 from callbridge_smokeball.sandbox import SandboxState, create_app
@@ -111,15 +107,15 @@ class Smokeball:
                 and (path is None or r["path"] == path)]
 
 
-def locks() -> Callable[[str], AbstractAsyncContextManager[None]]:
-    held: dict[str, asyncio.Lock] = {}
+def shared(sb: Smokeball) -> dict[str, Any]:
+    """The host's store and cache, which outlive an attempt and every process shares:
+    pass them (``build_ctx(sb, **host)``) to each context of one test."""
+    return {"store": MemoryStore(), "cache": MemoryCache(sb.clock)}
 
-    @asynccontextmanager
-    async def lock(name: str) -> AsyncIterator[None]:
-        async with held.setdefault(name, asyncio.Lock()):
-            yield
 
-    return lock
+def locks() -> MemoryLocks:
+    """One set of in-memory locks, to share between contexts (as the ledger's are)."""
+    return MemoryLocks()
 
 
 def make_sandbox(fixture: dict[str, Any] | None = None) -> Smokeball:
@@ -139,27 +135,20 @@ def sb() -> Smokeball:
 
 def build_ctx(sb: Smokeball, *, options: SmokeballSettings | None = None,
               store: MemoryStore | None = None, delivery: Delivery | None = None,
-              lock: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
+              lock: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
               limiters: LimiterRegistry | None = None,
-              settings: AppSettings | None = None) -> HookContext:
-    declaration = callbridge_smokeball.declare()
+              settings: AppSettings | None = None,
+              cache: MemoryCache | None = None) -> HookContext:
     opts = options or SmokeballSettings()
-    transport = httpx2.ASGITransport(app=sb.faults)
-    http = build_client(
-        tenant="acme", app="smokeball", plugin="smokeball", plugin_version=declaration.version,
-        connection=callbridge_smokeball.connection(opts),
+    return make_context(
+        callbridge_smokeball, settings=opts.model_dump(exclude_unset=True),
+        app_settings=settings or AppSettings(plugin="smokeball"),
+        tenant=TenantSettings(default_region="US", time_zone="America/New_York"),
+        faults=sb.faults, clock=sb.clock, limiters=limiters or sb.limiters, retry=QUICK,
         credentials=Credentials(api_key=sb.state.api_key, client_id=sb.state.client_id,
                                 client_secret=sb.state.client_secret),
-        buckets=declaration.rate_limits,
-        limiters=limiters or sb.limiters,
-        tokens=sb.tokens, retry=QUICK, transport=transport)
-    bare = build_bare_client(transport=transport, retry=QUICK)
-    return HookContext(
-        tenant_id="acme", tenant=TenantSettings(default_region="US", time_zone="America/New_York"),
-        app="smokeball", settings=settings or AppSettings(plugin="smokeball"), options=opts,
-        http=http, bare_http=bare,
-        log=logging.LoggerAdapter(logging.getLogger("callbridge.test.smokeball")),
-        store=store or MemoryStore(), lock=lock or locks(), delivery=delivery or Delivery())
+        tokens=sb.tokens, delivery=delivery or Delivery(), store=store, lock=lock,
+        cache=cache)
 
 
 @pytest.fixture

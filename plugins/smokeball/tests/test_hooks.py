@@ -12,7 +12,6 @@ from typing import Any
 
 import callbridge_smokeball as plugin
 import pytest
-from callbridge.context import MemoryStore
 from callbridge.errors import RateLimited, SkipEvent, TransientError, UnknownActivityCode
 from callbridge.events import ExternalParty
 from callbridge.http import UncertainWrite
@@ -21,7 +20,7 @@ from callbridge.settings import AppSettings
 from callbridge_smokeball import SmokeballSettings
 from callbridge_smokeball.api import FILE_MARKER_KEY
 
-from plugins.smokeball.tests.conftest import Delivery, Smokeball, build_ctx, locks
+from plugins.smokeball.tests.conftest import Delivery, Smokeball, build_ctx, locks, shared
 from plugins.smokeball.tests.samples import call, fax, missed, sms
 
 
@@ -179,21 +178,21 @@ async def test_a_missing_code_is_created_once_as_a_time_code(sb: Smokeball) -> N
 async def test_a_code_deleted_by_the_firm_is_ensured_again_after_the_typed_error(
         sb: Smokeball) -> None:
     code = sb.state.add_activity_code("CB-CALL")
-    store = MemoryStore()
-    await plugin.log_call(build_ctx(sb, store=store), call(), target(sb))
+    host = shared(sb)
+    await plugin.log_call(build_ctx(sb, **host), call(), target(sb))
     sb.state.data["activitycodes"][code]["isDeleted"] = True  # the firm deleted it
     with pytest.raises(UnknownActivityCode):
-        await plugin.log_call(build_ctx(sb, store=store), call(id="sb-call-2"), target(sb))
-    await plugin.log_call(build_ctx(sb, store=store), call(id="sb-call-2"), target(sb))
+        await plugin.log_call(build_ctx(sb, **host), call(id="sb-call-2"), target(sb))
+    await plugin.log_call(build_ctx(sb, **host), call(id="sb-call-2"), target(sb))
     assert len(sb.state.rows("fees")) == 2 and len(sb.api("POST", "/activitycodes")) == 1
 
 
 async def test_two_processes_racing_create_one_code_even_before_smokeball_shows_it(
         sb: Smokeball) -> None:
     sb.state.write_delay = 600.0  # the created code is not readable for ten minutes
-    shared_lock, shared_store = locks(), MemoryStore()  # the ledger's lock and store
-    one = build_ctx(sb, lock=shared_lock, store=shared_store)
-    two = build_ctx(sb, lock=shared_lock, store=shared_store)
+    shared_lock, host = locks(), shared(sb)  # the ledger's lock, store and cache
+    one = build_ctx(sb, lock=shared_lock, **host)
+    two = build_ctx(sb, lock=shared_lock, **host)
     codes = await asyncio.gather(plugin.ensure_activity_code(one, "CB-CALL"),
                                  plugin.ensure_activity_code(two, "CB-CALL"))
     assert codes == ["CB-CALL", "CB-CALL"]
@@ -395,12 +394,12 @@ async def test_an_uncertain_write_is_found_by_its_marker_not_written_twice(sb: S
 async def test_a_429_storm_slows_the_writes_and_duplicates_nothing(sb: Smokeball) -> None:
     sb.state.rate, sb.state.burst = 0.5, 2  # another deployment shares the partner's bucket
     events = [call(id=f"sb-storm-{i}") for i in range(6)]
-    store = MemoryStore()  # the host's store outlives an attempt
+    host = shared(sb)  # the host's store and cache outlive an attempt
     for event in events:
         delivery = Delivery()
         for _ in range(20):
             try:
-                await plugin.log_call(build_ctx(sb, delivery=delivery, store=store), event,
+                await plugin.log_call(build_ctx(sb, delivery=delivery, **host), event,
                                       target(sb))
                 break
             except RateLimited:
