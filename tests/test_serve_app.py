@@ -13,15 +13,25 @@ import pytest
 import sqlalchemy as sa
 from callbridge.runtime import load
 from callbridge.serve.app import build_app, make_state
+from callbridge.serve.auth import token_hash
 from callbridge.serve.server import LastGoodSettings
 from callbridge.serve.state import ServerState
 
 from tests.conftest import Notebook, write_config
 
+#: An operator for every tenant: /metrics asks for one (serve.metrics_access).
+MONITOR_TOKEN = "cbo_monitoring-token-for-tests-0123456789"
+MONITOR = f"""
+[operators.monitor]
+token_sha256 = "{token_hash(MONITOR_TOKEN)}"
+tenants = "all"
+"""
+AS_MONITOR = {"Authorization": f"Bearer {MONITOR_TOKEN}"}
+
 
 @pytest.fixture
 def state(tmp_path: Path, notebook: Notebook, secret_key: str) -> ServerState:
-    rt = load(write_config(tmp_path / "callbridge.toml", notebook.url))
+    rt = load(write_config(tmp_path / "callbridge.toml", notebook.url, extra=MONITOR))
     rt.settings = LastGoodSettings(rt.settings.path, plugin_models=rt.settings.plugin_models)
     return make_state(rt, worker=False)
 
@@ -64,7 +74,7 @@ async def test_metrics_are_in_the_prometheus_text_format_with_deliveries_by_stat
                          "sent_at": "2026-03-02T09:00:00+00:00"})
     await state.engine.ingest(event)
     state.metrics.inc("events_received", tenant="acme", source="default", kind="sms", result="new")
-    answer = await client.get("/metrics")
+    answer = await client.get("/metrics", headers=AS_MONITOR)
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = answer.text
@@ -87,7 +97,7 @@ async def test_metrics_count_hook_calls_and_outcomes_of_the_worker(
         "external": {"number": "+1 212 555 0142"}, "body": "hi",
         "sent_at": "2026-03-02T09:00:00+00:00"}))
     assert await state.engine.run_until_idle() == 1
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=AS_MONITOR)).text
     assert 'callbridge_outcomes_total{app="crm",reason="",status="logged"} 1.0' in text
     assert 'callbridge_hook_seconds_count{app="crm",hook="log_sms",result="ok"} 1.0' in text
     assert 'callbridge_deliveries{app="crm",reason="",status="logged"} 1.0' in text

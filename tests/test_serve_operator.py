@@ -48,6 +48,7 @@ class Served:
     engine: Engine
     ledger: Ledger
     pks: dict[str, int]
+    path: Path
 
 
 def call(event_id: str, tenant: str = "acme", minute: int = 0, **over: Any) -> Any:
@@ -102,7 +103,7 @@ async def served(tmp_path: Path, notebook: Notebook, monkeypatch: pytest.MonkeyP
     finish(ledger, pks["globex"], Outcome(status=OutcomeStatus.DEAD, reason="deadline"))
     # The server as `callbridge serve` builds it (the worker is run by the tests).
     with TestClient(build_app(make_state(runtime, engine=engine, worker=False))) as client:
-        yield Served(client, engine, ledger, pks)
+        yield Served(client, engine, ledger, pks, path)
     await engine.aclose()
 
 
@@ -253,3 +254,18 @@ async def test_two_operators_requeueing_at_once_requeue_once(served: Served) -> 
     results = await asyncio.gather(*[
         asyncio.to_thread(served.ledger.requeue_ended, view.delivery_id) for _ in range(4)])
     assert sorted(results) == [False, False, False, True]
+
+
+def test_metrics_need_an_operator_of_every_tenant_unless_opened(served: Served) -> None:
+    client = served.client
+    assert client.get("/metrics").status_code == 401
+    scoped = client.get("/metrics", headers={"Authorization": f"Bearer {ACME}"})
+    assert scoped.status_code == 403 and scoped.json()["error"]["field"] == "authorization"
+    answer = client.get("/metrics", headers={"Authorization": f"Bearer {ALL}"})
+    assert answer.status_code == 200
+    assert 'callbridge_operator_auth_failures_total{reason="unauthenticated"} 1.0' in answer.text
+    assert 'callbridge_operator_auth_failures_total{reason="forbidden_tenant"} 1.0' in answer.text
+    assert 'callbridge_deliveries{app="crm",reason="deadline",status="dead"} 2.0' in answer.text
+    # A changed settings file applies from the next request.
+    served.path.write_text(served.path.read_text() + '\n[serve]\nmetrics_access = "open"\n')
+    assert client.get("/metrics").status_code == 200

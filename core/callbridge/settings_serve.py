@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -45,6 +45,10 @@ class ServeSettings(BaseModel):
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, le=600,
         description="on shutdown, how long deliveries being worked may take to finish")
+    metrics_access: Literal["operator", "open"] = Field(
+        default="operator",
+        description='who may read /metrics: "operator" (an operator token for every tenant) '
+                    'or "open" (anyone who reaches the server)')
 
 
 class OperatorSettings(BaseModel):

@@ -32,8 +32,9 @@ from starlette.responses import JSONResponse, Response
 from callbridge.settings import KEY_PATTERN
 from callbridge.settings_serve import OperatorSettings
 
-__all__ = ["EXCEPTION_HANDLERS", "ApiError", "Operator", "authenticate", "authorise", "error_response",
-           "guarded", "new_token", "require_operator", "token_hash", "token_instructions"]
+__all__ = ["EXCEPTION_HANDLERS", "ApiError", "Operator", "authenticate", "authorise",
+           "error_response", "guarded", "new_token", "require_metrics_reader", "require_operator",
+           "token_hash", "token_instructions"]
 
 log = logging.getLogger("callbridge.serve.auth")
 
@@ -194,6 +195,22 @@ async def require_operator(request: Request, state: AuthState,
         raise
     if tenant is not None:
         authorise(state, operator, tenant)
+    return operator
+
+
+async def require_metrics_reader(request: Request, state: AuthState) -> Operator | None:
+    """Who may read ``/metrics`` (the metrics name every tenant): with
+    ``serve.metrics_access = "operator"`` (the default) an operator for every tenant,
+    else (``"open"``) anyone. Raises :class:`ApiError` (401/403) as
+    :func:`require_operator` does."""
+    serve = getattr(state.runtime.settings.current(), "serve", None)
+    if getattr(serve, "metrics_access", "operator") == "open":
+        return None
+    operator = await require_operator(request, state)
+    if operator.tenants is not None:
+        _count_failure(state, "forbidden_tenant")
+        raise ApiError(403, "authorization", "the metrics cover every tenant: this needs an "
+                       'operator whose tenants are "all"')
     return operator
 
 

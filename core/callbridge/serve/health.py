@@ -5,7 +5,8 @@
   is at the newest migration, and the server is not shutting down (else 503, with
   what is wrong). A settings file that no longer reads is reported (the last good
   settings stay in use) but does not make the server unready.
-* ``GET /metrics`` — the Prometheus text format (:mod:`callbridge.serve.metrics`).
+* ``GET /metrics`` — the Prometheus text format (:mod:`callbridge.serve.metrics`), for an
+  operator of every tenant unless ``serve.metrics_access = "open"``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from callbridge.ledger import Ledger
 from callbridge.ledger import tables as t
+from callbridge.serve.auth import require_metrics_reader
 from callbridge.serve.metrics import CONTENT_TYPE
 from callbridge.serve.state import ServerState
 
@@ -72,6 +74,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics(request: Request) -> Response:
+        await require_metrics_reader(request, state)  # serve.metrics_access
         try:
             state.metrics.set_deliveries(await engine.db(delivery_counts, engine.ledger))
         except Exception:  # the counters of this process are still worth reading
