@@ -34,7 +34,8 @@ def state(tmp_path: Path, notebook: Notebook, secret_key: str,
     monkeypatch.setenv("TEST_PBX_KEY", KEY)
     monkeypatch.setenv("TEST_PBX_OLD_KEY", OLD_KEY)
     config = write_config(tmp_path / "callbridge.toml", notebook.url,
-                          extra=SOURCES + "\n[serve]\nmax_body_bytes = 4096\n")
+                          extra=SOURCES + "\n[serve]\nmax_body_bytes = 4096\n"
+                          "metrics_access = \"open\"\n")
     return make_state(load(config), worker=False)
 
 
