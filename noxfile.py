@@ -44,11 +44,16 @@ def install_locked(session: nox.Session, *extra: str) -> None:
     session.run("python", "-m", "pip", "check", silent=True)
 
 
+#: The test suite's workers: one per core, at most four.
+PARALLEL = ["--numprocesses", "auto", "--maxprocesses", "4"]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, offline, cassettes in replay-only mode."""
     install_locked(session, *map(with_test_extra, APP_PLUGINS), *TEST_PLUGINS)
-    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]),
+    # On every core (pytest-xdist; at most 4 workers: each starts its own PostgreSQL).
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q", *PARALLEL]),
                 env={"CALLBRIDGE_RECORD_MODE": "none"})
 
 

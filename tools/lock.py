@@ -25,7 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "requirements"
 #: Tools the sessions run, beyond the packages' own extras.
-DEV_TOOLS = ["hypothesis>=6.100", "mypy>=1.13", "pip-audit>=2.7"]
+DEV_TOOLS = ["hypothesis>=6.100", "mypy>=1.13", "pip-audit>=2.7",
+             # the suite runs on every core (`nox -s tests`)
+             "pytest-xdist>=3.6"]
 #: Packages of this repository: never taken from an index.
 LOCAL_PREFIX = "callbridge"
 #: Extras a deployment may install (the rest are for tests and development).

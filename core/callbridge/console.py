@@ -21,7 +21,9 @@ __all__ = ["cell", "clean", "err", "escaped", "line", "out", "say", "warn"]
 #: Standard output and standard error. Highlighting is off: rich would otherwise
 #: colour parts of outside text (numbers, URLs) as if they meant something.
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Messages on standard error are never broken by the console (the terminal wraps them), so
+# a file path or a command in them can be copied whole.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # C0 and C1 controls and DEL; bidirectional embedding, override and isolate marks
 # (they reorder what a terminal shows); line and paragraph separators.

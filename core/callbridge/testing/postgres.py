@@ -109,7 +109,13 @@ def postgres_server() -> Iterator[str]:
         yield url
     finally:
         stop_now(server)
-        server.cleanup()
+        try:
+            server.cleanup()
+        except ProcessLookupError:  # already stopped by stop_now; only its files are left
+            pass
+        except Exception as exc:  # psutil.NoSuchProcess: the same, seen by psutil
+            if type(exc).__name__ != "NoSuchProcess":
+                raise
         shutil.rmtree(folder, ignore_errors=True)
 
 
