@@ -18,6 +18,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 from callbridge.ledger import Ledger
+from callbridge.serve.auth import token_hash
 
 from tests.conftest import Notebook
 from tests.serving import signed, start_server
@@ -106,6 +107,9 @@ EXPECTED: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
 }
 
 
+MONITOR_TOKEN = "cbo_monitoring-token-for-the-day-0123456789"
+
+
 def settings(tmp_path: Path, clio: str, notebook: str) -> Path:
     text = f"""
     [ledger]
@@ -114,6 +118,10 @@ def settings(tmp_path: Path, clio: str, notebook: str) -> Path:
 
     [serve]
     max_body_bytes = 65536
+
+    [operators.monitor]              # /metrics asks for an operator of every tenant
+    token_sha256 = "{token_hash(MONITOR_TOKEN)}"
+    tenants = "all"
     """
     for tenant in KEYS:
         text += f"""
@@ -203,7 +211,8 @@ def test_a_day_of_three_firms_through_the_server(
             assert replayed.json()["events"][0]["result"] == "duplicate"
             refused = refuse_the_bad_ones(client)
             views = wait_until_settled(ledger, sum(len(apps) for apps in EXPECTED.values()))
-            metrics = client.get("/metrics").text
+            metrics = client.get(
+                "/metrics", headers={"Authorization": f"Bearer {MONITOR_TOKEN}"}).text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
