@@ -12,7 +12,11 @@
    through ``ingest`` to the Clio sandbox on loopback under its 50 requests a
    minute, on the real clock: wall time, requests and 429s.
 
-Usage: python benchmarks/bench.py [--events N] [--only pipeline|io|clio_batch]
+4. ack: acknowledgements per second of `callbridge serve`'s intake, server and load
+   generator pinned to separate cores with taskset, each acknowledgement surviving a
+   SIGKILL, with the p50 and p99 time to acknowledge (bench_ack.py).
+
+Usage: python benchmarks/bench.py [--events N] [--only pipeline|io|clio_batch|ack]
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch"])
+    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack"])
     args = parser.parse_args()
     report: dict[str, Any] = {}
     if args.only in (None, "pipeline"):
@@ -197,6 +201,12 @@ def main() -> None:
         print(f"clio_batch: {cb['calls']} calls in {cb['wall_seconds']} s, {cb['requests']} "
               f"requests, 429s: {cb['429s']}, {cb['communications']} communications and "
               f"{cb['time_entries']} time entries (goal: 15 and 15, no 429)")
+    if args.only in (None, "ack"):
+        from bench_ack import bench_ack
+        report["ack"] = ack = bench_ack(args.events)
+        print(f"ack: {ack['acks_per_s']} acknowledgements/s, p50 {ack['p50_ms']} ms, p99 "
+              f"{ack['p99_ms']} ms ({ack['pinned']}); every acknowledged event in the ledger "
+              f"after SIGKILL: {ack['every_ack_survived']}")
     print(json.dumps(report, indent=2))
 
 
