@@ -144,6 +144,19 @@ def ingest(firm: Any, event: Any) -> int:
     return int(firm.loop.run(go()))
 
 
+#: Form controls a person could use that have no accessible name from a label.
+UNLABELLED = """() => [...document.querySelectorAll('input, textarea, select')]
+    .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+    .map(e => e.name)"""
+
+
+def checked(page: Any) -> Any:
+    """The page, after checking that it has one h1 and every control has a label."""
+    assert page.get_by_role("heading", level=1).count() == 1
+    assert page.evaluate(UNLABELLED) == []
+    return page
+
+
 def outcome(firm: Any, pk: int) -> tuple[str, str]:
     view = firm.ledger.find_delivery("acme", "clio", pk)
     assert view is not None
@@ -166,29 +179,29 @@ def test_a_firm_logs_by_hand_chooses_a_contact_and_takes_notes_during_a_call(
     kim = firm.sandbox.add_contact("Kim", "Novak", ["212.555.0177"])
 
     page = browser.new_page(viewport={"width": 1100, "height": 800})
-    page.set_default_timeout(5000)
+    page.set_default_timeout(15_000)
     page.goto(f"{firm.url}/history/")
     page.keyboard.press("Tab")  # the first stop skips to the content
     assert page.evaluate("document.activeElement.textContent") == "Skip to the content"
-    page.get_by_label("Operator token").fill(TOKEN)
+    checked(page).get_by_label("Operator token").fill(TOKEN)
     page.screenshot(path=str(shots / "history-sign-in.png"))
     page.get_by_role("button", name="Sign in").click()
     assert page.get_by_role("heading", level=1).inner_text() == "Recent calls, SMS and faxes"
-    table = page.get_by_role("table", name="Events of Whitfield & Park LLP")
+    table = checked(page).get_by_role("table", name="Events of Whitfield & Park LLP")
     assert table.get_by_role("columnheader", name="clio").count() == 1
     assert table.get_by_role("row").count() == 5  # the header and four events
     page.screenshot(path=str(shots / "history-list.png"), full_page=True)
 
     # A manual log: the first call, matched again now that Clio knows the number.
     table.get_by_role("link", name="Inbound call from +1 212-555-0177").click()
-    page.get_by_role("button", name="Log to clio").click()
+    checked(page).get_by_role("button", name="Log to clio").click()
     assert page.get_by_role("status").inner_text() == "Logged in clio by hand."
     page.screenshot(path=str(shots / "history-logged.png"), full_page=True)
 
     # An unresolved call: the contact chosen among the candidates, by keyboard alone.
     page.get_by_role("link", name="All events").click()
     page.get_by_role("link", name="Inbound call from +1 646-555-0111").click()
-    choice = page.get_by_role("group", name="Choose the contact in clio")
+    choice = checked(page).get_by_role("group", name="Choose the contact in clio")
     assert choice.get_by_role("radio").count() == 2
     page.screenshot(path=str(shots / "history-unresolved.png"), full_page=True)
     choice.get_by_role("radio", name="Samantha Ortiz").focus()
@@ -201,7 +214,7 @@ def test_a_firm_logs_by_hand_chooses_a_contact_and_takes_notes_during_a_call(
     # Notes during the call in progress, then cancelled before it ends.
     page.get_by_role("link", name="All events").click()
     page.get_by_role("link", name="Inbound call from Dana Whitfield").click()
-    page.get_by_label("Notes").fill("Wants the hearing moved to March.")
+    checked(page).get_by_label("Notes").fill("Wants the hearing moved to March.")
     page.get_by_role("checkbox", name="clio").check()
     page.get_by_role("button", name="Add notes").click()
     assert "Notes added" in page.get_by_role("status").inner_text()
