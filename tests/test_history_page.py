@@ -145,6 +145,8 @@ async def test_an_operator_sees_only_its_own_firms(tmp_path: Path) -> None:
         assert other.status_code == 403 and "may not see this firm" in other.text
         missing = await page.http.get("/history/acme/events/999")
         assert missing.status_code == 404 and "no event with this id" in missing.text
+        huge = await page.http.get("/history/acme/events/" + "9" * 30)
+        assert huge.status_code == 404
         nowhere = await page.http.get("/history/acme/nowhere")
         assert nowhere.status_code == 404 and "<h1>Not found</h1>" in nowhere.text
         slashless = await page.http.get("/history/acme")
@@ -263,3 +265,28 @@ async def test_notes_can_be_added_changed_and_cancelled_during_a_call(tmp_path: 
         page.clock.advance(60)  # past the grace period for notes
         await page.engine.run_until_idle()
     assert [(w.notes, w.state) for w in book.logs] == [(None, "ended")]
+
+
+async def test_events_are_paged_newest_first_and_signing_out_ends_the_session(
+        tmp_path: Path) -> None:
+    from callbridge.serve.history_view import PAGE_SIZE
+
+    async with page_for(tmp_path, {"crm": Book()}) as page:
+        for n in range(PAGE_SIZE + 1):
+            await page.engine.ingest(call(f"c-{n:03d}", state="in_progress",
+                                          started_at=f"2026-01-05T{8 + n // 60:02d}:{n % 60:02d}:00Z"))
+        await page.sign_in()
+        first = await page.http.get("/history/acme/")
+        rows = re.findall(r'<th scope="row"><a href="/history/acme/events/(\d+)"', first.text)
+        assert len(rows) == PAGE_SIZE and rows[0] == str(PAGE_SIZE + 1) and "1" not in rows
+        older = re.search(r'href="(/history/acme/\?before=\d+)">Older events', first.text)
+        assert older
+        second = await page.http.get(older.group(1))
+        assert re.findall(r'<th scope="row"><a href="/history/acme/events/(\d+)"',
+                          second.text) == ["1"] and "Older events" not in second.text
+
+        token = await page.csrf("/history/acme/")
+        out = await page.http.post("/history/logout", data={"csrf": token})
+        assert out.headers["location"] == "/history/login?done=signedout"
+        assert 'Max-Age=0' in out.headers["set-cookie"] or "expires" in out.headers["set-cookie"].lower()
+        assert (await page.http.get("/history/acme/")).status_code == 303

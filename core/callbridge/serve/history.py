@@ -226,8 +226,11 @@ class HistoryPages:
         return self.settings.tenants[tenant].time_zone
 
     async def row(self, tenant: str, pk: int) -> hv.EventRow:
-        row: hv.EventRow | None = await self.state.engine.db(hv.one_event, self.state.engine.ledger, tenant, pk,
-                                         self.apps(tenant))
+        """The firm's event ``pk`` (the ledger's id, as the page's links give it)."""
+        row: hv.EventRow | None = None
+        if 0 < pk < 2**63:
+            row = await self.state.engine.db(hv.one_event, self.state.engine.ledger, tenant, pk,
+                                             self.apps(tenant))
         if row is None:
             raise Refused(404, "No such event", "This firm has no event with this id.")
         return row
