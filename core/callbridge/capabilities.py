@@ -260,6 +260,10 @@ class Connection(BaseModel):
     """The roles whose requests carry the credentials and ``headers``."""
     rate_limits: tuple[RateBucket, ...] | None = None
     """This connection's buckets (e.g. by plan); None keeps the declaration's."""
+    outbound: bool = False
+    """The base URL is one a user gave (an outgoing webhook), not the vendor's: every
+    connection goes through the outbound address policy (:mod:`callbridge.outbound`:
+    never a loopback, private, link-local or metadata address), as document fetches do."""
 
     def origin_urls(self) -> dict[str, str]:
         """Every declared origin by role: ``api``, ``oauth`` (when OAuth 2.0) and ``origins``."""

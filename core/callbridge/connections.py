@@ -38,7 +38,14 @@ from callbridge.clock import SYSTEM, Clock
 from callbridge.context import HookContext
 from callbridge.documents import Documents
 from callbridge.errors import ConfigError
-from callbridge.http import AppClient, RetryPolicy, build_bare_client, build_client, plain_client
+from callbridge.http import (
+    AppClient,
+    RetryPolicy,
+    _BorrowedTransport,
+    build_bare_client,
+    build_client,
+    plain_client,
+)
 from callbridge.httpauth import Credentials, TokenStore
 from callbridge.outbound import AddressPolicy, guarded_transport
 from callbridge.plugins import LoadedPlugin, Registry
@@ -175,7 +182,9 @@ class Connections:
             plugin_version=plugin.dist_version, connection=resolved.connection,
             credentials=resolved.credentials, buckets=resolved.buckets,
             limiters=self.limiters, tokens=self.tokens, retry=self.retry,
-            transport=self._transport(plugin.name), timeout=self._timeout,
+            transport=(_BorrowedTransport(self._guarded_transport())
+                       if resolved.connection.outbound and plugin.name not in self.transports
+                       else self._transport(plugin.name)), timeout=self._timeout,
             token_client=(self._token_client(plugin.name)
                           if resolved.connection.auth == "oauth2" else None))
 
@@ -201,15 +210,19 @@ class Connections:
                 retry=self.retry, clock=self.clock)
         return client
 
+    def _guarded_transport(self) -> httpx2.AsyncBaseTransport:
+        """The one pool under the outbound address policy (documents, outgoing webhooks)."""
+        if self._guarded is None:
+            self._guarded = guarded_transport(AddressPolicy())
+        return self._guarded
+
     def documents(self, tenant_id: str, tenant: TenantSettings) -> Documents:
         """The tenant's ``ctx.documents``: its document hosts, on one guarded pool for all."""
         key = (tenant_id, tenant.document_hosts)
         fetcher = self._documents.get(key)
         if fetcher is None:
-            if self._guarded is None:
-                self._guarded = guarded_transport(AddressPolicy())
             fetcher = self._documents[key] = Documents(
-                transport=self._guarded, allowed_hosts=tenant.document_hosts)
+                transport=self._guarded_transport(), allowed_hosts=tenant.document_hosts)
         return fetcher
 
     # --- contexts --------------------------------------------------------------------

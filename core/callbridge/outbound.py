@@ -223,7 +223,8 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
                           local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None
                           ) -> httpcore2.AsyncNetworkStream:
-        sandbox = any(self.policy.is_sandbox(httpx2.URL(f"{scheme}://{host}:{port}/"))
+        named = f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6
+        sandbox = any(self.policy.is_sandbox(httpx2.URL(f"{scheme}://{named}:{port}/"))
                       for scheme in ("http", "https"))
         addresses = await resolve_checked(host, port, self.policy, sandbox=sandbox)
         self.connected.append(addresses[0])
