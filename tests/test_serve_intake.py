@@ -219,3 +219,29 @@ async def test_metrics_count_events_received_and_requests_refused(
                 f'source="pbx",tenant="acme"}} 1.0') in text
     assert 'callbridge_requests_refused_total{reason="unauthenticated",status="401"} 1.0' in text
     assert "callbridge_ack_seconds_count 3.0" in text
+
+
+def test_adapters_are_found_by_their_entry_point() -> None:
+    from callbridge.errors import ConfigError
+    from callbridge.sources.base import SourceAdapter, formats, load_adapter
+    from callbridge.sources.native import NativeSource
+
+    assert formats()["callbridge"].value == "callbridge.sources.native:NativeSource"
+    adapter = load_adapter("callbridge")
+    assert isinstance(adapter, NativeSource) and isinstance(adapter, SourceAdapter)
+    assert load_adapter("callbridge") is adapter  # made once
+    with pytest.raises(ConfigError, match="no source adapter for format 'nowhere'"):
+        load_adapter("nowhere")
+
+
+async def test_a_source_whose_format_is_not_installed_refuses_everything(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    path = state.runtime.settings.path
+    assert path is not None
+    path.write_text(path.read_text().replace('secret_env = "TEST_PBX_KEY"',
+                                             'secret_env = "TEST_PBX_KEY"\nformat = "nowhere"'))
+    body, headers = signed(call())
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["problem"] == "the source's format is not installed on the server"
+    assert deliveries(state) == [] and len(quarantined(state)) == 1
