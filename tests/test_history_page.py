@@ -290,3 +290,25 @@ async def test_events_are_paged_newest_first_and_signing_out_ends_the_session(
         assert out.headers["location"] == "/history/login?done=signedout"
         assert 'Max-Age=0' in out.headers["set-cookie"] or "expires" in out.headers["set-cookie"].lower()
         assert (await page.http.get("/history/acme/")).status_code == 303
+
+
+async def test_notes_kept_past_the_end_log_the_call_later_with_them(tmp_path: Path) -> None:
+    book = Book()
+    book.add("c1", "Ada Lovelace", "+12125550142")
+    async with page_for(tmp_path, {"crm": book}) as page:
+        stored = await page.engine.ingest(call("c-1", state="in_progress"))
+        await page.sign_in()
+        path = f"/history/acme/events/{stored.event_pk}"
+        token = await page.csrf(path)
+        await page.http.post(path + "/notes", data={"csrf": token, "text": "Call back Monday.",
+                                                    "app": "crm"})
+        await page.engine.ingest(call("c-1", ended="2026-01-05T15:04:00Z"))
+        await page.engine.run_until_idle()
+        shown = await page.http.get(path)
+        assert "the app&#39;s delay has passed." in shown.text
+        assert 'Next: <time datetime="2026-01-05T15:09:00+00:00">2026-01-05 15:09</time>' in shown.text
+        assert "Cancel the notes" in shown.text and "still logged later" in shown.text
+        assert book.logs == []
+        page.clock.advance(10 * 60)
+        await page.engine.run_until_idle()
+    assert [(w.notes, w.state) for w in book.logs] == [("Call back Monday.", "ended")]

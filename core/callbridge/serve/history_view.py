@@ -48,8 +48,8 @@ REASONS: Mapping[tuple[str, str | None], str] = {
     ("pending", None): "Waiting for the worker to log it.",
     ("waiting", "rate_limit"): "The app asked us to slow down; it is logged when the app "
                                "has room (not counted as a failure).",
-    ("waiting", "delay"): "Notes were added during the call: it is logged with them a few "
-                          "minutes after the call ends.",
+    ("waiting", "delay"): "Notes were added during the call: it is logged with them once "
+                          "the call has ended and the app's delay has passed.",
     ("waiting", "backoff"): "The last attempt failed; it is retried.",
     ("parked", "reauthorise"): "The app's connection must be authorised again; it is logged "
                                "once it is reconnected.",
@@ -106,6 +106,12 @@ class AppOutcome:
     @property
     def label(self) -> str:
         return status_label(self.status)
+
+    def next_at(self, zone: str) -> str | None:
+        """When it is next tried (a waiting, parked or accepted delivery), in ``zone``."""
+        if self.next_attempt_at is None or self.status not in ("waiting", "parked", "accepted"):
+            return None
+        return f"{self.next_attempt_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M}"
 
     @property
     def done(self) -> bool:
