@@ -76,7 +76,7 @@ def stored(state: ServerState, source: str, kind: str, event_id: str) -> Any:
 
 async def test_twilios_callbacks_in_any_order_land_in_the_ledger_as_the_furthest_state(
         client: httpx2.AsyncClient, state: ServerState) -> None:
-    cases = list(TWILIO["requests"]) + [TWILIO["rotated"]]
+    cases = [*TWILIO["requests"], TWILIO["rotated"]]
     random.Random(13).shuffle(cases)
     for case in cases:
         answer = await post(client, "twilio", case)
