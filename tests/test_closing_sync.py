@@ -210,3 +210,16 @@ async def test_the_report_says_what_was_sent_and_skipped_and_why_and_doctor_the_
         await e.aclose()
     assert [c["status"] for c in checks] == ["fail"]
     assert "text_area field, not a checkbox" in checks[0]["detail"]
+
+
+async def test_a_skipped_matter_ticked_later_is_sent_and_an_unchanged_one_is_not_reported_again(
+        tmp_path: Path, key: str) -> None:
+    source, dest, clock = Source([closed("3", opted_in=False)]), Destination(), FakeClock(START)
+    first = await run(tmp_path, key, source, dest, clock)
+    assert [x.fate for x in first.lines] == ["skipped"]  # type: ignore[attr-defined]
+    source.matters.append(closed("3", opted_in=False))  # read again, still not opted in
+    again = await run(tmp_path, key, source, dest, clock)
+    assert again.lines == [] and dest.sent == []  # type: ignore[attr-defined]
+    source.matters.append(closed("3", opted_in=True))  # the box ticked after closing
+    ticked = await run(tmp_path, key, source, dest, clock)
+    assert [x.fate for x in ticked.lines] == ["sent"] and len(dest.sent) == 1  # type: ignore[attr-defined]

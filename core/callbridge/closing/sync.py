@@ -136,6 +136,8 @@ async def _queue(store: ClosingStore, closed: ClosedMatterSettings, matter: Clos
         return  # queued or sent already: once per closed matter
     now = store.engine.clock.now()
     decision = decide(closed, matter)
+    if earlier is not None and not decision.send and earlier.reason == decision.reason:
+        return  # read again (the same second, or changed): skipped for the same reason
     line = Line(matter.id, matter.name, matter.closed_on.isoformat(), "queued")
     if decision.send:
         send = new_send(store.tenant, closed.source, key, matter)
