@@ -312,3 +312,25 @@ async def test_notes_kept_past_the_end_log_the_call_later_with_them(tmp_path: Pa
         page.clock.advance(10 * 60)
         await page.engine.run_until_idle()
     assert [(w.notes, w.state) for w in book.logs] == [("Call back Monday.", "ended")]
+
+
+async def test_notes_name_the_contact_chosen_in_an_app_checked_with_the_app(tmp_path: Path) -> None:
+    book = Book()
+    book.add("c1", "Ada Lovelace", "+12125550142")
+    book.add("c2", "Ada's assistant", "+12125550142")
+    async with page_for(tmp_path, {"crm": book}) as page:
+        stored = await page.engine.ingest(call("c-1", state="in_progress"))
+        await page.sign_in()
+        path = f"/history/acme/events/{stored.event_pk}"
+        assert "Contact id in crm" in (await page.http.get(path)).text
+        token = await page.csrf(path)
+        wrong = await page.http.post(path + "/notes", data={
+            "csrf": token, "text": "Urgent.", "app": "crm", "contact:crm": "c404"})
+        assert wrong.status_code == 422 and "c404" not in wrong.text
+        chosen = await page.http.post(path + "/notes", data={
+            "csrf": token, "text": "Urgent.", "app": "crm", "contact:crm": "c2"})
+        assert chosen.status_code == 303
+        await page.engine.ingest(call("c-1"))
+        page.clock.advance(60 * 60)
+        await page.engine.run_until_idle()
+    assert [(w.contacts, w.notes) for w in book.logs] == [([("c2", "Ada's assistant")], "Urgent.")]

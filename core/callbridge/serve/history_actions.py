@@ -70,8 +70,9 @@ class Actions:
             return await self._again(request, session, 422, "No notes added",
                                      "Choose at least one app to log the call in.")
         started = self._started(one(fields, "started_at"))
+        chosen = {a: [c] if (c := one(fields, f"contact:{a}").strip()) else [] for a in apps}
         try:
-            await add_notes(self.pages.state.engine, row.ref, {a: () for a in apps}, text,
+            await add_notes(self.pages.state.engine, row.ref, chosen, text,
                             started, tenant=tenant)
         except ManualRefused as exc:
             return await self._again(request, session, exc.status, "No notes added", exc.problem)
