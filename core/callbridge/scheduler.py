@@ -77,6 +77,13 @@ class InProcessScheduler:
         self.engine = engine
         self.poll = poll
         self._digests: Any = None
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Work was queued outside the worker (a delivery re-queued or released by an
+        operator, an app reconnected): look for due work now, not at the next known due
+        time. Call it from the loop :meth:`run` runs on."""
+        self._woken.set()
 
     async def due(self, event_pks: Sequence[int] | None = None, *,
                   confirming: bool = False) -> Due:
@@ -173,6 +180,8 @@ class InProcessScheduler:
             # Nothing was worked: what is due now is held by another process; look again soon.
             sleeper = asyncio.ensure_future(engine.clock.sleep(max(self.poll, min(wait, 60.0))))
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            sleeper.cancel()
-            stopper.cancel()
+            waker = asyncio.ensure_future(self._woken.wait())
+            await asyncio.wait({sleeper, stopper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            self._woken.clear()
+            for task in (sleeper, stopper, waker):
+                task.cancel()

@@ -46,6 +46,7 @@ from callbridge import oauth
 from callbridge.errors import AuthenticationFailed, CallbridgeError, RateLimited, TransientError
 from callbridge.ledger import Ledger
 from callbridge.serve.auth import ApiError, guarded, require_operator
+from callbridge.serve.operator import wake
 
 __all__ = ["LINK_MINUTES", "STATE_MINUTES", "reconnected", "routes"]
 
@@ -308,6 +309,8 @@ def routes(state: OAuthState) -> list[BaseRoute]:
             await db(ledger.kv_set, signed.tenant, app, _used(signed.link), now.isoformat())
         await db(ledger.token_set, signed.tenant, app, token)
         released: int = await db(reconnected, ledger, signed.tenant, app)
+        if released:
+            wake(state)
         text = (f"{app} is connected for {signed.tenant}; {released} delivery(ies) that "
                 "waited for it are queued again.")
         response: Response = (_page("Connected", text) if _wants_html(request) else

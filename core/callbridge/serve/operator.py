@@ -29,7 +29,7 @@ from callbridge.models import OutcomeStatus
 from callbridge.serve.auth import ApiError, Operator, authorise, guarded, require_operator
 from callbridge.settings import KEY_PATTERN
 
-__all__ = ["attempt_json", "delivery_json", "event_json", "routes"]
+__all__ = ["attempt_json", "delivery_json", "event_json", "routes", "wake"]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -244,6 +244,7 @@ def routes(state: OperatorState) -> list[BaseRoute]:
         if not await db(ledger.requeue_ended, view.delivery_id):
             now: DeliveryView = await db(ledger.delivery, view.delivery_id)
             raise ApiError(409, "delivery", _not_requeued(now.status))
+        wake(state)
         after: DeliveryView = await db(ledger.delivery, view.delivery_id)
         return JSONResponse(delivery_json(after))
 
@@ -260,6 +261,14 @@ def routes(state: OperatorState) -> list[BaseRoute]:
         Route(f"{prefix}/deliveries/{{delivery:int}}/requeue", guarded(requeue),
               methods=["POST"]),
     ]
+
+
+def wake(state: OperatorState) -> None:
+    """Tell this process's scheduler that work was queued (it may be sleeping until the
+    next retry it knows of)."""
+    scheduler = getattr(state.engine, "scheduler", None)
+    if scheduler is not None and hasattr(scheduler, "wake"):
+        scheduler.wake()
 
 
 def _not_requeued(status: str) -> str:
