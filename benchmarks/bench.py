@@ -16,7 +16,11 @@
    generator pinned to separate cores with taskset, each acknowledgement surviving a
    SIGKILL, with the p50 and p99 time to acknowledge (bench_ack.py).
 
-Usage: python benchmarks/bench.py [--events N] [--only pipeline|io|clio_batch|ack]
+5. hangup: hang-up to log written, p50 and p99 over 1,000 calls sent as signed
+   webhooks to `callbridge serve` across 250 tenants (no Clio rate limit binds),
+   logged into the Clio sandbox on loopback (bench_hangup.py).
+
+Usage: python benchmarks/bench.py [--events N] [--only pipeline|io|clio_batch|ack|hangup]
 """
 
 from __future__ import annotations
@@ -181,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack"])
+    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack", "hangup"])
     args = parser.parse_args()
     report: dict[str, Any] = {}
     if args.only in (None, "pipeline"):
@@ -207,6 +211,11 @@ def main() -> None:
         print(f"ack: {ack['acks_per_s']} acknowledgements/s, p50 {ack['p50_ms']} ms, p99 "
               f"{ack['p99_ms']} ms ({ack['pinned']}); every acknowledged event in the ledger "
               f"after SIGKILL: {ack['every_ack_survived']}")
+    if args.only in (None, "hangup"):
+        from bench_hangup import bench_hangup
+        report["hangup"] = h = bench_hangup()
+        print(f"hangup: {h['samples']} calls over {h['tenants']} tenants at {h['rate_per_s']}/s: "
+              f"p50 {h['p50_s']} s, p99 {h['p99_s']} s (goal: p50 < 1 s, p99 < 5 s)")
     print(json.dumps(report, indent=2))
 
 
