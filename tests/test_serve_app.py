@@ -92,6 +92,7 @@ async def test_metrics_count_hook_calls_and_outcomes_of_the_worker(
     from callbridge.events import parse_event
 
     notebook.state.add_contact("Ann", ["212-555-0142"])
+    notebook.faults.fail_next = [(429, 0.01)]  # the app's first answer: too many requests
     await state.engine.ingest(parse_event({
         "kind": "sms", "id": "s-2", "tenant": "acme", "direction": "inbound",
         "external": {"number": "+1 212 555 0142"}, "body": "hi",
@@ -101,6 +102,7 @@ async def test_metrics_count_hook_calls_and_outcomes_of_the_worker(
     assert 'callbridge_outcomes_total{app="crm",reason="",status="logged"} 1.0' in text
     assert 'callbridge_hook_seconds_count{app="crm",hook="log_sms",result="ok"} 1.0' in text
     assert 'callbridge_deliveries{app="crm",reason="",status="logged"} 1.0' in text
+    assert 'callbridge_app_429_total{bucket="api",plugin="notebook"} 1.0' in text
 
 
 async def test_unknown_paths_and_methods_answer_a_json_error(client: httpx2.AsyncClient) -> None:
