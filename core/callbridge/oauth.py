@@ -40,6 +40,7 @@ from callbridge.redact import redact, register_secret
 
 if TYPE_CHECKING:
     from callbridge.http import TokenStore
+    from callbridge.ledger import Ledger
 
 #: Refresh this many seconds before the token's stated expiry.
 EXPIRY_LEEWAY = 60.0
@@ -292,3 +293,15 @@ class OAuth2Auth(httpx2.Auth):
     def sync_auth_flow(self, request: httpx2.Request
                        ) -> Any:  # pragma: no cover - the host only builds async clients
         raise RuntimeError("OAuth2Auth works with httpx2.AsyncClient only; use ctx.sync.http")
+
+
+def reconnected(ledger: Ledger, tenant: str, app: str) -> int:
+    """After a new token for (tenant, app) (``callbridge auth``, or the server's OAuth
+    callback): release the deliveries parked for re-authorisation, and re-queue those a
+    1.x host failed on authentication. Returns how many will run again."""
+    released = ledger.unpark(tenant, app, "reauthorise")
+    for view in ledger.history(tenant=tenant, app=app, status="failed", limit=10**6):
+        if view.reason == "authentication_failed":
+            ledger.requeue(view.delivery_id, mode=view.mode)
+            released += 1
+    return released

@@ -49,11 +49,7 @@ def auth(app_name: str, tenant: str, redirect_uri: str, redirect_url: str | None
     ledger.token_set(tenant, app_name, token)
     ledger.kv_delete(tenant, app_name, "oauth:state")
     # Deliveries parked for re-authorisation (and 1.x failures on authentication) run again now.
-    released = ledger.unpark(tenant, app_name, "reauthorise")
-    for view in ledger.history(tenant=tenant, app=app_name, status="failed", limit=10**6):
-        if view.reason == "authentication_failed":
-            ledger.requeue(view.delivery_id, mode=view.mode)
-            released += 1
+    released = oauth.reconnected(ledger, tenant, app_name)
     console.print(line(f"{tenant}/{app_name} connected; {released} delivery(ies) queued again"))
 
 

@@ -48,7 +48,7 @@ from callbridge.ledger import Ledger
 from callbridge.serve.auth import ApiError, guarded, require_operator
 from callbridge.serve.operator import wake
 
-__all__ = ["LINK_MINUTES", "STATE_MINUTES", "reconnected", "routes"]
+__all__ = ["LINK_MINUTES", "STATE_MINUTES", "routes"]
 
 #: How long a connect link is valid by default, and at most (minutes).
 LINK_MINUTES = 60
@@ -136,17 +136,6 @@ def _used(nonce: str) -> str:
     """The ledger entry that says a connect link has connected its app (so ``start``
     refuses it before the administrator goes through the app's page for nothing)."""
     return "oauth:link-used:" + hashlib.sha256(nonce.encode()).hexdigest()[:32]
-
-
-def reconnected(ledger: Ledger, tenant: str, app: str) -> int:
-    """After a new token for (tenant, app): release the deliveries parked for
-    re-authorisation (and 1.x ones that failed on authentication). Returns how many."""
-    released = ledger.unpark(tenant, app, "reauthorise")
-    for view in ledger.history(tenant=tenant, app=app, status="failed", limit=10**6):
-        if view.reason == "authentication_failed":
-            ledger.requeue(view.delivery_id, mode=view.mode)
-            released += 1
-    return released
 
 
 def _wants_html(request: Request) -> bool:
@@ -308,7 +297,7 @@ def routes(state: OAuthState) -> list[BaseRoute]:
                                "ask for a new one to connect it again")
             await db(ledger.kv_set, signed.tenant, app, _used(signed.link), now.isoformat())
         await db(ledger.token_set, signed.tenant, app, token)
-        released: int = await db(reconnected, ledger, signed.tenant, app)
+        released: int = await db(oauth.reconnected, ledger, signed.tenant, app)
         if released:
             wake(state)
         text = (f"{app} is connected for {signed.tenant}; {released} delivery(ies) that "
