@@ -137,6 +137,49 @@ def _register(plugin: object) -> tuple[Registry, LoadedPlugin]:
     return registry, loaded
 
 
+def _own_factory(plugin: object, tenant: TenantSettings, tenant_id: str, *,
+                 settings: Mapping[str, Any] | None,
+                 app_settings: AppSettings | Mapping[str, Any] | None,
+                 sandbox: ASGIApp | None, faults: FaultInjector | Sequence[Fault] | None,
+                 clock: Clock, transport: httpx2.AsyncBaseTransport | None, token: str,
+                 retry: RetryPolicy, credentials: Credentials | None,
+                 tokens: TokenStore | None, limiters: LimiterRegistry | None,
+                 ) -> tuple[Connections, LoadedPlugin, TenantSettings]:
+    """A factory of the host's for ``plugin`` alone, sending to its sandbox (or transport)."""
+    registry, loaded = _register(plugin)
+    base = app_settings if isinstance(app_settings, AppSettings) else AppSettings.model_validate(
+        {"plugin": loaded.name, **(app_settings or {})})
+    if settings is not None:
+        base = base.model_copy(update={"options": dict(settings)})
+    tenant = tenant.model_copy(update={"apps": {loaded.name: base}})
+    injector: FaultInjector | None = None
+    if transport is None:
+        if isinstance(faults, FaultInjector):
+            injector = faults
+        elif sandbox is not None:
+            injector = FaultInjector(sandbox, clock=clock)
+            injector.fail_next = list(faults or [])
+        if injector is not None:
+            transport = httpx2.ASGITransport(app=injector)
+    if tokens is None:
+        tokens = MemoryTokenStore({(tenant_id, loaded.name): {"access_token": token,
+                                                             "token_type": "bearer"}})
+    secrets = credentials or Credentials(api_key=token, token=token, client_id="test-client",
+                                         client_secret="test-client-secret")
+    factory = Connections(
+        registry, tokens=tokens, clock=clock, retry=retry, limiters=limiters,
+        transports={loaded.name: transport} if transport is not None else {},
+        credentials=lambda _settings: secrets)
+    return factory, loaded, tenant
+
+
+def _loaded_in(factory: Connections, plugin: object) -> LoadedPlugin:
+    for loaded in factory.registry.plugins.values():
+        if loaded.obj is plugin:
+            return loaded
+    raise ConfigError("the plugin is not in the connection factory's registry")
+
+
 def make_context(plugin: object, *, settings: Mapping[str, Any] | None = None,
                  app_settings: AppSettings | Mapping[str, Any] | None = None,
                  tenant: TenantSettings | None = None, tenant_id: str = "acme",
@@ -149,7 +192,8 @@ def make_context(plugin: object, *, settings: Mapping[str, Any] | None = None,
                  credentials: Credentials | None = None, tokens: TokenStore | None = None,
                  limiters: LimiterRegistry | None = None, delivery: Any = None,
                  store: KeyValueStore | None = None, lock: Any = None,
-                 cache: Cache | None = None) -> HookContext:
+                 cache: Cache | None = None, documents: Any = None,
+                 connections: Connections | None = None) -> HookContext:
     """A hook context for ``plugin``, its client sending to ``sandbox`` in process.
 
     Args:
@@ -175,43 +219,34 @@ def make_context(plugin: object, *, settings: Mapping[str, Any] | None = None,
         limiters: the rate limiter to share with other contexts (one per host process).
         delivery, store, lock, cache: the host's services to use instead of fresh
             in-memory ones (``delivery`` then stands for attempt/records/uncertain).
+        documents: the document fetcher (else the host's, under the outbound policy).
+        connections: a connection factory of the host's holding ``plugin`` to build
+            from, so several contexts share its clients (the contract kit's, one per
+            case). ``tenant`` then holds the app's settings as they are, the
+            factory's own transport, secrets, limiter, retries and clock apply, and
+            ``delivery`` is taken as given (None: a hook outside a delivery).
     """
-    clock = clock or SYSTEM
-    registry, loaded = _register(plugin)
-    base = app_settings if isinstance(app_settings, AppSettings) else AppSettings.model_validate(
-        {"plugin": loaded.name, **(app_settings or {})})
-    if settings is not None:
-        base = base.model_copy(update={"options": dict(settings)})
-    tenant = (tenant or TenantSettings()).model_copy(update={"apps": {loaded.name: base}})
-    injector: FaultInjector | None = None
-    if transport is None:
-        if isinstance(faults, FaultInjector):
-            injector = faults
-        elif sandbox is not None:
-            injector = FaultInjector(sandbox, clock=clock)
-            injector.fail_next = list(faults or [])
-        if injector is not None:
-            transport = httpx2.ASGITransport(app=injector)
-    if tokens is None:
-        tokens = MemoryTokenStore({(tenant_id, loaded.name): {"access_token": token,
-                                                             "token_type": "bearer"}})
-    secrets = credentials or Credentials(api_key=token, token=token, client_id="test-client",
-                                         client_secret="test-client-secret")
-    factory = Connections(
-        registry, tokens=tokens, clock=clock, retry=retry, limiters=limiters,
-        transports={loaded.name: transport} if transport is not None else {},
-        credentials=lambda _settings: secrets)
-    _, http = factory.client(tenant_id, tenant, loaded.name)
-    if delivery is None:
-        delivery = MemoryDelivery(attempt=attempt, first_attempt_at=clock.now(),
-                                  records=tuple(records), begun=frozenset(uncertain))
-    # The host's fetcher, making its guarded pool on first use (most tests fetch nothing).
-    documents = Documents(allowed_hosts=tenant.document_hosts)
+    if connections is None:
+        clock = clock or SYSTEM
+        factory, loaded, tenant = _own_factory(
+            plugin, tenant or TenantSettings(), tenant_id, settings=settings,
+            app_settings=app_settings, sandbox=sandbox, faults=faults, clock=clock,
+            transport=transport, token=token, retry=retry, credentials=credentials,
+            tokens=tokens, limiters=limiters)
+        if delivery is None:
+            delivery = MemoryDelivery(attempt=attempt, first_attempt_at=clock.now(),
+                                      records=tuple(records), begun=frozenset(uncertain))
+    else:
+        factory, loaded, clock = connections, _loaded_in(connections, plugin), connections.clock
+        if tenant is None or loaded.name not in tenant.apps:
+            raise ConfigError("with a connection factory, give the tenant holding the app")
+    if documents is None:  # the host's fetcher, making its pool on first use
+        documents = Documents(allowed_hosts=tenant.document_hosts)
     ctx = factory.context(tenant_id, tenant, loaded.name, delivery=delivery, documents=documents,
                           store=store if store is not None else MemoryStore(),
                           lock=lock if lock is not None else MemoryLocks(),
                           cache=cache if cache is not None else MemoryCache(clock))
-    ctx.log = logging.LoggerAdapter(logging.getLogger(f"callbridge.test.{loaded.name}"),
-                                    {"tenant": tenant_id, "app": loaded.name})
-    assert ctx.http is http
+    if connections is None:
+        ctx.log = logging.LoggerAdapter(logging.getLogger(f"callbridge.test.{loaded.name}"),
+                                        {"tenant": tenant_id, "app": loaded.name})
     return ctx

@@ -1,9 +1,9 @@
 """The contract kit's host: the plugin under test, its contexts, its cassettes.
 
 :class:`Kit` holds what one generated suite shares. :meth:`Kit.session` opens a
-case's cassette and gives hook contexts made by the host's own factory
-(:class:`~callbridge.connections.Connections`, as
-:func:`callbridge.testing.make_context` makes them), with the kit's own
+case's cassette and gives hook contexts made by
+:func:`callbridge.testing.make_context` over the case's own factory of the host's
+(:class:`~callbridge.connections.Connections`), with the kit's own
 services: a delivery that follows the host's write protocol
 (:class:`KitDelivery`), in-memory store, cache and locks, and a
 :class:`~callbridge.testing.clock.FakeClock`. The client's inline retries are
@@ -40,6 +40,7 @@ from callbridge.plugins import LoadedPlugin, LoadError, Registry, validate_plugi
 from callbridge.ratelimit import LimiterRegistry
 from callbridge.settings import AppSettings, TenantSettings
 from callbridge.testing.clock import FakeClock
+from callbridge.testing.context import make_context
 from callbridge.testing.scenarios import KIT_START, TENANT, Scenarios
 from callbridge.testing.services import (
     KitDelivery,
@@ -120,12 +121,13 @@ class KitSession:
         return self.connections.bare(self.hooks.declaration.name)
 
     def context(self, delivery: KitDelivery | None = None) -> HookContext:
-        """A context from the host's factory, with the session's store, cache and locks."""
+        """A context by ``make_context`` over the case's factory, with the session's store,
+        cache and locks (``delivery`` None: a hook outside a delivery)."""
         if self.cache is None:
             self.cache = MemoryCache(self.clock)
-        return self.connections.context(
-            TENANT, self.tenant, self.hooks.declaration.name, delivery=delivery,
-            store=self.store, lock=self.locks, cache=self.cache, documents=KitDocuments())
+        return make_context(self.kit.plugin, connections=self.connections, tenant=self.tenant,
+                            tenant_id=TENANT, delivery=delivery, store=self.store,
+                            lock=self.locks, cache=self.cache, documents=KitDocuments())
 
 
 class _KitConnections(Connections):

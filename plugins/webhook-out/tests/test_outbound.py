@@ -8,13 +8,12 @@ from typing import Any
 
 import callbridge_webhook_out
 import pytest
-from callbridge.connections import Connections
 from callbridge.context import MemoryStore
 from callbridge.errors import AppError, CallbridgeError, ConfigError
 from callbridge.facade import Facade
 from callbridge.faults import serve_in_thread
 from callbridge.plugins import Registry
-from callbridge.settings import AppSettings, TenantSettings
+from callbridge.testing import make_context
 from callbridge.testing.addresses import allow_sandbox
 from callbridge.testing.scenarios import SAMPLE_CLOSED_MATTER as MATTER
 from callbridge.testing.services import KitDelivery, memory_locks
@@ -26,17 +25,16 @@ SECRET = "kit-webhook-secret"
 async def send(url: str) -> Any:
     registry = Registry()
     registry.add(callbridge_webhook_out, entry_point="webhook_out")
-    tenant = TenantSettings(apps={"review": AppSettings(plugin="webhook_out", options={
-        "url": url, "secret_env": "KIT_WEBHOOK_SECRET"})})
-    connections = Connections(registry)
+    ctx = make_context(callbridge_webhook_out, tenant_id="acme",
+                       settings={"url": url, "secret_env": "KIT_WEBHOOK_SECRET"},
+                       delivery=KitDelivery(marker="cbm-test", first_attempt_at=_now()),
+                       store=MemoryStore(), lock=memory_locks())
     try:
-        ctx = connections.context("acme", tenant, "review", delivery=KitDelivery(
-            marker="cbm-test", first_attempt_at=_now()), store=MemoryStore(),
-            lock=memory_locks())
         hooks = Facade(registry).for_plugin("webhook_out")
         return await hooks.send_closed_matter(ctx, client=MATTER.client, matter=MATTER)
     finally:
-        await connections.aclose()
+        await ctx.http.aclose()
+        await ctx.bare_http.aclose()
 
 
 def _now() -> Any:
