@@ -8,8 +8,6 @@ event without a restart. Every error names the file and the key.
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
@@ -247,6 +245,12 @@ class Settings(BaseModel):
     operators: dict[Key, OperatorSettings] = Field(default_factory=dict)
     serve: ServeSettings = ServeSettings()
     tenants: dict[Key, TenantSettings] = Field(default_factory=dict)
+    tenants_dir: str | None = Field(
+        default=None, min_length=1, max_length=1000,
+        description="a directory of one file per tenant, KEY.toml (relative to this file)")
+    secrets_file: str | None = Field(
+        default=None, min_length=1, max_length=1000,
+        description="a TOML file of secrets by variable name (relative to this file; chmod 600)")
 
     def tenant(self, name: str) -> TenantSettings:
         try:
@@ -269,6 +273,27 @@ def _problem(err: Any) -> str:
     return f"{_loc(err['loc'])}: {msg.removeprefix('Value error, ')}"
 
 
+def _option_problems(tname: str, tenant: TenantSettings,
+                     plugin_models: Mapping[str, type[BaseModel] | None] | None) -> list[str]:
+    problems = []
+    for aname, app in tenant.apps.items():
+        model = (plugin_models or {}).get(app.plugin or aname)
+        if model is None:
+            if app.options and plugin_models is not None and (app.plugin or aname) in plugin_models:
+                problems.append(f"tenants.{tname}.apps.{aname}.options: this plugin takes no options")
+            continue
+        try:
+            model.model_validate(app.options)
+        except ValidationError as exc:
+            for e in exc.errors(include_input=False, include_url=False):
+                problems.append(f"tenants.{tname}.apps.{aname}.options.{_loc(e['loc'])}: {e['msg']}")
+    return problems
+
+
+def _invalid(origin: str, problems: list[str]) -> ConfigError:
+    return ConfigError(f"{origin}: invalid settings\n  - " + "\n  - ".join(problems))
+
+
 def parse_settings(data: Mapping[str, Any], *, origin: str,
                    plugin_models: Mapping[str, type[BaseModel] | None] | None = None) -> Settings:
     """Validate settings; ``plugin_models`` maps plugin names to their settings models.
@@ -278,69 +303,36 @@ def parse_settings(data: Mapping[str, Any], *, origin: str,
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        lines = [_problem(e) for e in exc.errors(include_input=False, include_url=False)]
-        raise ConfigError(f"{origin}: invalid settings\n  - " + "\n  - ".join(lines)) from None
-    problems = []
-    for tname, tenant in settings.tenants.items():
-        for aname, app in tenant.apps.items():
-            model = (plugin_models or {}).get(app.plugin or aname)
-            if model is None:
-                if app.options and plugin_models is not None and (app.plugin or aname) in plugin_models:
-                    problems.append(f"tenants.{tname}.apps.{aname}.options: this plugin takes no options")
-                continue
-            try:
-                model.model_validate(app.options)
-            except ValidationError as exc:
-                for e in exc.errors(include_input=False, include_url=False):
-                    problems.append(f"tenants.{tname}.apps.{aname}.options.{_loc(e['loc'])}: {e['msg']}")
+        raise _invalid(origin, [_problem(e) for e in exc.errors(
+            include_input=False, include_url=False)]) from None
+    problems = [p for tname, tenant in settings.tenants.items()
+                for p in _option_problems(tname, tenant, plugin_models)]
     if problems:
-        raise ConfigError(f"{origin}: invalid settings\n  - " + "\n  - ".join(problems))
+        raise _invalid(origin, problems)
     return settings
 
 
+def parse_tenant(key: str, data: Mapping[str, Any], *, origin: str,
+                 plugin_models: Mapping[str, type[BaseModel] | None] | None = None
+                 ) -> TenantSettings:
+    """One tenant's settings from its own file (the keys of a ``[tenants.KEY]`` table)."""
+    try:
+        tenant = TenantSettings.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(origin, [f"tenants.{key}.{_problem(e)}" for e in exc.errors(
+            include_input=False, include_url=False)]) from None
+    problems = _option_problems(key, tenant, plugin_models)
+    if problems:
+        raise _invalid(origin, problems)
+    return tenant
+
+
 def load_settings(path: Path, plugin_models: Mapping[str, type[BaseModel] | None] | None = None) -> Settings:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (at byte {exc.start + 1})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_settings(data, origin=str(path), plugin_models=plugin_models)
+    """The settings of one file (a ``tenants_dir`` it names is read by :class:`SettingsSource`)."""
+    from callbridge.settings_source import read_toml
+
+    return parse_settings(read_toml(path), origin=str(path), plugin_models=plugin_models)
 
 
-class SettingsSource:
-    """The current settings, re-read when the file changes (checked on each call)."""
-
-    def __init__(self, path: Path | None, *, default: Settings | None = None,
-                 plugin_models: Mapping[str, type[BaseModel] | None] | None = None) -> None:
-        self.path = path
-        self.plugin_models = dict(plugin_models or {})
-        self._stamp: tuple[int, int] | None = None
-        self._settings = default or Settings()
-        if path is not None:
-            self.current()
-
-    def current(self) -> Settings:
-        if self.path is None:
-            return self._settings
-        stat = self.path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp != self._stamp:
-            self._settings = load_settings(self.path, self.plugin_models)
-            self._stamp = stamp
-        return self._settings
-
-
-def secret(env_prefix: str | None, name: str) -> str | None:
-    """A secret from the environment: ``{env_prefix}_{NAME}``."""
-    if not env_prefix:
-        return None
-    return os.environ.get(f"{env_prefix}_{name.upper()}")
-
-
+# Where settings are read from (kept importable from here).
+from callbridge.settings_source import SettingsSource, secret  # noqa: E402, F401
