@@ -273,3 +273,42 @@ async def test_each_tenant_fetches_documents_from_its_own_hosts_on_one_guarded_p
         assert ctx.documents.policy.host_allowed("files.example.com")
     finally:
         await factory.aclose()
+
+
+# --- many tenants: idle and removed tenants let go ---------------------------------------
+
+
+async def test_idle_tenants_clients_are_let_go_and_closed_after_a_grace_and_built_again(
+        server: Server) -> None:
+    clock = FakeClock()
+    factory = Connections(registry(), credentials=by_tenant, clock=clock)
+    tenants = {f"firm{n}": tenant(server.url) for n in range(3)}
+    try:
+        first = {tid: factory.client(tid, t, "records")[1] for tid, t in tenants.items()}
+        clock.advance(500)
+        await factory.client("firm0", tenants["firm0"], "records")[1].get("/echo")  # in use
+        clock.advance(200)
+        evicted = await factory.evict_idle(600, grace=120)
+        assert sorted(evicted) == [("firm1", "records"), ("firm2", "records")]
+        assert factory.kept_count() == 1
+        assert not first["firm1"].is_closed  # a request may still be under way on it
+        clock.advance(121)
+        assert await factory.evict_idle(600, grace=120) == []
+        assert first["firm1"].is_closed and not first["firm0"].is_closed
+        again = factory.client("firm1", tenants["firm1"], "records")[1]
+        assert again is not first["firm1"] and (await again.get("/echo")).status_code == 200
+        assert factory.pool_count() == 1  # the shared pool outlived every eviction
+    finally:
+        await factory.aclose()
+
+
+async def test_a_changed_or_removed_tenant_is_forgotten_at_once(server: Server) -> None:
+    factory = Connections(registry(), credentials=by_tenant)
+    try:
+        kept = factory.client("acme", tenant(server.url), "records")[1]
+        factory.client("other", tenant(server.url), "records")
+        assert factory.forget({"acme"}) == [("acme", "records")]
+        assert factory.kept_count() == 1
+        assert factory.client("acme", tenant(server.url), "records")[1] is not kept
+    finally:
+        await factory.aclose()

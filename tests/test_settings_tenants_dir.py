@@ -3,7 +3,10 @@ reload that touches only the tenants whose files changed."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +136,27 @@ def test_a_secret_that_is_not_text_is_named_by_its_variable_only(tmp_path: Path)
         SettingsSource(main)
     assert "FIRM0_TOKEN: each value must be a string" in str(caught.value)
     assert "12345" not in str(caught.value)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CALLBRIDGE_PLUGINS": "notebook", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "callbridge", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=120)
+
+
+def test_the_tenants_command_adds_changes_and_removes_a_checked_tenant_file(tmp_path: Path) -> None:
+    main = setup(tmp_path, firms=1)
+    new = tmp_path / "new.toml"
+    new.write_text(FIRM.format(env="FIRM9"))
+    added = cli("tenants", "add", "firm9", str(new), "-c", str(main), cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    again = cli("tenants", "add", "firm9", str(new), "-c", str(main), cwd=tmp_path)
+    assert again.returncode == 1 and "--replace" in again.stderr
+    new.write_text('time_zone = "Nowhere/Land"\n')
+    refused = cli("tenants", "add", "firm9", str(new), "--replace", "-c", str(main), cwd=tmp_path)
+    assert refused.returncode == 2 and "tenants.firm9.time_zone" in refused.stderr
+    listed = json.loads(cli("tenants", "list", "--json", "-c", str(main), cwd=tmp_path).stdout)
+    assert [(r["tenant"], r["apps"]) for r in listed] == [("firm0", ["crm"]), ("firm9", ["crm"])]
+    assert cli("tenants", "remove", "firm9", "-c", str(main), cwd=tmp_path).returncode == 0
+    assert not (tmp_path / "tenants" / "firm9.toml").exists()
+    assert list((tmp_path / "tenants").glob(".*")) == []  # no half-written file left

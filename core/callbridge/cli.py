@@ -208,6 +208,40 @@ def erase(
     data.erase(tenant, number, config)
 
 
+tenants_app = typer.Typer(no_args_is_help=True,
+                          help="The firms of a tenants directory (tenants_dir): list, add, change, remove.")
+app.add_typer(tenants_app, name="tenants")
+
+
+@tenants_app.command("list")
+def tenants_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Every configured tenant and its apps."""
+    from callbridge.commands import tenants
+
+    tenants.list_(config, as_json)
+
+
+@tenants_app.command("add")
+def tenants_add(
+    key: Annotated[str, typer.Argument(help="the tenant's key (its file is KEY.toml)")],
+    file: Annotated[Path, typer.Argument(help="the tenant's settings: the keys of a [tenants.KEY] table")],
+    replace: Annotated[bool, typer.Option("--replace", help="change an existing tenant")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Check a tenant's settings file and put it in the tenants directory."""
+    from callbridge.commands import tenants
+
+    tenants.add(config, key, file, replace)
+
+
+@tenants_app.command("remove")
+def tenants_remove(key: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Remove a tenant's file from the tenants directory (its ledger data stays)."""
+    from callbridge.commands import tenants
+
+    tenants.remove(config, key)
+
+
 @app.command("rotate-key")
 def rotate_key_(config: ConfigOpt = None) -> None:
     """Re-encrypt the ledger under CALLBRIDGE_NEW_SECRET_KEY (stop other processes first).

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,9 +137,11 @@ class Connections:
         self._clients: dict[tuple[str, str], _Clients] = {}
         self._plain: dict[str, httpx2.AsyncClient] = {}
         self._bare: dict[str, AppClient] = {}
-        self._retired: list[AppClient] = []
+        self._retired: list[tuple[float, AppClient]] = []  # (when, client): closed later
+        self._used: dict[tuple[str, str], float] = {}  # (tenant, app) -> last use (monotonic)
         self._guarded: httpx2.AsyncBaseTransport | None = None
         self._documents: dict[tuple[str, frozenset[str]], Documents] = {}
+        self._retired_documents: list[tuple[float, Documents]] = []
 
     # --- settings -> options -> connection -> credentials ---------------------------
 
@@ -196,9 +198,47 @@ class Connections:
         if kept is None or kept.settings is not settings:
             resolved = self.resolve(tenant_id, tenant, app)
             if kept is not None:
-                self._retired.append(kept.http)
+                self._retired.append((self.clock.monotonic(), kept.http))
             kept = self._clients[key] = _Clients(resolved.settings, resolved, self.build(resolved))
+        self._used[key] = self.clock.monotonic()
         return kept.resolved, kept.http
+
+    # --- many tenants: what an idle or removed tenant holds is let go -----------------
+
+    def forget(self, tenants: Collection[str]) -> list[tuple[str, str]]:
+        """Let go of the clients of ``tenants`` (removed or changed); the (tenant, app)s let go."""
+        return self._drop([key for key in self._clients if key[0] in tenants])
+
+    def _drop(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        now = self.clock.monotonic()
+        for key in keys:
+            self._retired.append((now, self._clients.pop(key).http))
+            self._used.pop(key, None)
+        tenants = {tenant for tenant, _ in keys}
+        for doc_key in [k for k in self._documents if k[0] in tenants]:
+            self._retired_documents.append((now, self._documents.pop(doc_key)))
+        return keys
+
+    async def evict_idle(self, idle_seconds: float, *, grace: float = 120.0) -> list[tuple[str, str]]:
+        """Let go of the clients unused for ``idle_seconds``; close those let go more than
+        ``grace`` seconds ago (a request still under way on one has ended by then). The
+        shared pools stay: an evicted tenant's next delivery builds its client again."""
+        now = self.clock.monotonic()
+        evicted = self._drop([key for key, used in self._used.items()
+                              if now - used > idle_seconds and key in self._clients])
+        old, self._retired = ([c for t, c in self._retired if now - t > grace],
+                              [(t, c) for t, c in self._retired if now - t <= grace])
+        for client in old:
+            await client.aclose()
+        old_docs = [d for t, d in self._retired_documents if now - t > grace]
+        self._retired_documents = [(t, d) for t, d in self._retired_documents if now - t <= grace]
+        for fetcher in old_docs:
+            await fetcher.aclose()
+        return evicted
+
+    def kept_count(self) -> int:
+        """How many (tenant, app) clients are kept (for figures and tests)."""
+        return len(self._clients)
 
     def bare(self, plugin: str) -> AppClient:
         """The client without credentials, base URL or default headers (pre-signed URLs)."""
@@ -251,10 +291,14 @@ class Connections:
 
     async def aclose(self) -> None:
         clients: list[httpx2.AsyncClient] = [kept.http for kept in self._clients.values()]
-        clients += self._retired
+        clients += [client for _, client in self._retired]
         clients += list(self._bare.values()) + list(self._plain.values())
         self._clients.clear()
         self._retired.clear()
+        self._used.clear()
+        for _, fetcher in self._retired_documents:
+            await fetcher.aclose()
+        self._retired_documents.clear()
         self._bare.clear()
         self._plain.clear()
         for client in clients:

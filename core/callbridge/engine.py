@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -45,6 +45,9 @@ from callbridge.worker import Worker
 
 log = logging.getLogger("callbridge.engine")
 T = TypeVar("T")
+
+#: A (tenant, app) unused this long (seconds) has its client, cache and slots let go.
+IDLE_TENANT_SECONDS = 600.0
 
 
 class BusyGateway:
@@ -154,6 +157,27 @@ class Engine:
             tenant_id, tenant, app, delivery=delivery,
             store=LedgerStore(self.ledger, tenant_id, app), lock=self.locks.for_app(tenant_id, app),
             cache=cache)
+
+    # --- many tenants: idle or changed tenants' state let go ------------------------------
+
+    def forget_tenants(self, tenants: Collection[str]) -> None:
+        """Let go of what this process holds for ``tenants`` (their settings changed or they
+        were removed): clients, caches, worker slots. Their next delivery builds them again."""
+        if not tenants:
+            return
+        self._let_go(self.connections.forget(tenants), tenants)
+
+    async def evict_idle(self, idle_seconds: float = IDLE_TENANT_SECONDS) -> int:
+        """Let go of the state of every (tenant, app) unused for ``idle_seconds``; how many."""
+        evicted = await self.connections.evict_idle(idle_seconds)
+        self._let_go(evicted, ())
+        return len(evicted)
+
+    def _let_go(self, pairs: Collection[tuple[str, str]], tenants: Collection[str]) -> None:
+        gone = set(pairs)
+        for key in [k for k in self._caches if k in gone or k[0] in tenants]:
+            del self._caches[key]
+        self.worker.forget(gone, tenants)
 
     async def aclose(self) -> None:
         await self.connections.aclose()

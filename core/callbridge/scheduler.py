@@ -44,6 +44,8 @@ log = logging.getLogger("callbridge.scheduler")
 
 #: A phone index synced longer ago than this is caught up (seconds).
 INDEX_STALE_AFTER = 300.0
+#: How often (seconds) idle tenants' clients, caches and slots are let go.
+EVICT_EVERY = 60.0
 #: Deliveries still open (pending, waiting).
 OPEN = ("pending", "waiting")
 
@@ -78,6 +80,7 @@ class InProcessScheduler:
         self.poll = poll
         self._digests: Any = None
         self._woken = asyncio.Event()
+        self._evicted_at = engine.clock.monotonic()
 
     def wake(self) -> None:
         """Work was queued outside the worker (a delivery re-queued or released by an
@@ -172,6 +175,9 @@ class InProcessScheduler:
             if worked:
                 continue
             await self.sync_indexes(stale_after=INDEX_STALE_AFTER)
+            if engine.clock.monotonic() - self._evicted_at > EVICT_EVERY:
+                self._evicted_at = engine.clock.monotonic()
+                await engine.evict_idle()
             if await self.digests():
                 continue
             due = await self.due(confirming=True)

@@ -335,4 +335,5 @@ def load_settings(path: Path, plugin_models: Mapping[str, type[BaseModel] | None
 
 
 # Where settings are read from (kept importable from here).
-from callbridge.settings_source import SettingsSource, secret  # noqa: E402, F401
+from callbridge.settings_source import SettingsSource as SettingsSource  # noqa: E402
+from callbridge.settings_source import secret as secret  # noqa: E402

@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -84,6 +84,13 @@ class Worker:
             # A batch fills only with as many deliveries at once as it holds.
             slots = max(slots, min(self.capacity, declaration.batch_size))
         return slots
+
+    def forget(self, pairs: Collection[tuple[str, str]], tenants: Collection[str]) -> None:
+        """Drop the slots of idle (tenant, app)s and of ``tenants`` (none is in use)."""
+        for key in [k for k in self._slots if (k in pairs or k[0] in tenants)
+                    and not self.running.get(k)]:
+            del self._slots[key]
+            self.running.pop(key, None)
 
     def _slot(self, claim: Claim) -> asyncio.Semaphore:
         key = (claim.tenant, claim.app)

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute
 
 from callbridge.clock import Clock
 from callbridge.engine import Engine
+from callbridge.errors import ConfigError
 from callbridge.quarantine import Quarantine
 from callbridge.runtime import Runtime
 from callbridge.serve.auth import EXCEPTION_HANDLERS
@@ -117,6 +118,9 @@ async def watch_settings(state: ServerState, stop: asyncio.Event) -> None:
     """Re-read the settings file when it changes (a change applies from the next event)."""
     settings = state.runtime.settings
     while not stop.is_set():
-        settings.current()  # re-reads on change; a file that does not read is reported there
+        if settings.path is not None:  # off the event loop: only changed tenant files are read
+            with contextlib.suppress(ConfigError, OSError):  # reported by the source
+                done = await asyncio.to_thread(settings.refresh)
+                state.engine.forget_tenants(done.tenants)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SETTINGS_POLL)

@@ -11,32 +11,36 @@ from pydantic import BaseModel
 
 from callbridge.errors import ConfigError
 from callbridge.runtime import config_path, load
-from callbridge.settings import Settings, SettingsSource
+from callbridge.settings_source import Refreshed, SettingsSource
 
 log = logging.getLogger("callbridge.serve")
 
 
 class LastGoodSettings(SettingsSource):
-    """The settings file, re-read on change; a change that does not read is logged and
-    the last good settings stay in use (``error`` says why until the file reads again)."""
+    """The settings, re-read when they change by :meth:`refresh` (the server calls it off
+    its event loop; only changed tenant files are read); a change that does not read is
+    logged and the last good settings stay in use (``error`` says why until it reads)."""
 
     def __init__(self, path: Path | None, *, plugin_models: dict[str, type[BaseModel] | None]) -> None:
         self.error: str | None = None
-        super().__init__(path, plugin_models=plugin_models)
+        super().__init__(path, plugin_models=plugin_models, watch=False)
 
-    def current(self) -> Settings:
+    def refresh(self) -> Refreshed:
+        if self.path is None:
+            return Refreshed()
         try:
-            settings = super().current()
+            done = super().refresh()
         except (ConfigError, OSError) as exc:
             message = str(exc) if isinstance(exc, ConfigError) else "the settings file cannot be read"
             if message != self.error:
                 log.error("settings not reloaded, the last good ones stay in use: %s", message)
             self.error = message
-            return self._settings
-        if self.error is not None:
-            log.warning("settings reloaded")
+            return Refreshed()
+        if self.error is not None or done.whole or done.tenants:
+            log.warning("settings reloaded (%s)", "all" if done.whole
+                        else f"{len(done.tenants)} tenant(s)")
         self.error = None
-        return settings
+        return done
 
 
 def bind(host: str, port: int) -> socket.socket:
