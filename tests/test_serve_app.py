@@ -121,9 +121,12 @@ def test_a_settings_change_that_does_not_read_keeps_the_last_good_settings(
     assert path is not None
     good = path.read_text()
     path.write_text(good + "\n[serve]\nport = -1\n")
+    source.refresh()  # as the server does, off its event loop
     assert source.current().serve.port == 8080  # the last good settings stay in use
     assert "serve.port" in (source.error or "")
     path.write_text(good + "\n[serve]\nport = 9000\n")
+    assert source.current().serve.port == 8080  # nothing is read on the event loop
+    source.refresh()
     assert source.current().serve.port == 9000 and source.error is None
 
 
