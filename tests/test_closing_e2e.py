@@ -10,6 +10,10 @@ receiver holds at the end is checked, and that none came twice.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -185,3 +189,30 @@ async def test_the_exact_clients_are_sent_once_through_errors_a_restart_and_fail
         assert sent_emails(firm.receiver) == EXPECTED
     finally:
         await firm.close()
+
+
+def callbridge(firm: Firm, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "callbridge", *args, "--config", str(firm.config)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ})
+
+
+async def test_a_field_that_is_not_a_checkbox_is_named_by_check_doctor_and_sync_closed(
+        firm: Firm) -> None:
+    matters = seed(firm.clio)
+    firm.clio.add_custom_field("SendBroadlyThankYou", "Matter", "text_line")
+    firm.clio.close_matter(matters["ana"], on="2026-03-02")
+    firm.engine()  # stores the connection's token in the ledger
+    await firm.close()
+    problem = "the matter custom field 'SendBroadlyThankYou' in clio is a text_line field, " \
+              "not a checkbox"
+    check = callbridge(firm, "check", "acme", "clio")
+    assert check.returncode == 1 and problem in " ".join(check.stderr.split())
+    synced = callbridge(firm, "sync-closed", "--json")
+    assert synced.returncode == 1
+    (report,) = json.loads(synced.stdout)
+    assert report["problems"] == [problem] and report["held"] == 1
+    doctor = callbridge(firm, "doctor", "--json")
+    details = [c["detail"] for c in json.loads(doctor.stdout)["checks"]
+               if c["name"] == "acme closed-matter sync"]
+    assert details and problem in details[0]
+    assert firm.receiver.requests == 0

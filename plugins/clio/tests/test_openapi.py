@@ -297,7 +297,7 @@ def properties(document: Document, schema: str) -> set[str]:
     ("contact", "Contact"), ("matter", "Matter"), ("relationship", "Relationship"), ("user", "User"),
     ("communication", "Communication"), ("activity", "Activity"), ("document", "Document"),
     ("folder", "Folder"), ("custom_field", "CustomField"),
-    ("activity_description", "ActivityDescription")])
+    ("activity_description", "ActivityDescription"), ("webhook", "Webhook")])
 def test_the_sandbox_knows_every_field_the_document_lists(clio_document: Document, kind: str,
                                                           schema: str) -> None:
     assert set(KNOWN_FIELDS[kind]) == properties(clio_document, schema)

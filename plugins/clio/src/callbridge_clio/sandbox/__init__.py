@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from callbridge_clio.sandbox import documents, oauth, records
+from callbridge_clio.sandbox import documents, oauth, records, webhooks
 from callbridge_clio.sandbox.common import Handler, Refused, error
 from callbridge_clio.sandbox.fields import DEFAULT_VERSION, VERSION, FieldsError, text_matches
 from callbridge_clio.sandbox.state import CLIENT_ID, CLIENT_SECRET, SandboxState
@@ -108,7 +108,7 @@ def create_app(state: SandboxState | None = None, *, faults: bool = True,
         st.clock = clock
     api = _api_wrapper(st)
     api_app = Starlette(routes=[*records.routes(st, api), *documents.routes(st, api),
-                                *oauth.routes(st)])
+                                *webhooks.routes(st, api), *oauth.routes(st)])
     api_app.state.clio = st
     app = _ByOrigin(st, api_app, Starlette(routes=documents.storage_routes(st)))
     if not faults:

@@ -70,6 +70,9 @@ KNOWN_FIELDS: dict[str, frozenset[str]] = {
     "custom_field": frozenset({
         "created_at", "deleted", "display_order", "displayed", "etag", "field_type", "id", "name",
         "parent_type", "picklist_options", "required", "updated_at"}),
+    "webhook": frozenset({
+        "created_at", "etag", "events", "expires_at", "fields", "id", "model", "shared_secret",
+        "status", "updated_at", "url", "user"}),
     "activity_description": frozenset({
         "accessible_to_user", "category_type", "created_at", "default", "etag", "groups", "id",
         "name", "rate", "type", "updated_at", "utbms_activity", "utbms_activity_id", "utbms_task",

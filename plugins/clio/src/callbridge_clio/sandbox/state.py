@@ -72,6 +72,9 @@ class SandboxState:
     folders: dict[int, dict[str, Any]] = field(default_factory=dict)
     custom_fields: dict[int, dict[str, Any]] = field(default_factory=dict)
     activity_descriptions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    webhooks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: The webhook requests Clio would have made (:mod:`.webhooks`), for a test to deliver.
+    outbox: list[Any] = field(default_factory=list)
     storage: dict[str, bytes] = field(default_factory=dict)
     storage_requests: list[dict[str, Any]] = field(default_factory=list)
     storage_down: bool = False  # the storage answers 503 (an upload that keeps failing)
@@ -236,8 +239,13 @@ class SandboxState:
     def touch(self, table: dict[int, dict[str, Any]], record_id: int, **changes: Any) -> None:
         """Change a seeded record as a user would in Clio (its update time moves)."""
         record = table[record_id]
+        before = record.get("status")
         record.update(changes, updated_at=self.now())
         record["etag"] = f'"{record_id}-{secrets.token_hex(2)}"'
+        if table is self.matters:
+            from callbridge_clio.sandbox.webhooks import matter_changed
+
+            matter_changed(self, record, before)
 
     def add_custom_field(self, name: str, parent_type: str, field_type: str = "checkbox") -> int:
         fid = self.next_id()
