@@ -34,7 +34,10 @@ outside party is ``To``). ``Timestamp`` (when Twilio sent the callback) is the t
 the state reached: a ringing call started then; an answered call was answered then; a
 completed call ended then and was answered ``CallDuration`` seconds before. A missing
 ``Timestamp`` (a callback of another kind) reads as the time the request arrived.
-``CallerName`` is the caller-ID name, ``RecordingUrl`` the recording.
+``CallerName`` is the caller-ID name, ``RecordingUrl`` the recording. A leg whose
+outside party is a Twilio Client or SIP address (a softphone placing a call, or a call
+put through to one) has no one outside the firm: it is acknowledged and stored as
+nothing, and the leg to the phone number is the call logged.
 
 **Messages.** ``MessageSid`` is the id; ``MessageStatus`` (or ``SmsStatus``) the status:
 accepted, scheduled, queued and sending are pending; sent is sent; delivered and read
@@ -177,14 +180,16 @@ class TwilioSource:
         if account and params.get("AccountSid") != account:
             raise SourceRefused(403, "AccountSid", "names another account than the source's")
         if params.get("CallSid"):
-            return [self._call(params, request, tenant, tenant_settings)]
-        if params.get("MessageSid") or params.get("SmsSid"):
-            return [self._message(params, request, tenant, tenant_settings)]
-        raise SourceRefused(422, "CallSid",
-                            "is required (or MessageSid): not a voice or messaging callback")
+            event = self._call(params, request, tenant, tenant_settings)
+        elif params.get("MessageSid") or params.get("SmsSid"):
+            event = self._message(params, request, tenant, tenant_settings)
+        else:
+            raise SourceRefused(422, "CallSid",
+                                "is required (or MessageSid): not a voice or messaging callback")
+        return [] if event is None else [event]
 
     def _call(self, params: Mapping[str, str], request: SourceRequest, tenant: str,
-              tenant_settings: TenantSettings) -> AnyEvent:
+              tenant_settings: TenantSettings) -> AnyEvent | None:
         status = text(params, "CallStatus", "CallStatus", required=True)
         if status not in CALL_STATES:
             raise SourceRefused(422, "CallStatus", "is not a call status Twilio documents")
@@ -199,7 +204,8 @@ class TwilioSource:
         f.put("direction", direction, "Direction")
         f.put("state", state, "CallStatus")
         f.put("sequence", _whole(params, "SequenceNumber"), "SequenceNumber")
-        self._parties(f, params, direction)
+        if not self._parties(f, params, direction):
+            return None
         f.put("external.name", params.get("CallerName") or None, "CallerName")
         if state == "ringing":
             f.put("started_at", when.isoformat(), "Timestamp")
@@ -218,7 +224,7 @@ class TwilioSource:
         return validated(f, tenant_settings)
 
     def _message(self, params: Mapping[str, str], request: SourceRequest, tenant: str,
-                 tenant_settings: TenantSettings) -> AnyEvent:
+                 tenant_settings: TenantSettings) -> AnyEvent | None:
         field = "MessageStatus" if "MessageStatus" in params else "SmsStatus"
         status = text(params, field, field, required=True)
         if status not in MESSAGE_STATES:
@@ -231,7 +237,8 @@ class TwilioSource:
         f.put("source", request.source, "(source)")
         f.put("direction", direction, field)
         f.put("status", MESSAGE_STATES[status], field)
-        self._parties(f, params, direction)
+        if not self._parties(f, params, direction):
+            return None
         f.put("sent_at", request.received_at.isoformat(), "(received)")
         f.put("body", params.get("Body", ""), "Body")
         return validated(f, tenant_settings)
@@ -244,14 +251,21 @@ class TwilioSource:
         return DIRECTIONS[raw]
 
     @staticmethod
-    def _parties(f: Fields, params: Mapping[str, str], direction: str) -> None:
+    def _parties(f: Fields, params: Mapping[str, str], direction: str) -> bool:
+        """Put the outside party and the firm's number; False when the outside party is
+        a Twilio Client or SIP address (a softphone's leg: no one outside the firm)."""
         outside, inside = ("From", "To") if direction == "inbound" else ("To", "From")
         number = text(params, outside, outside, required=True)
         assert number is not None
-        if number.lower().startswith(("client:", "sip:")):
-            raise SourceRefused(422, outside, "is a Twilio Client or SIP address, not a phone "
-                                              "number: only calls to and from numbers are logged")
+        if _address(number):
+            return False
         f.put("external.number", number, outside)
         firm = text(params, inside, inside, required=True)
-        if firm is not None and not firm.lower().startswith(("client:", "sip:")):
+        if firm is not None and not _address(firm):
             f.put("internal.number", firm, inside)
+        return True
+
+
+def _address(value: str) -> bool:
+    """Whether a party is a Twilio Client or SIP address rather than a phone number."""
+    return value.strip().lower().startswith(("client:", "sip:"))
