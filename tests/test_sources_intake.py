@@ -1,6 +1,7 @@
 """Each vendor's samples posted through the server's intake route
-(``POST /v1/sources/{tenant}/{source}``) land in the ledger, in any order; a request the
-vendor did not sign is refused and quarantined."""
+(``POST /v1/sources/{tenant}/{source}``) land in the ledger, in any order, and each call
+and message is logged in the app once; a request the vendor did not sign is refused and
+quarantined."""
 
 from __future__ import annotations
 
@@ -123,3 +124,21 @@ async def test_an_unsigned_or_foreign_request_is_refused_and_quarantined(
     assert (answer.status_code, answer.json()["error"]["field"]) == (401, "token")
     assert [e.tenant for e in state.quarantine.entries()] == ["acme", "acme"]
     assert state.engine.ledger.find_event("acme", "twilio", "call", "CA" + "0" * 31 + "1") is None
+
+
+async def test_both_vendors_days_sent_twice_in_any_order_log_each_call_and_message_once(
+        client: httpx2.AsyncClient, state: ServerState, notebook: Notebook) -> None:
+    posts = [("twilio", c) for c in [*TWILIO["requests"], TWILIO["rotated"]]]
+    posts += [("aircall", c) for c in AIRCALL["requests"]]
+    posts += posts  # every callback retried by its sender
+    random.Random(7).shuffle(posts)
+    for source, case in posts:
+        assert (await post(client, source, case)).status_code == 200
+    await state.engine.run_until_idle()
+
+    outcomes = {(v.source, v.kind, v.source_id): v.status
+                for v in state.engine.ledger.history(limit=1000)}
+    assert len(outcomes) == 15  # 7 Twilio calls, 3 messages, 5 Aircall calls
+    assert set(outcomes.values()) == {"logged"}
+    markers = [entry["marker"] for entry in notebook.state.logs.values()]
+    assert len(markers) == len(set(markers)) == 15  # nothing logged twice
