@@ -25,8 +25,10 @@ def test_log_resolves_an_unresolved_call_refuses_twice_and_a_contact_the_app_lac
     cli("ingest", str(events), env=env)
     [row] = json.loads(cli("history", "--json", env=env).stdout)
     assert row["status"] == "unresolved" and sorted(row["candidates"]) == sorted([first, second])
+    assert row["mode"] == "auto" and row["ledger_event"].startswith("#")
 
-    stranger = cli("log", "call-77", "--app", "crm", "--contact", "c999", "--json", env=env)
+    stranger = cli("log", row["ledger_event"], "--app", "crm", "--contact", "c999", "--json",
+                   env=env)
     assert stranger.returncode == 4, stranger.stderr
     assert json.loads(stranger.stdout)["refused"]["field"] == "contact"
     assert "c999" not in stranger.stdout

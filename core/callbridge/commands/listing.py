@@ -70,21 +70,23 @@ def history(config: Path | None, tenant: str | None, app_name: str | None, statu
     if as_json:
         print(json.dumps([{
             "delivery": v.delivery_id, "tenant": v.tenant, "app": v.app, "kind": v.kind,
-            "source": v.source, "event": v.masked_id, "status": v.status, "reason": v.reason,
+            "source": v.source, "event": v.masked_id, "ledger_event": f"#{v.event_pk}",
+            "mode": v.mode, "status": v.status, "reason": v.reason,
             "message": v.message, "records": [r.model_dump() for r in v.records],
             "attempts": v.attempts, "candidates": [c.id for c in v.candidates],
             "next_attempt_at": v.next_attempt_at if v.status in ("waiting", "parked", "accepted") else None,
         } for v in views], indent=2, default=str))
         return
     table = Table(title="history")
-    for col in ("delivery", "tenant", "app", "kind", "event", "status", "reason", "due", "records",
-                "message"):
+    for col in ("delivery", "tenant", "app", "kind", "event", "#", "mode", "status", "reason",
+                "due", "records", "message"):
         table.add_column(col)
     for v in views:
         due = (f"{v.next_attempt_at:%Y-%m-%d %H:%M:%S}" if v.next_attempt_at
                and v.status in ("waiting", "parked", "accepted") else "")
         table.add_row(str(v.delivery_id), cell(v.tenant), cell(v.app), cell(v.kind),
-                      cell(v.masked_id), cell(v.status), cell(v.reason), cell(due),
+                      cell(v.masked_id), f"#{v.event_pk}", cell(v.mode), cell(v.status),
+                      cell(v.reason), cell(due),
                       cell(", ".join(f"{r.kind}:{r.id}" for r in v.records)), cell(v.message))
     console.print(table)
 
