@@ -28,8 +28,11 @@ SOURCE = TwilioSource()
 
 def request(body: str, *, sig: str | None = None, url: str = URL,
             content_type: str = "application/x-www-form-urlencoded",
-            options: dict[str, Any] | None = None) -> SourceRequest:
+            options: dict[str, Any] | None = None,
+            settings: str | None = None) -> SourceRequest:
     headers = {"content-type": content_type}
+    if settings is not None:
+        headers["x-twilio-webhooks-signature-settings"] = settings
     if sig is not None:
         headers["x-twilio-signature"] = sig
     return SourceRequest(headers=headers, body=body.encode(), url=url, received_at=NOW,
@@ -125,6 +128,26 @@ def test_during_a_rotation_the_previous_token_is_accepted_then_no_longer() -> No
     SOURCE.verify(req, [TOKEN, OLD], NOW)  # the current token first, the old one accepted
     with pytest.raises(SourceRefused):
         SOURCE.verify(req, [TOKEN], NOW)  # the rotation is over
+
+
+def test_under_a_webhooks_rule_the_sha256_signature_with_the_shared_key_verifies() -> None:
+    case = SAMPLES["sha256"]
+    signed = request(case["body"], sig=case["signature"], settings=case["settings"])
+    SOURCE.verify(signed, [case["shared_key"]], NOW)
+    form = parse_qsl(case["body"])
+    assert signature(URL, form, case["shared_key"], "HMAC_SHA256") == case["signature"]
+    with pytest.raises(SourceRefused):  # the same signature read as SHA-1
+        SOURCE.verify(request(case["body"], sig=case["signature"]), [case["shared_key"]], NOW)
+    with pytest.raises(SourceRefused):  # the auth token is not the rule's key
+        SOURCE.verify(signed, [TOKEN], NOW)
+
+
+def test_an_algorithm_twilio_does_not_use_is_refused() -> None:
+    case = SAMPLES["sha256"]
+    with pytest.raises(SourceRefused) as caught:
+        SOURCE.verify(request(case["body"], sig=case["signature"],
+                              settings="key=k,algorithm=HMAC_MD5"), [case["shared_key"]], NOW)
+    assert (caught.value.status, caught.value.field) == (401, "X-Twilio-Webhooks-Signature-Settings")
 
 
 def test_the_url_with_its_default_port_verifies_as_twilio_signs_either() -> None:

@@ -9,8 +9,10 @@ delivery status changes; an incoming message's webhook may point here too.
 auth token, of the URL Twilio called (scheme, host, path and query, exactly as
 configured) followed by every POST parameter, sorted by name, as name then value with
 nothing between. The source's secret is the auth token; during a rotation the secondary
-token is accepted too (``previous_secret_env``). Comparisons take constant time. A URL
-with or without its default port is accepted, as Twilio's own libraries do. Twilio
+token is accepted too (``previous_secret_env``). Under a Twilio webhooks rule, whose
+``X-Twilio-Webhooks-Signature-Settings`` header names ``HMAC_SHA256``, the same string is
+signed with SHA-256 and the rule's shared key (then the source's secret). Comparisons
+take constant time. A URL with or without its default port is accepted, as Twilio's own libraries do. Twilio
 signs no time, so there is no replay window: a request sent again is the same revision
 of the same event, acknowledged and changing nothing.
 
@@ -65,7 +67,7 @@ from callbridge.settings import TenantSettings
 from callbridge.sources.base import SourceRefused, SourceRequest
 from callbridge.sources.mapping import Fields, text, validated
 
-__all__ = ["HEADER", "TwilioSource", "signature"]
+__all__ = ["ALGORITHMS", "HEADER", "TwilioSource", "signature"]
 
 #: The signature header (lower case, as the request's headers are given).
 HEADER = "x-twilio-signature"
@@ -90,14 +92,31 @@ MESSAGE_STATES: dict[str, str | None] = {
 DIRECTIONS = {"inbound": "inbound", "outbound-api": "outbound", "outbound-dial": "outbound",
               "outbound": "outbound"}
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+#: The algorithms a webhooks rule may name (the header below); SHA-1 without one.
+ALGORITHMS = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
+
+
+def _algorithm(request: SourceRequest) -> str:
+    """The algorithm the request names (``key=...,algorithm=...``), else HMAC_SHA1."""
+    for part in request.headers.get(SETTINGS_HEADER, "").split(",")[:10]:
+        name, _, value = part.partition("=")
+        if name.strip() == "algorithm" and value.strip():
+            algorithm = value.strip().upper()
+            if algorithm not in ALGORITHMS:
+                raise SourceRefused(401, "X-Twilio-Webhooks-Signature-Settings",
+                                    "names an algorithm other than HMAC_SHA1 or HMAC_SHA256")
+            return algorithm
+    return "HMAC_SHA1"
 
 
 def signature(url: str, params: Sequence[tuple[str, str]] | Mapping[str, str],
-              auth_token: str) -> str:
-    """The ``X-Twilio-Signature`` value Twilio sends for a form posted to ``url``."""
+              auth_token: str, algorithm: str = "HMAC_SHA1") -> str:
+    """The ``X-Twilio-Signature`` value Twilio sends for a form posted to ``url``
+    (``algorithm``: ``HMAC_SHA1``, or ``HMAC_SHA256`` under a webhooks rule)."""
     pairs = sorted(params.items() if isinstance(params, Mapping) else params)
     signed = url + "".join(name + value for name, value in pairs)
-    mac = hmac.new(auth_token.encode("utf-8"), signed.encode("utf-8"), hashlib.sha1)
+    mac = hmac.new(auth_token.encode("utf-8"), signed.encode("utf-8"), ALGORITHMS[algorithm])
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
@@ -163,10 +182,11 @@ class TwilioSource:
             raise SourceRefused(401, "X-Twilio-Signature",
                                 "missing: Twilio signs every callback with the auth token")
         params = form(request)
+        algorithm = _algorithm(request)
         good = False
         for secret in secrets:  # every token against every URL form: no early exit
             for url in _url_variants(request.url):
-                expected = signature(url, params, secret)
+                expected = signature(url, params, secret, algorithm)
                 good |= hmac.compare_digest(expected.encode("ascii"),
                                             given.strip().encode("utf-8", "replace"))
         if not good:
