@@ -245,3 +245,35 @@ async def test_a_source_whose_format_is_not_installed_refuses_everything(
     assert answer.status_code == 503
     assert answer.json()["error"]["problem"] == "the source's format is not installed on the server"
     assert deliveries(state) == [] and len(quarantined(state)) == 1
+
+
+async def test_events_the_ledger_cannot_store_are_not_acknowledged(
+        client: httpx2.AsyncClient, state: ServerState, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    async def broken(events: object) -> object:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(state.engine, "ingest_many", broken)
+    body, headers = signed(call())
+    answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert answer.json()["error"]["field"] == "(server)"
+    assert "disk" not in answer.text
+    assert quarantined(state) == []  # not the sender's fault: nothing to keep
+
+
+async def test_an_internal_error_is_a_json_500(state: ServerState,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(name: str) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("callbridge.serve.intake.load_adapter", broken)
+    transport = httpx2.ASGITransport(app=build_app(state), raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://serve.test") as client:
+        body, headers = signed(call())
+        answer = await client.post(URL, content=body, headers=headers)
+    assert answer.status_code == 500
+    assert answer.json() == {"error": {"field": "(server)",
+                                       "problem": "an internal error; it has been logged"}}
+    await state.engine.aclose()

@@ -84,10 +84,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_error(status, "(request)", str(detail))
 
 
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    return json_error(500, "(server)", "an internal error; it has been logged")
+
+
 def build_app(state: ServerState) -> Starlette:
     """The server's ASGI app."""
     return Starlette(routes=collect_routes(state), lifespan=lambda app: lifespan(state),
-                     exception_handlers={HTTPException: _http_error, **EXCEPTION_HANDLERS})
+                     exception_handlers={HTTPException: _http_error, Exception: _server_error,
+                                         **EXCEPTION_HANDLERS})
 
 
 @contextlib.asynccontextmanager

@@ -124,7 +124,15 @@ def routes(state: ServerState) -> list[BaseRoute]:
         except SourceRefused as exc:
             return await refuse(exc.status, exc.field, exc.problem, body, known, started,
                                 exc.problems)
-        stored = await engine.ingest_many(events) if events else []
+        try:
+            stored = await engine.ingest_many(events) if events else []
+        except Exception as exc:  # the ledger failed: not acknowledged, the sender retries
+            log.error("source %s/%s: events not stored (%s)", tenant_key, source_key,
+                      type(exc).__name__)
+            state.metrics.inc("requests_refused", status="503", reason="not_stored")
+            return JSONResponse({"error": {"field": "(server)", "problem": (
+                "the events could not be stored; nothing was kept: send them again later")}},
+                status_code=503, headers={"Retry-After": "5"})
         for event, kept in zip(events, stored, strict=True):
             state.metrics.inc("events_received", tenant=tenant_key, source=source_key,
                               kind=event.kind, result=kept.status)

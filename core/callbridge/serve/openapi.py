@@ -25,7 +25,8 @@ _PROBLEMS = {
     404: "No such tenant, or no such source for it (the same answer for both).",
     413: "The body is larger than the server's limit (`serve.max_body_bytes`).",
     422: "An event is invalid: `field` names the first bad field, `problems` lists them all.",
-    503: "The source's key, or its format's adapter, is missing on the server.",
+    503: "The source's key, or its format's adapter, is missing on the server; or the "
+         "ledger could not store the events (nothing kept: send them again).",
 }
 
 
