@@ -20,7 +20,11 @@
    webhooks to `callbridge serve` across 250 tenants (no Clio rate limit binds),
    logged into the Clio sandbox on loopback (bench_hangup.py).
 
-Usage: python benchmarks/bench.py [--events N] [--only pipeline|io|clio_batch|ack|hangup]
+6. tenants: 10,000 configured tenants (a tenants directory, a secrets file), 1,000 of
+   them active, in one process: peak RSS (goal: under 1 GiB), load and log times, the
+   reload of one changed tenant file (bench_tenants.py).
+
+Usage: python benchmarks/bench.py [--events N] [--only pipeline|io|clio_batch|ack|hangup|tenants]
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack", "hangup"])
+    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack", "hangup", "tenants"])
     args = parser.parse_args()
     report: dict[str, Any] = {}
     if args.only in (None, "pipeline"):
@@ -216,6 +220,13 @@ def main() -> None:
         report["hangup"] = h = bench_hangup()
         print(f"hangup: {h['samples']} calls over {h['tenants']} tenants at {h['rate_per_s']}/s: "
               f"p50 {h['p50_s']} s, p99 {h['p99_s']} s (goal: p50 < 1 s, p99 < 5 s)")
+    if args.only in (None, "tenants"):
+        from bench_tenants import bench_tenants
+        report["tenants"] = t = bench_tenants()
+        print(f"tenants: {t['configured']} configured, {t['active']} active: peak RSS "
+              f"{t['peak_rss_mib']} MiB (goal: under 1024), settings loaded in "
+              f"{t['load_seconds']} s, {t['logged']} calls logged in {t['log_seconds']} s, "
+              f"one changed tenant reloaded in {t['reload_ms']} ms")
     print(json.dumps(report, indent=2))
 
 
