@@ -124,3 +124,22 @@ async def test_the_digest_timer_lives_in_the_ledger(tmp_path: Path) -> None:
         assert await engine.scheduler.digests() == 0  # the next one is an hour away
         await engine.run_until_idle()
     assert len(book.logs) == 1
+
+
+async def test_the_digest_gives_a_delayed_log_its_time_if_a_process_stopped_before(
+        tmp_path: Path) -> None:
+    from callbridge.modes.notes import add_notes
+
+    book, clock = Book(), FakeClock()
+    async with engine_for(tmp_path, {"crm": book}, clock=clock) as engine:
+        stored = await engine.ingest(call("c-1", state="in_progress"))
+        await add_notes(engine, "c-1", {"crm": []}, "kept", clock.now())
+        # The ended copy stored, and the process stopped before the delayed log got its time.
+        engine.ledger.store_event(call("c-1"), apps=["crm"])
+        view = engine.ledger.find_delivery("acme", "crm", stored.event_pk)
+        assert view is not None and view.next_attempt_at is None
+        await run_digest(engine, "acme", clock.now())
+        view = engine.ledger.find_delivery("acme", "crm", stored.event_pk)
+        assert view is not None and view.next_attempt_at is not None
+        assert (view.status, view.mode) == ("waiting", "delayed")
+        assert view.next_attempt_at.isoformat() == "2026-01-05T15:09:00+00:00"  # end + 5 min

@@ -5,6 +5,7 @@ Time is a FakeClock moved by hand: the call rings at 15:00 and ends at 15:04."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -178,3 +179,15 @@ async def test_bad_notes_are_refused_naming_the_field(tmp_path: Path) -> None:
             with pytest.raises(ManualRefused) as refused:
                 await add_notes(engine, "c-1", **args)  # type: ignore[arg-type]
             assert refused.value.field == field
+
+
+async def test_a_delayed_log_held_until_the_call_ends_leaves_nothing_to_wait_for(
+        tmp_path: Path) -> None:
+    from callbridge.drain import drain
+
+    apps, clock = books(), FakeClock()
+    async with engine_for(tmp_path, apps, clock=clock) as engine:
+        await engine.ingest(call("c-1", state="in_progress", notes="from the handset"))
+        drained = await asyncio.wait_for(drain(engine, wait_max=600), timeout=30)
+        assert drained.left_open == 0 and clock.now() == datetime(2026, 1, 5, 15, tzinfo=UTC)
+        assert (await engine.scheduler.due()).next_at is None

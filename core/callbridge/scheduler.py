@@ -98,7 +98,9 @@ class InProcessScheduler:
         engine = self.engine
         views = await engine.db(engine.ledger.history, event_pks=event_pks, limit=10**9)
         checks = [v for v in views if confirming and v.status == "accepted" and v.next_attempt_at]
-        opened = [v for v in views if v.status in OPEN] + checks
+        # A delayed log held until its call ends waits for a revision, not for time.
+        opened = [v for v in views if v.status in OPEN and not (
+            v.reason == "delay" and v.next_attempt_at is None)] + checks
         times = [v.next_attempt_at for v in opened
                  if v.status in ("waiting", "accepted") and v.next_attempt_at]
         pending_now = any(v.status == "pending" for v in opened)
