@@ -33,7 +33,8 @@ def test_log_resolves_an_unresolved_call_refuses_twice_and_a_contact_the_app_lac
     assert json.loads(stranger.stdout)["refused"]["field"] == "contact"
     assert "c999" not in stranger.stdout
 
-    done = cli("resolve", "call-77", "--app", "crm", "--contact", second, "--json", env=env)
+    # The 1.x form: a delivery id from `callbridge history`, no --app.
+    done = cli("resolve", str(row["delivery"]), "--contact", second, "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "logged"
     [log] = notebook.state.logs.values()
