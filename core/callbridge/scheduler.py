@@ -96,24 +96,31 @@ class InProcessScheduler:
         as open, and their checks as due times.
         """
         engine = self.engine
-        views = await engine.db(engine.ledger.history, event_pks=event_pks, limit=10**9)
-        checks = [v for v in views if confirming and v.status == "accepted" and v.next_attempt_at]
-        # A delayed log held until its call ends waits for a revision, not for time.
-        opened = [v for v in views if v.status in OPEN and not (
-            v.reason == "delay" and v.next_attempt_at is None)] + checks
-        times = [v.next_attempt_at for v in opened
-                 if v.status in ("waiting", "accepted") and v.next_attempt_at]
-        pending_now = any(v.status == "pending" for v in opened)
+        rows = await engine.db(engine.ledger.due_summary, event_pks=event_pks)
+        opened = checks = 0
+        times: list[datetime] = []
+        pending_now = False
         waiting: dict[str, int] = {}
         parked: dict[str, int] = {}
-        for v in views:
-            if v.status == "waiting":
-                waiting[v.reason or "?"] = waiting.get(v.reason or "?", 0) + 1
-            elif v.status == "parked":
-                parked[v.reason or "?"] = parked.get(v.reason or "?", 0) + 1
+        for status, reason, count, timed, first in rows:
+            if status == "accepted":  # a confirmation check is due at its next attempt time
+                if confirming and timed:
+                    checks += timed
+                    opened += timed
+                    if first is not None:
+                        times.append(first)
+                continue
+            if status in OPEN:
+                # A delayed log held until its call ends waits for a revision, not for time.
+                opened += timed if reason == "delay" and status == "waiting" else count
+                pending_now = pending_now or status == "pending"
+                if status == "waiting" and first is not None:
+                    times.append(first)
+            counts = waiting if status == "waiting" else parked if status == "parked" else None
+            if counts is not None:
+                counts[reason or "?"] = counts.get(reason or "?", 0) + count
         next_at = engine.clock.now() if pending_now else (min(times) if times else None)
-        return Due(open=len(opened), next_at=next_at, waiting=waiting, parked=parked,
-                   confirming=len(checks))
+        return Due(open=opened, next_at=next_at, waiting=waiting, parked=parked, confirming=checks)
 
     async def wait_for_due(self, until: datetime, event_pks: Sequence[int] | None = None, *,
                            confirming: bool = False) -> None:

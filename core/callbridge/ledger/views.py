@@ -123,3 +123,19 @@ class ViewsMixin(LedgerCore):
             query = query.where(d.c.tenant == tenant)
         with self._read() as conn:
             return {(a, s): int(n) for a, s, n in conn.execute(query)}
+
+    def due_summary(self, *, event_pks: Sequence[int] | None = None
+                    ) -> list[tuple[str, str | None, int, int, datetime | None]]:
+        """The open deliveries (pending, waiting, parked, accepted) counted in the
+        database, not read: ``(status, reason, count, count with a next attempt time,
+        the earliest next attempt time)`` per status and reason."""
+        d = t.deliveries
+        query = (sa.select(d.c.status, d.c.reason, sa.func.count(), sa.func.count(d.c.next_attempt_at),
+                           sa.func.min(d.c.next_attempt_at))
+                 .where(d.c.status.in_(("pending", "waiting", "parked", "accepted")))
+                 .group_by(d.c.status, d.c.reason))
+        if event_pks is not None:
+            query = query.where(d.c.event_id.in_(list(event_pks)))
+        with self._read() as conn:
+            return [(status, reason, int(n), int(timed), first)
+                    for status, reason, n, timed, first in conn.execute(query)]
