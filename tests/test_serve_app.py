@@ -49,7 +49,8 @@ async def test_healthz_answers_and_readyz_checks_the_ledger_and_its_migrations(
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"ledger": "ok", "migrations": "current", "settings": "ok"}
+    assert ready.json()["checks"] == {"ledger": "ok", "migrations": "current", "settings": "ok",
+                                      "sources": "ok"}
     with state.engine.ledger.engine.begin() as conn:  # the schema one migration behind
         conn.execute(sa.text("UPDATE alembic_version SET version_num = 'older'"))
     behind = await client.get("/readyz")

@@ -277,3 +277,18 @@ async def test_an_internal_error_is_a_json_500(state: ServerState,
     assert answer.json() == {"error": {"field": "(server)",
                                        "problem": "an internal error; it has been logged"}}
     await state.engine.aclose()
+
+
+async def test_readyz_counts_the_sources_that_cannot_take_events(
+        client: httpx2.AsyncClient, state: ServerState, monkeypatch: pytest.MonkeyPatch) -> None:
+    from callbridge.serve.health import unready_sources
+
+    assert (await client.get("/readyz")).json()["checks"]["sources"] == "ok"
+    monkeypatch.delenv("TEST_PBX_KEY")
+    monkeypatch.delenv("TEST_PBX_OLD_KEY")
+    answer = await client.get("/readyz")
+    assert answer.status_code == 200  # one source's problem does not stop the others
+    assert answer.json()["checks"]["sources"].startswith("1 cannot take events")
+    assert "acme" not in answer.text and "pbx" not in answer.text  # names only in the log
+    assert unready_sources(state.runtime.settings.current()) == [
+        "acme/pbx: its key (TEST_PBX_KEY) is not set"]

@@ -23,6 +23,7 @@ from callbridge.ledger import tables as t
 from callbridge.serve.auth import require_metrics_reader
 from callbridge.serve.metrics import CONTENT_TYPE
 from callbridge.serve.state import ServerState
+from callbridge.settings import Settings
 
 
 def migrations_current(ledger: Ledger) -> bool:
@@ -47,6 +48,22 @@ def delivery_counts(ledger: Ledger) -> list[tuple[str, str, str | None, int]]:
         return [(r[0], r[1], r[2], int(r[3])) for r in conn.execute(query)]
 
 
+def unready_sources(settings: Settings) -> list[str]:
+    """``tenant/source: why`` for each source that cannot take events as configured."""
+    from callbridge.serve.intake import secrets_of
+    from callbridge.sources.base import formats
+
+    installed = formats()
+    out = []
+    for tenant_key, tenant in settings.tenants.items():
+        for source_key, source in tenant.sources.items():
+            if source.format not in installed:
+                out.append(f"{tenant_key}/{source_key}: format {source.format!r} not installed")
+            elif not secrets_of(source):
+                out.append(f"{tenant_key}/{source_key}: its key ({source.secret_env}) is not set")
+    return out
+
+
 def routes(state: ServerState) -> list[BaseRoute]:
     engine = state.engine
 
@@ -69,6 +86,10 @@ def routes(state: ServerState) -> list[BaseRoute]:
             problems.append("shutting down")
         settings_error = getattr(state.runtime.settings, "error", None)
         checks["settings"] = "ok" if settings_error is None else "the last change did not load"
+        broken = unready_sources(state.runtime.settings.current())
+        checks["sources"] = "ok" if not broken else (
+            f"{len(broken)} cannot take events (a key not set or a format not installed; "
+            "the server's log names them)")
         body = {"status": "ready" if not problems else "not ready", "checks": checks,
                 "problems": problems}
         return JSONResponse(body, status_code=503 if problems else 200)

@@ -68,6 +68,10 @@ def run(config: Path | None, *, host: str | None, port: int | None, worker: bool
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     state = make_state(rt, base_url=f"http://{shown}:{bound}", worker=worker)
+    from callbridge.serve.health import unready_sources
+
+    for problem in unready_sources(rt.settings.current()):
+        log.warning("source %s: its requests will be refused (503)", problem)
     app = build_app(state)
     print(f"callbridge serving on http://{shown}:{bound} "
           f"({'intake, worker and scheduler' if worker else 'intake only'})", flush=True)
