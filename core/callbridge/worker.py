@@ -26,6 +26,7 @@ from callbridge.capabilities import Capability
 from callbridge.errors import ConfigError
 from callbridge.ledger import Claim, LeaseLost
 from callbridge.models import Outcome, OutcomeStatus
+from callbridge.modes.automatic import Reauthorisation
 from callbridge.outcomes import outcome_for_error
 from callbridge.pipeline import Job, run
 from callbridge.ratelimit import priority
@@ -53,6 +54,8 @@ class Worker:
         self.running: dict[tuple[str, str], int] = {}
         #: The batch work unit, for apps that declare ``batch_writes``.
         self.batcher = Batcher(engine.clock)
+        #: Connections refused for their credentials: parked without a request.
+        self.reauthorisation = Reauthorisation(engine)
         #: Called with (claim, outcome) after each outcome is recorded (the server's
         #: metrics); keep them quick, they must not raise.
         self.finished: list[Callable[[Claim, Outcome], None]] = []
@@ -238,6 +241,8 @@ class Worker:
                 hooks = engine.hooks_for(tenant, claim.app)
             except KeyError:
                 raise ConfigError(f"the plugin of app {claim.app!r} is not installed") from None
+            if (held := await self.reauthorisation.parked(claim.tenant, claim.app)) is not None:
+                return held  # refused with the credentials it still has: no request
             marker = engine.ledger.marker_for(event, claim.first_attempt_at)
             delivery = LedgerDelivery(engine.gateway, engine.ledger, claim, marker)
             ctx = engine.context(claim.tenant, claim.app, delivery)
@@ -248,5 +253,7 @@ class Worker:
         except LeaseLost:
             raise
         except Exception as exc:
-            return outcome_for_error(exc, attempt=claim.attempt, now=engine.clock.now(),
-                                     deadline=self._deadline(claim, occurred_at))
+            outcome = outcome_for_error(exc, attempt=claim.attempt, now=engine.clock.now(),
+                                        deadline=self._deadline(claim, occurred_at))
+            await self.reauthorisation.note(claim.tenant, claim.app, outcome)
+            return outcome
