@@ -296,6 +296,26 @@ async def test_after_a_sync_a_known_number_costs_no_lookup_request(make_engine: 
     assert searches == [] and logs(notebook)[0]["contact_ids"] == [cid]
 
 
+async def test_an_idle_pass_syncs_a_few_indexes_the_longest_unsynced_first(
+        make_engine: MakeEngine, notebook: Notebook) -> None:
+    more = "".join(f"""
+[tenants.firm{n}.apps.crm]
+plugin = "notebook"
+[tenants.firm{n}.apps.crm.options]
+base_url = "{notebook.url}"
+""" for n in range(3))
+    engine = make_engine(extra=more)
+    await engine.scheduler.sync_indexes(stale_after=0, tenants=["firm0"])
+    first = engine.ledger.index_sync_times()
+    assert list(first) == [("firm0", "crm")]
+    await engine.scheduler.sync_indexes(stale_after=300, limit=2)  # never synced ones first
+    second = engine.ledger.index_sync_times()
+    assert len(second) == 3 and ("firm0", "crm") in second
+    assert second[("firm0", "crm")] == first[("firm0", "crm")]  # fresh: left for later
+    await engine.scheduler.sync_indexes(stale_after=300, limit=2)
+    assert len(engine.ledger.index_sync_times()) == 4
+
+
 async def test_a_contact_added_after_the_sync_is_found_not_duplicated(make_engine: MakeEngine,
                                                                       notebook: Notebook) -> None:
     engine = make_engine(app='contact_creation = "all"')

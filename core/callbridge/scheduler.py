@@ -44,6 +44,11 @@ log = logging.getLogger("callbridge.scheduler")
 
 #: A phone index synced longer ago than this is caught up (seconds).
 INDEX_STALE_AFTER = 300.0
+#: When idle, stale indexes are looked for this often (seconds); at most this many are
+#: synced per look, this many at once.
+INDEX_CHECK_EVERY = 5.0
+INDEX_SYNCS_PER_PASS = 8
+INDEX_SYNCS_AT_ONCE = 4
 #: How often (seconds) idle tenants' clients, caches and slots are let go.
 EVICT_EVERY = 60.0
 #: Deliveries still open (pending, waiting).
@@ -81,6 +86,7 @@ class InProcessScheduler:
         self._digests: Any = None
         self._woken = asyncio.Event()
         self._evicted_at = engine.clock.monotonic()
+        self._indexes_at = float("-inf")
 
     def wake(self) -> None:
         """Work was queued outside the worker (a delivery re-queued or released by an
@@ -135,19 +141,23 @@ class InProcessScheduler:
         await clock.sleep(seconds)
 
     async def sync_indexes(self, *, stale_after: float = 0,
-                           tenants: Sequence[str] | None = None) -> int:
-        """Catch up every phone index last synced more than ``stale_after`` s ago, at low
-        priority; return how many contacts were seen."""
+                           tenants: Sequence[str] | None = None,
+                           limit: int | None = None) -> int:
+        """Catch up the phone indexes last synced more than ``stale_after`` s ago (the
+        ``limit`` longest unsynced of them, a few at once), at low priority; return how
+        many contacts were seen."""
         token = priority.set(-1)
         try:
-            return await self._sync(stale_after, tenants)
+            return await self._sync(stale_after, tenants, limit)
         finally:
             priority.reset(token)
 
-    async def _sync(self, stale_after: float, tenants: Sequence[str] | None) -> int:
+    async def _sync(self, stale_after: float, tenants: Sequence[str] | None,
+                    limit: int | None) -> int:
         engine = self.engine
-        seen = 0
         now = engine.clock.now()
+        synced = await engine.db(engine.ledger.index_sync_times)  # one read for every index
+        stale: list[tuple[float, str, str, Any]] = []
         for tenant_id, tenant in engine.config.tenants.items():
             if tenants is not None and tenant_id not in tenants:
                 continue
@@ -155,15 +165,27 @@ class InProcessScheduler:
                 hooks = engine.hooks_for(tenant, app)
                 if not hooks.supports(Capability.CONTACTS_CHANGED):
                     continue
-                _, synced_at = await engine.db(engine.ledger.index_state, tenant_id, app)
-                if synced_at is not None and (now - synced_at).total_seconds() < stale_after:
-                    continue
-                try:
-                    seen += await engine.index.sync(engine.context(tenant_id, app), hooks)
-                except Exception as exc:
-                    log.warning("phone index sync %s/%s failed: %s", tenant_id, app,
-                                type(exc).__name__)
+                at = synced.get((tenant_id, app))
+                age = float("inf") if at is None else (now - at).total_seconds()
+                if at is None or age >= stale_after:
+                    stale.append((age, tenant_id, app, hooks))
+        stale.sort(key=lambda item: -item[0])  # the longest unsynced first
+        chosen = stale if limit is None else stale[:limit]
+        seen = 0
+        for start in range(0, len(chosen), INDEX_SYNCS_AT_ONCE):
+            group = chosen[start:start + INDEX_SYNCS_AT_ONCE]
+            results = await asyncio.gather(*(self._sync_one(tenant_id, app, hooks)
+                                             for _, tenant_id, app, hooks in group))
+            seen += sum(results)
         return seen
+
+    async def _sync_one(self, tenant_id: str, app: str, hooks: Any) -> int:
+        engine = self.engine
+        try:
+            return await engine.index.sync(engine.context(tenant_id, app), hooks)
+        except Exception as exc:
+            log.warning("phone index sync %s/%s failed: %s", tenant_id, app, type(exc).__name__)
+            return 0
 
     async def digests(self) -> int:
         """Run each tenant's digest whose time has come; return how many delivered work."""
@@ -183,7 +205,11 @@ class InProcessScheduler:
             await closing_schedule.run_due(engine)
             if worked:
                 continue
-            await self.sync_indexes(stale_after=INDEX_STALE_AFTER)
+            if engine.clock.monotonic() - self._indexes_at >= INDEX_CHECK_EVERY:
+                # A few stale indexes per idle pass, so new deliveries never wait behind
+                # the syncs of many tenants.
+                self._indexes_at = engine.clock.monotonic()
+                await self.sync_indexes(stale_after=INDEX_STALE_AFTER, limit=INDEX_SYNCS_PER_PASS)
             if engine.clock.monotonic() - self._evicted_at > EVICT_EVERY:
                 self._evicted_at = engine.clock.monotonic()
                 await engine.evict_idle()

@@ -71,6 +71,13 @@ class PhoneIndexMixin(LedgerCore):
                 s.c.tenant == tenant, s.c.app == app)).first()
         return (row.high_water, row.synced_at) if row else (None, None)
 
+    def index_sync_times(self) -> dict[tuple[str, str], datetime | None]:
+        """Every index's last sync time, by (tenant, app), in one read."""
+        s = t.index_state
+        with self._read() as conn:
+            return {(r.tenant, r.app): r.synced_at for r in conn.execute(
+                sa.select(s.c.tenant, s.c.app, s.c.synced_at))}
+
     def set_index_state(self, tenant: str, app: str, *, high_water: datetime | None,
                         synced_at: datetime) -> None:
         """Record a sync: the high-water mark to resume from and when it ran."""
