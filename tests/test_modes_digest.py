@@ -143,3 +143,19 @@ async def test_the_digest_gives_a_delayed_log_its_time_if_a_process_stopped_befo
         assert view is not None and view.next_attempt_at is not None
         assert (view.status, view.mode) == ("waiting", "delayed")
         assert view.next_attempt_at.isoformat() == "2026-01-05T15:09:00+00:00"  # end + 5 min
+
+
+async def test_two_processes_digesting_at_once_run_it_once(tmp_path: Path) -> None:
+    book, clock = Book(), FakeClock()
+    async with engine_for(tmp_path, {"crm": book}, clock=clock, app_settings=EXCLUSIVE) as one, \
+            engine_for(tmp_path, {"crm": book}, clock=clock, app_settings=EXCLUSIVE) as two:
+        # Two engines on one ledger file: two processes' ledgers and executors.
+        for i in range(5):
+            await one.ingest(call(f"c-{i}"))
+        await one.run_until_idle()
+        book.add("c9", "Grace Hopper", "+12125550142")
+        reports = await asyncio.gather(run_digest(one, "acme", clock.now(), work=True),
+                                       run_digest(two, "acme", clock.now(), work=True))
+        assert sorted(r.ran for r in reports) == [False, True]
+        await two.run_until_idle()
+    assert len(book.logs) == 5 and len({w.event_id for w in book.logs}) == 5

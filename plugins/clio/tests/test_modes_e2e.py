@@ -128,6 +128,7 @@ async def test_a_day_of_logging_modes_over_serve(day: Day, firm: dict[str, int])
     uma_one = st.add_contact("Uma", "One", ["212-555-0171"])
     uma_two = st.add_contact("Uma", "Two", ["(212) 555-0171"])
 
+    assert await day.engine.scheduler.digests() == 0  # the digest's first run: an hour on
     # 15:00 — three calls in progress; notes on each; one cancelled before the end.
     await day.send(day.call("kept", "dana", ended=False), day.call("before", "lee", ended=False),
                    day.call("after", "sam", ended=False), day.call("live", "dana", ended=False))
@@ -174,10 +175,16 @@ async def test_a_day_of_logging_modes_over_serve(day: Day, firm: dict[str, int])
     day.at(9 * 60)
     await day.work()
 
-    # Nia becomes a contact in Clio; two digests, then an overlapping pair.
+    # Nia becomes a contact in Clio; at 16:00 the scheduler's digest matches the skipped
+    # calls again; a digest by hand, then an overlapping pair.
     st.add_contact("Nia", "Cole", ["212 555 0181"])
+    day.at(60 * 60)
+    assert await day.engine.scheduler.digests() == 1
+    await day.work()
+    assert day.outcome("found") == ("logged", None, "digest")
+    assert day.outcome("nobody") == ("skipped", "no_contact", "digest")
     first = await run_digest(day.engine, "acme", day.clock.now(), work=True)
-    assert (len(first.requeued), dict(first.after)) == (2, {"logged": 1, "skipped": 1})
+    assert (len(first.requeued), dict(first.after)) == (1, {"skipped": 1})
     second = await run_digest(day.engine, "acme", day.clock.now(), work=True)
     assert len(second.requeued) == 1 and second.left["logged"] == 6
     pair = await asyncio.gather(*(run_digest(day.engine, "acme", day.clock.now(), work=True)
