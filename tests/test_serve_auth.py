@@ -176,3 +176,16 @@ def test_api_error_answers_json_naming_the_field() -> None:
     answer = ApiError(409, "delivery", "is logged").response()
     assert answer.status_code == 409
     assert answer.body == b'{"error":{"field":"delivery","problem":"is logged"}}'
+
+
+def test_operator_token_needs_no_web_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
+            "from callbridge.cli import main; sys.argv = ['callbridge', 'operator-token', 'ops']\n"
+            "main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("cbo_") and "[operators.ops]" in done.stderr

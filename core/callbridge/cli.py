@@ -293,23 +293,23 @@ def auth(
 
 
 @app.command("operator-token")
-def operator_token(
-    name: Annotated[str, typer.Argument(help="the operator's name in the settings")],
-    tenant: Annotated[list[str] | None, typer.Option(
-        "--tenant", help="a tenant the operator may act for (repeat it); none: every tenant")] = None,
-) -> None:
-    """Make a bearer token for an operator of the operator API: the token on standard
-    output, the settings lines that admit it (its hash, never the token) on standard error."""
-    from callbridge.serve.auth import token_instructions
+def operator_token(name: Annotated[str, typer.Argument(help="the operator's name in the settings")],
+                   tenant: Annotated[list[str] | None, typer.Option(help="a tenant it may act "
+                                     "for (repeat it); none: every tenant")] = None) -> None:
+    """Make a bearer token for the operator API, and the settings lines that admit it."""
+    from callbridge.serve.tokens import print_token
 
-    try:
-        token, lines = token_instructions(name, tenant or None)
-    except ValueError as exc:
-        raise _fail(str(exc), 2) from None
-    print(token)
-    # Written as is (not through rich, which would wrap the hash): every part was checked.
-    sys.stderr.write("Give the token above to the operator (it is not shown again) and add "
-                     "these lines to the settings file:\n\n" + lines)
+    print_token(name, tenant)
+
+
+@app.command("connect-link")
+def connect_link(app_name: Annotated[str, typer.Argument(metavar="APP")],
+                 tenant: Annotated[str, typer.Option(help="the firm whose administrator connects it")],
+                 valid_minutes: Annotated[int, typer.Option(min=1, max=10080)] = 60, config: ConfigOpt = None) -> None:
+    """Print a link for a firm's administrator to connect an app through `callbridge serve`."""
+    from callbridge.serve.links import print_link
+
+    print_link(_runtime(config), app_name, tenant, valid_minutes)
 
 
 @app.command()

@@ -16,30 +16,37 @@ refusal is a JSON error naming the field and the problem, never the value sent.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
 import re
-import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from callbridge.settings import KEY_PATTERN
+from callbridge.serve.tokens import TOKEN_PREFIX, new_token, token_hash, token_instructions
 from callbridge.settings_serve import OperatorSettings
 
-__all__ = ["EXCEPTION_HANDLERS", "ApiError", "Operator", "authenticate", "authorise",
-           "error_response", "guarded", "new_token", "require_metrics_reader", "require_operator",
-           "token_hash", "token_instructions"]
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "TOKEN_PREFIX",
+    "ApiError",
+    "Operator",
+    "authenticate",
+    "authorise",
+    "error_response",
+    "guarded",
+    "new_token",
+    "require_metrics_reader",
+    "require_operator",
+    "token_hash",
+    "token_instructions",
+]
 
 log = logging.getLogger("callbridge.serve.auth")
-
-#: Every operator token starts with this, so a leaked one is easy to recognise.
-TOKEN_PREFIX = "cbo_"
 
 #: Counted in the server's metrics (``callbridge_operator_auth_failures_total``), by
 #: ``reason``, for each refused request.
@@ -108,16 +115,6 @@ def guarded(endpoint: Endpoint) -> Endpoint:
     run.__name__ = getattr(endpoint, "__name__", "endpoint")
     run.__doc__ = endpoint.__doc__
     return run
-
-
-def new_token() -> str:
-    """A new operator token: the prefix and 256 random bits."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def token_hash(token: str) -> str:
-    """What the settings keep of a token (``token_sha256``)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 _UNAUTHORISED = {"WWW-Authenticate": 'Bearer realm="callbridge"'}
@@ -220,20 +217,3 @@ def authorise(state: AuthState, operator: Operator, tenant: str) -> None:
     if not operator.may(tenant):
         _count_failure(state, "forbidden_tenant")
         raise ApiError(403, "tenant", "this operator may not act for this tenant")
-
-
-def token_instructions(name: str, tenants: Iterable[str] | None) -> tuple[str, str]:
-    """A new token for operator ``name`` and the settings lines that admit it:
-    ``(token, lines)``. ``tenants`` None means every tenant."""
-    if not re.match(KEY_PATTERN, name) or len(name) > 100:
-        raise ValueError("name: 1 to 100 letters, digits, '.', '_' or '-'")
-    chosen = None if tenants is None else sorted(set(tenants))
-    for tenant in chosen or ():
-        if not re.match(KEY_PATTERN, tenant) or len(tenant) > 100:
-            raise ValueError("tenant: 1 to 100 letters, digits, '.', '_' or '-'")
-    token = new_token()
-    scope = '"all"' if chosen is None else "[" + ", ".join(f'"{t}"' for t in chosen) + "]"
-    lines = (f"[operators.{name}]\n"
-             f'token_sha256 = "{token_hash(token)}"\n'
-             f"tenants = {scope}\n")
-    return token, lines

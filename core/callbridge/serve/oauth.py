@@ -26,16 +26,13 @@ the value would have expired anyway.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import html
-import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
 
 import httpx2
 from starlette.requests import Request
@@ -43,19 +40,26 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from callbridge import oauth
-from callbridge.errors import AuthenticationFailed, CallbridgeError, RateLimited, TransientError
+from callbridge.errors import AuthenticationFailed, RateLimited, TransientError
 from callbridge.ledger import Ledger
 from callbridge.serve.auth import ApiError, guarded, require_operator
+from callbridge.serve.links import (
+    LINK_MINUTES,
+    MAX_LINK_MINUTES,
+    STATE_MINUTES,
+    LinkRefused,
+    Signed,
+    Signer,
+    authorisable,
+    make_link,
+    used_key,
+)
 from callbridge.serve.operator import wake
 
 __all__ = ["LINK_MINUTES", "STATE_MINUTES", "routes"]
 
-#: How long a connect link is valid by default, and at most (minutes).
-LINK_MINUTES = 60
-MAX_LINK_MINUTES = 7 * 24 * 60
-#: How long the administrator has between start and callback (minutes).
-STATE_MINUTES = 10
 COOKIE = "callbridge_oauth"
+T = TypeVar("T")
 
 
 class OAuthState(Protocol):
@@ -74,68 +78,12 @@ class OAuthState(Protocol):
     def base_url(self) -> str: ...
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-@dataclass(frozen=True)
-class Signed:
-    """A link or a state: what it grants, to whom, until when."""
-
-    purpose: str  # "link" | "state"
-    tenant: str
-    app: str
-    nonce: str
-    expires: float  # Unix time
-    link: str | None = None  # a state started from a link: the link's nonce
-
-
-class Signer:
-    """Signs and checks links and states with a key derived from the ledger's hash key."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        if ledger.hash_key is None:
-            raise RuntimeError("the ledger has no hash key yet: migrate() first")
-        self._key = hmac.new(ledger.hash_key.key, b"callbridge oauth links and states",
-                             hashlib.sha256).digest()
-
-    def _mac(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
-
-    def sign(self, value: Signed) -> str:
-        body = {"p": value.purpose, "t": value.tenant, "a": value.app, "n": value.nonce,
-                "e": int(value.expires)}
-        if value.link is not None:
-            body["l"] = value.link
-        payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-        return f"{payload}.{self._mac(payload)}"
-
-    def check(self, text: str | None, *, purpose: str, app: str, now: datetime,
-              field: str) -> Signed:
-        """The signed value, or :class:`ApiError` naming ``field``."""
-        if not text:
-            raise ApiError(400, field, "is missing")
-        payload, _, mac = text.partition(".")
-        if len(text) > 2000 or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
-            raise ApiError(400, field, "is not one this server made (or was changed)")
-        body = json.loads(_unb64(payload))
-        if body.get("p") != purpose or body.get("a") != app:
-            raise ApiError(400, field, "was made for another app or purpose")
-        if body["e"] < now.timestamp():
-            raise ApiError(400, field, "has expired; ask for a new connect link"
-                           if purpose == "link" else "has expired; start again from the link")
-        return Signed(purpose=purpose, tenant=body["t"], app=app, nonce=body["n"],
-                      expires=float(body["e"]), link=body.get("l"))
-
-
-def _used(nonce: str) -> str:
-    """The ledger entry that says a connect link has connected its app (so ``start``
-    refuses it before the administrator goes through the app's page for nothing)."""
-    return "oauth:link-used:" + hashlib.sha256(nonce.encode()).hexdigest()[:32]
+def _api(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(...)``, a :class:`LinkRefused` it raises answered as an :class:`ApiError`."""
+    try:
+        return fn(*args, **kwargs)
+    except LinkRefused as exc:
+        raise ApiError(exc.status, exc.field, exc.problem) from None
 
 
 def _wants_html(request: Request) -> bool:
@@ -178,26 +126,8 @@ def routes(state: OAuthState) -> list[BaseRoute]:
 
     def connection(tenant: str, app: str) -> Any:
         """The (tenant, app)'s resolved connection, if it is one a person authorises."""
-        try:
-            tenant_settings = state.runtime.settings.current().tenant(tenant)
-        except KeyError:
-            raise ApiError(404, "tenant", "no such tenant in the settings") from None
-        if app not in tenant_settings.apps:
-            raise ApiError(404, "app", "the tenant has no such app in the settings")
-        try:
-            resolved = state.engine.connections.resolve(tenant, tenant_settings, app)
-        except CallbridgeError:
-            raise ApiError(409, "app", "its plugin or options are not usable; "
-                           "see `callbridge doctor`") from None
-        conn = resolved.connection
-        if conn.auth != "oauth2" or conn.oauth2 is None \
-                or conn.oauth2.grant != "authorization_code":
-            raise ApiError(409, "app", "does not connect through a person's authorisation "
-                           "(OAuth 2.0 authorization code)")
-        if not resolved.credentials.client_id or not resolved.credentials.client_secret:
-            raise ApiError(409, "app", "its client id and secret are not set "
-                           "({credentials_env}_CLIENT_ID and _CLIENT_SECRET)")
-        return resolved
+        return _api(authorisable, state.runtime.settings.current(), state.engine.connections,
+                    tenant, app)
 
     async def db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await state.engine.db(fn, *args, **kwargs)
@@ -207,7 +137,7 @@ def routes(state: OAuthState) -> list[BaseRoute]:
         ttl = max(expires - state.clock.now().timestamp(), 0.0) + 60.0
         return await db(ledger.try_lock, f"oauth:{kind}:{nonce}", ttl=ttl) is not None
 
-    async def make_link(request: Request) -> Response:
+    async def new_link(request: Request) -> Response:
         """A connect link for the tenant's administrator (operator-authenticated)."""
         app = request.path_params["app"]
         tenant = request.query_params.get("tenant")
@@ -216,15 +146,12 @@ def routes(state: OAuthState) -> list[BaseRoute]:
             raise ApiError(400, "tenant", "is missing")
         await require_operator(request, state, tenant)
         minutes_text = request.query_params.get("valid_minutes", str(LINK_MINUTES))
-        if not minutes_text.isdigit() or not 1 <= int(minutes_text) <= MAX_LINK_MINUTES:
+        if not re.fullmatch(r"[0-9]{1,6}", minutes_text):
             raise ApiError(400, "valid_minutes",
                            f"must be a whole number from 1 to {MAX_LINK_MINUTES}")
         connection(tenant, app)
-        expires = state.clock.now() + timedelta(minutes=int(minutes_text))
-        link = signer().sign(Signed("link", tenant, app, secrets.token_urlsafe(16),
-                                    expires.timestamp()))
-        url = f"{state.base_url.rstrip('/')}/oauth/{app}/start?" + str(httpx2.QueryParams(
-            {"tenant": tenant, "link": link}))
+        url, expires = _api(make_link, ledger, state.base_url, tenant, app,
+                            minutes=int(minutes_text), now=state.clock.now())
         return JSONResponse({"url": url, "tenant": tenant, "app": app,
                              "expires_at": expires.isoformat(),
                              "redirect_uri": redirect_uri(app)}, status_code=201)
@@ -239,11 +166,11 @@ def routes(state: OAuthState) -> list[BaseRoute]:
             if not tenant:
                 raise ApiError(400, "tenant", "is missing")
         else:
-            link = signer().check(request.query_params.get("link"), purpose="link", app=app,
-                                  now=now, field="link")
+            link = _api(signer().check, request.query_params.get("link"), purpose="link",
+                        app=app, now=now, field="link")
             if tenant and tenant != link.tenant:
                 raise ApiError(400, "tenant", "is not the tenant the link was made for")
-            if await db(ledger.kv_get, link.tenant, app, _used(link.nonce)) is not None:
+            if await db(ledger.kv_get, link.tenant, app, used_key(link.nonce)) is not None:
                 raise ApiError(400, "link", "has connected the app already; "
                                "ask for a new one to connect it again")
             tenant, link_nonce = link.tenant, link.nonce
@@ -264,8 +191,8 @@ def routes(state: OAuthState) -> list[BaseRoute]:
     async def callback(request: Request) -> Response:
         app = request.path_params["app"]
         now = state.clock.now()
-        signed = signer().check(request.query_params.get("state"), purpose="state", app=app,
-                                now=now, field="state")
+        signed = _api(signer().check, request.query_params.get("state"), purpose="state",
+                      app=app, now=now, field="state")
         cookie = request.cookies.get(COOKIE, "")
         if not hmac.compare_digest(cookie.encode(), signed.nonce.encode()):
             raise ApiError(400, "state", "belongs to an authorisation started in another "
@@ -295,7 +222,7 @@ def routes(state: OAuthState) -> list[BaseRoute]:
             if not await spend("link", signed.link, now.timestamp() + MAX_LINK_MINUTES * 60):
                 raise ApiError(400, "link", "has connected the app already; "
                                "ask for a new one to connect it again")
-            await db(ledger.kv_set, signed.tenant, app, _used(signed.link), now.isoformat())
+            await db(ledger.kv_set, signed.tenant, app, used_key(signed.link), now.isoformat())
         await db(ledger.token_set, signed.tenant, app, token)
         released: int = await db(oauth.reconnected, ledger, signed.tenant, app)
         if released:
@@ -309,7 +236,7 @@ def routes(state: OAuthState) -> list[BaseRoute]:
         return response
 
     return [
-        Route("/v1/operator/oauth/{app}/links", guarded(make_link), methods=["POST"]),
+        Route("/v1/operator/oauth/{app}/links", guarded(new_link), methods=["POST"]),
         Route("/oauth/{app}/start", _browser(start), methods=["GET"]),
         Route("/oauth/{app}/callback", _browser(callback), methods=["GET"]),
     ]

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
+from callbridge.cli import app as cli
 from callbridge.engine import Engine
 from callbridge.faults import serve_in_thread
 from callbridge.ledger import Ledger
@@ -21,6 +22,7 @@ from callbridge.serve.app import build_app, make_state
 from callbridge.serve.auth import token_hash
 from callbridge.serve.state import ServerState
 from callbridge.testing.clock import FakeClock
+from typer.testing import CliRunner
 
 from plugins.clio.tests.conftest import Sandbox, write_config
 from plugins.clio.tests.samples import call
@@ -45,6 +47,7 @@ class Server:
     clock: FakeClock
     engine: Engine
     ledger: Ledger
+    path: Path
 
     def link(self, tenant: str = "acme", token: str = ADMIN, **params: str) -> httpx2.Response:
         return httpx2.post(f"{self.url}/v1/operator/oauth/clio/links",
@@ -68,7 +71,7 @@ def server(tmp_path: Path, sandbox: Sandbox, firm: dict[str, int],
     state = make_state(runtime, engine=engine, clock=clock, worker=False)
     with serve_in_thread(build_app(state)) as url:
         state.base_url = url
-        yield Server(url, state, clock, engine, engine.ledger)
+        yield Server(url, state, clock, engine, engine.ledger, path)
 
 
 @pytest.fixture
@@ -189,3 +192,19 @@ def test_an_operator_may_start_with_its_token(server: Server, sandbox: Sandbox) 
     assert start.headers["location"].startswith(f"{sandbox.url}/oauth/authorize?")
     assert "callbridge_oauth=" in start.headers["set-cookie"]
     assert "HttpOnly" in start.headers["set-cookie"]
+
+
+async def test_callbridge_connect_link_makes_a_link_the_server_takes(
+        server: Server, sandbox: Sandbox, browser: httpx2.AsyncClient) -> None:
+    server.path.write_text(server.path.read_text() + f'\n[serve]\npublic_url = "{server.url}"\n')
+    made = CliRunner().invoke(cli, ["connect-link", "clio", "--tenant", "acme",
+                                    "--config", str(server.path)])
+    assert made.exit_code == 0, made.output
+    url = made.stdout.strip()
+    assert url.startswith(f"{server.url}/oauth/clio/start?tenant=acme&link=")
+    done = await browser.get(await authorise(browser, url))
+    assert done.status_code == 200 and "clio is connected for acme" in done.text
+    assert server.ledger.token_get("acme", "clio") is not None
+    refused = CliRunner().invoke(cli, ["connect-link", "clio", "--tenant", "nobody",
+                                       "--config", str(server.path)])
+    assert refused.exit_code == 2 and "tenant: no such tenant" in refused.stderr
