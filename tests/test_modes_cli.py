@@ -70,4 +70,6 @@ def test_digest_logs_a_call_whose_contact_was_created_since_and_prints_what_it_d
     assert len(notebook.state.logs) == 1
     again = cli("digest", env=env)
     assert "0 matched again" in again.stdout and "1 logged" in again.stdout
+    unknown = cli("digest", "--tenant", "globex", env=env)
+    assert unknown.returncode == 2 and "tenant: is not in the settings" in unknown.stdout
     assert len(notebook.state.logs) == 1

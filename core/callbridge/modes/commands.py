@@ -69,6 +69,10 @@ async def run_digest_command(rt: Runtime, tenant: str | None, as_json: bool,
     """Run the digest once for each tenant (or one), work what it queued, print it."""
     from callbridge.modes.digest import run_digest
 
+    if tenant is not None and tenant not in rt.settings.current().tenants:
+        _print({"refused": {"field": "tenant", "problem": "is not in the settings"}}
+               if as_json else None, "refused: tenant: is not in the settings")
+        return 2
     engine = rt.engine()
     reports = []
     try:
