@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import httpx2
 import pytest
 import uvicorn
 from callbridge.engine import Engine
+from callbridge.faults import serve_in_thread
 from callbridge.ledger import Ledger
 from callbridge.modes.digest import run_digest
 from callbridge.runtime import load
@@ -27,6 +29,8 @@ from callbridge.serve.auth import token_hash
 from callbridge.serve.server import bind
 from callbridge.sources.native import sign
 from callbridge.testing.clock import BusyTransport, FakeClock
+from callbridge_notebook.server import NotebookState
+from callbridge_notebook.server import create_app as notebook_app
 
 from plugins.clio.tests.conftest import write_config
 
@@ -49,8 +53,9 @@ NUMBERS = {"dana": "2125550142", "lee": "2125550150", "sam": "+1 646 555 0111",
 
 class Day:
     def __init__(self, client: httpx2.AsyncClient, engine: Engine, clock: FakeClock,
-                 sandbox: Any) -> None:
+                 sandbox: Any, notebook: NotebookState) -> None:
         self.client, self.engine, self.clock, self.sandbox = client, engine, clock, sandbox
+        self.notebook = notebook
         self.start = clock.now()
 
     def call(self, cid: str, who: str, *, ended: bool, **over: Any) -> dict[str, Any]:
@@ -85,9 +90,9 @@ class Day:
         self.clock.advance((self.start + timedelta(seconds=seconds) - self.clock.now())
                            .total_seconds())
 
-    def outcome(self, cid: str) -> tuple[str, str | None, str] | None:
+    def outcome(self, cid: str, app: str = "clio") -> tuple[str, str | None, str] | None:
         pk = self.engine.ledger.find_event("acme", "default", "call", cid)
-        view = self.engine.ledger.find_delivery("acme", "clio", pk) if pk else None
+        view = self.engine.ledger.find_delivery("acme", app, pk) if pk else None
         return None if view is None else (view.status, view.reason, view.mode)
 
 
@@ -97,16 +102,25 @@ async def day(tmp_path: Path, sandbox: Any, firm: dict[str, int],
     for name, value in (("CALLBRIDGE_SECRET_KEY", Ledger.generate_key()),
                         ("ACME_CLIO_CLIENT_ID", sandbox.state.client_id),
                         ("ACME_CLIO_CLIENT_SECRET", sandbox.state.client_secret),
-                        ("CALLBRIDGE_PLUGINS", "clio"), ("ACME_SOURCE_KEY", KEY)):
+                        ("CALLBRIDGE_PLUGINS", "clio,notebook"), ("ACME_SOURCE_KEY", KEY)):
         monkeypatch.setenv(name, value)
     clock = FakeClock(autojump=True)
     sandbox.state.clock = clock
+    notebook = NotebookState(clock=clock)
+    notebook.add_contact("Dana Whitfield", ["+1 212 555 0142"])
+    stack = ExitStack()
+    notebook_url = stack.enter_context(serve_in_thread(notebook_app(notebook)))
     path = write_config(tmp_path / "callbridge.toml", sandbox.url,
                         app="exclusive_contact_association = true")
-    path.write_text(path.read_text() + EXTRA)
+    path.write_text(path.read_text() + EXTRA + f"""
+[tenants.acme.apps.crm]
+plugin = "notebook"
+[tenants.acme.apps.crm.options]
+base_url = "{notebook_url}"
+""")
     runtime = load(path, strict=True)
     engine = runtime.engine(clock=clock, transports={
-        "clio": BusyTransport(httpx2.AsyncHTTPTransport(), clock)})
+        name: BusyTransport(httpx2.AsyncHTTPTransport(), clock) for name in ("clio", "notebook")})
     engine.ledger.token_set("acme", "clio", sandbox.state.issue_token())
     state = make_state(runtime, engine=engine, clock=clock, worker=False)
     sock = bind("127.0.0.1", 0)
@@ -116,10 +130,11 @@ async def day(tmp_path: Path, sandbox: Any, firm: dict[str, int],
     task = asyncio.create_task(server.serve(sockets=[sock]))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
-        yield Day(client, engine, clock, sandbox)
+        yield Day(client, engine, clock, sandbox, notebook)
     server.should_exit = True
     await task
     await engine.aclose()
+    stack.close()
 
 
 @pytest.mark.slow
@@ -186,7 +201,7 @@ async def test_a_day_of_logging_modes_over_serve(day: Day, firm: dict[str, int])
     first = await run_digest(day.engine, "acme", day.clock.now(), work=True)
     assert (len(first.requeued), dict(first.after)) == (1, {"skipped": 1})
     second = await run_digest(day.engine, "acme", day.clock.now(), work=True)
-    assert len(second.requeued) == 1 and second.left["logged"] == 6
+    assert len(second.requeued) == 1 and second.left["logged"] == 6 + 7  # Clio's and crm's
     pair = await asyncio.gather(*(run_digest(day.engine, "acme", day.clock.now(), work=True)
                                   for _ in range(2)))
     assert sorted(r.ran for r in pair) == [False, True]
@@ -197,6 +212,11 @@ async def test_a_day_of_logging_modes_over_serve(day: Day, firm: dict[str, int])
         "unresolved": ("logged", None, "manual"), "found": ("logged", None, "digest"),
         "nobody": ("skipped", "no_contact", "digest"), "live": None}
     assert {cid: day.outcome(cid) for cid in expected} == expected
+    # The notebook app: not named by any notes, so everything ended logged automatically.
+    automatic = ("logged", None, "auto")
+    assert {cid: day.outcome(cid, "crm") for cid in expected} == {
+        cid: None if cid == "live" else automatic for cid in expected}
+    assert len(day.notebook.logs) == 7  # once each
     comms = list(st.communications.values())
     assert len(comms) == 6  # one per logged call: never twice
     kept = [c for c in comms if "Notes on kept" in c["body"]]
