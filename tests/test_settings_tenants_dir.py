@@ -160,3 +160,20 @@ def test_the_tenants_command_adds_changes_and_removes_a_checked_tenant_file(tmp_
     assert cli("tenants", "remove", "firm9", "-c", str(main), cwd=tmp_path).returncode == 0
     assert not (tmp_path / "tenants" / "firm9.toml").exists()
     assert list((tmp_path / "tenants").glob(".*")) == []  # no half-written file left
+
+
+def test_a_sources_signing_key_and_an_operators_token_may_be_in_the_secrets_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from callbridge.serve.auth import authenticate, token_hash
+    from callbridge.serve.intake import secrets_of
+    from callbridge.settings_serve import OperatorSettings, SourceSettings
+
+    main = setup(tmp_path)
+    (tmp_path / "secrets.toml").write_text('PBX_KEY = "k-1"\nOPS_TOKEN = "op-1"\n')
+    monkeypatch.delenv("PBX_KEY", raising=False)
+    monkeypatch.delenv("OPS_TOKEN", raising=False)
+    SettingsSource(main)
+    assert secrets_of(SourceSettings(secret_env="PBX_KEY")) == ["k-1"]
+    operator = authenticate({"ops": OperatorSettings(token_env="OPS_TOKEN", tenants="all")},
+                            "Bearer op-1")
+    assert operator.name == "ops" and token_hash("op-1") != "op-1"

@@ -91,13 +91,17 @@ def load_secrets_file(path: Path | None) -> None:
         _secrets_file = (path, stamp)
 
 
+def secret_variable(variable: str) -> str | None:
+    """The secret named ``variable``: from the environment, else from the secrets file."""
+    value = os.environ.get(variable)
+    return value if value is not None else _secrets.get(variable)
+
+
 def secret(env_prefix: str | None, name: str) -> str | None:
     """A secret: ``{env_prefix}_{NAME}`` from the environment, else from the secrets file."""
     if not env_prefix:
         return None
-    variable = f"{env_prefix}_{name.upper()}"
-    value = os.environ.get(variable)
-    return value if value is not None else _secrets.get(variable)
+    return secret_variable(f"{env_prefix}_{name.upper()}")
 
 
 # --- the source -------------------------------------------------------------------------

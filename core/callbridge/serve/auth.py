@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from callbridge.serve.tokens import TOKEN_PREFIX, new_token, token_hash, token_instructions
 from callbridge.settings_serve import OperatorSettings
+from callbridge.settings_source import secret_variable
 
 __all__ = [
     "EXCEPTION_HANDLERS",
@@ -134,10 +134,11 @@ def _presented(authorization: str | None) -> str:
     return match.group(1)
 
 
-def _expected(settings: OperatorSettings, environ: Mapping[str, str]) -> bytes | None:
+def _expected(settings: OperatorSettings, environ: Mapping[str, str] | None) -> bytes | None:
     if settings.token_sha256 is not None:
         return settings.token_sha256.encode()
-    value = environ.get(settings.token_env or "")
+    name = settings.token_env or ""
+    value = secret_variable(name) if environ is None else environ.get(name)
     return token_hash(value).encode() if value else None
 
 
@@ -146,7 +147,7 @@ def authenticate(operators: Mapping[str, OperatorSettings], authorization: str |
     """The operator whose token the ``Authorization`` header carries; :class:`ApiError`
     (401) when there is none, or no operator has that token."""
     presented = token_hash(_presented(authorization)).encode()
-    env = os.environ if environ is None else environ
+    env = environ
     found: tuple[str, OperatorSettings] | None = None
     for name, settings in operators.items():  # every one, every time: no early exit
         expected = _expected(settings, env)

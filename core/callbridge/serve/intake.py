@@ -18,7 +18,6 @@ highest sequence, and never drops a late detail).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from starlette.requests import Request
@@ -29,6 +28,7 @@ from callbridge.errors import ConfigError
 from callbridge.quarantine import Refused
 from callbridge.serve.state import ServerState
 from callbridge.settings import SourceSettings
+from callbridge.settings_source import secret_variable
 from callbridge.sources.base import SourceRefused, SourceRequest, load_adapter
 
 log = logging.getLogger("callbridge.serve.intake")
@@ -58,9 +58,9 @@ REASONS = {400: "malformed", 401: "unauthenticated", 403: "other_tenant", 404: "
 
 
 def secrets_of(source: SourceSettings) -> list[str]:
-    """The source's keys from the environment: the current one first."""
+    """The source's keys from the environment or the secrets file: the current one first."""
     names = [source.secret_env, source.previous_secret_env]
-    return [value for name in names if name and (value := os.environ.get(name))]
+    return [value for name in names if name and (value := secret_variable(name))]
 
 
 def routes(state: ServerState) -> list[BaseRoute]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from importlib.metadata import PackageNotFoundError, version
 
 from callbridge.capabilities import Capability, Connection, Declaration
 from callbridge.context import HookContext
 from callbridge.errors import ConfigError
 from callbridge.redact import register_secret
+from callbridge.settings_source import secret_variable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 try:
@@ -45,10 +45,10 @@ def options(ctx: HookContext) -> WebhookOutSettings:
 
 
 def shared_secret(opts: WebhookOutSettings) -> str:
-    secret = os.environ.get(opts.secret_env, "")
+    secret = secret_variable(opts.secret_env) or ""
     if not secret:
         raise ConfigError(f"the shared secret is not set: put it in the environment variable "
-                          f"{opts.secret_env}")
+                          f"{opts.secret_env} (or the host's secrets file)")
     register_secret(secret, slot=f"webhook_out:{opts.secret_env}")
     return secret
 
