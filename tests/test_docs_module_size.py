@@ -21,6 +21,9 @@ ALLOWED: dict[str, str] = {
                                  "rules and text limits are in revisions.py and eventtext.py",
     "core/callbridge/testing/suite.py": "the contract suite: being split into the kit's "
                                         "host services and its cases",
+    "core/callbridge/cli.py": "only the typer wrappers of every command (names, options, "
+                              "help); each body is in callbridge.commands or its concern's "
+                              "module",
 }
 
 

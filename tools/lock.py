@@ -31,7 +31,7 @@ DEV_TOOLS = ["hypothesis>=6.100", "mypy>=1.13", "pip-audit>=2.7",
 #: Packages of this repository: never taken from an index.
 LOCAL_PREFIX = "callbridge"
 #: Extras a deployment may install (the rest are for tests and development).
-RUNTIME_EXTRAS = frozenset({"serve", "sandbox", "postgres"})
+RUNTIME_EXTRAS = frozenset({"serve", "sandbox", "postgres", "workers"})
 
 
 def _project(path: Path) -> dict[str, object]:

@@ -350,6 +350,17 @@ def serve(
     raise typer.Exit(code)
 
 
+@app.command()
+def worker(config: ConfigOpt = None, concurrency: Annotated[int | None, typer.Option(
+        min=1, max=1000, help="connections worked at once (default: workers.concurrency)")] = None,
+) -> None:
+    """Log deliveries, beside `serve --no-worker` and other workers on one or many machines
+    (on a PostgreSQL ledger, through a task queue in it). Stops gracefully on SIGTERM."""
+    from callbridge.workers.command import main
+
+    main(config, concurrency)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sandbox(
     ctx: typer.Context,

@@ -205,7 +205,11 @@ class Engine:
         return await self.worker.run_until_idle(event_pks=event_pks, tenant=tenant, apps=apps)
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; sync phone indexes when idle."""
+        """Work until ``stop`` is set; sync phone indexes when idle. The scheduler is the
+        one ``workers.queue`` names (:func:`callbridge.workers.scheduler_for`)."""
+        from callbridge.workers import scheduler_for
+
+        self.scheduler = scheduler_for(self)
         await self.scheduler.run(stop)
 
     async def sync_indexes(self, *, stale_after: float = 0) -> int:

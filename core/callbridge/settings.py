@@ -33,6 +33,7 @@ from callbridge.settings_closing import ClosedTrigger as ClosedTrigger
 from callbridge.settings_serve import OperatorSettings as OperatorSettings
 from callbridge.settings_serve import ServeSettings as ServeSettings
 from callbridge.settings_serve import SourceSettings as SourceSettings
+from callbridge.settings_workers import WorkerSettings as WorkerSettings
 
 
 class EventType(StrEnum):
@@ -244,6 +245,7 @@ class Settings(BaseModel):
     quarantine: QuarantineSettings = QuarantineSettings()
     operators: dict[Key, OperatorSettings] = Field(default_factory=dict)
     serve: ServeSettings = ServeSettings()
+    workers: WorkerSettings = WorkerSettings()
     tenants: dict[Key, TenantSettings] = Field(default_factory=dict)
     tenants_dir: str | None = Field(
         default=None, min_length=1, max_length=1000,

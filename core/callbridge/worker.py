@@ -121,15 +121,17 @@ class Worker:
 
     async def run_until_idle(self, *, event_pks: Sequence[int] | None = None,
                              tenant: str | None = None, apps: Sequence[str] | None = None,
-                             stop: asyncio.Event | None = None) -> int:
+                             stop: asyncio.Event | None = None,
+                             concurrency: int | None = None) -> int:
         """Work until nothing is due; return how many deliveries were worked.
 
         Keeps up to ``concurrency`` deliveries in flight, claiming more as soon as
         slots free up, so one slow app or tenant never leaves the others idle.
         Once ``stop`` is set (a shutdown), nothing more is claimed: the deliveries
-        in flight are finished.
+        in flight are finished. ``concurrency`` caps the deliveries in flight (default
+        :attr:`capacity`).
         """
-        concurrency = self.capacity
+        concurrency = concurrency or self.capacity
         inflight: set[asyncio.Task[None]] = set()
         total = 0
         batch = max(1, concurrency // 16)  # a claim is a write: claim a few at a time
