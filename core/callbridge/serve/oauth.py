@@ -55,6 +55,7 @@ from callbridge.serve.links import (
     used_key,
 )
 from callbridge.serve.operator import wake
+from callbridge.serve.operator_models import ConnectLinkOut, dump
 
 __all__ = ["LINK_MINUTES", "STATE_MINUTES", "routes"]
 
@@ -152,9 +153,9 @@ def routes(state: OAuthState) -> list[BaseRoute]:
         connection(tenant, app)
         url, expires = _api(make_link, ledger, state.base_url, tenant, app,
                             minutes=int(minutes_text), now=state.clock.now())
-        return JSONResponse({"url": url, "tenant": tenant, "app": app,
-                             "expires_at": expires.isoformat(),
-                             "redirect_uri": redirect_uri(app)}, status_code=201)
+        return JSONResponse(dump(ConnectLinkOut(
+            url=url, tenant=tenant, app=app, expires_at=expires,
+            redirect_uri=redirect_uri(app))), status_code=201)
 
     async def start(request: Request) -> Response:
         app = request.path_params["app"]

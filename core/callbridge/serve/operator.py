@@ -15,7 +15,7 @@ a page at a time: ``next_before`` is the cursor of the next page (None at the en
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,9 +27,22 @@ from callbridge.ledger.listing import REQUEUEABLE, EventRow
 from callbridge.ledger.types import AttemptView, DeliveryView
 from callbridge.models import OutcomeStatus
 from callbridge.serve.auth import ApiError, Operator, authorise, guarded, require_operator
+from callbridge.serve.operator_models import (
+    AttemptOut,
+    CandidateOut,
+    DeliveryOut,
+    DeliveryPage,
+    EventOut,
+    EventPage,
+    OutcomeOut,
+    RecordOut,
+    WhoAmIOut,
+    dump,
+    render,
+)
 from callbridge.settings import KEY_PATTERN
 
-__all__ = ["attempt_json", "delivery_json", "event_json", "routes", "wake"]
+__all__ = ["attempt_out", "delivery_out", "event_out", "routes", "wake"]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -46,44 +59,43 @@ class OperatorState(Protocol):
     def engine(self) -> Any: ...
 
 
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def delivery_json(v: DeliveryView, *, with_event: bool = True) -> dict[str, Any]:
-    """One delivery as the operator API answers it."""
-    out: dict[str, Any] = {
+def _outcome(v: DeliveryView) -> dict[str, Any]:
+    return {
         "delivery": v.delivery_id, "app": v.app, "status": v.status, "reason": v.reason,
         "message": v.message, "mode": v.mode, "attempts": v.attempts,
-        "records": [{"kind": r.kind, "id": r.id, "step": r.step} for r in v.records],
-        "next_attempt_at": _time(v.next_attempt_at) if v.status in (
+        "records": [RecordOut(kind=r.kind, id=r.id, step=r.step) for r in v.records],
+        "next_attempt_at": v.next_attempt_at if v.status in (
             "waiting", "parked", "accepted") else None,
-        "deadline_at": _time(v.deadline_at), "updated_at": _time(v.updated_at),
-        "candidates": [{"id": c.id, "name": c.name} for c in v.candidates],
+        "deadline_at": v.deadline_at, "updated_at": v.updated_at,
+        "candidates": [CandidateOut(id=c.id, name=c.name) for c in v.candidates],
     }
-    if with_event:
-        out.update({"event": v.event_pk, "tenant": v.tenant, "source": v.source,
-                    "kind": v.kind, "event_id": v.masked_id,
-                    "occurred_at": _time(v.occurred_at)})
-    return out
 
 
-def event_json(row: EventRow, deliveries: Collection[DeliveryView]) -> dict[str, Any]:
+def attempt_out(a: AttemptView) -> AttemptOut:
+    return AttemptOut(attempt=a.attempt, started_at=a.started_at, finished_at=a.finished_at,
+                      status=a.status, reason=a.reason, message=a.message,
+                      next_attempt_at=a.next_attempt_at)
+
+
+def delivery_out(v: DeliveryView, attempts: Sequence[AttemptView] | None = None
+                 ) -> DeliveryOut:
+    """One delivery as the operator API answers it (with its attempts when given)."""
+    return DeliveryOut(
+        **_outcome(v), event=v.event_pk, tenant=v.tenant, source=v.source, kind=v.kind,
+        event_id=v.masked_id, occurred_at=v.occurred_at,
+        history=None if attempts is None else [attempt_out(a) for a in attempts])
+
+
+def event_out(row: EventRow, deliveries: Collection[DeliveryView],
+              attempts: Mapping[int, Sequence[AttemptView]] | None = None) -> EventOut:
     """One event with its outcome in each app it is delivered to."""
-    return {
-        "event": row.event_pk, "tenant": row.tenant, "source": row.source, "kind": row.kind,
-        "event_id": row.masked_id, "occurred_at": _time(row.occurred_at),
-        "received_at": _time(row.received_at), "revision": row.revision,
-        "erased": row.erased,
-        "outcomes": {v.app: delivery_json(v, with_event=False)
-                     for v in sorted(deliveries, key=lambda v: v.app)},
-    }
-
-
-def attempt_json(a: AttemptView) -> dict[str, Any]:
-    return {"attempt": a.attempt, "started_at": _time(a.started_at),
-            "finished_at": _time(a.finished_at), "status": a.status, "reason": a.reason,
-            "message": a.message, "next_attempt_at": _time(a.next_attempt_at)}
+    return EventOut(
+        event=row.event_pk, tenant=row.tenant, source=row.source, kind=row.kind,
+        event_id=row.masked_id, occurred_at=row.occurred_at, received_at=row.received_at,
+        revision=row.revision, erased=row.erased,
+        outcomes={v.app: OutcomeOut(**_outcome(v), history=None if attempts is None else [
+            attempt_out(a) for a in attempts.get(v.delivery_id, ())])
+            for v in sorted(deliveries, key=lambda v: v.app)})
 
 
 # --- query parameters ----------------------------------------------------------------
@@ -168,7 +180,7 @@ def routes(state: OperatorState) -> list[BaseRoute]:
         """The operator the token belongs to, and its tenants."""
         operator = await require_operator(request, state)
         tenants: Any = "all" if operator.tenants is None else sorted(operator.tenants)
-        return JSONResponse({"operator": operator.name, "tenants": tenants})
+        return JSONResponse(dump(WhoAmIOut(operator=operator.name, tenants=tenants)))
 
     async def list_events(request: Request) -> Response:
         """Events newest first, each with its outcome per app."""
@@ -184,9 +196,9 @@ def routes(state: OperatorState) -> list[BaseRoute]:
         by_event: dict[int, list[DeliveryView]] = {}
         for v in views:
             by_event.setdefault(v.event_pk, []).append(v)
-        return JSONResponse({
-            "events": [event_json(r, by_event.get(r.event_pk, ())) for r in rows],
-            "next_before": rows[-1].event_pk if len(rows) == limit else None})
+        return JSONResponse(dump(EventPage(
+            events=[event_out(r, by_event.get(r.event_pk, ())) for r in rows],
+            next_before=rows[-1].event_pk if len(rows) == limit else None)))
 
     async def one_event(request: Request) -> Response:
         """One event with its outcome per app and each delivery's attempts."""
@@ -198,11 +210,8 @@ def routes(state: OperatorState) -> list[BaseRoute]:
             raise ApiError(404, "event", "no such event")
         authorise(state, operator, row.tenant)
         views: list[DeliveryView] = await db(ledger.deliveries_of, event_pk)
-        body = event_json(row, views)
-        for v in views:
-            attempts: list[AttemptView] = await db(ledger.attempts, v.delivery_id)
-            body["outcomes"][v.app]["history"] = [attempt_json(a) for a in attempts]
-        return JSONResponse(body)
+        attempts = {v.delivery_id: await db(ledger.attempts, v.delivery_id) for v in views}
+        return JSONResponse(dump(event_out(row, views, attempts)))
 
     def deliveries(fixed: frozenset[str] | None) -> Callable[[Request], Any]:
         async def list_deliveries(request: Request) -> Response:
@@ -215,9 +224,9 @@ def routes(state: OperatorState) -> list[BaseRoute]:
                 ledger.delivery_page, tenants=tenants, app=query.key("app"),
                 statuses=fixed if fixed is not None else query.statuses(),
                 since=query.since(), before=before, limit=limit)
-            return JSONResponse({
-                "deliveries": [delivery_json(v) for v in views],
-                "next_before": views[-1].delivery_id if len(views) == limit else None})
+            return JSONResponse(dump(DeliveryPage(
+                deliveries=[delivery_out(v) for v in views],
+                next_before=views[-1].delivery_id if len(views) == limit else None)))
         return list_deliveries
 
     async def _delivery(request: Request) -> tuple[Operator, DeliveryView]:
@@ -235,8 +244,7 @@ def routes(state: OperatorState) -> list[BaseRoute]:
         """One delivery with its attempts."""
         _, view = await _delivery(request)
         attempts: list[AttemptView] = await db(ledger.attempts, view.delivery_id)
-        return JSONResponse({**delivery_json(view),
-                             "history": [attempt_json(a) for a in attempts]})
+        return JSONResponse(dump(delivery_out(view, attempts)))
 
     async def requeue(request: Request) -> Response:
         """Re-queue a dead or failed delivery: pending again, with a new deadline."""
@@ -246,10 +254,17 @@ def routes(state: OperatorState) -> list[BaseRoute]:
             raise ApiError(409, "delivery", _not_requeued(now.status))
         wake(state)
         after: DeliveryView = await db(ledger.delivery, view.delivery_id)
-        return JSONResponse(delivery_json(after))
+        return JSONResponse(dump(delivery_out(after)))
+
+    document = render()
+
+    async def openapi(request: Request) -> Response:
+        """The operator API's OpenAPI document (as published with the documentation)."""
+        return Response(document, media_type="application/json")
 
     prefix = "/v1/operator"
     return [
+        Route(f"{prefix}/openapi.json", openapi, methods=["GET"]),
         Route(f"{prefix}/whoami", guarded(whoami), methods=["GET"]),
         Route(f"{prefix}/events", guarded(list_events), methods=["GET"]),
         Route(f"{prefix}/events/{{event:int}}", guarded(one_event), methods=["GET"]),
