@@ -13,6 +13,8 @@ from callbridge.events import parse_event
 from callbridge.facade import Facade, HookNotDeclared
 from callbridge.hookspecs import hookimpl
 from callbridge.models import (
+    AppRequest,
+    AppSubscription,
     AppUser,
     BatchItem,
     BatchResult,
@@ -23,6 +25,7 @@ from callbridge.models import (
     LogTarget,
     Matter,
     Record,
+    WriteConfirmed,
 )
 from callbridge.plugins import Registry
 from callbridge.testing.scenarios import SAMPLE_CLOSED_MATTER
@@ -111,12 +114,33 @@ class Everything:
         return {r.id: True for r in records}
 
     @hookimpl
+    async def subscribe_app_events(self, ctx: Any, url: Any) -> AppSubscription:
+        return AppSubscription(id=self._rec("subscribe_app_events").kind)
+
+    @hookimpl
+    async def renew_app_events(self, ctx: Any, subscription: Any, url: Any) -> AppSubscription:
+        return AppSubscription(id=self._rec("renew_app_events").kind)
+
+    @hookimpl
+    async def verify_app_event(self, ctx: Any, request: Any, subscription: Any) -> None:
+        self._rec("verify_app_event")
+
+    @hookimpl
+    async def parse_app_event(self, ctx: Any, request: Any, subscription: Any
+                              ) -> list[WriteConfirmed]:
+        return [WriteConfirmed(marker=self._rec("parse_app_event").kind, kind="log")]
+
     async def closed_matters_since(self, ctx: Any, position: Any, since: Any) -> ClosedMatterPage:
         return ClosedMatterPage(matters=(), position=self._rec("closed_matters_since").kind)
 
     @hookimpl
     async def send_closed_matter(self, ctx: Any, client: Any, matter: Any) -> Record:
         return self._rec("send_closed_matter")
+
+
+SUBSCRIPTION = AppSubscription(id="sub-1", secret="kit-secret")
+APP_REQUEST = AppRequest(headers={}, body=b"{}", url="https://callbridge.example.com/",
+                         received_at=datetime(2026, 3, 2, tzinfo=UTC))
 
 
 def two_apps() -> tuple[Facade, Everything, Everything]:
@@ -147,6 +171,11 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
                               "matter_fields": ["SendBroadlyThankYou"]}),
     ("send_closed_matter", {"client": SAMPLE_CLOSED_MATTER.client,
                             "matter": SAMPLE_CLOSED_MATTER}),
+    ("subscribe_app_events", {"url": "https://callbridge.example.com/v1/apps/t/beta/events"}),
+    ("renew_app_events", {"subscription": SUBSCRIPTION,
+                          "url": "https://callbridge.example.com/v1/apps/t/beta/events"}),
+    ("verify_app_event", {"request": APP_REQUEST, "subscription": SUBSCRIPTION}),
+    ("parse_app_event", {"request": APP_REQUEST, "subscription": SUBSCRIPTION}),
 ]
 
 

@@ -82,7 +82,7 @@ def test_an_argument_the_spec_lacks_is_refused() -> None:
     assert "colour" in reason(BadArgs())
 
 
-@pytest.mark.parametrize(("api", "ok"), [("2.0", True), ("3.0", False), ("2.1", False),
+@pytest.mark.parametrize(("api", "ok"), [("2.0", True), ("2.1", True), ("3.0", False), ("2.2", False),
                                          ("0.9", False)])
 def test_hook_api_version_rule_same_major_minor_not_above_host(api: str, ok: bool) -> None:
     class Versioned(Good):

@@ -11,7 +11,7 @@ from __future__ import annotations
 #: for; the host accepts it when the major numbers are equal and the plugin's
 #: minor is not above the host's, and loads a plugin built for the previous major
 #: with a deprecation warning (see the migration guide, migrating-to-2.0).
-HOOK_API_VERSION = "2.0"
+HOOK_API_VERSION = "2.1"
 
 __all__ = ["HOOK_API_VERSION", "__version__"]
 

@@ -45,6 +45,7 @@ class Capability(StrEnum):
     MULTI_CONTACT_LINK = "multi_contact_link"  # one log linked to several contacts
     BATCH_WRITES = "batch_writes"  # several events of one kind in one request
     ASYNC_WRITES = "async_writes"  # the app accepts writes and does them later
+    APP_EVENTS = "app_events"  # the app sends signed requests to the host (webhooks)
 
 
 #: What each capability means, for the guide's table and ``callbridge plugins``.
@@ -70,6 +71,8 @@ CAPABILITY_HELP: dict[Capability, str] = {
     Capability.MULTI_CONTACT_LINK: "one log can be linked to several contacts (the `all` policy)",
     Capability.BATCH_WRITES: "up to `batch_size` events of one kind are written in one request",
     Capability.ASYNC_WRITES: "the app accepts writes to do later; the host confirms them",
+    Capability.APP_EVENTS: "the app sends the host signed requests (webhooks): accepted writes "
+                           "confirmed or failed, matters changed",
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import httpx2
 
+from callbridge.appevents import AppEvents
 from callbridge.capabilities import Capability
 from callbridge.clock import SYSTEM, Clock
 from callbridge.confirming import Confirmer
@@ -113,6 +114,7 @@ class Engine:
         self.worker = Worker(self)
         self.scheduler = InProcessScheduler(self)
         self.confirmer = Confirmer(self)
+        self.app_events = AppEvents(self)
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a ledger call off the event loop."""

@@ -120,6 +120,20 @@ class PermanentError(AppError):
     code = "permanent"
 
 
+class AppEventRefused(CallbridgeError):
+    """A request that claims to come from an app and does not (``verify_app_event``).
+
+    ``problem`` names what is wrong ("the signature does not match", "the
+    timestamp is too old"), never a value from the request. The host answers 401
+    and keeps the request in the quarantine, unprocessed.
+    """
+
+    def __init__(self, problem: str, *, field: str = "signature") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.field = field
+
+
 class HookApiDeprecationWarning(DeprecationWarning):
     """A plugin uses a part of the hook API that a coming version removes."""
 

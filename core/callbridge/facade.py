@@ -27,6 +27,8 @@ from callbridge.errors import CallbridgeError, PermanentError
 from callbridge.events import AnyEvent, CallEvent, ExternalParty, FaxEvent, SmsEvent
 from callbridge.hookspecs import SPECS
 from callbridge.models import (
+    AppRequest,
+    AppSubscription,
     AppUser,
     BatchItem,
     BatchResult,
@@ -38,7 +40,10 @@ from callbridge.models import (
     LogResult,
     LogTarget,
     Matter,
+    MatterChanged,
     Record,
+    WriteConfirmed,
+    WriteFailed,
 )
 from callbridge.plugins import LoadedPlugin, Registry
 
@@ -156,6 +161,24 @@ class Hooks:
     async def confirm_accepted(self, ctx: HookContext, *, records: list[Record],
                                since: datetime) -> dict[str, bool | None]:
         return await self._call("confirm_accepted", ctx, records=records, since=since)  # type: ignore[no-any-return]
+
+    async def subscribe_app_events(self, ctx: HookContext, *, url: str) -> AppSubscription:
+        return await self._call("subscribe_app_events", ctx, url=url)  # type: ignore[no-any-return]
+
+    async def renew_app_events(self, ctx: HookContext, *, subscription: AppSubscription,
+                               url: str) -> AppSubscription:
+        return await self._call("renew_app_events", ctx,  # type: ignore[no-any-return]
+                                subscription=subscription, url=url)
+
+    async def verify_app_event(self, ctx: HookContext, *, request: AppRequest,
+                               subscription: AppSubscription) -> None:
+        await self._call("verify_app_event", ctx, request=request, subscription=subscription)
+
+    async def parse_app_event(self, ctx: HookContext, *, request: AppRequest,
+                              subscription: AppSubscription
+                              ) -> list[WriteConfirmed | WriteFailed | MatterChanged]:
+        return await self._call("parse_app_event", ctx,  # type: ignore[no-any-return]
+                                request=request, subscription=subscription)
 
     async def contacts_changed_since(self, ctx: HookContext, *, since: datetime | None,
                                      cursor: str | None) -> ChangedContacts:

@@ -40,6 +40,8 @@ from callbridge.capabilities import Capability, Connection, Declaration
 from callbridge.context import HookContext
 from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
 from callbridge.models import (
+    AppRequest,
+    AppSubscription,
     AppUser,
     BatchItem,
     BatchResult,
@@ -51,7 +53,10 @@ from callbridge.models import (
     LogResult,
     LogTarget,
     Matter,
+    MatterChanged,
     Record,
+    WriteConfirmed,
+    WriteFailed,
 )
 from callbridge.results import conforms, describe
 
@@ -364,6 +369,97 @@ async def confirm_accepted(ctx: HookContext, records: list[Record],  # type: ign
         unknown (the host asks again later).
 
     .. versionadded:: 2.0
+    """
+
+
+@_routed(Capability.APP_EVENTS, since="2.1")
+async def subscribe_app_events(ctx: HookContext, url: str) -> AppSubscription:  # type: ignore[empty-body]
+    """Ask the app to send its events for this connection to ``url``.
+
+    The host calls it once per (tenant, app) when ``callbridge serve`` runs with
+    a public URL and no subscription is kept, and again when
+    :func:`renew_app_events` finds the subscription gone.
+
+    Args:
+        url: the host's callback URL for this tenant and app
+            (``{public URL}/v1/apps/{tenant}/{app}/events``).
+
+    Returns:
+        The :class:`~callbridge.models.AppSubscription`: the app's id for it,
+        when it expires (None if it does not), and the secret the app signs its
+        requests with. When the app takes a key from the subscriber, make one
+        (``secrets.token_hex(32)``) and return it; when the app gives one,
+        return the app's. Subscribe to the events :func:`parse_app_event` reads
+        and no others. The host keeps the subscription in the ledger, encrypted.
+
+    .. versionadded:: 2.1
+    """
+
+
+@_routed(Capability.APP_EVENTS, since="2.1")
+async def renew_app_events(ctx: HookContext, subscription: AppSubscription,  # type: ignore[empty-body]
+                           url: str) -> AppSubscription:
+    """Keep the subscription standing: extend it before it expires, or make it again.
+
+    The host calls it ahead of ``subscription.expires_at`` (a day before, or
+    halfway through a shorter life), and once a day for a subscription that
+    does not expire, since an app may drop one (e.g. when the connection's
+    authorisation ends).
+
+    Returns:
+        The subscription as it now stands: the same one with its new expiry, or
+        a new one when the app no longer had it (subscribe again to ``url``).
+
+    .. versionadded:: 2.1
+    """
+
+
+@_routed(Capability.APP_EVENTS, since="2.1")
+async def verify_app_event(ctx: HookContext, request: AppRequest,
+                           subscription: AppSubscription) -> None:
+    """Check that ``request`` comes from the app: its signature, and its age where signed.
+
+    Compare signatures in constant time (``hmac.compare_digest``) with
+    ``subscription.secret``; refuse a signed timestamp far from
+    ``request.received_at`` (a replay). Read nothing but the request: no
+    network here.
+
+    Raises:
+        AppEventRefused: with the problem in words ("the signature does not
+            match"), never a value from the request. The host answers 401 and
+            keeps the request in the quarantine; it is never parsed.
+
+    .. versionadded:: 2.1
+    """
+
+
+@_routed(Capability.APP_EVENTS, since="2.1")
+async def parse_app_event(ctx: HookContext, request: AppRequest,  # type: ignore[empty-body]
+                          subscription: AppSubscription
+                          ) -> list[WriteConfirmed | WriteFailed | MatterChanged]:
+    """What a verified request means for the host.
+
+    Returns:
+        A list (often of one item; empty for a request that concerns nothing
+        the host wrote or follows):
+
+        * :class:`~callbridge.models.WriteConfirmed`: a write a log hook
+          returned as ``accepted`` is done. Identify it by the marker the write
+          carried (``ctx.delivery.marker`` at the time: put it in whatever the
+          app echoes back, such as a request id header) and the record's kind.
+          The host settles the delivery *logged* once all its records are
+          confirmed, without waiting for :func:`confirm_accepted`.
+        * :class:`~callbridge.models.WriteFailed`: such a write failed; the host
+          drops the delivery's records and retries it, and the retry looks the
+          record up by its marker (``find``) before creating it again.
+        * :class:`~callbridge.models.MatterChanged`: a matter changed (the
+          closed-matter sync reads it).
+
+        The same request may arrive twice, and requests out of order: the host
+        makes a repeat change nothing. Requests about records the host did not
+        write give an empty list.
+
+    .. versionadded:: 2.1
     """
 
 

@@ -17,7 +17,10 @@ The work units (docs/architecture.md lists them once):
   ledger (key-value, per tenant);
 * a **closed-matter sync** of a firm whose poll (every ``poll_minutes``) or whose
   send's retry has come (:mod:`callbridge.closing.schedule`): closed matters read
-  from the source, each client sent once to the destination.
+  from the source, each client sent once to the destination;
+* an **app-events renewal**: a (tenant, app) whose app sends events and has no
+  subscription kept, or one due for renewal (its time kept with it in the
+  ledger; :mod:`callbridge.appevents`), subscribed or renewed.
 
 :class:`Scheduler` is the interface; :class:`InProcessScheduler` runs the units in
 this process on the engine's clock. A task-queue implementation for many
@@ -203,6 +206,7 @@ class InProcessScheduler:
             worked = await engine.worker.run_until_idle(stop=stop)
             worked += await engine.confirmer.run_due()
             await closing_schedule.run_due(engine)
+            worked += await engine.app_events.run_due()
             if worked:
                 continue
             if engine.clock.monotonic() - self._indexes_at >= INDEX_CHECK_EVERY:

@@ -14,7 +14,8 @@ one step across processes; on PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``.
 
 One module per concern, each a part of :class:`Ledger`: ``events``,
 ``deliveries`` (claims, states, the write protocol), ``confirmations`` (accepted
-writes checked later), ``views`` (history), ``listing`` (pages for the operator API),
+writes checked later), ``appevents`` (accepted writes found by their marker),
+``views`` (history), ``listing`` (pages for the operator API),
 ``kv`` (key-value entries and the cache), ``phone`` (the phone index),
 ``coordination`` (tokens and locks), ``retention`` (purge and erasure), with
 ``_base`` (engines and transactions), ``crypto``, ``tables`` and ``gateway``.
@@ -30,6 +31,7 @@ from callbridge.ledger._base import (
     PARKED_REASONS,
     WAITING_REASONS,
 )
+from callbridge.ledger.appevents import AppEventsMixin
 from callbridge.ledger.confirmations import AcceptedDelivery, ConfirmationsMixin
 from callbridge.ledger.coordination import CoordinationMixin
 from callbridge.ledger.deliveries import DeliveriesMixin, settle
@@ -68,8 +70,8 @@ __all__ = [
 ]
 
 
-class Ledger(EventsMixin, DeliveriesMixin, ConfirmationsMixin, ViewsMixin, KvMixin,
-             PhoneIndexMixin, CoordinationMixin, RetentionMixin, ListingMixin):
+class Ledger(EventsMixin, DeliveriesMixin, ConfirmationsMixin, AppEventsMixin, ViewsMixin,
+             KvMixin, PhoneIndexMixin, CoordinationMixin, RetentionMixin, ListingMixin):
     """One per process. See the module docstring."""
 
     _gateway: LedgerGateway | None = None
