@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from callbridge import HOOK_API_VERSION
 
 from tests.conftest import Notebook, write_config
 
@@ -45,7 +46,7 @@ def test_plugins_table_lists_both_and_hook_filter_narrows() -> None:
 
 
 def test_version_names_the_hook_api() -> None:
-    assert "hook API 2.0" in cli("--version").stdout
+    assert f"hook API {HOOK_API_VERSION}" in cli("--version").stdout
 
 
 def events_file(tmp_path: Path) -> Path:
