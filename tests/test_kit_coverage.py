@@ -24,10 +24,7 @@ NOT_CALL_SITES = {"hookspecs.py", "facade.py", "results.py"}
 #: Hooks whose host call site is being built, each with its reason.
 AWAITING_HOST: dict[str, str] = {}
 #: Hooks whose kit case is being built, each with its reason.
-AWAITING_KIT: dict[str, str] = {
-    hook: "the app-event cases come with the first plugin that declares app_events"
-    for hook in ("subscribe_app_events", "renew_app_events", "verify_app_event",
-                 "parse_app_event")}
+AWAITING_KIT: dict[str, str] = {}
 
 
 def host_call_sites(paths: Iterable[Path], hooks: Iterable[str]) -> dict[str, list[str]]:

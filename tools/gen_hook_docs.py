@@ -73,7 +73,8 @@ def kit_inputs() -> str:
     """docs/kit-inputs.md: the contract kit's sample events, tenant and target, from the code."""
     import json
 
-    from callbridge.testing.scenarios import KIT_START, Scenarios, default_tenant
+    from callbridge.testing.appcases import KIT_MARKER, KIT_SUBSCRIPTION
+    from callbridge.testing.scenarios import KIT_CALLBACK, KIT_START, Scenarios, default_tenant
 
     sc = Scenarios(known_number="+12125550142", unknown_number="+12125550199")
     tenant = default_tenant().model_dump(mode="json", include={
@@ -106,6 +107,17 @@ def kit_inputs() -> str:
         "activity code. An app that cannot log some kind of event without a contact needs "
         "`Scenarios(log_target=LogTarget(contacts=(Contact(id=...),)))` with a contact of its "
         "sandbox.",
+        "",
+        "## App events",
+        "",
+        "For a plugin that declares `app_events`: `subscribe_app_events` and "
+        f"`renew_app_events` are given the URL `{KIT_CALLBACK}`. The verify and parse "
+        "cases need `Scenarios(app_events=AppEventSamples(write_done=..., kind=..., "
+        "write_failed=...))`: functions `(subscription, marker, now) -> AppRequest` that "
+        "build the requests your app would send, signed with `subscription.secret`. "
+        f"They are called with the subscription `{KIT_SUBSCRIPTION.id}` (secret "
+        f"`{KIT_SUBSCRIPTION.secret}`), the marker `{KIT_MARKER}` and the clock's start; "
+        "verification is also tried with another secret, which must be refused.",
         "",
         "## The sample events",
         "",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from callbridge.testing.checker import CassetteProblem, check_cassette, check_cassettes
     from callbridge.testing.context import MemoryCache, MemoryDelivery, MemoryLocks, make_context
     from callbridge.testing.fictional import fictional_email, fictional_number, is_fictional
+    from callbridge.testing.scenarios import AppEventSamples
     from callbridge.testing.scrub import Scrubber, scrub_text
     from callbridge.testing.suite import ContractSuite, Row, Scenarios, contract_suite
 
@@ -39,6 +40,7 @@ _WHERE = {
     "fictional_email": "fictional",
     "fictional_number": "fictional",
     "is_fictional": "fictional",
+    "AppEventSamples": "scenarios",
     "Scrubber": "scrub",
     "scrub_text": "scrub",
     "ContractSuite": "suite",
@@ -48,6 +50,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "AppEventSamples",
     "CassetteMiss",
     "CassetteProblem",
     "CassetteTransport",

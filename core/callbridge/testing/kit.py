@@ -68,6 +68,7 @@ STANDARD_CASES = (
     "contacts_changed_since", "create_contact-retry", "log_call-retry", "log_sms-retry",
     "log_fax-retry", "update_log-retry", "log_batch", "log_batch-retry", "confirm_accepted-after-log",
     "closed_matters_since", "send_closed_matter",
+    "subscribe_app_events", "renew_app_events", "verify_app_event", "parse_app_event",
     "error-401", "error-429", "error-5xx")
 
 _F = TypeVar("_F", bound=Callable[..., Any])

@@ -7,7 +7,7 @@ tenant. The reference page "The contract kit's inputs" lists the defaults.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -15,10 +15,11 @@ from typing import Any
 from callbridge.capabilities import Capability
 from callbridge.events import AnyEvent, CallEvent, ExternalParty, parse_event
 from callbridge.faults import Fault
-from callbridge.models import ClientContact, ClosedMatter, LogTarget
+from callbridge.models import AppRequest, AppSubscription, ClientContact, ClosedMatter, LogTarget
 from callbridge.settings import TenantSettings
 
-__all__ = ["KIT_START", "TENANT", "Row", "Scenarios", "default_tenant"]
+__all__ = ["KIT_CALLBACK", "KIT_START", "TENANT", "AppEventSamples", "Row", "Scenarios",
+           "default_tenant"]
 
 #: The tenant key of every kit context and sample event.
 TENANT = "kit"
@@ -39,6 +40,32 @@ SAMPLE_CLOSED_MATTER = ClosedMatter(
                          last_name="Whitfield", email="dana@example.com",
                          phones=("+12125550142",), custom_fields={"BroadlyOptOut": False}),
     custom_fields={"SendBroadlyThankYou": True})
+#: The callback URL the app-event cases subscribe with.
+KIT_CALLBACK = "https://callbridge.example.com/v1/apps/kit/app/events"
+
+#: Builds a request the app would send: (subscription, marker, now) -> AppRequest.
+RequestBuilder = Callable[[AppSubscription, str, datetime], AppRequest]
+
+
+@dataclass(frozen=True)
+class AppEventSamples:
+    """Requests your app would send the host, for the app-event cases (``app_events``).
+
+    Each builder is given a subscription (sign with its ``secret``), the marker
+    of the write the request reports on, and the time to sign with; it returns
+    the :class:`~callbridge.models.AppRequest` as the host would receive it
+    (header names in lower case).
+
+    Attributes:
+        write_done: a request reporting a write done (the record created).
+        kind: the kind of the record ``write_done`` and ``write_failed`` report
+            on, as the log hook's :class:`~callbridge.models.Record` has it.
+        write_failed: a request reporting that write failed, if your app sends one.
+    """
+
+    write_done: RequestBuilder
+    kind: str
+    write_failed: RequestBuilder | None = None
 
 
 def default_tenant(region: str = "US") -> TenantSettings:
@@ -72,6 +99,7 @@ class Scenarios:
             ``closed_matters_since`` is asked for (exact names).
         closed_matter: the closed matter and client ``send_closed_matter`` sends
             (a fictional one by default).
+        app_events: requests your app sends the host (needed for ``app_events``).
         region: where numbers without a country code are read.
     """
 
@@ -88,6 +116,7 @@ class Scenarios:
     fax: Mapping[str, Any] | None = None
     log_target: LogTarget = field(default_factory=LogTarget)
     activity_code_label: str = "CB-CALL"
+    app_events: AppEventSamples | None = None
     region: str = "US"
     closed_since: datetime | None = None
     contact_fields: tuple[str, ...] = ("BroadlyOptOut",)

@@ -9,7 +9,9 @@ it is matched, which vcrpy also passes through ``before_record_request``):
 * the values of ``access_token``, ``refresh_token``, ``id_token``,
   ``client_secret``, ``code``, ``api_key``, ``password``, ``token`` in query
   strings and form bodies, and of the same keys (but ``code`` and ``token``,
-  which JSON apps use for ordinary data) in JSON bodies, become ``SCRUBBED``;
+  which JSON apps use for ordinary data) in JSON bodies, become ``SCRUBBED``, as
+  do webhook signing keys in JSON bodies (``key``, ``secret``, ``shared_secret``,
+  ``signing_secret``, ``webhook_secret``);
 * phone numbers, in any E.164 or national form and URL-encoded, become a
   fictional number of the same country (:mod:`callbridge.testing.fictional`);
 * e-mail addresses become ``<hash>@example.com``.
@@ -54,6 +56,8 @@ FORM_SECRET_KEYS = frozenset({
 JSON_SECRET_KEYS = frozenset({
     "access_token", "refresh_token", "id_token", "client_secret", "api_key", "apikey",
     "password", "secret",
+    # Webhook subscriptions' signing keys (Smokeball's ``key``, others' shared secrets).
+    "key", "shared_secret", "signing_secret", "webhook_secret",
 })
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")

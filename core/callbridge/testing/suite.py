@@ -10,7 +10,9 @@ Tests follow the declaration: a declared capability's tests must pass, an
 undeclared one's are skipped (naming the capability), and skipping a declared
 one needs a written reason in ``skip``. The cases added in hook API 2.0 (the
 retries after a lost answer, users, the activity code, changed contacts,
-batches, confirmations, closed matters) run for plugins that declare 2.0 or later. Each hook
+batches, confirmations, closed matters) run for plugins that declare 2.0 or later,
+and the app-event cases (subscribe, renew, verify, parse) for those that declare
+2.1 and ``app_events``. Each hook
 is called directly through the host's facade (not through the pipeline, which
 would turn a cassette miss into a failed outcome).
 """
@@ -24,17 +26,19 @@ from typing import Any
 import pytest
 
 from callbridge.settings import TenantSettings
+from callbridge.testing.appcases import AppEventCases
 from callbridge.testing.cases import ReadCases
 from callbridge.testing.checker import FIX
 from callbridge.testing.closing import ClosingCases
 from callbridge.testing.kit import STANDARD_CASES, Kit
-from callbridge.testing.scenarios import Row, Scenarios, default_tenant
+from callbridge.testing.scenarios import AppEventSamples, Row, Scenarios, default_tenant
 from callbridge.testing.writes import WriteCases
 
-__all__ = ["ContractSuite", "Row", "Scenarios", "contract_suite", "kit_cases"]
+__all__ = ["AppEventSamples", "ContractSuite", "Row", "Scenarios", "contract_suite",
+           "kit_cases"]
 
 
-class ContractSuite(ReadCases, WriteCases, ClosingCases):
+class ContractSuite(ReadCases, WriteCases, ClosingCases, AppEventCases):
     """The standard tests. Do not subclass by hand: use :func:`contract_suite`."""
 
 

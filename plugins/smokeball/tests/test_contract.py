@@ -18,6 +18,7 @@ accepted write (found by its marker, not written twice).
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,9 +29,12 @@ import yaml
 from callbridge.capabilities import Capability
 from callbridge.errors import PermanentError, SkipEvent
 from callbridge.models import AppUser, ChangedContacts, Contact, LogResult, LogTarget, Matter
-from callbridge.testing import Row, Scenarios, contract_suite
+from callbridge.models import AppRequest, AppSubscription
+from callbridge.testing import AppEventSamples, Row, Scenarios, contract_suite
 from callbridge.testing.clock import FakeClock
+from callbridge_smokeball.api import to_ticks
 from callbridge_smokeball.sandbox import SandboxState, create_app
+from callbridge_smokeball.webhooks import signature
 
 from plugins.smokeball.tests.conftest import START, Delivery
 
@@ -106,11 +110,33 @@ BOB_U = AppUser(id=BOB, name="Bob Stone")
 TARGET = LogTarget(contacts=(DANA_C,), matter=Matter(id=LEASE), user=BOB_U)
 NO_MATTER = LogTarget(contacts=(DANA_C,), user=BOB_U)
 
+def _notification(kind: str, payload: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """A builder of Smokeball's signed notification about the write ``<marker>:fee``. The
+    kit's connection has no OAuth client, so the client id signed over is empty there."""
+    def build(sub: AppSubscription, marker: str, now: datetime) -> AppRequest:
+        ticks, request_id = str(to_ticks(now)), f"{marker}:fee"
+        body = {"accountId": "00000000-0000-4000-8000-00000000acc7",
+                "subscriptionId": sub.id, "type": kind, "source": "API", "payload": payload,
+                "timestamp": int(ticks)}
+        return AppRequest(headers={"timestamp": ticks, "requestid": request_id,
+                                   "signature": signature(sub.secret or "", ticks, request_id, ""),
+                                   "content-type": "application/json"},
+                          body=json.dumps(body).encode(), received_at=now,
+                          url="https://callbridge.example.com/v1/apps/kit/smokeball/events")
+    return build
+
+
+APP_EVENTS = AppEventSamples(
+    write_done=_notification("fee.created", {"id": _id(40), "matterId": LEASE}),
+    write_failed=_notification("error", {"message": "Fee could not be saved.",
+                                         "resourceName": "fee", "resourceId": _id(40)}),
+    kind="fee")
+
 SCENARIOS = Scenarios(
     known_number="+12125550142", unknown_number="+12125550199", known_email="dana@example.com",
     new_contact_name="Rae Quinn", known_user_email="bob@firm.example",
     contact_one_matter=DANA, contact_no_matters=LEE, contact_several_matters=SAM,
-    call=CALL, sms=SMS, fax=FAX, log_target=TARGET,
+    call=CALL, sms=SMS, fax=FAX, log_target=TARGET, app_events=APP_EVENTS,
 )
 SETTINGS: dict[str, Any] = {"region": "US"}
 

@@ -27,16 +27,21 @@ from callbridge.context import HookContext
 from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
 from callbridge.hookspecs import hookimpl
 from callbridge.models import (
+    AppRequest,
+    AppSubscription,
     AppUser,
     ChangedContacts,
     Contact,
     LogResult,
     LogTarget,
     Matter,
+    MatterChanged,
     Record,
+    WriteConfirmed,
+    WriteFailed,
 )
 
-from callbridge_smokeball import logs, lookups
+from callbridge_smokeball import logs, lookups, webhooks
 from callbridge_smokeball.settings import HOSTS, SmokeballSettings
 
 try:
@@ -51,6 +56,9 @@ RATE_LIMIT = RateBucket(name="api", requests=5, per_seconds=1.0, burst=5, scope=
 #: a lost answer waits this long, so the lookup by marker sees the first write.
 CONSISTENCY_DELAY = 120.0
 _ASYNC_WRITES = getattr(Capability, "ASYNC_WRITES", None)
+#: App events (hook API 2.1): Smokeball's webhooks confirm or fail accepted writes.
+_APP_EVENTS = getattr(Capability, "APP_EVENTS", None) \
+    if hasattr(hookspecs, "subscribe_app_events") else None
 
 
 @hookimpl
@@ -63,6 +71,8 @@ def declare() -> Declaration:
     }
     if _ASYNC_WRITES is not None and hasattr(hookspecs, "confirm_accepted"):
         caps.add(_ASYNC_WRITES)
+    if _APP_EVENTS is not None:
+        caps.add(_APP_EVENTS)
     extra: dict[str, object] = {}
     if "without_contact" in Declaration.model_fields:
         # A call or an SMS with no contact is still a Task; a fax needs a contact's matter.
@@ -76,10 +86,13 @@ def declare() -> Declaration:
 
 
 def hookspecs_version() -> str:
-    """The hook API this plugin is built for: 2.0 where the host offers it, else 1.0."""
+    """The hook API this plugin is built for: 2.1 (app events) or 2.0 where the host
+    offers it, else 1.0."""
     from callbridge import HOOK_API_VERSION
 
-    return "2.0" if HOOK_API_VERSION.startswith("2.") else "1.0"
+    if not HOOK_API_VERSION.startswith("2."):
+        return "1.0"
+    return "2.1" if _APP_EVENTS is not None else "2.0"
 
 
 @hookimpl
@@ -169,5 +182,31 @@ async def confirm_accepted(ctx: HookContext, records: list[Record], since: datet
 
 if hasattr(hookspecs, "confirm_accepted"):  # hook API 2.0
     confirm_accepted = hookimpl(confirm_accepted)
+
+
+async def subscribe_app_events(ctx: HookContext, url: str) -> AppSubscription:
+    return await webhooks.subscribe(ctx, url)
+
+
+async def renew_app_events(ctx: HookContext, subscription: AppSubscription,
+                           url: str) -> AppSubscription:
+    return await webhooks.renew(ctx, subscription, url)
+
+
+async def verify_app_event(ctx: HookContext, request: AppRequest,
+                           subscription: AppSubscription) -> None:
+    webhooks.verify_request(ctx, request, subscription)
+
+
+async def parse_app_event(ctx: HookContext, request: AppRequest, subscription: AppSubscription
+                          ) -> list[WriteConfirmed | WriteFailed | MatterChanged]:
+    return webhooks.parse(request)
+
+
+if _APP_EVENTS is not None:  # hook API 2.1
+    subscribe_app_events = hookimpl(subscribe_app_events)
+    renew_app_events = hookimpl(renew_app_events)
+    verify_app_event = hookimpl(verify_app_event)
+    parse_app_event = hookimpl(parse_app_event)
 
 __all__ = ["HOSTS", "RATE_LIMIT", "SmokeballSettings"]

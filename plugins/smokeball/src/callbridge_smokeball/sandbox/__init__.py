@@ -63,15 +63,19 @@ def build(url: str, args: list[str]) -> tuple[SandboxState, dict[str, Any]]:
 
     ``--fixture PATH`` (a seed file; default the packaged firm), ``--write-delay S``
     (seconds before an accepted write is readable), ``--lose-writes N`` (the next N
-    accepted writes never appear), ``--no-rate-limit``. Prints the credentials."""
+    accepted writes never appear), ``--fail-writes N`` (the next N accepted writes fail:
+    never readable, reported by an ``error`` webhook), ``--no-rate-limit``. Prints the
+    credentials."""
     parser = argparse.ArgumentParser(prog="callbridge sandbox smokeball")
     parser.add_argument("--fixture")
     parser.add_argument("--write-delay", type=float, default=0.0)
     parser.add_argument("--lose-writes", type=int, default=0)
+    parser.add_argument("--fail-writes", type=int, default=0)
     parser.add_argument("--no-rate-limit", action="store_true")
     opts = parser.parse_args(args)
     state = SandboxState(host=url, auth_host=url, storage_host=storage_origin(url),
                          write_delay=opts.write_delay, lose_next_writes=opts.lose_writes,
+                         fail_next_writes=opts.fail_writes,
                          rate_limited=not opts.no_rate_limit)
     seed = json.loads(Path(opts.fixture).read_text(encoding="utf-8")) if opts.fixture \
         else default_seed()
@@ -93,8 +97,14 @@ class _Entry:
     def serve(self, *, host: str, port: int, args: list[str]) -> int:
         import uvicorn
 
+        from callbridge_smokeball.sandbox.webhooks import start_sender
+
         state, _ = build(f"http://{host}:{port}", args)
-        uvicorn.run(create_app(state), host=host, port=port, log_level="warning")
+        stop = start_sender(state)  # signed webhooks to the subscribed URLs, as writes finish
+        try:
+            uvicorn.run(create_app(state), host=host, port=port, log_level="warning")
+        finally:
+            stop.set()
         return 0
 
 

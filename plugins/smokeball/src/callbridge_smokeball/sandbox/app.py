@@ -18,7 +18,8 @@ from callbridge_smokeball.api import FILE_MARKER_KEY, from_ticks
 from callbridge_smokeball.sandbox.dtos import BODY_KEYS, REQUIRED, problem
 from callbridge_smokeball.sandbox.oauth import oauth_routes
 from callbridge_smokeball.sandbox.search import SearchError, parse_terms, select
-from callbridge_smokeball.sandbox.state import SandboxState
+from callbridge_smokeball.sandbox.state import REQUEST_ID, SandboxState
+from callbridge_smokeball.sandbox.webhooks import webhook_routes
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -320,7 +321,11 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
                      "user_id": request.headers.get("userid"), "status": 0,
                      "account": bool(request.scope.get("smokeball_account"))}
             st.requests.append(entry)
-            response = await _gate(request, handler)
+            token = REQUEST_ID.set(entry["request_id"])  # the webhooks a write causes carry it
+            try:
+                response = await _gate(request, handler)
+            finally:
+                REQUEST_ID.reset(token)
             entry["status"] = response.status_code
             if entry["request_id"]:
                 response.headers["RequestId"] = entry["request_id"]
@@ -364,6 +369,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
               methods=["GET"]),
         Route("/tasks", gated(tasks), methods=["GET", "POST"]),
         Route("/tasks/{id}", gated(task), methods=["GET", "PUT"]),
+        *webhook_routes(st, gated),
     ]
     inner = Starlette(routes=routes)
     inner.state.smokeball = st

@@ -6,6 +6,7 @@ import itertools
 import json
 import secrets
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,15 @@ from callbridge_smokeball.api import to_ticks
 
 #: Resource kinds the sandbox keeps, each a dict of records by id.
 KINDS = ("contacts", "matters", "staff", "activitycodes", "fees", "tasks", "memos", "files")
+#: The ``RequestId`` header of the request being answered (webhooks the write causes carry it).
+REQUEST_ID: ContextVar[str | None] = ContextVar("smokeball_sandbox_request_id", default=None)
+#: The webhook event a create of each kind causes (kinds without one cause none).
+CREATED_EVENT = {"contacts": "contact.created", "fees": "fee.created",
+                 "tasks": "task.created", "memos": "memo.created",
+                 "activitycodes": "activitycode.created"}
+#: Smokeball's resource name of each kind, as an ``error`` event's payload names it.
+RESOURCE_NAME = {"contacts": "contact", "fees": "fee", "tasks": "task", "memos": "memo",
+                 "activitycodes": "activitycode", "files": "file"}
 
 
 @dataclass
@@ -48,6 +58,14 @@ class SandboxState:
     max_page_size: int = 500
     lose_next_writes: int = 0
     storage_fault: int | None = None  # a status every storage PUT gets (an outage)
+    #: The next N accepted writes fail later: never readable, reported by an ``error`` webhook.
+    fail_next_writes: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Webhook subscriptions by id, and the notifications waiting to be sent
+    #: (:mod:`callbridge_smokeball.sandbox.webhooks`).
+    webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
     data: dict[str, dict[str, dict[str, Any]]] = field(
         default_factory=lambda: {kind: {} for kind in KINDS})
     uploads: dict[str, bytes] = field(default_factory=dict)
@@ -83,12 +101,38 @@ class SandboxState:
             self.touch(record, kind)
             if accepted:
                 record["_visible_at"] = self.clock.monotonic() + self.write_delay
-                if self.lose_next_writes > 0:
+                fails = self.fail_next_writes > 0
+                if fails:
+                    self.fail_next_writes -= 1
+                    record["_lost"] = True
+                    self.failed.append((kind, record["id"]))
+                elif self.lose_next_writes > 0:
                     self.lose_next_writes -= 1
                     record["_lost"] = True
                     self.lost.append((kind, record["id"]))
+                self._notify(kind, record, failed=fails)
             self.data[kind][record["id"]] = record
             return str(record["id"])
+
+    def _notify(self, kind: str, record: dict[str, Any], *, failed: bool) -> None:
+        """Queue the webhook an accepted write causes, due when the write is done: its
+        ``*.created`` event, or an ``error`` event for a write that failed (a lost write
+        causes none)."""
+        if failed:
+            event = "error"
+            payload: dict[str, Any] = {
+                "message": f"{RESOURCE_NAME.get(kind, kind).title()} could not be saved.",
+                "resourceName": RESOURCE_NAME.get(kind, kind), "resourceId": record["id"]}
+        elif kind in CREATED_EVENT and not record.get("_lost"):
+            event = CREATED_EVENT[kind]
+            payload = {"id": record["id"]}
+            matter = record.get("matterId") or record.get("_matterId")
+            if matter and kind != "tasks":
+                payload["matterId"] = matter
+        else:
+            return
+        self.outbox.append({"type": event, "payload": payload, "request_id": REQUEST_ID.get(),
+                            "due": record["_visible_at"]})
 
     def touch(self, record: dict[str, Any], kind: str | None = None) -> None:
         """Note a change: ``_updated`` (ticks) for ``UpdatedSince``, and ``lastUpdated``
