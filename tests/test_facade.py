@@ -130,6 +130,7 @@ class Everything:
                               ) -> list[WriteConfirmed]:
         return [WriteConfirmed(marker=self._rec("parse_app_event").kind, kind="log")]
 
+    @hookimpl
     async def closed_matters_since(self, ctx: Any, position: Any, since: Any) -> ClosedMatterPage:
         return ClosedMatterPage(matters=(), position=self._rec("closed_matters_since").kind)
 

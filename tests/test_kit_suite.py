@@ -54,7 +54,7 @@ def test_the_suite_passes_on_the_notebook_plugin_with_its_cassettes(
         author: pytest.Pytester) -> None:
     suite_module(author, "callbridge_notebook")
     result = author.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=30, skipped=6)
+    result.assert_outcomes(passed=30, skipped=10)
 
 
 def test_a_wrong_declaration_names_the_distribution_the_hook_and_the_fix(
@@ -198,14 +198,14 @@ def test_recording_from_an_empty_folder_writes_cassettes_that_replay(
     shutil.rmtree(author.path / "cassettes")
     suite_module(author, "callbridge_notebook")
     monkeypatch.setenv("CALLBRIDGE_RECORD_MODE", "once")
-    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=30, skipped=6)
+    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=30, skipped=10)
     recorded = yaml.safe_load((author.path / "cassettes" / "error-429.yaml").read_text())
     assert recorded["metadata"]["recorded"].startswith("recorded against the Notebook sandbox on ")
     assert recorded["interactions"][0]["request"]["uri"].startswith(
         "https://notebook.example.com/contacts?")
     assert recorded["interactions"][0]["response"]["status"]["code"] == 429
     monkeypatch.setenv("CALLBRIDGE_RECORD_MODE", "none")
-    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=30, skipped=6)
+    author.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=30, skipped=10)
 
 
 def test_a_maintainer_can_record_against_the_real_app_with_a_credential(

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Protocol
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
 from callbridge.appevents import PATH, UnknownTarget
 from callbridge.errors import AppEventRefused
 from callbridge.models import AppRequest
 from callbridge.quarantine import Refused
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
     from callbridge.clock import Clock

@@ -124,8 +124,8 @@ async def test_the_host_subscribes_once_and_keeps_the_key_in_the_ledger(firm: Fi
     assert await firm.engine.app_events.run_due(force=True) == 0
     assert [r for r in firm.state.requests if r["path"] == "/webhooks"] == posts
     # The key is kept encrypted: the ledger file does not hold it.
-    assert sub["key"].encode() not in Path(firm.engine.ledger.engine.url.database or "")\
-        .read_bytes()
+    ledger_file = Path(firm.engine.ledger.engine.url.database or "")
+    assert sub["key"].encode() not in await asyncio.to_thread(ledger_file.read_bytes)
 
 
 async def test_an_accepted_write_is_logged_when_smokeball_reports_it_done(firm: Firm) -> None:

@@ -28,8 +28,16 @@ import callbridge_smokeball
 import yaml
 from callbridge.capabilities import Capability
 from callbridge.errors import PermanentError, SkipEvent
-from callbridge.models import AppUser, ChangedContacts, Contact, LogResult, LogTarget, Matter
-from callbridge.models import AppRequest, AppSubscription
+from callbridge.models import (
+    AppRequest,
+    AppSubscription,
+    AppUser,
+    ChangedContacts,
+    Contact,
+    LogResult,
+    LogTarget,
+    Matter,
+)
 from callbridge.testing import AppEventSamples, Row, Scenarios, contract_suite
 from callbridge.testing.clock import FakeClock
 from callbridge_smokeball.api import to_ticks
