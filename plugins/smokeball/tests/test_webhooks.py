@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from callbridge.models import AppRequest, WriteConfirmed, WriteFailed
 from callbridge_smokeball.api import to_ticks
 from callbridge_smokeball.webhooks import (
     Notification,
     WebhookRefused,
+    parse,
     report,
     signature,
     subscription,
@@ -64,3 +67,26 @@ def test_created_and_error_events_report_on_the_plugins_writes_only() -> None:
     assert report(Notification(type="matter.updated"), "cb1-0123456789abcdef:fee") is None
     body = subscription("https://callbridge.example.com/hooks/smokeball", KEY)
     assert "error" in body["eventTypes"] and body["key"] == KEY
+
+
+def _request(request_id: str, body: dict[str, object]) -> AppRequest:
+    return AppRequest(headers={"requestid": request_id}, body=json.dumps(body).encode(),
+                      url="https://cb.example.com/v1/apps/acme/smokeball/events", received_at=NOW)
+
+
+def test_a_notification_is_read_into_work_for_the_host() -> None:
+    marker = "cb2-00112233445566778899aabbccddeeff"
+    fee = parse(_request(f"{marker}:fee", {"type": "fee.created",
+                                           "payload": {"id": "f-1", "matterId": "m-1"}}))
+    assert fee == [WriteConfirmed(marker=marker, kind="fee", record_id="m-1/f-1")]
+    task = parse(_request(f"{marker}:task", {"type": "task.created", "payload": {"id": "t-1"}}))
+    assert task == [WriteConfirmed(marker=marker, kind="task", record_id="t-1")]
+    # Smokeball's documented sample wraps the notification in "body".
+    [failed] = parse(_request(f"{marker}:fee", {"body": {"type": "error", "payload": {
+        "message": "Matter does not belong to account", "resourceName": "fee",
+        "resourceId": "f-2"}}}))
+    assert isinstance(failed, WriteFailed) and failed.record_id is None
+    assert "belong" not in failed.reason  # Smokeball's own words are not kept
+    assert parse(_request("someone-else", {"type": "fee.created", "payload": {}})) == []
+    assert parse(_request(f"{marker}:fee", {"type": 3})) == []
+    assert parse(AppRequest(headers={}, body=b"not json", url="u", received_at=NOW)) == []
