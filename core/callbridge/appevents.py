@@ -130,9 +130,11 @@ class AppEvents:
     """The host side of app events for one engine (``engine.app_events``)."""
 
     engine: Engine
-    #: The public base URL apps reach this host at (``callbridge serve`` sets it);
-    #: None: nothing is subscribed.
+    #: The public base URL apps reach this host at; None: nothing is subscribed.
     base_url: str | None = None
+    #: Where the base URL is read from when set (``callbridge serve``: the setting
+    #: ``serve.public_url``, read afresh each time, so a settings change applies).
+    url_source: Callable[[], str | None] | None = None
     #: Called with (tenant, app, MatterChanged) for each matter an app reports changed.
     matter_handlers: list[MatterHandler] = field(default_factory=list)
     _next_look: datetime | None = None
@@ -177,8 +179,9 @@ class AppEvents:
         renewal is due sooner), unless ``force``."""
         engine = self.engine
         now = now or engine.clock.now()
-        if self.base_url is None or (not force and self._next_look is not None
-                                     and now < self._next_look):
+        base_url = self.url_source() if self.url_source is not None else self.base_url
+        if base_url is None or (not force and self._next_look is not None
+                                and now < self._next_look):
             return 0
         changed = 0
         next_look = now + timedelta(seconds=LOOK_EVERY)
@@ -187,7 +190,7 @@ class AppEvents:
                 next_look = min(next_look, self._failed_until[(tenant, app)])
                 continue
             kept = await self.kept(tenant, app)
-            url = callback_url(self.base_url, tenant, app)
+            url = callback_url(base_url, tenant, app)
             if kept is not None and kept.url == url and kept.renew_at > now:
                 next_look = min(next_look, kept.renew_at)
                 continue

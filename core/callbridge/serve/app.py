@@ -47,6 +47,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "callbridge.serve.oauth",
     "callbridge.serve.history",
     "callbridge.serve.actions",
+    "callbridge.serve.apps",
 )
 #: How often the settings file is looked at for a change (seconds).
 SETTINGS_POLL = 2.0

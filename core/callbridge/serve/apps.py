@@ -5,8 +5,9 @@ subscription names). The app's plugin verifies each one; a request that is not
 the app's gets 401 and is kept in the quarantine, never parsed; a tenant or app
 that is not configured gets 404, also kept. A verified request is parsed and its
 work done before the 200, whose body counts what it did; a repeated request
-changes nothing. The server's public base URL (``ServerState.base_url``) is the
-one subscriptions are made with.
+changes nothing. Apps are subscribed to send their events only when the setting
+``serve.public_url`` says where the server is reached (read afresh, so a settings
+change applies): an app cannot reach a loopback address.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from callbridge.appevents import PATH, UnknownTarget
 from callbridge.errors import AppEventRefused
 from callbridge.models import AppRequest
 from callbridge.quarantine import Refused
+from callbridge.serve.state import json_error as error
 
 if TYPE_CHECKING:
     from callbridge.clock import Clock
     from callbridge.engine import Engine
     from callbridge.quarantine import Quarantine
+    from callbridge.runtime import Runtime
 
 log = logging.getLogger("callbridge.serve.apps")
 
@@ -39,15 +42,12 @@ ORIGIN = "app_event"
 class AppsState(Protocol):
     """What this module needs of the server's state (``callbridge.serve.state.ServerState``)."""
 
+    runtime: Runtime
     engine: Engine
     clock: Clock
     quarantine: Quarantine
-    base_url: str
 
 
-def error(status: int, field: str, problem: str) -> JSONResponse:
-    """The server's error answer: the field and the problem, never a value received."""
-    return JSONResponse({"error": {"field": field, "problem": problem}}, status_code=status)
 
 
 async def _body(request: Request) -> bytes | None:
@@ -63,10 +63,10 @@ async def _body(request: Request) -> bytes | None:
 
 
 def routes(state: AppsState) -> list[BaseRoute]:
-    """The app-events route; sets the engine's public base URL for subscriptions."""
+    """The app-events route; subscriptions are made with the setting ``serve.public_url``."""
     events = state.engine.app_events
-    if events.base_url is None:
-        events.base_url = state.base_url
+    settings = state.runtime.settings
+    events.url_source = lambda: settings.current().serve.public_url
     engine = state.engine
 
     async def keep(raw: bytes, reason: str, tenant: str | None) -> None:

@@ -1,8 +1,8 @@
 """Smokeball's webhooks settle accepted writes, end to end over real HTTP on loopback: the
 engine with a SQLite ledger file, the plugin by its entry point, the Smokeball sandbox
 (which sends its signed webhooks to the subscribed URL as writes finish) and the host's
-route ``POST /v1/apps/{tenant}/{app}/events`` served by uvicorn. One fake clock drives
-the engine and the sandbox."""
+server (``callbridge.serve``: its app, with ``POST /v1/apps/{tenant}/{app}/events``)
+served by uvicorn. One fake clock drives the engine and the sandbox."""
 
 from __future__ import annotations
 
@@ -25,28 +25,17 @@ from callbridge.faults import serve_in_thread
 from callbridge.ledger import Ledger
 from callbridge.quarantine import Quarantine
 from callbridge.runtime import load
-from callbridge.serve.apps import routes
+from callbridge.serve.app import build_app, make_state
 from callbridge.testing.clock import BusyTransport, FakeClock
 from callbridge_smokeball.api import to_ticks
 from callbridge_smokeball.sandbox import SandboxState, create_app
 from callbridge_smokeball.sandbox.webhooks import send_due
 from callbridge_smokeball.webhooks import signature
-from starlette.applications import Starlette
 
 from plugins.smokeball.tests.conftest import FIRM, START, write_config
 from plugins.smokeball.tests.samples import call
 
 PATH = "/v1/apps/acme/smokeball/events"
-
-
-@dataclass
-class ServerState:
-    """What the route needs of the server's state."""
-
-    engine: Engine
-    clock: FakeClock
-    quarantine: Quarantine
-    base_url: str
 
 
 @dataclass
@@ -80,22 +69,24 @@ async def firm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     monkeypatch.setenv("ACME_SMOKEBALL_CLIENT_SECRET", state.client_secret)
     monkeypatch.setenv("ACME_SMOKEBALL_API_KEY", state.api_key)
     monkeypatch.setenv("CALLBRIDGE_PLUGINS", "smokeball")
+    # The host's server, on loopback in this event loop (its worker is driven by the test).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # requests wait in the backlog until the server takes them
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with serve_in_thread(create_app(state)) as sandbox:
         state.host = sandbox
         state.storage_host = sandbox.replace("127.0.0.1", "localhost")
-        rt = load(write_config(tmp_path / "callbridge.toml", sandbox), strict=True)
+        config = write_config(tmp_path / "callbridge.toml", sandbox)
+        config.write_text(config.read_text() + f'\n[serve]\npublic_url = "{url}"\n')
+        rt = load(config, strict=True)
         engine = rt.engine(clock=clock, transports={
             "smokeball": BusyTransport(httpx2.AsyncHTTPTransport(), clock)})
         engine.ledger.token_set("acme", "smokeball", state.issue_token())
-        quarantine = Quarantine(engine.ledger)
-        # The host's route, served by uvicorn on loopback in this event loop.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)  # requests wait in the backlog until the server takes them
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        app = Starlette(routes=routes(ServerState(engine, clock, quarantine, url)))
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning",
-                                               access_log=False))
+        server_state = make_state(rt, engine=engine, clock=clock, worker=False)
+        quarantine = server_state.quarantine
+        server = uvicorn.Server(uvicorn.Config(build_app(server_state), lifespan="off",
+                                               log_level="warning", access_log=False))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             yield Firm(state, clock, engine, quarantine, url)
