@@ -130,15 +130,22 @@ class AppEvents:
     """The host side of app events for one engine (``engine.app_events``)."""
 
     engine: Engine
-    #: The public base URL apps reach this host at; None: nothing is subscribed.
+    #: The public base URL apps reach this host at, when not the setting
+    #: ``serve.public_url`` (read afresh, so a settings change applies). Neither: nothing
+    #: is subscribed (an app cannot reach a loopback address).
     base_url: str | None = None
-    #: Where the base URL is read from when set (``callbridge serve``: the setting
-    #: ``serve.public_url``, read afresh each time, so a settings change applies).
-    url_source: Callable[[], str | None] | None = None
     #: Called with (tenant, app, MatterChanged) for each matter an app reports changed.
     matter_handlers: list[MatterHandler] = field(default_factory=list)
     _next_look: datetime | None = None
     _failed_until: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def public_url(self) -> str | None:
+        """Where apps reach this host: :attr:`base_url`, else ``serve.public_url``."""
+        if self.base_url is not None:
+            return self.base_url
+        serve = getattr(self.engine.config, "serve", None)
+        url = getattr(serve, "public_url", None)
+        return str(url) if url else None
 
     # -- the subscription store -------------------------------------------------------
 
@@ -179,7 +186,7 @@ class AppEvents:
         renewal is due sooner), unless ``force``."""
         engine = self.engine
         now = now or engine.clock.now()
-        base_url = self.url_source() if self.url_source is not None else self.base_url
+        base_url = self.public_url()
         if base_url is None or (not force and self._next_look is not None
                                 and now < self._next_look):
             return 0

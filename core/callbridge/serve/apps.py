@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from callbridge.clock import Clock
     from callbridge.engine import Engine
     from callbridge.quarantine import Quarantine
-    from callbridge.runtime import Runtime
 
 log = logging.getLogger("callbridge.serve.apps")
 
@@ -42,7 +41,6 @@ ORIGIN = "app_event"
 class AppsState(Protocol):
     """What this module needs of the server's state (``callbridge.serve.state.ServerState``)."""
 
-    runtime: Runtime
     engine: Engine
     clock: Clock
     quarantine: Quarantine
@@ -63,10 +61,8 @@ async def _body(request: Request) -> bytes | None:
 
 
 def routes(state: AppsState) -> list[BaseRoute]:
-    """The app-events route; subscriptions are made with the setting ``serve.public_url``."""
+    """The app-events route (subscriptions are made with the setting ``serve.public_url``)."""
     events = state.engine.app_events
-    settings = state.runtime.settings
-    events.url_source = lambda: settings.current().serve.public_url
     engine = state.engine
 
     async def keep(raw: bytes, reason: str, tenant: str | None) -> None:

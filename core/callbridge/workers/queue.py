@@ -16,9 +16,9 @@ queue only says which work unit to run next, and where. Its jobs:
   every worker): ``dispatch`` (every second: each connection with a due delivery
   gets its ``deliver`` — events stored by ``callbridge serve --no-worker``, deliveries
   requeued by an operator, leases of a dead worker run out), confirmation checks,
-  the closed-matter poll, index syncs, digests, and ``stalled`` (the jobs of a
-  worker whose heartbeat stopped are retried; a killed worker's deliveries are
-  claimed again once their ledger leases lapse).
+  the closed-matter poll, index syncs, digests, app-event subscriptions, and
+  ``stalled`` (the jobs of a worker whose heartbeat stopped are retried; a killed
+  worker's deliveries are claimed again once their ledger leases lapse).
 
 Lost jobs lose no work: ``dispatch`` finds every due delivery in the ledger again.
 """
@@ -59,6 +59,7 @@ PERIODIC = {
     "closed_matters": "* * * * * */30",
     "index_sync": "* * * * * 0",
     "digest": "* * * * * 30",
+    "app_events": "* * * * * 45",
 }
 #: Job slots kept for the periodic units beside ``workers.concurrency`` connections.
 PERIODIC_SLOTS = 3
@@ -230,6 +231,9 @@ class Units:
 
     async def digest(self) -> int:
         return await self.scheduler.digests()
+
+    async def app_events(self) -> int:
+        return await self.engine.app_events.run_due()
 
 
 class QueueScheduler(InProcessScheduler):
