@@ -189,3 +189,18 @@ def test_operator_token_needs_no_web_library() -> None:
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("cbo_") and "[operators.ops]" in done.stderr
+
+
+def test_a_refusal_is_logged_without_the_path_or_the_token(
+        state: State, caplog: pytest.LogCaptureFixture) -> None:
+    async def one(request: Request) -> Response:
+        await require_operator(request, state)
+        return JSONResponse({})
+
+    client = TestClient(Starlette(routes=[Route("/v1/events/{ref}/log", guarded(one),
+                                                methods=["POST"])]))
+    with caplog.at_level("WARNING", logger="callbridge.serve.auth"):
+        assert client.post("/v1/events/+12125550142/log",
+                           headers=bearer("cbo_wrong-token-000000000000000000")).status_code == 401
+    assert "refused" in caplog.text
+    assert "5550142" not in caplog.text and "cbo_" not in caplog.text

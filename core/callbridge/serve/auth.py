@@ -188,8 +188,9 @@ async def require_operator(request: Request, state: AuthState,
         operator = authenticate(operators, request.headers.get("authorization"))
     except ApiError:
         _count_failure(state, "unauthenticated")
-        log.warning("operator API: a request without a valid token was refused (%s %s)",
-                    request.method, request.url.path)
+        # Not the path: an event's id in it may be a phone number.
+        log.warning("operator API: a %s request without a valid token was refused",
+                    request.method)
         raise
     if tenant is not None:
         authorise(state, operator, tenant)
