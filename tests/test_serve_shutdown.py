@@ -49,3 +49,20 @@ async def test_a_delivery_stopped_mid_work_gives_its_lease_back(engine: Engine) 
         await work
     (again,) = engine.ledger.claim(owner="another", limit=1, lease_seconds=60)
     assert again.delivery_id == claim.delivery_id and again.fence > claim.fence
+
+
+@pytest.mark.parametrize("worker", [True, False])
+async def test_the_lifespan_runs_the_worker_unless_intake_only(
+        tmp_path: Path, notebook: Notebook, secret_key: str, worker: bool) -> None:
+    from callbridge.serve.app import lifespan, make_state
+
+    state = make_state(load(write_config(tmp_path / "callbridge.toml", notebook.url)),
+                       worker=worker)
+    async with lifespan(state):
+        names = {task.get_name() for task in asyncio.all_tasks()}
+        assert "callbridge-settings" in names
+        assert ("callbridge-worker" in names) is worker
+        assert not state.extra.get("stopping")
+    assert state.extra["stopping"] is True and state.extra["stop"].is_set()
+    names = {task.get_name() for task in asyncio.all_tasks() if not task.done()}
+    assert not names & {"callbridge-settings", "callbridge-worker"}
