@@ -1,17 +1,24 @@
 """App events, the host's side: accepted deliveries found by the marker their writes
-carried (on SQLite and PostgreSQL), and when a subscription is renewed. The whole,
+carried (on SQLite and PostgreSQL), when a subscription is renewed, and a matter changed
+in a firm's closed-matter source bringing its poll forward. The whole,
 through the server's route and the Smokeball sandbox's signed requests, runs in
 plugins/smokeball/tests/test_appevents_e2e.py."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from callbridge.appevents import RECHECK_EVERY, RENEW_BEFORE, callback_url, renewal_time
+from callbridge.closing.store import ClosingStore
 from callbridge.events import parse_event
 from callbridge.ledger import Ledger
-from callbridge.models import AppSubscription, Outcome, OutcomeStatus, Record
+from callbridge.models import AppSubscription, MatterChanged, Outcome, OutcomeStatus, Record
+from callbridge.testing.clock import FakeClock
+
+from tests.closing_fakes import Destination, Source
+from tests.closing_fakes import engine as closing_engine
 
 T0 = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
 
@@ -71,3 +78,21 @@ def test_a_subscription_is_renewed_a_day_before_it_expires_or_halfway_through_a_
 def test_the_callback_url_names_the_tenant_and_the_app() -> None:
     assert callback_url("https://cb.example.com/", "acme", "smokeball") == \
         "https://cb.example.com/v1/apps/acme/smokeball/events"
+
+
+async def test_a_matter_changed_in_the_firms_source_brings_its_closed_matter_poll_forward(
+        tmp_path: Path, key: str) -> None:
+    clock = FakeClock(T0)
+    e = closing_engine(tmp_path, key, Source([]), Destination(), clock)
+    try:
+        store = ClosingStore(e, "acme", "source", "dest")
+        later = T0 + timedelta(minutes=30)
+        await store.keep_next_poll(later)
+        # Another app's matter is none of the sync's business.
+        done = await e.app_events.dispatch("acme", "dest", [MatterChanged(matter_id="7")])
+        assert done.matters == 1 and await store.next_poll() == later
+        done = await e.app_events.dispatch("acme", "source", [
+            MatterChanged(matter_id="7", closed=True, changed_at=T0)])
+        assert done.matters == 1 and await store.next_poll() == T0
+    finally:
+        await e.aclose()

@@ -19,7 +19,9 @@ answers there). Three parts, all here:
   check that finds a record missing does (:mod:`callbridge.confirming`). A report
   about a delivery that is not accepted (already settled, not yet recorded, or
   another write) changes nothing, so a repeated request is harmless. A matter
-  changed goes to the handlers registered in :attr:`AppEvents.matter_handlers`.
+  changed goes to the handlers in :attr:`AppEvents.matter_handlers`: by default the
+  closed-matter sync, whose next poll of the firm is brought forward when the app is
+  the firm's closed-matter source (:func:`callbridge.closing.schedule.poll_soon`).
 """
 
 from __future__ import annotations
@@ -111,6 +113,16 @@ class Received:
                 "matters": self.matters, "ignored": self.ignored}
 
 
+async def poll_closed_matters_soon(engine: Engine, tenant: str, app: str) -> None:
+    """Bring the firm's closed-matter poll forward when ``app`` is its closed-matter source."""
+    from callbridge.closing import schedule
+    from callbridge.closing.sync import firm_settings
+
+    closed = firm_settings(engine, tenant)
+    if closed is not None and closed.source == app:
+        await schedule.poll_soon(engine, tenant)
+
+
 def callback_url(base_url: str, tenant: str, app: str) -> str:
     """Where the app sends a tenant's events."""
     return base_url.rstrip("/") + PATH.format(tenant=tenant, app=app)
@@ -134,10 +146,20 @@ class AppEvents:
     #: ``serve.public_url`` (read afresh, so a settings change applies). Neither: nothing
     #: is subscribed (an app cannot reach a loopback address).
     base_url: str | None = None
-    #: Called with (tenant, app, MatterChanged) for each matter an app reports changed.
+    #: Called with (tenant, app, MatterChanged) for each matter an app reports changed
+    #: (by default :func:`poll_closed_matters_soon`).
     matter_handlers: list[MatterHandler] = field(default_factory=list)
     _next_look: datetime | None = None
     _failed_until: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.matter_handlers:
+            engine = self.engine
+
+            async def closed_matters(tenant: str, app: str, item: MatterChanged) -> None:
+                await poll_closed_matters_soon(engine, tenant, app)
+
+            self.matter_handlers.append(closed_matters)
 
     def public_url(self) -> str | None:
         """Where apps reach this host: :attr:`base_url`, else ``serve.public_url``."""
