@@ -208,3 +208,17 @@ async def test_callbridge_connect_link_makes_a_link_the_server_takes(
     refused = CliRunner().invoke(cli, ["connect-link", "clio", "--tenant", "nobody",
                                        "--config", str(server.path)])
     assert refused.exit_code == 2 and "tenant: no such tenant" in refused.stderr
+
+
+async def test_two_callbacks_with_one_state_at_once_connect_once(
+        server: Server, sandbox: Sandbox, browser: httpx2.AsyncClient) -> None:
+    import asyncio
+
+    back = await authorise(browser, server.link().json()["url"])
+    # The app's code is good for one exchange; the state decides which request makes it.
+    cookie = {"Cookie": f"callbridge_oauth={browser.cookies['callbridge_oauth']}"}
+    async with httpx2.AsyncClient(timeout=30) as tab:  # two tabs of the same browser
+        answers = await asyncio.gather(tab.get(back, headers=cookie), tab.get(back, headers=cookie))
+    assert sorted(a.status_code for a in answers) == [200, 400]
+    assert "was used already" in next(a.text for a in answers if a.status_code == 400)
+    assert len(sandbox.state.tokens) == 1  # one exchange reached the app
