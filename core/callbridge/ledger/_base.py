@@ -3,6 +3,7 @@ concern shares."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from callbridge.clock import SYSTEM, Clock
 from callbridge.events import AnyEvent
 from callbridge.ledger import tables as t
 from callbridge.ledger.crypto import Cipher
+from callbridge.ledger.hot import GroupWriter
 from callbridge.ledger.types import Claim, LeaseLost
 from callbridge.markers import (
     HashKey,
@@ -42,6 +44,8 @@ NOT_ENDED = ("pending", "waiting", "parked")
 WAITING_REASONS = tuple(r.value for r in WaitReason)
 PARKED_REASONS = tuple(r.value for r in ParkReason)
 DEFAULT_DEADLINE_HOURS = 72.0
+#: ``0`` turns the SQLite group-commit path off (every write through SQLAlchemy).
+HOT_ENV = "CALLBRIDGE_LEDGER_GROUP_COMMIT"
 
 
 class _NoLock:
@@ -121,6 +125,11 @@ class LedgerCore:
         self._write_lock = threading.RLock() if self._sqlite else _NoLock()
         # In memory, readers share the one connection, so they take the lock too.
         self._read_lock = self._write_lock if memory else _NoLock()
+        # The hot writes (events stored, steps, records, outcomes) on a SQLite file: one
+        # writer thread on the driver, one commit per group of writes (ledger.hot).
+        self._hot: GroupWriter | None = None
+        if self._sqlite and not memory and os.environ.get(HOT_ENV, "1") != "0":
+            self._hot = GroupWriter(parsed.database or "", self._write_lock)
         # The hash key, once this ledger has one (migrate() makes it; callbridge.markers).
         self.hash_key: HashKey | None = read_hash_key(self._reader, self._cipher)
         if self.hash_key is not None:
@@ -208,6 +217,8 @@ class LedgerCore:
 
     def close(self) -> None:
         """Close the database connections."""
+        if self._hot is not None:
+            self._hot.close()
         self.engine.dispose()
         self._reader.dispose()
 

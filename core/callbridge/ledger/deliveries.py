@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from callbridge.ledger import hotsql
 from callbridge.ledger import tables as t
 from callbridge.ledger._base import (
     _CLAIM,
@@ -20,6 +21,7 @@ from callbridge.ledger._base import (
     PARKED_REASONS,
     LedgerCore,
 )
+from callbridge.ledger.hot import sql_values
 from callbridge.ledger.types import (
     AlreadyLogged,
     Claim,
@@ -58,6 +60,12 @@ class DeliveriesMixin(LedgerCore):
               event_pks: Sequence[int] | None = None,
               modes: Sequence[str] | None = None) -> list[Claim]:
         """Lease up to ``limit`` due deliveries to ``owner``; each claim raises the fence."""
+        job = self.hot_job("claim", owner=owner, limit=limit, lease_seconds=lease_seconds,
+                           now=now, tenant=tenant, apps=apps, event_pks=event_pks, modes=modes)
+        if job is not None:
+            assert self._hot is not None
+            claimed: list[Claim] = self._hot.run(job)
+            return claimed
         now = now or self._now()
         query = self._due_query(now=now, limit=limit, tenant=tenant, apps=apps,
                                 event_pks=event_pks, modes=modes)
@@ -145,6 +153,9 @@ class DeliveriesMixin(LedgerCore):
         before :meth:`remember` keeps the result, a later attempt knows the write
         is uncertain (``Claim.begun``, :meth:`step_begun`) and looks for it first.
         """
+        job = self.hot_job("begin_step", claim, kind, key)
+        if job is not None:
+            return self._run_hot(job)
         now = self._now()
         row = {"delivery_id": claim.delivery_id, "kind": kind, "step": key,
                "fence": claim.fence, "begun_at": now}
@@ -170,6 +181,9 @@ class DeliveriesMixin(LedgerCore):
         The same record again is a no-op; a different record for a (kind, step)
         already kept raises :class:`DuplicateRecord` (the first one stays).
         """
+        job = self.hot_job("remember", claim, record)
+        if job is not None:
+            return self._run_hot(job)
         now = self._now()
         with self._write() as conn:
             self._fenced(conn, claim, updated_at=now)
@@ -209,24 +223,11 @@ class DeliveriesMixin(LedgerCore):
         the event arrived while it was being written. A failed update that will be
         retried keeps asking for the update; any other outcome ends the request.
         """
-        now = now or self._now()
-        status, reason, message, next_at = settle(outcome, claim.deadline_at, now)
-        ok = status in FINAL_OK
-        retry = status in ("waiting", "parked")
-        values: dict[str, Any] = {
-            "status": status, "reason": reason, "message": message,
-            "retryable": retry, "next_attempt_at": next_at,
-            "lease_owner": None, "lease_expires": None, "updated_at": now,
-            "candidates_enc": self._cipher.encrypt(json.dumps(
-                [{"id": c.id, "name": c.name} for c in outcome.candidates]))
-            if outcome.candidates else None,
-        }
-        if not ok and (not retry or not claim.needs_update):
-            # Given up, skipped or unresolved: no update is pending any more. A first log
-            # that will be retried writes the whole log with the newest contents anyway.
-            values["needs_update"] = False
-        if status == "waiting" and reason == "rate_limit":
-            values["attempt"] = claim.attempt - 1  # waiting for room is not an attempt
+        job = self.hot_job("finish", claim, outcome, now=now, started_at=started_at)
+        if job is not None:
+            return self._run_hot(job)
+        now, values, (status, reason, message, next_at), ok, retry = self._finish_values(
+            claim, outcome, now)
         with self._write() as conn:
             if ok and self._sqlite:  # the write lock is held from BEGIN: the subquery is exact
                 self._fenced(conn, claim, _FENCED_LOGGED, _revision=claim.revision, **values)
@@ -255,6 +256,72 @@ class DeliveriesMixin(LedgerCore):
                 "started_at": started_at, "finished_at": now, "status": status,
                 "reason": reason, "message": message, "retryable": retry,
                 "next_attempt_at": next_at})
+
+    def _finish_values(self, claim: Claim, outcome: Outcome, now: datetime | None) -> tuple[
+            datetime, dict[str, Any], tuple[str, str | None, str | None, datetime | None],
+            bool, bool]:
+        """What :meth:`finish` writes: (now, the delivery's new values, the settled
+        (status, reason, message, next attempt), logged?, retried later?)."""
+        now = now or self._now()
+        status, reason, message, next_at = settle(outcome, claim.deadline_at, now)
+        ok = status in FINAL_OK
+        retry = status in ("waiting", "parked")
+        values: dict[str, Any] = {
+            "status": status, "reason": reason, "message": message,
+            "retryable": retry, "next_attempt_at": next_at,
+            "lease_owner": None, "lease_expires": None, "updated_at": now,
+            "candidates_enc": self._cipher.encrypt(json.dumps(
+                [{"id": c.id, "name": c.name} for c in outcome.candidates]))
+            if outcome.candidates else None,
+        }
+        if not ok and (not retry or not claim.needs_update):
+            # Given up, skipped or unresolved: no update is pending any more. A first log
+            # that will be retried writes the whole log with the newest contents anyway.
+            values["needs_update"] = False
+        if status == "waiting" and reason == "rate_limit":
+            values["attempt"] = claim.attempt - 1  # waiting for room is not an attempt
+        return now, values, (status, reason, message, next_at), ok, retry
+
+    def hot_job(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """The group-commit job for the hot write ``name`` (``begin_step``, ``remember``,
+        ``finish``) with these arguments, or None where the ledger has no such path
+        (PostgreSQL, SQLite in memory). The gateway awaits it without a thread hop."""
+        if self._hot is None:
+            return None
+        if name == "claim":
+            now = kwargs.get("now") or self._now()
+            query = self._due_query(
+                now=now, limit=kwargs["limit"], tenant=kwargs.get("tenant"),
+                apps=kwargs.get("apps"), event_pks=kwargs.get("event_pks"),
+                modes=kwargs.get("modes"))
+            compiled = query.compile(dialect=self.engine.dialect,
+                                     compile_kwargs={"render_postcompile": True})
+            params = sql_values([compiled.params[name] for name in compiled.positiontup or ()])
+            return hotsql.claim(str(compiled), params, owner=kwargs["owner"], now=now,
+                                expires=now + timedelta(seconds=kwargs["lease_seconds"]),
+                                decrypt=self._cipher.decrypt)
+        if name == "begin_step":
+            claim, kind, key = args
+            return hotsql.begin_step(claim, kind, key, self._now())
+        if name == "remember":
+            claim, record = args
+            return hotsql.remember(claim, record, self._now())
+        if name == "finish":
+            claim, outcome = args
+            started_at = kwargs.get("started_at")
+            now, values, (status, reason, message, next_at), ok, retry = self._finish_values(
+                claim, outcome, kwargs.get("now"))
+            return hotsql.finish(claim, values, logged=ok, records=outcome.records, now=now,
+                                 attempt={
+                "delivery_id": claim.delivery_id, "attempt": claim.attempt, "fence": claim.fence,
+                "started_at": started_at, "finished_at": now, "status": status,
+                "reason": reason, "message": message, "retryable": retry,
+                "next_attempt_at": next_at})
+        return None
+
+    def _run_hot(self, job: Any) -> None:
+        assert self._hot is not None
+        self._hot.run(job)
 
     def unpark(self, tenant: str, app: str, reason: str) -> int:
         """Release the (tenant, app)'s deliveries parked for ``reason`` (the connection

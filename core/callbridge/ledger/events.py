@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from callbridge.events import AnyEvent, dump_event, merge_revisions, parse_event
+from callbridge.ledger import hotsql
 from callbridge.ledger import tables as t
 from callbridge.ledger._base import (
     _SELECT_EVENT,
@@ -63,8 +64,26 @@ class EventsMixin(LedgerCore):
         call seen before it ended) are not claimed before then (the grace period for
         notes taken during the call, callbridge.modes.notes).
         """
-        return self._retrying(lambda: self._store_event(event, apps, received_at or self._now(),
-                                                        hold_until))
+        now = received_at or self._now()
+        if self._hot is not None:
+            pk = self._hot.run(self._store_new_job(event, apps, now))
+            if pk is not None:
+                return Stored(event_pk=int(pk), status="new", revision=1, event=event)
+        return self._retrying(lambda: self._store_event(event, apps, now, hold_until))
+
+    def _store_new_job(self, event: AnyEvent, apps: Sequence[str], now: datetime) -> Any:
+        """The group-commit job storing ``event`` if it is new (ledger.hotsql.store_new):
+        the same rows :meth:`_store_event` writes for a new event."""
+        content = dump_event(event)
+        tenant, source, kind, source_id = event.key
+        ident = {"tenant": tenant, "source": source, "kind": kind,
+                 "source_id": self._event_id(tenant, source, kind, source_id)}
+        row = {"source_id_enc": self._cipher.encrypt(source_id),
+               "occurred_at": event.occurred_at, "received_at": now, "revision": 1,
+               "content_hash": self._cipher.digest("content", content),
+               "party_hash": self._party(event), "content_enc": self._cipher.encrypt(content)}
+        return hotsql.store_new(ident, row, [
+            _new_delivery(0, tenant, app, event.occurred_at, now, self.deadline) for app in apps])
 
     def _store_event(self, event: AnyEvent, apps: Sequence[str], now: datetime,
                      hold_until: datetime | None = None) -> Stored:
@@ -150,8 +169,20 @@ class EventsMixin(LedgerCore):
         """:meth:`store_event` for many events, each in its own transaction
         (``hold_until``: one per event, or None)."""
         holds = list(hold_until) if hold_until is not None else [None] * len(events)
-        return [self.store_event(event, apps=apps, hold_until=hold)
-                for (event, apps), hold in zip(events, holds, strict=True)]
+        if self._hot is None:
+            return [self.store_event(event, apps=apps, hold_until=hold)
+                    for (event, apps), hold in zip(events, holds, strict=True)]
+        # Queued together, committed together (each still in a savepoint of its own);
+        # events known already (duplicates, revisions) are stored the general way after.
+        now = self._now()
+        hot = self._hot
+        queued = [hot.submit(self._store_new_job(event, apps, now)) for event, apps in events]
+        out: list[Stored] = []
+        for (event, apps), hold, future in zip(events, holds, queued, strict=True):
+            pk = future.result()
+            out.append(Stored(event_pk=int(pk), status="new", revision=1, event=event)
+                       if pk is not None else self.store_event(event, apps=apps, hold_until=hold))
+        return out
 
     def load_event(self, event_pk: int) -> AnyEvent:
         """The event's newest contents; :class:`ContentErased` once purged or erased."""

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 _POLL = 0.05  # seconds between tries for a held lock
+#: The ledger's writes that may go to its group-commit writer (Ledger.hot_job).
+HOT_WRITES = frozenset({"claim", "begin_step", "remember", "finish"})
 
 
 class LedgerGateway:
@@ -39,9 +41,41 @@ class LedgerGateway:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="callbridge-ledger")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(*args, **kwargs)`` on the ledger's executor."""
+        """``fn(*args, **kwargs)`` on the ledger's executor.
+
+        The hot writes (``begin_step``, ``remember``, ``finish``) of a ledger with a
+        group-commit writer (a SQLite file) go straight to that writer: no executor
+        thread in between, and the caller resumes once its group has committed.
+        """
+        if getattr(fn, "__self__", None) is self.ledger and fn.__name__ in HOT_WRITES:
+            job = self.ledger.hot_job(fn.__name__, *args, **kwargs)
+            if job is not None and self.ledger._hot is not None:
+                result: T = await self.ledger._hot.write(job)
+                return result
+        if getattr(fn, "__self__", None) is self.ledger and fn.__name__ == "store_events" \
+                and self.ledger._hot is not None:
+            stored: Any = await self._store_events(*args, **kwargs)  # type: ignore[arg-type]
+            return stored  # type: ignore[no-any-return]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def _store_events(self, events: Sequence[tuple[AnyEvent, Sequence[str]]], *,
+                            hold_until: Sequence[datetime | None] | None = None) -> list[Stored]:
+        """``Ledger.store_events`` with the new events written in groups on the loop; the
+        ones known already (duplicates, revisions) through the executor, in order."""
+        ledger, hot = self.ledger, self.ledger._hot
+        assert hot is not None
+        holds = list(hold_until) if hold_until is not None else [None] * len(events)
+        now = ledger.clock.now()
+        pks = await asyncio.gather(*(hot.write(ledger._store_new_job(event, apps, now))
+                                     for event, apps in events))
+        out: list[Stored] = []
+        for (event, apps), hold, pk in zip(events, holds, pks, strict=True):
+            if pk is not None:
+                out.append(Stored(event_pk=int(pk), status="new", revision=1, event=event))
+            else:
+                out.append(await self.run(ledger.store_event, event, apps=apps, hold_until=hold))
+        return out
 
     def close(self) -> None:
         """Stop taking work (calls already running finish)."""

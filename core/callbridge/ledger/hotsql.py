@@ -1,0 +1,187 @@
+"""The hot writes as plain SQL for :class:`callbridge.ledger.hot.GroupWriter`.
+
+Each function returns a job: ``job(cursor)`` runs inside a group's transaction
+(in a savepoint of its own) and does what the SQLAlchemy method of the same name
+does, statement for statement (``deliveries.py``, ``events.py``); the two are
+kept in step by the ledger's tests, which run with and without this path.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from callbridge.ledger.hot import Job, read_time, sql_value, sql_values
+from callbridge.ledger.types import Claim, DuplicateRecord, LeaseLost
+from callbridge.models import Record
+
+_FENCE = " WHERE id = ? AND fence = ? AND lease_owner = ?"
+_SELECT_RECORD = "SELECT app_id FROM records WHERE delivery_id = ? AND kind = ? AND step = ?"
+_INSERT_RECORD = ("INSERT INTO records (delivery_id, kind, app_id, step, created_at) "
+                  "VALUES (?, ?, ?, ?, ?)")
+_INSERT_STEP = ("INSERT INTO steps (delivery_id, kind, step, fence, begun_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING")
+_ATTEMPT_COLUMNS = ("delivery_id", "attempt", "fence", "started_at", "finished_at", "status",
+                    "reason", "message", "retryable", "next_attempt_at")
+_INSERT_ATTEMPT = (f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' * len(_ATTEMPT_COLUMNS))})")
+#: After a log: an update is still needed if a newer revision arrived meanwhile.
+_NEEDS_UPDATE = ("needs_update = ((SELECT revision FROM events WHERE events.id = "
+                 "deliveries.event_id) != ?)")
+
+
+def fenced(cur: sqlite3.Cursor, claim: Claim, sets: str, params: Sequence[Any]) -> None:
+    """``UPDATE deliveries SET <sets>`` under the claim's fence; :class:`LeaseLost` if
+    the delivery is no longer this claim's."""
+    cur.execute("UPDATE deliveries SET " + sets + _FENCE,
+                (*params, claim.delivery_id, claim.fence, claim.owner))
+    if cur.rowcount != 1:
+        raise LeaseLost(f"delivery {claim.delivery_id}: fence {claim.fence} is no longer current")
+
+
+def new_records(cur: sqlite3.Cursor, delivery_id: int, recs: Sequence[Record]) -> list[Record]:
+    """The records not kept yet; :class:`DuplicateRecord` for one that differs from the
+    record kept for its (kind, step)."""
+    new: dict[tuple[str, str], Record] = {}
+    for rec in recs:
+        key = (rec.kind, rec.step)
+        if key in new:
+            kept: str | None = new[key].id
+        else:
+            row = cur.execute(_SELECT_RECORD, (delivery_id, rec.kind, rec.step)).fetchone()
+            kept = None if row is None else row[0]
+        if kept is None:
+            new[key] = rec
+        elif kept != rec.id:
+            raise DuplicateRecord(
+                f"delivery {delivery_id}: a second {rec.kind!r} record for step "
+                f"{rec.step!r}; the first one is kept")
+    return list(new.values())
+
+
+def insert_records(cur: sqlite3.Cursor, delivery_id: int, recs: Sequence[Record],
+                   now: datetime) -> None:
+    if recs:
+        at = sql_value(now)
+        cur.executemany(_INSERT_RECORD, [(delivery_id, r.kind, r.id, r.step, at) for r in recs])
+
+
+def remember(claim: Claim, record: Record, now: datetime) -> Job:
+    def job(cur: sqlite3.Cursor) -> None:
+        fenced(cur, claim, "updated_at = ?", (sql_value(now),))
+        insert_records(cur, claim.delivery_id, new_records(cur, claim.delivery_id, [record]), now)
+    return job
+
+
+def begin_step(claim: Claim, kind: str, key: str, now: datetime) -> Job:
+    def job(cur: sqlite3.Cursor) -> None:
+        fenced(cur, claim, "updated_at = ?", (sql_value(now),))
+        cur.execute(_INSERT_STEP, (claim.delivery_id, kind, key, claim.fence, sql_value(now)))
+    return job
+
+
+def finish(claim: Claim, values: Mapping[str, Any], *, logged: bool, records: Sequence[Record],
+           attempt: Mapping[str, Any], now: datetime) -> Job:
+    """The outcome made current (``values``), records the log returned that were not
+    remembered, and the attempt appended; a second, different record for a step ends
+    the delivery as failed (``duplicate_record``), as the SQLAlchemy path does."""
+    sets = ", ".join(f"{column} = ?" for column in values)
+    params = list(sql_values(list(values.values())))
+    if logged:
+        sets += ", " + _NEEDS_UPDATE
+        params.append(claim.revision)
+
+    def job(cur: sqlite3.Cursor) -> None:
+        row = dict(attempt)
+        fenced(cur, claim, sets, params)
+        try:
+            insert_records(cur, claim.delivery_id,
+                           new_records(cur, claim.delivery_id, records), now)
+        except DuplicateRecord as exc:
+            row.update(status="failed", reason="duplicate_record", message=str(exc),
+                       retryable=False, next_attempt_at=None)
+            cur.execute("UPDATE deliveries SET status = ?, reason = ?, message = ?, retryable = 0, "
+                        "next_attempt_at = NULL WHERE id = ?",
+                        ("failed", "duplicate_record", str(exc), claim.delivery_id))
+        cur.execute(_INSERT_ATTEMPT, sql_values([row[c] for c in _ATTEMPT_COLUMNS]))
+    return job
+
+
+def store_new(ident: Mapping[str, Any], event_row: Mapping[str, Any],
+              deliveries: Sequence[Mapping[str, Any]]) -> Job:
+    """A new event and its deliveries; the job returns the event's key, or None when
+    the event is known already (the caller then stores it the general way)."""
+    event_columns = [*ident, *event_row]
+    insert_event = (f"INSERT INTO events ({', '.join(event_columns)}) "
+                    f"VALUES ({', '.join('?' * len(event_columns))})")
+    event_params = sql_values([*ident.values(), *event_row.values()])
+    delivery_columns = list(deliveries[0]) if deliveries else []
+    insert_delivery = (f"INSERT INTO deliveries ({', '.join(delivery_columns)}) "
+                       f"VALUES ({', '.join('?' * len(delivery_columns))})")
+    rows = [sql_values([d[c] for c in delivery_columns]) for d in deliveries]
+    pk_at = delivery_columns.index("event_id") if deliveries else 0
+
+    def job(cur: sqlite3.Cursor) -> int | None:
+        known = cur.execute("SELECT id FROM events WHERE tenant = ? AND source = ? AND kind = ? "
+                            "AND source_id = ?", (ident["tenant"], ident["source"], ident["kind"],
+                                                  ident["source_id"])).fetchone()
+        if known is not None:
+            return None
+        cur.execute(insert_event, event_params)
+        pk = cur.lastrowid
+        if rows:
+            cur.executemany(insert_delivery,
+                            [(*r[:pk_at], pk, *r[pk_at + 1:]) for r in rows])
+        return pk
+    return job
+
+
+def claim(select: str, params: Sequence[Any], *, owner: str, expires: datetime, now: datetime,
+          decrypt: Callable[[bytes | None], str | None]) -> Job:
+    """A claim (``Ledger.claim``): the due deliveries ``select`` finds are leased to
+    ``owner``, each with its fence raised; the job returns their :class:`Claim`\\ s."""
+    def job(cur: sqlite3.Cursor) -> list[Claim]:
+        cur.execute(select, params)
+        columns = [d[0] for d in cur.description]
+        rows = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        marks = ", ".join("?" * len(ids))
+        event_ids = sorted({r["event_id"] for r in rows})
+        kinds = {pk: (kind, revision) for pk, kind, revision in cur.execute(
+            f"SELECT id, kind, revision FROM events WHERE id IN ({', '.join('?' * len(event_ids))})",
+            event_ids)}
+        recs: dict[int, list[Record]] = {}
+        for did, kind, app_id, step in cur.execute(
+                f"SELECT delivery_id, kind, app_id, step FROM records WHERE delivery_id IN ({marks}) "
+                "ORDER BY id", ids):
+            recs.setdefault(did, []).append(Record(kind=kind, id=app_id, step=step))
+        begun: dict[int, set[tuple[str, str]]] = {}
+        for did, kind, step in cur.execute(
+                f"SELECT delivery_id, kind, step FROM steps WHERE delivery_id IN ({marks})", ids):
+            begun.setdefault(did, set()).add((kind, step))
+        at, until = sql_value(now), sql_value(expires)
+        cur.executemany(
+            "UPDATE deliveries SET lease_owner = ?, lease_expires = ?, fence = ?, attempt = ?, "
+            "first_attempt_at = ?, updated_at = ? WHERE id = ?",
+            [(owner, until, r["fence"] + 1, r["attempt"] + 1, r["first_attempt_at"] or at, at,
+              r["id"]) for r in rows])
+        claims = []
+        for r in rows:
+            first = read_time(r["first_attempt_at"]) or now
+            chosen = r["chosen_contact_ids"]
+            claims.append(Claim(
+                delivery_id=r["id"], event_pk=r["event_id"], tenant=r["tenant"], app=r["app"],
+                kind=kinds[r["event_id"]][0], revision=kinds[r["event_id"]][1],
+                fence=r["fence"] + 1, attempt=r["attempt"] + 1, first_attempt_at=first,
+                records=tuple(recs.get(r["id"], ())),
+                chosen_contact_ids=tuple(json.loads(chosen)) if chosen else None,
+                needs_update=bool(r["needs_update"]), notes=decrypt(r["notes_enc"]),
+                mode=r["mode"], owner=owner, deadline_at=read_time(r["deadline_at"]),
+                begun=frozenset(begun.get(r["id"], ()))))
+        return claims
+    return job
