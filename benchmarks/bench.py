@@ -51,6 +51,8 @@ from callbridge.plugins import Registry
 from callbridge.settings import Settings, SettingsSource
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
+#: The CPU seconds (every thread of the process) of each side's last timed run.
+LAST_CPU: dict[str, float] = {}
 
 
 def payloads(n: int, tenants: int = 1) -> list[str]:
@@ -111,10 +113,11 @@ async def callbridge_run(lines: list[str], folder: Path, batch: int) -> float:
     ledger.migrate()
     engine = Engine(settings=SettingsSource(None, default=settings), registry=registry,
                     ledger=ledger, concurrency=batch)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await engine.ingest_many([parse_event(line) for line in lines])
     await engine.run_until_idle()
     elapsed = time.perf_counter() - started
+    LAST_CPU["callbridge"] = time.process_time() - cpu
     logged = sum(n for (app, status), n in ledger.counts().items() if status == "logged")
     assert logged == len(lines), (logged, len(lines))
     await engine.aclose()
@@ -133,7 +136,7 @@ def baseline_run(lines: list[str], folder: Path, batch: int) -> float:
         CREATE TABLE records (id INTEGER PRIMARY KEY, delivery_id INTEGER, kind TEXT, app_id TEXT);
         CREATE TABLE attempts (id INTEGER PRIMARY KEY, delivery_id INTEGER, status TEXT);
     """)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for line in lines:  # the same parse, one transaction per stored event
         event = parse_event(line)
         db.execute("BEGIN IMMEDIATE")
@@ -161,6 +164,7 @@ def baseline_run(lines: list[str], folder: Path, batch: int) -> float:
             db.execute("UPDATE deliveries SET status = 'logged', lease_owner = NULL WHERE id = ?", (i,))
             db.execute("COMMIT")
     elapsed = time.perf_counter() - started
+    LAST_CPU["baseline"] = time.process_time() - cpu
     db.close()
     return elapsed
 
@@ -174,6 +178,9 @@ def bench_pipeline(n: int, batch: int) -> dict[str, Any]:
     result = {
         "events": n, "callbridge_events_per_s": round(n / ours, 1),
         "baseline_events_per_s": round(n / base, 1), "ratio": round(ours / base, 2),
+        "callbridge_cpu_us_per_event": round(LAST_CPU["callbridge"] / n * 1e6, 1),
+        "baseline_cpu_us_per_event": round(LAST_CPU["baseline"] / n * 1e6, 1),
+        "cpu_ratio": round(LAST_CPU["callbridge"] / LAST_CPU["baseline"], 2),
         "comparable_by": {
             "rows_per_event": "1 event + 1 delivery + 1 record + 1 attempt (both sides)",
             "commits_per_event": "store 1, record 1, outcome 1, plus 1 per claimed batch (both sides)",
@@ -196,7 +203,9 @@ def main() -> None:
         report["pipeline"] = bench_pipeline(args.events, args.batch)
         p = report["pipeline"]
         print(f"pipeline: callbridge {p['callbridge_events_per_s']} events/s, baseline "
-              f"{p['baseline_events_per_s']} events/s, ratio {p['ratio']}x (goal: within 3x)")
+              f"{p['baseline_events_per_s']} events/s, ratio {p['ratio']}x (goal: within 3x); "
+              f"CPU per event {p['callbridge_cpu_us_per_event']} us against "
+              f"{p['baseline_cpu_us_per_event']} us, ratio {p['cpu_ratio']}x")
     if args.only in (None, "io"):
         from benchmarks_io import bench_io
         report["io"] = bench_io()

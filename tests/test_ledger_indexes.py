@@ -82,3 +82,29 @@ def test_the_indexes_come_from_the_migrations(ledger: Any) -> None:
     names = {ix["name"] for ix in inspect(ledger.engine).get_indexes("deliveries")}
     assert {"ix_deliveries_updated", "ix_deliveries_tenant_updated",
             "ix_deliveries_needs_update"} <= names
+
+
+def test_the_sqlite_hot_paths_claim_uses_the_same_indexes(ledger: Any) -> None:
+    """On a SQLite file claims run as plain SQL on the driver (ledger.hotsql.due_select)."""
+    import sqlite3
+
+    from callbridge.ledger import hotsql
+
+    if ledger.engine.dialect.name != "sqlite":
+        return
+    db = sqlite3.connect(ledger.engine.url.database)
+    try:
+        def plan_of(**filters: Any) -> str:
+            sql, params = hotsql.due_select(NOW, 10, **filters)
+            return "\n".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+        for filters in ({}, {"tenant": "acme", "apps": ["crm"]}):
+            text = plan_of(**filters)
+            assert "ix_deliveries_needs_update (needs_update=? AND status=?)" in text, text
+            searches = [line for line in text.splitlines() if "deliveries" in line]
+            assert all(line.startswith("SEARCH deliveries USING INDEX") for line in searches), text
+        # Given events (ingest works its own): only their deliveries are read.
+        text = plan_of(event_pks=[1, 2])
+        assert "SEARCH deliveries USING INDEX ix_deliveries_event (event_id=?)" in text, text
+    finally:
+        db.close()

@@ -21,7 +21,6 @@ from callbridge.ledger._base import (
     PARKED_REASONS,
     LedgerCore,
 )
-from callbridge.ledger.hot import sql_values
 from callbridge.ledger.types import (
     AlreadyLogged,
     Claim,
@@ -290,14 +289,10 @@ class DeliveriesMixin(LedgerCore):
             return None
         if name == "claim":
             now = kwargs.get("now") or self._now()
-            query = self._due_query(
-                now=now, limit=kwargs["limit"], tenant=kwargs.get("tenant"),
-                apps=kwargs.get("apps"), event_pks=kwargs.get("event_pks"),
-                modes=kwargs.get("modes"))
-            compiled = query.compile(dialect=self.engine.dialect,
-                                     compile_kwargs={"render_postcompile": True})
-            params = sql_values([compiled.params[name] for name in compiled.positiontup or ()])
-            return hotsql.claim(str(compiled), params, owner=kwargs["owner"], now=now,
+            select, params = hotsql.due_select(
+                now, kwargs["limit"], tenant=kwargs.get("tenant"), apps=kwargs.get("apps"),
+                event_pks=kwargs.get("event_pks"), modes=kwargs.get("modes"))
+            return hotsql.claim(select, params, owner=kwargs["owner"], now=now,
                                 expires=now + timedelta(seconds=kwargs["lease_seconds"]),
                                 decrypt=self._cipher.decrypt)
         if name == "begin_step":

@@ -59,8 +59,12 @@ def sql_value(value: Any) -> Any:
     return value
 
 
+_PLAIN = frozenset({str, int, float, bytes, type(None)})
+
+
 def sql_values(values: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple([sql_value(v) for v in values])
+    plain = _PLAIN
+    return tuple([v if type(v) in plain else sql_value(v) for v in values])
 
 
 def read_time(text: str | None) -> datetime | None:
@@ -173,8 +177,10 @@ class GroupWriter:
     @staticmethod
     def _transaction(conn: sqlite3.Connection, jobs: list[Job],
                      busy_ok: bool = False) -> list[tuple[bool, Any]] | None:
-        """Run ``jobs`` in one transaction, each in a savepoint; their (ok, result or
-        exception). With ``busy_ok``, None when the database is locked (nothing done)."""
+        """Run ``jobs`` in one transaction; their (ok, result or exception). A job that
+        fails is rolled back alone: the group runs again with each job in a savepoint
+        (jobs are pure functions of the database, so running one again is safe). With
+        ``busy_ok``, None when the database is locked (nothing done)."""
         cur = conn.cursor()
         try:
             try:
@@ -183,16 +189,28 @@ class GroupWriter:
                 if busy_ok:
                     return None
                 raise
-            outcomes: list[tuple[bool, Any]] = []
             try:
-                for job in jobs:
-                    cur.execute("SAVEPOINT w")
-                    try:
+                outcomes: list[tuple[bool, Any]] = []
+                try:  # the usual case, every job succeeds: no savepoints
+                    for job in jobs:
                         outcomes.append((True, job(cur)))
-                    except Exception as exc:  # handed to its caller
-                        cur.execute("ROLLBACK TO w")
-                        outcomes.append((False, exc))
-                    cur.execute("RELEASE w")
+                except Exception:
+                    cur.execute("ROLLBACK")
+                    try:
+                        cur.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError:  # another writer came in between
+                        if busy_ok:
+                            return None
+                        raise
+                    outcomes = []
+                    for job in jobs:
+                        cur.execute("SAVEPOINT w")
+                        try:
+                            outcomes.append((True, job(cur)))
+                        except Exception as exc:  # handed to its caller
+                            cur.execute("ROLLBACK TO w")
+                            outcomes.append((False, exc))
+                        cur.execute("RELEASE w")
                 cur.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -139,7 +139,7 @@ def store_new(ident: Mapping[str, Any], event_row: Mapping[str, Any],
     return job
 
 
-def claim(select: str, params: Sequence[Any], *, owner: str, expires: datetime, now: datetime,
+def claim(select: str, params: Mapping[str, Any] | Sequence[Any], *, owner: str, expires: datetime, now: datetime,
           decrypt: Callable[[bytes | None], str | None]) -> Job:
     """A claim (``Ledger.claim``): the due deliveries ``select`` finds are leased to
     ``owner``, each with its fence raised; the job returns their :class:`Claim`\\ s."""
@@ -185,3 +185,43 @@ def claim(select: str, params: Sequence[Any], *, owner: str, expires: datetime, 
                 begun=frozenset(begun.get(r["id"], ()))))
         return claims
     return job
+
+
+_DELIVERY_COLUMNS = (
+    "id", "event_id", "tenant", "app", "occurred_at", "mode", "status", "reason", "message",
+    "retryable", "next_attempt_at", "not_before", "needs_update", "notes_enc",
+    "chosen_contact_ids", "candidates_enc", "lease_owner", "lease_expires", "fence", "attempt",
+    "first_attempt_at", "updated_at", "deadline_at")
+#: ``Ledger._due_query`` in SQLite's SQL (the same conditions, the same indexes; the
+#: plans of both are checked in tests/test_ledger_indexes.py).
+_DUE = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries WHERE "
+        "(status = 'pending' OR status = 'waiting' AND (next_attempt_at IS NULL OR "
+        "next_attempt_at <= :now) OR needs_update IS 1 AND status IN ('logged', 'accepted')) "
+        "AND (lease_expires IS NULL OR lease_expires < :now) "
+        "AND NOT (not_before IS NOT NULL AND not_before > :now)")
+
+
+def due_select(now: datetime, limit: int, *, tenant: str | None = None,
+               apps: Sequence[str] | None = None, event_pks: Sequence[int] | None = None,
+               modes: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """The claim's SELECT and its parameters (named)."""
+    sql = [_DUE]
+    params: dict[str, Any] = {"now": sql_value(now), "limit": limit}
+
+    def among(column: str, name: str, values: Sequence[Any]) -> None:
+        names = [f"{name}{i}" for i in range(len(values))]
+        params.update(zip(names, values, strict=True))
+        sql.append(f" AND {column} IN ({', '.join(':' + n for n in names)})" if names
+                   else " AND 0")
+
+    if tenant is not None:  # `|| ''`: see Ledger._due_query
+        sql.append(" AND (tenant || '') = :tenant")
+        params["tenant"] = tenant
+    if apps is not None:
+        among("(app || '')", "app", list(apps))
+    if event_pks is not None:
+        among("event_id", "event", list(event_pks))
+    if modes is not None:
+        among("mode", "mode", list(modes))
+    sql.append(" ORDER BY occurred_at, id LIMIT :limit")
+    return "".join(sql), params

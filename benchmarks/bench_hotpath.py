@@ -1,0 +1,135 @@
+"""Where an event's time goes: the pipeline benchmark (bench.py) with each part of
+the host metered, and the baseline's own split, in CPU time per event.
+
+Parts metered on callbridge's side (exclusive time, so nothing is counted twice):
+
+- parse: ``parse_event`` (pydantic), the same call the baseline makes;
+- crypto: Fernet encryption and decryption, keyed hashes (event ids, contents);
+- ledger rows: building each write's rows and SQL values, the claim's query;
+- sqlite: the statements and commits of the group-commit transactions;
+- host: the rest (the pipeline, five hook calls through the facade, leases,
+  asyncio), measured as the process's CPU time less the parts above.
+
+CPU time, not wall time: on a shared machine the wall clock also counts the
+time other processes hold the cores.
+
+Usage: python benchmarks/bench_hotpath.py [--events N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench
+from callbridge.ledger import (
+    Ledger,
+    crypto,
+    hot,
+)
+from callbridge.ledger.deliveries import DeliveriesMixin
+from callbridge.ledger.events import EventsMixin
+
+
+class Meter:
+    """Exclusive CPU time per part: entering a metered call pauses its caller's part."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._stack: list[list[Any]] = []
+
+    def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        meter = self
+
+        @functools.wraps(fn)
+        def metered(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            if meter._stack:
+                caller = meter._stack[-1]
+                meter.seconds[caller[0]] += start - caller[1]
+            meter._stack.append([part, start])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                end = time.thread_time()
+                meter.seconds[part] += end - meter._stack.pop()[1]
+                if meter._stack:
+                    meter._stack[-1][1] = end
+        return metered
+
+
+def _meter_callbridge(meter: Meter) -> list[tuple[Any, str, Any]]:
+    patched = [
+        (bench, "parse_event", "parse"),
+        (crypto.Cipher, "encrypt", "crypto"), (crypto.Cipher, "decrypt", "crypto"),
+        (crypto.Cipher, "digest", "crypto"),
+        (DeliveriesMixin, "hot_job", "ledger rows"), (EventsMixin, "_store_new_job", "ledger rows"),
+        (hot.GroupWriter, "_transaction", "sqlite"),
+    ]
+    saved = []
+    for owner, name, part in patched:
+        original = owner.__dict__[name]
+        fn = original.__func__ if isinstance(original, staticmethod) else original
+        wrapped = meter.wrap(part, fn)
+        setattr(owner, name, staticmethod(wrapped) if isinstance(original, staticmethod) else wrapped)
+        saved.append((owner, name, original))
+    return saved
+
+
+def profile(n: int, batch: int = 64) -> dict[str, Any]:
+    """Per-event CPU microseconds by part, for callbridge and the baseline."""
+    lines = bench.payloads(n)
+    os.environ.setdefault("CALLBRIDGE_SECRET_KEY", Ledger.generate_key())
+    meter = Meter()
+    saved = _meter_callbridge(meter)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            wall = asyncio.run(bench.callbridge_run(lines, Path(tmp), batch))
+            ours_cpu = bench.LAST_CPU["callbridge"]
+            parts = dict(meter.seconds)
+            base_meter = Meter()
+            bench.parse_event = base_meter.wrap("parse", saved[0][2])
+            base_wall = bench.baseline_run(lines, Path(tmp), batch)
+            base_cpu = bench.LAST_CPU["baseline"]
+            base_parse = base_meter.seconds["parse"]
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+    per = {k: round(v / n * 1e6, 1) for k, v in sorted(parts.items())}
+    per["host"] = round((ours_cpu - sum(parts.values())) / n * 1e6, 1)
+    return {
+        "events": n, "cores": os.cpu_count(),
+        "callbridge_cpu_us_per_event": round(ours_cpu / n * 1e6, 1),
+        "callbridge_wall_us_per_event": round(wall / n * 1e6, 1),
+        "callbridge_parts_cpu_us_per_event": per,
+        "baseline_cpu_us_per_event": round(base_cpu / n * 1e6, 1),
+        "baseline_wall_us_per_event": round(base_wall / n * 1e6, 1),
+        "baseline_parts_cpu_us_per_event": {
+            "parse": round(base_parse / n * 1e6, 1),
+            "sqlite and the rest": round((base_cpu - base_parse) / n * 1e6, 1)},
+        "cpu_ratio": round(ours_cpu / base_cpu, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=2000)
+    args = parser.parse_args()
+    report = profile(args.events)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

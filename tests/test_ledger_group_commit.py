@@ -1,0 +1,90 @@
+"""Group commit on a SQLite file (callbridge.ledger.hot): the writes that reach the
+ledger in the same turn of the event loop are committed together, each caller
+resumes with its own result, one failing write is rolled back alone, and a
+database locked by another writer sends the group to the writer thread, which
+waits for the lock instead of the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from callbridge.events import parse_event
+from callbridge.ledger import LeaseLost, Ledger
+from callbridge.models import Outcome, OutcomeStatus, Record
+
+
+def sms(i: int) -> Any:
+    return parse_event({"kind": "sms", "id": f"s-{i}", "tenant": "acme", "direction": "inbound",
+                        "external": {"number": "+12125550177"},
+                        "sent_at": "2026-03-02T10:00:00Z", "body": "hello"})
+
+
+@pytest.fixture
+def led(tmp_path: Path, key: str) -> Any:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", secret_key=key)
+    ledger.migrate()
+    assert ledger._hot is not None
+    yield ledger
+    ledger.close()
+
+
+def test_writes_of_one_turn_commit_together_and_a_failing_one_alone_is_undone(led: Any) -> None:
+    for i in range(3):
+        led.store_event(sms(i), apps=["crm"])
+    a, b, c = led.claim(owner="w", limit=3, lease_seconds=60)
+    stale = dataclasses.replace(b, fence=b.fence - 1)  # a lease another worker has since taken
+    writer = led._hot
+    before = writer.groups
+
+    async def together() -> list[Any]:
+        gw = led.gateway
+        return await asyncio.gather(
+            gw.run(led.finish, a, Outcome(status=OutcomeStatus.LOGGED,
+                                          records=(Record(kind="log", id="1"),))),
+            gw.run(led.remember, stale, Record(kind="log", id="2")),
+            gw.run(led.remember, c, Record(kind="log", id="3")),
+            return_exceptions=True)
+
+    first, second, third = asyncio.run(together())
+    assert first is None and third is None
+    assert isinstance(second, LeaseLost)
+    assert writer.groups == before + 1  # one transaction, one commit for the three
+    views = {v.delivery_id: v for v in led.history()}
+    assert views[a.delivery_id].status == "logged"
+    assert [r.id for r in views[a.delivery_id].records] == ["1"]
+    assert views[b.delivery_id].records == ()  # the stale write left nothing behind
+    assert [r.id for r in views[c.delivery_id].records] == ["3"]
+
+
+def test_a_database_locked_by_another_writer_is_waited_for_off_the_event_loop(
+        led: Any, tmp_path: Path) -> None:
+    led.store_event(sms(1), apps=["crm"])
+    (claim,) = led.claim(owner="w", limit=1, lease_seconds=60)
+    other = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock
+
+    async def scenario() -> None:
+        write = asyncio.ensure_future(led.gateway.run(led.remember, claim,
+                                                      Record(kind="log", id="9")))
+        for _ in range(100):  # the loop keeps turning: the write did not block it
+            await asyncio.sleep(0)
+            if led._hot.handed_over:
+                break
+        assert led._hot.handed_over == 1
+        assert not write.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, timeout=30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+    [view] = led.history()
+    assert [r.id for r in view.records] == ["9"]
