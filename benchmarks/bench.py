@@ -24,7 +24,16 @@
    them active, in one process: peak RSS (goal: under 1 GiB), load and log times, the
    reload of one changed tenant file (bench_tenants.py).
 
-Usage: python benchmarks/bench.py [--events N] [--only pipeline|io|clio_batch|ack|hangup|tenants]
+7. profile: the pipeline's CPU time per event by part (bench_hotpath.py).
+
+8. startup: `callbridge --help` and `callbridge plugins` against `import httpx2`
+   (bench_startup.py).
+
+9. ledger_scale: history and an idle claim at --rows deliveries on SQLite and
+   PostgreSQL, seeded in bulk SQL (bench_ledger_scale.py).
+
+Usage: python benchmarks/bench.py [--events N] [--rows N]
+       [--only pipeline|io|clio_batch|ack|hangup|tenants|profile|startup|ledger_scale]
 """
 
 from __future__ import annotations
@@ -196,7 +205,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack", "hangup", "tenants"])
+    parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack", "hangup",
+                                           "tenants", "profile", "startup", "ledger_scale"])
+    parser.add_argument("--rows", type=int, default=1_000_000,
+                        help="deliveries in the ledger for ledger_scale")
     args = parser.parse_args()
     report: dict[str, Any] = {}
     if args.only in (None, "pipeline"):
@@ -236,6 +248,30 @@ def main() -> None:
               f"{t['peak_rss_mib']} MiB (goal: under 1024), settings loaded in "
               f"{t['load_seconds']} s, {t['logged']} calls logged in {t['log_seconds']} s, "
               f"one changed tenant reloaded in {t['reload_ms']} ms")
+    if args.only in (None, "profile"):
+        from bench_hotpath import profile
+        report["profile"] = pr = profile(args.events, args.batch)
+        print(f"profile: CPU per event {pr['callbridge_cpu_us_per_event']} us "
+              f"{pr['callbridge_parts_cpu_us_per_event']}; baseline "
+              f"{pr['baseline_cpu_us_per_event']} us {pr['baseline_parts_cpu_us_per_event']}")
+    if args.only in (None, "startup"):
+        from bench_startup import bench_startup
+        report["startup"] = st = bench_startup()
+        print(f"startup: import httpx2 {st['import_httpx2_cpu_s']} s CPU; "
+              + "; ".join(f"{name} {st[name]['cpu_s']} s ({st[name]['ratio']}x)"
+                          for name in ("callbridge --help", "callbridge plugins"))
+              + " (goal: within 3x)")
+    if args.only in (None, "ledger_scale"):
+        from bench_ledger_scale import bench_ledger_scale
+        report["ledger_scale"] = ls = bench_ledger_scale(args.rows)
+        for db in ("sqlite", "postgresql"):
+            if db in ls:
+                r = ls[db]
+                print(f"ledger_scale ({db}, {r['deliveries']:,} deliveries): history "
+                      f"{r['history_newest_100_ms']} ms (one tenant "
+                      f"{r['history_one_tenant_newest_100_ms']} ms), idle claim "
+                      f"{r['idle_claim_ms']} ms (one tenant's app "
+                      f"{r['idle_claim_one_tenant_app_ms']} ms)")
     print(json.dumps(report, indent=2))
 
 
