@@ -293,3 +293,34 @@ async def test_readyz_counts_the_sources_that_cannot_take_events(
     assert "acme" not in answer.text and "pbx" not in answer.text  # names only in the log
     assert unready_sources(state.runtime.settings.current()) == [
         "acme/pbx: its key (TEST_PBX_KEY) is not set"]
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_refused(
+        tmp_path: Path, notebook: Notebook, secret_key: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from callbridge.testing.clock import FakeClock
+
+    monkeypatch.setenv("TEST_PBX_KEY", KEY)
+    clock = FakeClock(autojump=True)  # jumps over the server's wait once all else waits
+    config = write_config(tmp_path / "callbridge.toml", notebook.url,
+                          extra=SOURCES + "\n[serve]\nread_timeout_seconds = 30\n")
+    state = make_state(load(config), clock=clock, worker=False)
+    never = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"kind": "call", '
+        await never.wait()  # the sender stalls
+        yield b"}"
+
+    transport = httpx2.ASGITransport(app=build_app(state))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://serve.test") as client:
+        answer = await client.post(URL, content=slow_body())
+    assert answer.status_code == 408
+    assert answer.json()["error"] == {"field": "(body)", "problem": "not received within 30 s"}
+    assert clock.jumped == 30
+    assert [e.reason for e in state.quarantine.entries()] == [
+        "408 (body): not received within 30 s"]
+    assert state.quarantine.content(state.quarantine.entries()[0].id) == b'{"kind": "call", '
+    await state.engine.aclose()

@@ -39,6 +39,9 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, le=32 * 1024 * 1024,
         description="the largest request body taken; a larger one is refused (413)")
+    read_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600,
+        description="how long a request's body may take to arrive; a slower one is refused (408)")
     replay_window_seconds: float = Field(
         default=300.0, ge=30, le=3600,
         description="how far a signature's time may be from the server's (either way)")

@@ -4,7 +4,8 @@ In order, each refusal a 4xx JSON error naming the field and the problem (never 
 received), kept in the quarantine (``callbridge quarantine``), never processed:
 
 1. the tenant and its source must be in the settings (404, the same answer for both);
-2. the body may be at most ``serve.max_body_bytes`` (413);
+2. the body may be at most ``serve.max_body_bytes`` (413), arriving within
+   ``serve.read_timeout_seconds`` (408);
 3. the source's adapter checks the signature with the source's keys (401);
 4. the adapter reads the body into events of the URL's tenant (400, 403 for a body naming
    another tenant, 422 for an invalid event).
@@ -17,6 +18,8 @@ highest sequence, and never drops a late detail).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -24,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from callbridge.clock import Clock
 from callbridge.errors import ConfigError
 from callbridge.quarantine import Refused
 from callbridge.serve.state import ServerState
@@ -38,23 +42,40 @@ PATH = "/v1/sources/{tenant}/{source}"
 ORIGIN = "serve"
 
 
-async def read_body(request: Request, limit: int) -> tuple[bytes, bool]:
-    """The body (at most ``limit`` + 1 bytes read), and whether it is longer than ``limit``."""
+async def read_body(request: Request, limit: int, clock: Clock,
+                    within: float) -> tuple[bytes, bool, bool]:
+    """The body (at most ``limit`` + 1 bytes read); whether it is longer than ``limit``;
+    whether it did not arrive within ``within`` seconds (what came is returned)."""
     declared = request.headers.get("content-length", "")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break  # enough to refuse it and keep its beginning
+
+    async def pull() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return  # enough to refuse it and keep its beginning
+
+    reader = asyncio.ensure_future(pull())
+    timer = asyncio.ensure_future(clock.sleep(within))
+    await asyncio.wait({reader, timer}, return_when=asyncio.FIRST_COMPLETED)
+    timer.cancel()
+    late = not reader.done()
+    if late:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    else:
+        reader.result()
     too_long = size > limit or (declared.isdigit() and int(declared) > limit)
-    return b"".join(chunks)[:limit + 1], too_long
+    return b"".join(chunks)[:limit + 1], too_long, late
 
 
 #: The ``reason`` label of ``callbridge_requests_refused_total``, by status.
 REASONS = {400: "malformed", 401: "unauthenticated", 403: "other_tenant", 404: "unknown_source",
-           413: "too_large", 422: "invalid_event", 503: "not_configured"}
+           408: "too_slow", 413: "too_large", 422: "invalid_event", 503: "not_configured"}
 
 
 def secrets_of(source: SourceSettings) -> list[str]:
@@ -91,13 +112,17 @@ def routes(state: ServerState) -> list[BaseRoute]:
         source_key = request.path_params["source"]
         settings = state.runtime.settings.current()
         limit = settings.serve.max_body_bytes
-        body, too_long = await read_body(request, limit)
+        body, too_long, late = await read_body(request, limit, clock,
+                                               settings.serve.read_timeout_seconds)
         tenant = settings.tenants.get(tenant_key)
         source = tenant.sources.get(source_key) if tenant is not None else None
         known = tenant_key if tenant is not None else None
         if tenant is None or source is None:
             return await refuse(404, "(path)", "no such source for this tenant", body, known,
                                 started)
+        if late:
+            return await refuse(408, "(body)", f"not received within "
+                                f"{settings.serve.read_timeout_seconds:g} s", body, known, started)
         if too_long:
             return await refuse(413, "(body)", f"larger than {limit} bytes", body, known, started)
         keys = secrets_of(source)

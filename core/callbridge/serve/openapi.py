@@ -23,6 +23,7 @@ _PROBLEMS = {
          "of the source.",
     403: "The body names another tenant than the source's.",
     404: "No such tenant, or no such source for it (the same answer for both).",
+    408: "The body did not arrive within the server's time (`serve.read_timeout_seconds`).",
     413: "The body is larger than the server's limit (`serve.max_body_bytes`).",
     422: "An event is invalid: `field` names the first bad field, `problems` lists them all.",
     503: "The source's key, or its format's adapter, is missing on the server; or the "
