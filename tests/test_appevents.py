@@ -10,11 +10,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from callbridge.appevents import RECHECK_EVERY, RENEW_BEFORE, callback_url, renewal_time
 from callbridge.closing.store import ClosingStore
 from callbridge.events import parse_event
 from callbridge.ledger import Ledger
-from callbridge.models import AppSubscription, MatterChanged, Outcome, OutcomeStatus, Record
+from callbridge.models import (
+    AppRequest,
+    AppSubscription,
+    MatterChanged,
+    Outcome,
+    OutcomeStatus,
+    Record,
+)
+from callbridge.testing import AppEventSamples
 from callbridge.testing.clock import FakeClock
 
 from tests.closing_fakes import Destination, Source
@@ -96,3 +105,14 @@ async def test_a_matter_changed_in_the_firms_source_brings_its_closed_matter_pol
         assert done.matters == 1 and await store.next_poll() == T0
     finally:
         await e.aclose()
+
+
+def test_the_kits_app_event_samples_need_a_request_and_a_kind_for_writes() -> None:
+    def build(sub: AppSubscription, name: str, now: datetime) -> AppRequest:
+        return AppRequest(headers={}, body=b"{}", url="https://cb.example.com/", received_at=now)
+
+    with pytest.raises(ValueError, match="at least one"):
+        AppEventSamples()
+    with pytest.raises(ValueError, match="kind"):
+        AppEventSamples(write_done=build)
+    assert AppEventSamples(matter_changed=build).kind is None

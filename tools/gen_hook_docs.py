@@ -73,7 +73,7 @@ def kit_inputs() -> str:
     """docs/kit-inputs.md: the contract kit's sample events, tenant and target, from the code."""
     import json
 
-    from callbridge.testing.appcases import KIT_MARKER, KIT_SUBSCRIPTION
+    from callbridge.testing.appcases import KIT_MARKER, KIT_MATTER, KIT_SUBSCRIPTION
     from callbridge.testing.scenarios import KIT_CALLBACK, KIT_START, Scenarios, default_tenant
 
     sc = Scenarios(known_number="+12125550142", unknown_number="+12125550199")
@@ -112,12 +112,14 @@ def kit_inputs() -> str:
         "",
         "For a plugin that declares `app_events`: `subscribe_app_events` and "
         f"`renew_app_events` are given the URL `{KIT_CALLBACK}`. The verify and parse "
-        "cases need `Scenarios(app_events=AppEventSamples(write_done=..., kind=..., "
-        "write_failed=...))`: functions `(subscription, marker, now) -> AppRequest` that "
-        "build the requests your app would send, signed with `subscription.secret`. "
-        f"They are called with the subscription `{KIT_SUBSCRIPTION.id}` (secret "
-        f"`{KIT_SUBSCRIPTION.secret}`), the marker `{KIT_MARKER}` and the clock's start; "
-        "verification is also tried with another secret, which must be refused.",
+        "cases need `Scenarios(app_events=AppEventSamples(...))` with the requests your app "
+        "sends: `write_done` and `write_failed` (with `kind`, the record kind they report "
+        "on) and `matter_changed`, each a function `(subscription, name, now) -> AppRequest` "
+        "signed with `subscription.secret`, where `name` is the marker of the write or the "
+        f"id of the matter. They are called with the subscription `{KIT_SUBSCRIPTION.id}` "
+        f"(secret `{KIT_SUBSCRIPTION.secret}`), the marker `{KIT_MARKER}` or the matter "
+        f"`{KIT_MATTER}`, and the clock's start; verification is also tried with another "
+        "secret, which must be refused.",
         "",
         "## The sample events",
         "",

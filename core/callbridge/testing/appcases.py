@@ -15,15 +15,22 @@ import pytest
 
 from callbridge.capabilities import Capability
 from callbridge.errors import AppEventRefused
-from callbridge.models import AppSubscription, WriteConfirmed, WriteFailed
+from callbridge.models import (
+    AppRequest,
+    AppSubscription,
+    MatterChanged,
+    WriteConfirmed,
+    WriteFailed,
+)
 from callbridge.testing.kit import Kit, covers
 from callbridge.testing.scenarios import KIT_CALLBACK, KIT_START, AppEventSamples
 
 #: The subscription the verify and parse cases sign with, and one that is not it.
 KIT_SUBSCRIPTION = AppSubscription(id="kit-subscription", secret="kit-app-events-secret")
 OTHER_SUBSCRIPTION = AppSubscription(id="kit-subscription", secret="not-the-kit-secret")
-#: The marker of the write the sample requests report on.
+#: The marker of the write the sample requests report on, and the matter that changed.
 KIT_MARKER = "cb2-0123456789abcdef0123456789abcdef"
+KIT_MATTER = "kit-matter-1"
 
 
 class AppEventCases:
@@ -36,9 +43,19 @@ class AppEventCases:
         samples = self.kit.scenarios.app_events
         if samples is None:
             pytest.fail("Scenarios.app_events is needed: the plugin declares app_events; give "
-                        "AppEventSamples(write_done=..., kind=...) that build your app's "
-                        "requests", pytrace=False)
+                        "AppEventSamples(write_done=..., kind=...) or AppEventSamples("
+                        "matter_changed=...) that build your app's requests", pytrace=False)
         return samples
+
+    @staticmethod
+    def _first(samples: AppEventSamples) -> AppRequest:
+        """The first request the samples build, signed with the kit's subscription."""
+        if samples.write_done is not None:
+            return samples.write_done(KIT_SUBSCRIPTION, KIT_MARKER, KIT_START)
+        if samples.write_failed is not None:
+            return samples.write_failed(KIT_SUBSCRIPTION, KIT_MARKER, KIT_START)
+        assert samples.matter_changed is not None
+        return samples.matter_changed(KIT_SUBSCRIPTION, KIT_MATTER, KIT_START)
 
     @covers("subscribe_app_events")
     def test_subscribe_app_events(self) -> None:
@@ -81,7 +98,7 @@ class AppEventCases:
     @covers("verify_app_event")
     def test_verify_app_event_accepts_the_apps_request_and_refuses_another_key(self) -> None:
         samples = self._samples("verify_app_event", "verify_app_event")
-        request = samples.write_done(KIT_SUBSCRIPTION, KIT_MARKER, KIT_START)
+        request = self._first(samples)
         self._offline("verify_app_event", lambda h, ctx: h.verify_app_event(
             ctx, request=request, subscription=KIT_SUBSCRIPTION))
         with pytest.raises(AppEventRefused) as refused:
@@ -91,20 +108,29 @@ class AppEventCases:
         assert str(KIT_SUBSCRIPTION.secret) not in str(refused.value)
 
     @covers("parse_app_event")
-    def test_parse_app_event_names_the_write_by_its_marker(self) -> None:
+    def test_parse_app_event_reads_the_apps_requests_into_work(self) -> None:
         samples = self._samples("parse_app_event", "parse_app_event")
-        done = samples.write_done(KIT_SUBSCRIPTION, KIT_MARKER, KIT_START)
-        work = self._offline("parse_app_event", lambda h, ctx: h.parse_app_event(
-            ctx, request=done, subscription=KIT_SUBSCRIPTION))
-        assert any(isinstance(w, WriteConfirmed) and w.marker == KIT_MARKER
-                   and w.kind == samples.kind for w in work), (
-            f"parse_app_event found no WriteConfirmed(marker=<the marker>, kind="
-            f"{samples.kind!r}) in the write_done sample; it returned {work!r}")
+
+        def parsed(request: AppRequest) -> list[object]:
+            work: list[object] = self._offline("parse_app_event", lambda h, ctx: h.parse_app_event(
+                ctx, request=request, subscription=KIT_SUBSCRIPTION))
+            return work
+
+        if samples.write_done is not None:
+            work = parsed(samples.write_done(KIT_SUBSCRIPTION, KIT_MARKER, KIT_START))
+            assert any(isinstance(w, WriteConfirmed) and w.marker == KIT_MARKER
+                       and w.kind == samples.kind for w in work), (
+                f"parse_app_event found no WriteConfirmed(marker=<the marker>, kind="
+                f"{samples.kind!r}) in the write_done sample; it returned {work!r}")
         if samples.write_failed is not None:
-            failed = samples.write_failed(KIT_SUBSCRIPTION, KIT_MARKER, KIT_START)
-            work = self._offline("parse_app_event", lambda h, ctx: h.parse_app_event(
-                ctx, request=failed, subscription=KIT_SUBSCRIPTION))
+            work = parsed(samples.write_failed(KIT_SUBSCRIPTION, KIT_MARKER, KIT_START))
             found = [w for w in work if isinstance(w, WriteFailed) and w.marker == KIT_MARKER]
             assert found and found[0].kind == samples.kind, (
                 f"parse_app_event found no WriteFailed for the write_failed sample: {work!r}")
             assert found[0].reason, "a WriteFailed needs a reason for people"
+        if samples.matter_changed is not None:
+            work = parsed(samples.matter_changed(KIT_SUBSCRIPTION, KIT_MATTER, KIT_START))
+            assert any(isinstance(w, MatterChanged) and w.matter_id == KIT_MATTER
+                       for w in work), (
+                f"parse_app_event found no MatterChanged(matter_id={KIT_MATTER!r}) in the "
+                f"matter_changed sample; it returned {work!r}")

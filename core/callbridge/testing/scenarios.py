@@ -43,7 +43,8 @@ SAMPLE_CLOSED_MATTER = ClosedMatter(
 #: The callback URL the app-event cases subscribe with.
 KIT_CALLBACK = "https://callbridge.example.com/v1/apps/kit/app/events"
 
-#: Builds a request the app would send: (subscription, marker, now) -> AppRequest.
+#: Builds a request the app would send: (subscription, what it names, now) -> AppRequest.
+#: What it names: the marker of the write reported on, or the id of the matter changed.
 RequestBuilder = Callable[[AppSubscription, str, datetime], AppRequest]
 
 
@@ -51,21 +52,30 @@ RequestBuilder = Callable[[AppSubscription, str, datetime], AppRequest]
 class AppEventSamples:
     """Requests your app would send the host, for the app-event cases (``app_events``).
 
-    Each builder is given a subscription (sign with its ``secret``), the marker
-    of the write the request reports on, and the time to sign with; it returns
-    the :class:`~callbridge.models.AppRequest` as the host would receive it
-    (header names in lower case).
+    Each builder is given a subscription (sign with its ``secret``), what the
+    request names (the marker of the write it reports on, or the id of the
+    matter that changed) and the time to sign with; it returns the
+    :class:`~callbridge.models.AppRequest` as the host would receive it (header
+    names in lower case). Give the ones your app sends, at least one.
 
     Attributes:
         write_done: a request reporting a write done (the record created).
         kind: the kind of the record ``write_done`` and ``write_failed`` report
             on, as the log hook's :class:`~callbridge.models.Record` has it.
-        write_failed: a request reporting that write failed, if your app sends one.
+        write_failed: a request reporting that write failed.
+        matter_changed: a request reporting that a matter changed.
     """
 
-    write_done: RequestBuilder
-    kind: str
+    write_done: RequestBuilder | None = None
+    kind: str | None = None
     write_failed: RequestBuilder | None = None
+    matter_changed: RequestBuilder | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.write_done or self.write_failed or self.matter_changed):
+            raise ValueError("AppEventSamples needs at least one request builder")
+        if (self.write_done or self.write_failed) and not self.kind:
+            raise ValueError("AppEventSamples.kind is needed with write_done or write_failed")
 
 
 def default_tenant(region: str = "US") -> TenantSettings:
