@@ -141,6 +141,19 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch: pytest.Monkey
     assert "pip install 'callbridge[serve]'" in result.output and "uvicorn" in result.output
 
 
+@pytest.mark.parametrize("command", [["demo", "clio"], ["sandbox", "clio"]])
+def test_a_sandbox_or_demo_without_the_extra_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    from callbridge.cli import app
+    from typer.testing import CliRunner
+
+    monkeypatch.setitem(sys.modules, "starlette", None)  # as if not installed
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1
+    assert "[sandbox]" in result.output or "callbridge[serve]" in result.output
+    assert "starlette" in result.output
+
+
 def test_the_runtime_path_imports_no_web_server() -> None:
     code = ("import sys, callbridge.cli, callbridge.engine, callbridge.ingesting, "
             "callbridge_clio, callbridge_hubspot, callbridge_smokeball\n"

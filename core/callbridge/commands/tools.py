@@ -75,6 +75,12 @@ def new_plugin(name: str, directory: Path | None, title: str | None) -> None:
 
 def demo(name: str) -> None:
     """Run a demo (an app's sandbox, a firm, a day of events), or every installed one."""
+    from callbridge.serve import missing_libraries
+
+    if missing_libraries():
+        raise fail("a demo runs an app's sandbox, a web app: install the plugin's sandbox extra, "
+                   "e.g. pip install 'callbridge-clio[sandbox]' (missing: "
+                   f"{', '.join(missing_libraries())})")
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="callbridge.demos")}
     if name == "all" and eps:
         codes = []
