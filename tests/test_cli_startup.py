@@ -16,8 +16,8 @@ import sys
 HEAVY = {"sqlalchemy", "alembic", "psycopg", "httpx2", "httpcore2", "starlette", "uvicorn",
          "phonenumbers", "pluggy", "stevedore", "cryptography"}
 #: The host's modules `callbridge --help` may load: the wrappers and what they need.
-HOST_ALLOWED = {"callbridge", "callbridge.cli", "callbridge.commands", "callbridge.errors",
-                "callbridge.console"}
+HOST_ALLOWED = {"callbridge", "callbridge.cli", "callbridge.cli_options", "callbridge.cli_server",
+                "callbridge.commands", "callbridge.errors", "callbridge.console"}
 
 PROBE = """
 import json, sys
