@@ -3,9 +3,10 @@
 An app that declares ``app_events`` sends its requests here (the URL its
 subscription names). The app's plugin verifies each one; a request that is not
 the app's gets 401 and is kept in the quarantine, never parsed; a tenant or app
-that is not configured gets 404, also kept. A verified request is parsed and its
-work done before the 200, whose body counts what it did; a repeated request
-changes nothing. Apps are subscribed to send their events only when the setting
+that is not configured gets 404, a body over ``serve.max_body_bytes`` 413 and one
+that does not arrive within ``serve.read_timeout_seconds`` 408, each also kept. A
+verified request is parsed and its work done before the 200, whose body counts what
+it did; a repeated request changes nothing. Apps are subscribed to send their events only when the setting
 ``serve.public_url`` says where the server is reached (read afresh, so a settings
 change applies): an app cannot reach a loopback address.
 """
@@ -23,17 +24,18 @@ from callbridge.appevents import PATH, UnknownTarget
 from callbridge.errors import AppEventRefused
 from callbridge.models import AppRequest
 from callbridge.quarantine import Refused
+from callbridge.serve.intake import REASONS, read_body
 from callbridge.serve.state import json_error as error
 
 if TYPE_CHECKING:
     from callbridge.clock import Clock
     from callbridge.engine import Engine
     from callbridge.quarantine import Quarantine
+    from callbridge.runtime import Runtime
+    from callbridge.serve.metrics import Metrics
 
 log = logging.getLogger("callbridge.serve.apps")
 
-#: The largest body an app may send (bytes); a larger one is refused with 413.
-MAX_BODY = 1024 * 1024
 #: The quarantine's name for where these requests came from.
 ORIGIN = "app_event"
 
@@ -41,23 +43,11 @@ ORIGIN = "app_event"
 class AppsState(Protocol):
     """What this module needs of the server's state (``callbridge.serve.state.ServerState``)."""
 
+    runtime: Runtime
     engine: Engine
     clock: Clock
     quarantine: Quarantine
-
-
-
-
-async def _body(request: Request) -> bytes | None:
-    """The body, or None once it passes :data:`MAX_BODY` (what was read is kept)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > MAX_BODY:
-            return None
-    return b"".join(chunks)
+    metrics: Metrics
 
 
 def routes(state: AppsState) -> list[BaseRoute]:
@@ -65,35 +55,47 @@ def routes(state: AppsState) -> list[BaseRoute]:
     events = state.engine.app_events
     engine = state.engine
 
-    async def keep(raw: bytes, reason: str, tenant: str | None) -> None:
-        await engine.db(state.quarantine.keep,
-                        [Refused(raw=raw, reason=reason, origin=ORIGIN, tenant=tenant)],
-                        now=state.clock.now())
+    async def refuse(status: int, field: str, problem: str, raw: bytes,
+                     tenant: str | None) -> Response:
+        try:
+            await engine.db(state.quarantine.keep, [Refused(
+                raw=raw, reason=f"{status} {field}: {problem}", origin=ORIGIN, tenant=tenant)],
+                now=state.clock.now())
+        except Exception as exc:  # answer the app even when the quarantine cannot keep it
+            log.error("a refused app event could not be quarantined (%s)", type(exc).__name__)
+        state.metrics.inc("requests_refused", status=str(status),
+                          reason=REASONS.get(status, "other"))
+        return error(status, field, problem)
 
     async def receive(request: Request) -> Response:
         tenant = request.path_params["tenant"]
         app = request.path_params["app"]
-        known = tenant if tenant in engine.config.tenants else None
-        body = await _body(request)
-        if body is None:
-            await keep(b"", f"body: larger than {MAX_BODY} bytes", known)
-            return error(413, "body", f"larger than {MAX_BODY} bytes")
+        received_at = state.clock.now()
+        settings = state.runtime.settings.current()
+        known = tenant if tenant in settings.tenants else None
+        limit = settings.serve.max_body_bytes
+        body, too_long, late = await read_body(request, limit, state.clock,
+                                               settings.serve.read_timeout_seconds)
+        if late:
+            return await refuse(408, "(body)", f"not received within "
+                                f"{settings.serve.read_timeout_seconds:g} s", body, known)
+        if too_long:
+            return await refuse(413, "(body)", f"larger than {limit} bytes", body, known)
         app_request = AppRequest(
             headers={k.lower(): v for k, v in request.headers.items()}, body=body,
-            url=str(request.url), received_at=state.clock.now())
+            url=str(request.url), received_at=received_at)
         try:
             done = await events.receive(tenant, app, app_request)
         except UnknownTarget as exc:
-            await keep(body, f"{exc.field}: {exc.problem}", known)
-            return error(404, exc.field, exc.problem)
+            return await refuse(404, exc.field, exc.problem, body, known)
         except AppEventRefused as exc:
-            await keep(body, f"{exc.field}: {exc.problem}", known)
             log.info("app event for %s/%s refused: %s", known or "?", app, exc.problem)
-            return error(401, exc.field, exc.problem)
+            return await refuse(401, exc.field, exc.problem, body, known)
         except Exception as exc:  # the plugin failed: the app may send it again
             log.warning("app event for %s/%s could not be read: %s", known or "?", app,
                         type(exc).__name__)
-            return error(500, "body", "the app's plugin could not read the request")
+            return error(500, "(body)", "the app's plugin could not read the request")
+        state.metrics.inc("app_events_received", app=app)
         return JSONResponse(done.as_json())
 
     return [Route(PATH, receive, methods=["POST"])]

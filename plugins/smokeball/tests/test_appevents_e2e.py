@@ -183,8 +183,11 @@ async def test_a_request_not_signed_by_smokeball_is_refused_and_kept_in_quaranti
         unsigned = await client.post(PATH, content=body, headers={"RequestId": request_id})
         elsewhere = await client.post("/v1/apps/nobody/smokeball/events", content=body,
                                       headers=_headers(firm, request_id, key=key))
+        huge = await client.post(PATH, content=b"x" * (1024 * 1024 + 1),
+                                 headers=_headers(firm, request_id, key=key))
         good = await client.post(PATH, content=body, headers=_headers(firm, request_id, key=key))
-    assert [r.status_code for r in (forged, replayed, unsigned, elsewhere)] == [401, 401, 401, 404]
+    assert [r.status_code for r in (forged, replayed, unsigned, elsewhere, huge)] == \
+        [401, 401, 401, 404, 413]
     assert forged.json() == {"error": {"field": "signature",
                                        "problem": "the Signature does not match"}}
     assert replayed.json()["error"]["field"] == "timestamp"
@@ -192,7 +195,7 @@ async def test_a_request_not_signed_by_smokeball_is_refused_and_kept_in_quaranti
     assert key not in forged.text + replayed.text + unsigned.text
     # Refused requests are kept, never processed: the write stayed accepted until the good one.
     entries = firm.quarantine.entries()
-    assert len(entries) == 4 and {e.origin for e in entries} == {"app_event"}
+    assert len(entries) == 5 and {e.origin for e in entries} == {"app_event"}
     assert {e.tenant for e in entries} == {"acme", None}
     assert good.status_code == 200 and good.json()["confirmed"] == 1
     assert firm.view(pk).status == "logged"
