@@ -48,6 +48,7 @@ from callbridge.models import (
 
 if TYPE_CHECKING:
     from callbridge.engine import Engine
+    from callbridge.settings import TenantSettings
 
 log = logging.getLogger("callbridge.appevents")
 
@@ -186,11 +187,17 @@ class AppEvents:
         engine = self.engine
         await engine.db(engine.ledger.kv_delete, tenant, app, SUBSCRIPTION_KEY)
 
+    def _enabled(self, tenant: TenantSettings) -> list[str]:
+        """The tenant's enabled apps whose plugin is loaded (whether or not they log events)."""
+        plugins = self.engine.registry.plugins
+        return sorted(name for name, app in tenant.apps.items()
+                      if app.enabled and (app.plugin or name) in plugins)
+
     def _apps(self) -> list[tuple[str, str, Hooks]]:
         engine = self.engine
         out = []
         for tenant_id, tenant in engine.config.tenants.items():
-            for app in engine.apps_for(tenant, automatic=False):
+            for app in self._enabled(tenant):
                 try:
                     hooks = engine.hooks_for(tenant, app)
                 except KeyError:
@@ -265,7 +272,7 @@ class AppEvents:
         settings = engine.config.tenants.get(tenant)
         if settings is None:
             raise UnknownTarget("tenant", "no such tenant")
-        if app not in engine.apps_for(settings, automatic=False):
+        if app not in self._enabled(settings):
             raise UnknownTarget("app", "the tenant has no such app")
         hooks = engine.hooks_for(settings, app)
         if not hooks.supports(Capability.APP_EVENTS):
