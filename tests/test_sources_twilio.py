@@ -1,6 +1,7 @@
 """The ``twilio`` source: voice and messaging status callbacks, signed with the auth token.
 
-The samples (tests/data/sources/twilio.json) are callbacks as Twilio posts them, each
+The samples (tests/data/sources/twilio.json, written by tools/gen_source_samples.py) are
+callbacks as Twilio posts them, each
 signature computed by Twilio's own Python library, so the check here is against Twilio's
 reading of its scheme, not only against ours."""
 
