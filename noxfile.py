@@ -44,8 +44,8 @@ def install_locked(session: nox.Session, *extra: str) -> None:
     session.run("python", "-m", "pip", "check", silent=True)
 
 
-#: The test suite's workers: one per core, at most four.
-PARALLEL = ["--numprocesses", "auto", "--maxprocesses", "4"]
+#: The test suite's workers: one per core, at most four; the slowest tests listed at the end.
+PARALLEL = ["--numprocesses", "auto", "--maxprocesses", "4", "--durations", "25"]
 
 
 @nox.session
