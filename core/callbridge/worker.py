@@ -135,19 +135,29 @@ class Worker:
         inflight: set[asyncio.Task[None]] = set()
         total = 0
         batch = max(1, concurrency // 16)  # a claim is a write: claim a few at a time
-        while True:
-            free = concurrency - len(inflight)
-            if stop is not None and stop.is_set():
-                free = 0
-            if free and (free >= batch or not inflight):
-                claims = await self._claim(free, event_pks=event_pks, tenant=tenant, apps=apps)
-                total += len(claims)
-                inflight |= {asyncio.create_task(self.work(c)) for c in claims}
-            if not inflight:
-                return total
-            done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
+        try:
+            while True:
+                free = concurrency - len(inflight)
+                if stop is not None and stop.is_set():
+                    free = 0
+                if free and (free >= batch or not inflight):
+                    claims = await self._claim(free, event_pks=event_pks, tenant=tenant,
+                                               apps=apps)
+                    total += len(claims)
+                    inflight |= {asyncio.create_task(self.work(c)) for c in claims}
+                if not inflight:
+                    return total
+                done, inflight = await asyncio.wait(inflight,
+                                                    return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+        except asyncio.CancelledError:
+            # Stopped (a shutdown past its grace): the deliveries in flight stop too, each
+            # giving its lease back, before anything they use is closed.
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
+            raise
 
     async def work(self, claim: Claim) -> None:
         """Run one claimed delivery and record its outcome, keeping the lease meanwhile."""
