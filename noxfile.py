@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, typecheck, audit, demo, bench (run `nox -l`).
+"""Sessions: tests, lint, typecheck, audit, demo, bench, scale (run `nox -l`).
 
 tests and typecheck install the locked libraries (requirements/dev.txt, with
 hashes; `python tools/lock.py` writes it), then this repository's packages
@@ -98,6 +98,15 @@ def bench(session: nox.Session) -> None:
     """Throughput figures (see docs/benchmarks.md)."""
     install_host(session, *APP_PLUGINS, "tests/plugins/notebook")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def scale(session: nox.Session) -> None:
+    """The scale demo (docs/benchmarks.md): an embedded PostgreSQL, the Clio and Smokeball
+    sandboxes, 100 firms, `serve --no-worker` and workers, a burst of 20,000 events, a
+    worker SIGKILLed midway; a table at the end. Not part of `tests`; about 10 minutes."""
+    install_host(session, *APP_PLUGINS)
+    session.run("python", "benchmarks/scale.py", *session.posargs)
 
 
 def _vulnerability_data_reachable() -> bool:
