@@ -324,3 +324,14 @@ async def test_a_body_that_does_not_arrive_in_time_is_refused(
         "408 (body): not received within 30 s"]
     assert state.quarantine.content(state.quarantine.entries()[0].id) == b'{"kind": "call", '
     await state.engine.aclose()
+
+
+async def test_new_events_wake_the_scheduler_and_duplicates_do_not(
+        client: httpx2.AsyncClient, state: ServerState, monkeypatch: pytest.MonkeyPatch) -> None:
+    wakes: list[bool] = []
+    monkeypatch.setattr(state.engine.scheduler, "wake", lambda: wakes.append(True))
+    body, headers = signed(call())
+    await client.post(URL, content=body, headers=headers)
+    assert wakes == [True]  # worked now, not at the next due time of what waits
+    await client.post(URL, content=body, headers=headers)
+    assert wakes == [True]

@@ -158,6 +158,8 @@ def routes(state: ServerState) -> list[BaseRoute]:
             return JSONResponse({"error": {"field": "(server)", "problem": (
                 "the events could not be stored; nothing was kept: send them again later")}},
                 status_code=503, headers={"Retry-After": "5"})
+        if any(kept.status != "duplicate" for kept in stored):
+            engine.scheduler.wake()  # new work: not left until the next known due time
         for event, kept in zip(events, stored, strict=True):
             state.metrics.inc("events_received", tenant=tenant_key, source=source_key,
                               kind=event.kind, result=kept.status)
