@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from callbridge.closing import schedule as closing_schedule
 from callbridge.closing.command import run_sync_closed
 from callbridge.closing.sync import sync_firm
 from callbridge.engine import Engine
+from callbridge.errors import AppEventRefused
 from callbridge.faults import serve_in_thread
 from callbridge.http import RetryPolicy
 from callbridge.ledger import Ledger
+from callbridge.models import AppRequest
 from callbridge.runtime import load
 from callbridge.testing.addresses import allow_sandbox
 from callbridge.testing.clock import FakeClock
@@ -216,3 +219,65 @@ async def test_a_field_that_is_not_a_checkbox_is_named_by_check_doctor_and_sync_
                if c["name"] == "acme closed-matter sync"]
     assert details and problem in details[0]
     assert firm.receiver.requests == 0
+
+
+def app_request(delivery: Any, now: datetime) -> AppRequest:
+    return AppRequest(headers=dict(delivery.headers), body=delivery.body, url=delivery.url,
+                      received_at=now)
+
+
+async def test_clios_webhooks_bring_a_closed_matter_at_once_and_the_poll_catches_a_lost_one(
+        firm: Firm) -> None:
+    st, clock = firm.clio, firm.clock
+    matters = seed(st)
+    opt_in = st.add_custom_field("SendBroadlyThankYou", "Matter")
+    for key, (_, _, value) in FIRM.items():
+        if value is not None:
+            st.set_field(st.matters, matters[key], opt_in, value)
+    engine = firm.engine()
+    try:
+        # Subscribed when the server knows its public URL; Clio's handshake is accepted.
+        engine.app_events.base_url = "https://callbridge.firm.example"
+        assert await engine.app_events.run_due(force=True) == 1
+        (hook,) = st.webhooks.values()
+        assert hook["status"] == "enabled" and hook["model"] == "matter"
+        assert hook["url"] == "https://callbridge.firm.example/v1/apps/acme/clio/events"
+        (handshake,) = st.outbox
+        assert (await engine.app_events.receive("acme", "clio", app_request(
+            handshake, clock.now()))).matters == 0
+        st.outbox.clear()
+        assert await closing_schedule.run_due(engine) == 1  # the first poll: nothing closed
+
+        # A matter closes: its webhook, delivered twice, sends the client once, now.
+        clock.advance(60)
+        st.close_matter(matters["ana"], on="2026-03-02")
+        (closed,) = st.outbox
+        for _ in range(2):
+            received = await engine.app_events.receive("acme", "clio",
+                                                       app_request(closed, clock.now()))
+            assert received.matters == 1
+        assert await closing_schedule.run_due(engine) == 1
+        assert sent_emails(firm.receiver) == {"ana@example.com"}
+
+        # A forged delivery is refused; a lost one is caught by the next poll.
+        forged = app_request(closed, clock.now()).model_copy(
+            update={"body": closed.body.replace(b"Closed", b"Open")})
+        with pytest.raises(AppEventRefused):
+            await engine.app_events.receive("acme", "clio", forged)
+        st.outbox.clear()
+        clock.advance(60)
+        st.close_matter(matters["eve"], on="2026-03-02")
+        st.outbox.clear()  # the webhook is lost
+        assert await closing_schedule.run_due(engine) == 0  # not due: no notice came
+        clock.advance(15 * 60)
+        assert await closing_schedule.run_due(engine) == 1
+        assert sent_emails(firm.receiver) == EXPECTED
+        assert firm.receiver.requests == 2 and firm.receiver.duplicates == 0
+
+        # Renewed before it expires (Clio keeps a webhook 31 days at most).
+        expires = hook["expires_at"]
+        clock.advance(27 * 86400 + 60)
+        assert await engine.app_events.run_due() == 1
+        assert hook["expires_at"] > expires
+    finally:
+        await firm.close()

@@ -43,6 +43,8 @@ SCRUBBED = "SCRUBBED"
 SECRET_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "apikey",
     "x-auth-token", "x-access-token",
+    # webhook handshakes and signatures (Clio's X-Hook-Secret): a shared secret, or made from one
+    "x-hook-secret", "x-hook-signature",
 })
 RESPONSE_SECRET_HEADERS = frozenset({"set-cookie", "x-auth-token", "x-access-token"})
 #: Query keys of pre-signed storage URLs (S3 and the like): valid for minutes, still secrets.

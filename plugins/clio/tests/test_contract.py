@@ -20,6 +20,9 @@ declaration's ``without_contact``), ``multi_contact_link`` and ``file_attachment
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,11 @@ from typing import Any
 import callbridge_clio
 import yaml
 from callbridge.capabilities import Capability
+from callbridge.clock import SYSTEM, Clock
 from callbridge.errors import PermanentError
 from callbridge.models import (
+    AppRequest,
+    AppSubscription,
     AppUser,
     ChangedContacts,
     ClosedMatter,
@@ -37,8 +43,9 @@ from callbridge.models import (
     LogResult,
     LogTarget,
     Matter,
+    MatterChanged,
 )
-from callbridge.testing import Row, Scenarios, contract_suite
+from callbridge.testing import AppEventSamples, Row, Scenarios, contract_suite
 from callbridge_clio.sandbox import SandboxState, create_app
 
 CASSETTES = Path(__file__).parent / "cassettes"
@@ -50,13 +57,14 @@ SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 CLOSED_SINCE = datetime(2026, 1, 15, tzinfo=UTC)
 
 
-def seeded_sandbox() -> Any:
+def seeded_sandbox(clock: Clock = SYSTEM) -> Any:
     """The firm the scenarios expect; the sandbox gives out ids in this order from 1001.
 
     Numbers are stored as people type them, not in E.164. Pages hold two records,
-    so a list of three pages and ``contacts_changed_since`` hands back a cursor.
+    so a list of three pages and ``contacts_changed_since`` hands back a cursor. The kit's
+    clock drives it when recording (a webhook's expiry is checked against it).
     """
-    st = SandboxState(host="https://app.clio.com", max_page_size=2, rate_limit=None)
+    st = SandboxState(host="https://app.clio.com", max_page_size=2, rate_limit=None, clock=clock)
     ann = st.add_user("Ann Lee", "ann@firm.example", authorised=True)  # 1001
     st.add_user("Bob Stone", "bob@firm.example")  # 1002
     st.issue_token(ann, access_token=KIT_TOKEN, lifetime=10**9)
@@ -130,6 +138,18 @@ FAX: dict[str, Any] = {
                  "filename": "Lease addendum.pdf"},
 }
 
+def matter_closed(subscription: AppSubscription, matter_id: str, now: datetime) -> AppRequest:
+    """Clio's webhook delivery for a matter closed, signed as Clio signs (X-Hook-Signature:
+    the hex HMAC-SHA256 of the body keyed with the webhook's shared secret)."""
+    raw = json.dumps({"data": {"id": matter_id, "status": "Closed", "close_date": "2026-01-05",
+                               "updated_at": "2026-01-05T15:00:00Z"},
+                      "meta": {"event": "matter_closed", "webhook_id": 4041}}).encode()
+    signature = hmac.new(str(subscription.secret).encode(), raw, hashlib.sha256).hexdigest()
+    return AppRequest(headers={"content-type": "application/json", "x-hook-signature": signature},
+                      body=raw, url="https://callbridge.example.com/v1/apps/kit/clio/events",
+                      received_at=now)
+
+
 SCENARIOS = Scenarios(
     known_number="+12125550142", unknown_number="+12125550199", known_email="dana@example.com",
     new_contact_name="Rae Quinn", known_user_email="bob@firm.example",
@@ -137,6 +157,8 @@ SCENARIOS = Scenarios(
     call=CALL, sms=SMS, fax=FAX,
     log_target=LogTarget(contacts=(DANA,), matter=Matter(id="1012"), user=ANN),
     closed_since=CLOSED_SINCE,
+    app_events=AppEventSamples(matter_changed=lambda sub, matter_id, now: matter_closed(
+        sub, matter_id, now)),
 )
 
 SETTINGS: dict[str, Any] = {"region": "US"}
@@ -264,9 +286,24 @@ CLOSED_ROWS = [
 ]
 
 
+#: Clio's webhooks as app events: the handshake means nothing; a delivery names its matter.
+HOOK_SUB = AppSubscription(id="4041", secret="kit-app-events-secret")
+WEBHOOK_ROWS = [
+    Row("webhook-handshake-means-nothing", "parse_app_event",
+        {"request": AppRequest(headers={"x-hook-secret": "kit-app-events-secret"}, body=b"",
+                               url="https://callbridge.example.com/v1/apps/kit/clio/events",
+                               received_at=SINCE),
+         "subscription": HOOK_SUB}, expect=[]),
+    Row("webhook-matter-closed", "parse_app_event",
+        {"request": matter_closed(HOOK_SUB, "1030", SINCE), "subscription": HOOK_SUB},
+        expect=[MatterChanged(matter_id="1030", closed=True,
+                              changed_at=datetime(2026, 1, 5, 15, tzinfo=UTC))]),
+]
+
+
 TestClio = contract_suite(
     plugin=callbridge_clio, settings=SETTINGS, cassettes=CASSETTES, scenarios=SCENARIOS,
-    extra_rows=ROWS + CLOSED_ROWS, sandbox=seeded_sandbox)
+    extra_rows=ROWS + CLOSED_ROWS + WEBHOOK_ROWS, sandbox=seeded_sandbox)
 
 
 # --- what the recorded exchanges show -------------------------------------------------

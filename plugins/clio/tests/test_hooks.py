@@ -82,11 +82,11 @@ def target(clio: Any, dana: Contact, ann: AppUser) -> LogTarget:
 
 def test_the_declaration_names_every_capability_and_the_per_token_limit() -> None:
     declaration = plugin.declare()
-    assert declaration.name == "clio" and declaration.hook_api_version == "2.0"
+    assert declaration.name == "clio" and declaration.hook_api_version == "2.1"
     assert {c.value for c in declaration.capabilities} >= {
         "calls", "sms", "fax", "contact_search_phone", "contact_search_email", "contact_creation",
         "contacts_changed", "matters", "users", "late_details", "file_attachments",
-        "custom_fields"}
+        "custom_fields", "closed_matter_events", "app_events"}
     assert declaration.without_contact == {"call", "sms", "fax"}
     assert declaration.settings_model is ClioSettings
     (bucket,) = declaration.rate_limits

@@ -12,7 +12,8 @@ What is written (docs/plugins/clio.md has the details and the reasons):
 
 The package is split by concern: :mod:`.settings`, :mod:`.rendering`,
 :mod:`.contacts`, :mod:`.matters`, :mod:`.users`, :mod:`.records`,
-:mod:`.documents`, :mod:`.closed` (closed matters for the closed-matter sync);
+:mod:`.documents`, :mod:`.closed` (closed matters for the closed-matter sync),
+:mod:`.webhooks` (Clio's matter webhooks, as app events);
 :mod:`.hooks` holds the hook implementations, re-exported here
 (the ``callbridge.plugins`` entry point names this package). The sandbox and the demo
 need the ``sandbox`` extra.
@@ -34,16 +35,42 @@ from callbridge_clio.hooks import (
     log_call,
     log_fax,
     log_sms,
+    parse_app_event,
     pick_default_user,
+    renew_app_events,
+    subscribe_app_events,
     update_log,
+    verify_app_event,
 )
 from callbridge_clio.rendering import body, revised_body, subject
 from callbridge_clio.settings import API_VERSION, UPLOAD_ATTEMPTS, ClioSettings, __version__
 
 __all__ = [
-    "API_VERSION", "UPLOAD_ATTEMPTS", "ClioSettings", "__version__", "body", "closed_matters_since",
+    "API_VERSION",
+    "UPLOAD_ATTEMPTS",
+    "ClioSettings",
+    "__version__",
+    "body",
+    "closed_matters_since",
     "connection",
-    "contacts_changed_since", "create_contact", "declare", "ensure_activity_code", "find_contact", "find_matters",
-    "find_user", "log_call", "log_fax", "log_sms", "pick_default_user", "revised_body",
-    "search_texts", "split_name", "subject", "update_log",
+    "contacts_changed_since",
+    "create_contact",
+    "declare",
+    "ensure_activity_code",
+    "find_contact",
+    "find_matters",
+    "find_user",
+    "log_call",
+    "log_fax",
+    "log_sms",
+    "parse_app_event",
+    "pick_default_user",
+    "renew_app_events",
+    "revised_body",
+    "search_texts",
+    "split_name",
+    "subject",
+    "subscribe_app_events",
+    "update_log",
+    "verify_app_event",
 ]

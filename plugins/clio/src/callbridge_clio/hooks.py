@@ -9,6 +9,8 @@ from callbridge.context import HookContext
 from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
 from callbridge.hookspecs import hookimpl
 from callbridge.models import (
+    AppRequest,
+    AppSubscription,
     AppUser,
     ChangedContacts,
     ClosedMatterPage,
@@ -16,10 +18,11 @@ from callbridge.models import (
     LogResult,
     LogTarget,
     Matter,
+    MatterChanged,
     Record,
 )
 
-from callbridge_clio import closed, contacts, documents, matters, settings, users
+from callbridge_clio import closed, contacts, documents, matters, settings, users, webhooks
 from callbridge_clio import records as written
 
 
@@ -95,3 +98,25 @@ async def closed_matters_since(ctx: HookContext, position: str | None, since: da
                                contact_fields: list[str],
                                matter_fields: list[str]) -> ClosedMatterPage:
     return await closed.closed_matters_since(ctx, position, since, contact_fields, matter_fields)
+
+
+@hookimpl
+async def subscribe_app_events(ctx: HookContext, url: str) -> AppSubscription:
+    return await webhooks.subscribe(ctx, url)
+
+
+@hookimpl
+async def renew_app_events(ctx: HookContext, subscription: AppSubscription,
+                           url: str) -> AppSubscription:
+    return await webhooks.renew(ctx, subscription, url)
+
+
+@hookimpl
+async def verify_app_event(request: AppRequest, subscription: AppSubscription) -> None:
+    webhooks.verify(request, subscription)
+
+
+@hookimpl
+async def parse_app_event(request: AppRequest, subscription: AppSubscription
+                          ) -> list[MatterChanged]:
+    return webhooks.parse(request)

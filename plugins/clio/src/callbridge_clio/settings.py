@@ -65,13 +65,13 @@ def options(ctx: HookContext) -> ClioSettings:
 
 def declaration() -> Declaration:
     return Declaration(
-        name="clio", title="Clio", version=__version__, hook_api_version="2.0",
+        name="clio", title="Clio", version=__version__, hook_api_version="2.1",
         capabilities=frozenset({
             Capability.CALLS, Capability.SMS, Capability.FAX, Capability.CONTACT_SEARCH_PHONE,
             Capability.CONTACT_SEARCH_EMAIL, Capability.CONTACT_CREATION, Capability.CONTACTS_CHANGED,
             Capability.MATTERS, Capability.USERS, Capability.LATE_DETAILS, Capability.FILE_ATTACHMENTS,
             Capability.CUSTOM_FIELDS, Capability.MULTI_CONTACT_LINK, Capability.ACTIVITY_CODES,
-            Capability.CLOSED_MATTER_EVENTS,
+            Capability.CLOSED_MATTER_EVENTS, Capability.APP_EVENTS,
         }),
         without_contact=frozenset({"call", "sms", "fax"}),
         settings_model=ClioSettings,
