@@ -335,3 +335,19 @@ async def test_new_events_wake_the_scheduler_and_duplicates_do_not(
     assert wakes == [True]  # worked now, not at the next due time of what waits
     await client.post(URL, content=body, headers=headers)
     assert wakes == [True]
+
+
+async def test_a_body_cut_short_by_the_sender_is_read_as_such() -> None:
+    from callbridge.clock import SYSTEM
+    from callbridge.serve.intake import read_body
+    from starlette.requests import Request
+
+    messages = [{"type": "http.request", "body": b'{"kind": ', "more_body": True},
+                {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": URL, "headers": [], "query_string": b""}
+    read = await read_body(Request(scope, receive), 4096, SYSTEM, 30)
+    assert read.cut and not read.late and not read.too_long and read.data == b'{"kind": '

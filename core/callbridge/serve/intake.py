@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -42,21 +42,35 @@ PATH = "/v1/sources/{tenant}/{source}"
 ORIGIN = "serve"
 
 
-async def read_body(request: Request, limit: int, clock: Clock,
-                    within: float) -> tuple[bytes, bool, bool]:
-    """The body (at most ``limit`` + 1 bytes read); whether it is longer than ``limit``;
-    whether it did not arrive within ``within`` seconds (what came is returned)."""
+class Body(NamedTuple):
+    """A request's body as read: at most the limit and one byte of it."""
+
+    data: bytes
+    too_long: bool
+    """Longer than the limit (declared or sent)."""
+    late: bool
+    """Not all there within the read timeout."""
+    cut: bool
+    """The sender closed the connection before its end."""
+
+
+async def read_body(request: Request, limit: int, clock: Clock, within: float) -> Body:
+    """The body, reading at most ``limit`` + 1 bytes for at most ``within`` seconds."""
     declared = request.headers.get("content-length", "")
     chunks: list[bytes] = []
     size = 0
+    cut = False
 
     async def pull() -> None:
-        nonlocal size
-        async for chunk in request.stream():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                return  # enough to refuse it and keep its beginning
+        nonlocal size, cut
+        try:
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return  # enough to refuse it and keep its beginning
+        except ClientDisconnect:
+            cut = True
 
     reader = asyncio.ensure_future(pull())
     timer = asyncio.ensure_future(clock.sleep(within))
@@ -70,7 +84,7 @@ async def read_body(request: Request, limit: int, clock: Clock,
     else:
         reader.result()
     too_long = size > limit or (declared.isdigit() and int(declared) > limit)
-    return b"".join(chunks)[:limit + 1], too_long, late
+    return Body(b"".join(chunks)[:limit + 1], too_long, late, cut)
 
 
 #: The ``reason`` label of ``callbridge_requests_refused_total``, by status.
@@ -112,18 +126,21 @@ def routes(state: ServerState) -> list[BaseRoute]:
         source_key = request.path_params["source"]
         settings = state.runtime.settings.current()
         limit = settings.serve.max_body_bytes
-        body, too_long, late = await read_body(request, limit, clock,
-                                               settings.serve.read_timeout_seconds)
+        read = await read_body(request, limit, clock, settings.serve.read_timeout_seconds)
+        body = read.data
         tenant = settings.tenants.get(tenant_key)
         source = tenant.sources.get(source_key) if tenant is not None else None
         known = tenant_key if tenant is not None else None
         if tenant is None or source is None:
             return await refuse(404, "(path)", "no such source for this tenant", body, known,
                                 started)
-        if late:
+        if read.cut:
+            return await refuse(400, "(body)", "the connection closed before the body ended",
+                                body, known, started)
+        if read.late:
             return await refuse(408, "(body)", f"not received within "
                                 f"{settings.serve.read_timeout_seconds:g} s", body, known, started)
-        if too_long:
+        if read.too_long:
             return await refuse(413, "(body)", f"larger than {limit} bytes", body, known, started)
         keys = secrets_of(source)
         try:
