@@ -198,7 +198,9 @@ _DUE = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries WHERE "
         "(status = 'pending' OR status = 'waiting' AND (next_attempt_at IS NULL OR "
         "next_attempt_at <= :now) OR needs_update IS 1 AND status IN ('logged', 'accepted')) "
         "AND (lease_expires IS NULL OR lease_expires < :now) "
-        "AND NOT (not_before IS NOT NULL AND not_before > :now)")
+        "AND NOT (not_before IS NOT NULL AND not_before > :now) "
+        # ix_deliveries_open's condition (migration 0008), so the planner may use it.
+        "AND (status IN ('pending', 'waiting') OR needs_update IS 1)")
 
 
 def due_select(now: datetime, limit: int, *, tenant: str | None = None,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -116,6 +117,10 @@ deliveries = Table(
     Index("ix_deliveries_updated", "updated_at", "id"),
     Index("ix_deliveries_tenant_updated", "tenant", "updated_at", "id"),
     Index("ix_deliveries_needs_update", "needs_update", "status"),
+    # What a claim may take, oldest first (partial: pending, waiting, or needing an update).
+    Index("ix_deliveries_open", "occurred_at", "id",
+          sqlite_where=text("status IN ('pending', 'waiting') OR needs_update IS 1"),
+          postgresql_where=text("status IN ('pending', 'waiting') OR needs_update IS TRUE")),
 )
 
 records = Table(
