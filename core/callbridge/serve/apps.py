@@ -74,12 +74,15 @@ def routes(state: AppsState) -> list[BaseRoute]:
         settings = state.runtime.settings.current()
         known = tenant if tenant in settings.tenants else None
         limit = settings.serve.max_body_bytes
-        body, too_long, late = await read_body(request, limit, state.clock,
-                                               settings.serve.read_timeout_seconds)
-        if late:
+        read = await read_body(request, limit, state.clock, settings.serve.read_timeout_seconds)
+        body = read.data
+        if read.cut:
+            return await refuse(400, "(body)", "the connection closed before the body ended",
+                                body, known)
+        if read.late:
             return await refuse(408, "(body)", f"not received within "
                                 f"{settings.serve.read_timeout_seconds:g} s", body, known)
-        if too_long:
+        if read.too_long:
             return await refuse(413, "(body)", f"larger than {limit} bytes", body, known)
         app_request = AppRequest(
             headers={k.lower(): v for k, v in request.headers.items()}, body=body,
