@@ -9,16 +9,20 @@ Fields are matched by exact name (``BroadlyOptOut`` is not ``broadlyoptout``) am
 the fields not deleted; a checkbox's value reads as True or False, a field left unset
 (no value, or a value of null) as None.
 
-The position is JSON: where the walk started (``since``: the highest ``updated_at``
-of the previous walk, inclusive, so a matter updated in the same second is not
-missed), the page token within the walk, the highest ``updated_at`` seen so far, and
-the day the firm's sync began (no matter closed before it is reported). A matter
-updated again comes again; the host sends each closed matter once.
+The position is JSON: where the walk reads from (``since``, inclusive), the page token
+within the walk, the highest ``updated_at`` seen so far, when the walk began (on the
+host's clock), and the day the firm's sync began (no matter closed before it is
+reported). The next walk reads from the highest ``updated_at`` seen, but never from
+later than :data:`MARGIN` before the last walk began: pages are read in id order, so a
+matter whose page was read early and that closed while the walk went on has an
+``updated_at`` below a later page's; reading the last minutes again catches it (and
+clock differences between the host and Clio). A walk that saw no matter keeps its
+``since``. A matter read again is harmless: the host sends each closed matter once.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from callbridge.context import HookContext
@@ -30,6 +34,8 @@ from callbridge_clio.api import ClioApi, ClioCustomField
 
 #: Matters per page (Clio's cap is 200).
 PAGE_SIZE = 200
+#: How far before a walk began the next one reads again.
+MARGIN = timedelta(minutes=5)
 MATTER_FIELDS = ("id,display_number,description,status,close_date,updated_at,client{id},"
                  "custom_field_values{id,value,custom_field}")
 CLIENT_FIELDS = ("id,name,first_name,last_name,primary_email_address,"
@@ -42,6 +48,7 @@ class Position(BaseModel):
     since: datetime
     cursor: str | None = None
     high: datetime | None = None
+    began: datetime | None = None
 
 
 def _position(text: str | None, since: datetime) -> Position:
@@ -100,6 +107,7 @@ async def closed_matters_since(ctx: HookContext, position: str | None, since: da
                                contact_fields: list[str],
                                matter_fields: list[str]) -> ClosedMatterPage:
     pos = _position(position, since)
+    began = pos.began or ctx.clock.now()
     api = ClioApi(ctx.http)
     contact_defs_raw = await api.custom_fields("contact") if contact_fields else []
     matter_defs_raw = await api.custom_fields("matter") if matter_fields else []
@@ -131,9 +139,10 @@ async def closed_matters_since(ctx: HookContext, position: str | None, since: da
                      custom_fields=_values(r, matter_ids, matter_defs))
         for r in closing if str(r["client"]["id"]) in clients)
     if token:
-        after = Position(start=pos.start, since=pos.since, cursor=token, high=high)
+        after = Position(start=pos.start, since=pos.since, cursor=token, high=high, began=began)
     else:
-        after = Position(start=pos.start, since=high or pos.since)
+        after = Position(start=pos.start,
+                         since=max(pos.since, min(high, began - MARGIN)) if high else pos.since)
     return ClosedMatterPage(
         matters=matters, position=after.model_dump_json(), more=bool(token),
         fields=(*contact_defs.values(), *matter_defs.values()))
