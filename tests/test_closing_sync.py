@@ -223,3 +223,23 @@ async def test_a_skipped_matter_ticked_later_is_sent_and_an_unchanged_one_is_not
     source.matters.append(closed("3", opted_in=True))  # the box ticked after closing
     ticked = await run(tmp_path, key, source, dest, clock)
     assert [x.fate for x in ticked.lines] == ["sent"] and len(dest.sent) == 1  # type: ignore[attr-defined]
+
+
+async def test_an_erased_number_is_never_sent_and_its_details_are_dropped(
+        tmp_path: Path, key: str) -> None:
+    from callbridge.closing.erasure import erase_number
+
+    source, dest, clock = Source(MIXED[:1]), Destination(failures=1), FakeClock(START)
+    await run(tmp_path, key, source, dest, clock)  # waiting after a failure
+    e = engine(tmp_path, key, source, dest, clock)
+    try:
+        tenant = e.config.tenant("acme")
+        assert erase_number(e.ledger, "acme", tenant, "+12125550199") == 0
+        assert erase_number(e.ledger, "acme", tenant, "+12125550142") == 1
+        send = await ClosingStore(e, "acme", "source", "dest").send("1")
+    finally:
+        await e.aclose()
+    assert send is not None and send.matter is None and send.reason == "erased"
+    clock.advance(3600)
+    report = await run(tmp_path, key, source, dest, clock)
+    assert dest.sent == [] and report.lines == []  # type: ignore[attr-defined]

@@ -39,6 +39,9 @@ def erase(tenant: str, number: str, config: Path | None) -> None:
     ledger = rt.ledger()
     n = ledger.erase_person(tenant, e164)
     Quarantine(ledger).erase_number(tenant, search_forms(e164))
+    from callbridge.closing.erasure import erase_number
+
+    erase_number(ledger, tenant, rt.settings.current().tenant(tenant), e164)
     console.print(line(f"erased the contents of {n} event(s) of {mask_number(e164)}; "
                        "outcomes stay"))
 
