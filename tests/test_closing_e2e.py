@@ -51,6 +51,7 @@ class Firm:
     def __init__(self, tmp_path: Path, clio: SandboxState, clio_url: str,
                  receiver: ReceiverState, receiver_url: str, clock: FakeClock) -> None:
         self.clio, self.receiver, self.clock = clio, receiver, clock
+        self.receiver_url = receiver_url
         self.faults: Any = None
         self.config = tmp_path / "callbridge.toml"
         self.config.write_text(textwrap.dedent(f"""
@@ -282,3 +283,12 @@ async def test_clios_webhooks_bring_a_closed_matter_at_once_and_the_poll_catches
         assert hook["expires_at"] > expires
     finally:
         await firm.close()
+
+
+def test_check_refuses_a_webhook_url_on_a_private_address(firm: Firm) -> None:
+    text = firm.config.read_text()
+    firm.config.write_text(text.replace(f'url = "{firm.receiver_url}{PATH}"',
+                                        'url = "https://10.1.2.3/hooks"'))
+    refused = callbridge(firm, "check", "acme", "review")
+    assert refused.exit_code == 1
+    assert "the app's URL is refused" in refused.output and "10.1.2.3" not in refused.output

@@ -82,6 +82,16 @@ def check(tenant: str, app_name: str, config: Path | None) -> None:
                 party = ExternalParty.model_validate({"number": "+12125550100"})
                 await hooks.find_contact(ctx, party=party)
                 return "ok: the app answered a contact search"
+            resolved = engine.connections.resolve(tenant, tenant_settings, app_name)
+            if resolved.connection.outbound:  # a URL the user gave: where would it go?
+                from callbridge.outbound import AddressPolicy, AddressRefused, check_outbound
+
+                try:
+                    await check_outbound(resolved.connection.base_url, AddressPolicy())
+                except AddressRefused as exc:
+                    raise ConfigError(f"the app's URL is refused: {exc}") from None
+                return ("ok: settings present, and the app's URL is https on a public "
+                        "address (nothing was sent)")
             return "ok: settings and credentials present (the plugin offers no cheap read)"
         finally:
             await engine.aclose()
