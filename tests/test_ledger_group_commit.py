@@ -88,3 +88,67 @@ def test_a_database_locked_by_another_writer_is_waited_for_off_the_event_loop(
         other.close()
     [view] = led.history()
     assert [r.id for r in view.records] == ["9"]
+
+
+_SECRET_COLUMNS = {"source_id", "source_id_enc", "content_hash", "party_hash", "content_enc",
+                   "notes_enc", "candidates_enc"}
+
+
+def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the hot tables as the file holds it, keyed columns (each ledger's own
+    key) left out."""
+    db = sqlite3.connect(path)
+    try:
+        out = {}
+        for table in ("events", "deliveries", "records", "steps", "attempts"):
+            columns = [c[1] for c in db.execute(f"PRAGMA table_info({table})")
+                       if c[1] not in _SECRET_COLUMNS]
+            out[table] = db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1, 2").fetchall()
+        return out
+    finally:
+        db.close()
+
+
+def _work(ledger: Any) -> None:
+    from callbridge.ledger import DuplicateRecord
+
+    for i in range(3):
+        ledger.store_event(sms(i), apps=["crm", "books"])
+    ledger.store_event(sms(1), apps=["crm", "books"])  # a duplicate
+    claims = ledger.claim(owner="w", limit=6, lease_seconds=60)
+    first, second, third = claims[:3]
+    ledger.begin_step(first, "communication", "log")
+    ledger.remember(first, Record(kind="communication", id="c1", step="log"))
+    with pytest.raises(DuplicateRecord):
+        ledger.remember(first, Record(kind="communication", id="c2", step="log"))
+    ledger.finish(first, Outcome(status=OutcomeStatus.LOGGED,
+                                 records=(Record(kind="communication", id="c1", step="log"),
+                                          Record(kind="note", id="n1", step="note"))))
+    ledger.finish(second, Outcome(status=OutcomeStatus.WAITING, reason="rate_limit",
+                                  next_attempt_at=ledger.clock.now()))
+    ledger.finish(third, Outcome(status=OutcomeStatus.FAILED, reason="bad_request",
+                                 message="the app refused it"))
+    ledger.claim(owner="w2", limit=6, lease_seconds=60)
+
+
+def test_group_commit_writes_the_rows_the_sqlalchemy_path_writes(
+        tmp_path: Path, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same work through both paths leaves the same rows: the same values, times in
+    the same text, so either path reads what the other wrote."""
+    from callbridge.testing.clock import FakeClock
+
+    kept = {}
+    for name, group_commit in (("hot", "1"), ("plain", "0")):
+        monkeypatch.setenv("CALLBRIDGE_LEDGER_GROUP_COMMIT", group_commit)
+        path = tmp_path / f"{name}.db"
+        ledger = Ledger(f"sqlite:///{path}", secret_key=key, clock=FakeClock())
+        try:
+            ledger.migrate()
+            assert (ledger._hot is not None) == (group_commit == "1")
+            _work(ledger)
+        finally:
+            ledger.close()
+        kept[name] = _rows(path)
+    for table in kept["hot"]:
+        assert kept["hot"][table] == kept["plain"][table], table
+    assert len(kept["hot"]["attempts"]) == 3
