@@ -243,3 +243,23 @@ async def test_an_erased_number_is_never_sent_and_its_details_are_dropped(
     clock.advance(3600)
     report = await run(tmp_path, key, source, dest, clock)
     assert dest.sent == [] and report.lines == []  # type: ignore[attr-defined]
+
+
+async def test_a_firm_whose_run_fails_outright_is_tried_again_and_stops_nothing(
+        tmp_path: Path, key: str) -> None:
+    source, dest, clock = Source(MIXED[:1]), Destination(), FakeClock(START)
+    e = engine(tmp_path, key, source, dest, clock)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the ledger is unreachable")
+
+    try:
+        kv_get = e.ledger.kv_get
+        e.ledger.kv_get = broken  # type: ignore[method-assign]
+        assert await run_due(e) == 0  # logged, not raised
+        e.ledger.kv_get = kv_get  # type: ignore[method-assign]
+        assert await run_due(e) == 0  # not before a minute
+        clock.advance(60)
+        assert await run_due(e) == 1 and len(dest.sent) == 1
+    finally:
+        await e.aclose()

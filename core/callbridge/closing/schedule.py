@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from callbridge.closing.store import ClosingStore
 from callbridge.closing.sync import firm_settings, sync_firm
+from callbridge.settings_closing import ClosedMatterSettings
 
 if TYPE_CHECKING:
     from callbridge.engine import Engine
@@ -56,29 +57,47 @@ async def poll_soon(engine: Engine, tenant_id: str) -> None:
     _due(engine)[tenant_id] = now
 
 
+#: After a firm's run failed outright (the ledger unreachable...), when it is tried again.
+RETRY_FAILED = timedelta(minutes=1)
+
+
 async def run_due(engine: Engine, now: datetime | None = None) -> int:
-    """Run every firm whose poll or retry is due; how many firms ran."""
+    """Run every firm whose poll or retry is due; how many firms ran.
+
+    One firm's trouble never stops the others, nor the scheduler: it is logged
+    (without its contents) and that firm is tried again a minute later."""
     now = now or engine.clock.now()
     ran = 0
     for tenant_id in sorted(engine.config.tenants):
         closed = firm_settings(engine, tenant_id)
-        if closed is None or await next_due(engine, tenant_id) > now:
+        if closed is None:
             continue
-        store = ClosingStore(engine, tenant_id, closed.source, closed.destination)
-        poll_at = await store.next_poll()
-        poll = poll_at is None or poll_at <= now
         try:
-            await sync_firm(engine, tenant_id, poll=poll)
-        except Exception as exc:  # one firm's trouble never stops the others
+            if await next_due(engine, tenant_id) > now:
+                continue
+            await _run_one(engine, tenant_id, closed, now)
+        except Exception as exc:
             log.warning("closed-matter sync of %s failed: %s", tenant_id, type(exc).__name__)
+            _due(engine)[tenant_id] = now + RETRY_FAILED
+            continue
+        ran += 1
+    return ran
+
+
+async def _run_one(engine: Engine, tenant_id: str, closed: ClosedMatterSettings,
+                   now: datetime) -> None:
+    store = ClosingStore(engine, tenant_id, closed.source, closed.destination)
+    poll_at = await store.next_poll()
+    poll = poll_at is None or poll_at <= now
+    try:
+        await sync_firm(engine, tenant_id, poll=poll)
+    finally:
         if poll:
             poll_at = now + timedelta(minutes=closed.poll_minutes)
             await store.keep_next_poll(poll_at)
-        assert poll_at is not None
-        retry = await _earliest_retry(store)
-        _due(engine)[tenant_id] = min(poll_at, retry) if retry else poll_at
-        ran += 1
-    return ran
+    assert poll_at is not None
+    retry = await _earliest_retry(store)
+    _due(engine)[tenant_id] = min(poll_at, retry) if retry else poll_at
 
 
 async def _earliest_retry(store: ClosingStore) -> datetime | None:
