@@ -285,7 +285,7 @@ class ClientContact(BaseModel):
     email: str | None = None
     """The client's primary email address."""
     phones: tuple[str, ...] = ()
-    """The client's numbers, primary first, in E.164 where the host could read them."""
+    """The client's numbers, primary first: E.164 where they read as numbers in the firm's region, else as stored."""
     custom_fields: dict[str, FieldValue] = Field(default_factory=dict)
     """The configured contact fields' values by exact name (None: unset)."""
 
