@@ -13,7 +13,7 @@ Parts metered on callbridge's side (exclusive time, so nothing is counted twice)
 CPU time, not wall time: on a shared machine the wall clock also counts the
 time other processes hold the cores.
 
-Usage: python benchmarks/bench_hotpath.py [--events N]
+Usage: python benchmarks/bench_hotpath.py [--events N] [--gc-threshold N]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import json
 import os
 import sys
@@ -126,8 +127,14 @@ def profile(n: int, batch: int = 64) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--gc-threshold", type=int, default=None,
+                        help="the cyclic garbage collector's first threshold (Python's is 700), "
+                             "to see what the collector costs each side")
     args = parser.parse_args()
+    if args.gc_threshold is not None:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     report = profile(args.events)
+    report["gc_threshold"] = gc.get_threshold()[0]
     print(json.dumps(report, indent=2))
 
 
