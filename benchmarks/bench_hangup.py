@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -139,10 +140,16 @@ def bench_hangup(calls: int = 1000, tenants: int = 250, rate: float = 10.0) -> d
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             assert server.stdout is not None
-            first = server.stdout.readline()
-            if "serving on" not in first:
-                raise RuntimeError(f"callbridge serve did not start: {first}")
-            base = first.split("serving on ")[1].split()[0]
+            said = []
+            for _ in range(50):  # the server's first lines, until it says where it listens
+                said.append(server.stdout.readline())
+                if "serving on" in said[-1] or not said[-1]:
+                    break
+            if "serving on" not in said[-1]:
+                raise RuntimeError("callbridge serve did not start: " + "".join(said))
+            base = said[-1].split("serving on ")[1].split()[0]
+            # Whatever it says next is read (and dropped), so a full pipe never blocks it.
+            threading.Thread(target=server.stdout.read, daemon=True).start()
             # Warm-up, not measured: one call per tenant, so each connection has its
             # token refreshed and its phone index synced, as a running deployment's are.
             warm = asyncio.run(_send_all(base, tenants, tenants, rate, prefix="w-"))
