@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from callbridge.appevents import RECHECK_EVERY, RENEW_BEFORE, callback_url, renewal_time
+from callbridge.appevents import (
+    RECHECK_EVERY,
+    RENEW_BEFORE,
+    SUBSCRIPTION_KEY,
+    Kept,
+    callback_url,
+    renewal_time,
+)
 from callbridge.closing.store import ClosingStore
 from callbridge.events import parse_event
 from callbridge.ledger import Ledger
@@ -23,6 +30,7 @@ from callbridge.models import (
     OutcomeStatus,
     Record,
 )
+from callbridge.oauth import reconnected
 from callbridge.testing import AppEventSamples
 from callbridge.testing.clock import FakeClock
 
@@ -116,3 +124,15 @@ def test_the_kits_app_event_samples_need_a_request_and_a_kind_for_writes() -> No
     with pytest.raises(ValueError, match="kind"):
         AppEventSamples(write_done=build)
     assert AppEventSamples(matter_changed=build).kind is None
+
+
+def test_a_reconnection_makes_the_apps_subscription_due_for_a_check(ledger: Ledger) -> None:
+    kept = Kept(AppSubscription(id="s1", secret="k"), "https://cb.example.com/x",
+                T0 + timedelta(days=1))
+    ledger.kv_set("acme", "crm", SUBSCRIPTION_KEY, kept.dumps())
+    reconnected(ledger, "acme", "crm")
+    again = Kept.loads(ledger.kv_get("acme", "crm", SUBSCRIPTION_KEY) or "")
+    assert again.subscription == kept.subscription and again.renew_at <= ledger.clock.now()
+    # Nothing kept: nothing made.
+    reconnected(ledger, "acme", "other")
+    assert ledger.kv_get("acme", "other", SUBSCRIPTION_KEY) is None

@@ -48,6 +48,7 @@ from callbridge.models import (
 
 if TYPE_CHECKING:
     from callbridge.engine import Engine
+    from callbridge.ledger import Ledger
     from callbridge.settings import TenantSettings
 
 log = logging.getLogger("callbridge.appevents")
@@ -122,6 +123,19 @@ async def poll_closed_matters_soon(engine: Engine, tenant: str, app: str) -> Non
     closed = firm_settings(engine, tenant)
     if closed is not None and closed.source == app:
         await schedule.poll_soon(engine, tenant)
+
+
+def recheck_soon(ledger: Ledger, tenant: str, app: str, now: datetime) -> bool:
+    """Make a kept subscription due for renewal now (after a re-authorisation: an app
+    may have dropped it with the old authorisation, as Smokeball does). Whether one
+    was kept."""
+    text = ledger.kv_get(tenant, app, SUBSCRIPTION_KEY)
+    if not text:
+        return False
+    kept = Kept.loads(text)
+    ledger.kv_set(tenant, app, SUBSCRIPTION_KEY,
+                  Kept(kept.subscription, kept.url, min(kept.renew_at, now)).dumps())
+    return True
 
 
 def callback_url(base_url: str, tenant: str, app: str) -> str:

@@ -297,8 +297,13 @@ class OAuth2Auth(httpx2.Auth):
 
 def reconnected(ledger: Ledger, tenant: str, app: str) -> int:
     """After a new token for (tenant, app) (``callbridge auth``, or the server's OAuth
-    callback): release the deliveries parked for re-authorisation, and re-queue those a
-    1.x host failed on authentication. Returns how many will run again."""
+    callback): release the deliveries parked for re-authorisation, re-queue those a
+    1.x host failed on authentication, and make the app's event subscription due for a
+    check (an app may drop it with the old authorisation). Returns how many will run
+    again."""
+    from callbridge.appevents import recheck_soon
+
+    recheck_soon(ledger, tenant, app, ledger.clock.now())
     released = ledger.unpark(tenant, app, "reauthorise")
     for view in ledger.history(tenant=tenant, app=app, status="failed", limit=10**6):
         if view.reason == "authentication_failed":
