@@ -29,7 +29,7 @@ def with_test_extra(plugin: str) -> str:
 
 
 def install_host(session: nox.Session, *extra: str) -> None:
-    session.install("-e", ".[testing]", *[arg for p in extra for arg in ("-e", p)])
+    session.install("-e", ".[dev]", *[arg for p in extra for arg in ("-e", p)])
 
 
 DEV_LOCK = "requirements/dev.txt"
@@ -40,7 +40,7 @@ def install_locked(session: nox.Session, *extra: str) -> None:
     """The locked libraries, each checked against its hash; then the host and ``extra``
     (this repository's packages) without dependencies; then pip's consistency check."""
     session.install("--require-hashes", "-r", DEV_LOCK)
-    session.install("--no-deps", "-e", ".[testing]", *[arg for p in extra for arg in ("-e", p)])
+    session.install("--no-deps", "-e", ".[dev]", *[arg for p in extra for arg in ("-e", p)])
     session.run("python", "-m", "pip", "check", silent=True)
 
 
