@@ -124,7 +124,11 @@ class Confirmer:
             return 0
         declaration = hooks.declaration
         records = [r for item in items for r in item.records]
-        since = min(item.accepted_at for item in items)
+        # A write is made before its attempt finishes (accepted_at), by as much as the
+        # attempt's ledger writes took: with many deliveries at once, one written before
+        # another finished can finish after it. Looking back one lease covers the gap.
+        since = min(item.accepted_at for item in items) - timedelta(
+            seconds=engine.config.ledger.lease_seconds)
         answer: dict[str, bool | None] = {}
         retry_after: float | None = None
         if records:
