@@ -63,6 +63,8 @@ def test_every_acknowledged_event_survives_a_sigkill_and_is_logged_once(
         notebook.state.add_contact(f"Client {i}", [f"646-555-01{i:02d}"])
     notebook.state.delay_ms = (5, 20)  # a slow app: the kill finds deliveries mid-call
     config = write_config(tmp_path / "callbridge.toml", notebook.url, extra=SOURCES)
+    # A short lease: the killed process's claims lapse soon after the restart.
+    config.write_text(config.read_text().replace("lease_seconds = 5", "lease_seconds = 2"))
     acked: set[int] = set()
     proc, url = start_server(config)
     try:
