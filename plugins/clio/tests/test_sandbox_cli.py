@@ -51,32 +51,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_sandbox(fixture: Path) -> tuple[subprocess.Popen[str], int]:
+    """`callbridge sandbox clio` on two free ports (API and storage), seeded; ready to use.
+
+    Another test may take a port between our check and the sandbox's bind: then it is
+    started again on others."""
+    for _ in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "callbridge", "sandbox", "clio", "--port", str(port),
+             "--fixture", str(fixture), "--token", "cli-token", "--contact",
+             "Lee Park: 212.555.0150"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stdout is not None
+        banner = [proc.stdout.readline() for _ in range(4)]  # printed once seeded
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:  # ready when both ports answer
+                with socket.create_connection(("127.0.0.1", port), 0.2), \
+                        socket.create_connection(("127.0.0.1", port + 1), 0.2):
+                    assert banner[1].startswith(
+                        f"client id {CLIENT_ID}, client secret {CLIENT_SECRET}"), banner
+                    return proc, port
+            except OSError:
+                continue
+        output = "".join(banner) + (proc.stdout.read() if proc.poll() is not None else "")
+        proc.kill()
+        proc.wait(timeout=10)
+        if "address already in use" not in output.lower():
+            raise RuntimeError(output or "the sandbox did not answer")
+    raise RuntimeError("no two free ports found for the sandbox")
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """`callbridge sandbox clio` in a process of its own, seeded from a fixture file."""
     fixture = tmp_path / "firm.json"
     fixture.write_text(json.dumps(FIXTURE))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "callbridge", "sandbox", "clio", "--port", str(port),
-         "--fixture", str(fixture), "--token", "cli-token", "--contact", "Lee Park: 212.555.0150"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
+    proc, port = start_sandbox(fixture)
     try:
-        assert proc.stdout is not None
-        banner = [proc.stdout.readline() for _ in range(4)]  # printed once seeded
-        assert banner[1].startswith(f"client id {CLIENT_ID}, client secret {CLIENT_SECRET}")
-        deadline = time.monotonic() + 20
-        while True:  # ready when both ports answer
-            try:
-                with socket.create_connection(("127.0.0.1", port), 0.2), \
-                        socket.create_connection(("127.0.0.1", port + 1), 0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(proc.stdout.read() if proc.stdout else "no output") from None
-        yield url, "cli-token"
+        yield f"http://127.0.0.1:{port}", "cli-token"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
