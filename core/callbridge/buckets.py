@@ -104,6 +104,8 @@ class Ticket:
     started: float
     weight: int = 1
     done_at: float | None = None
+    #: Its entry in a shared store's window (:class:`SharedWindows`), if any.
+    shared: int | None = None
 
     def counts_at(self, now: float) -> float:
         if self.done_at is not None:
@@ -218,6 +220,21 @@ class BucketStore(Protocol):
               create: Callable[[RateBucket], BucketState]) -> BucketState: ...
 
     def items(self) -> Iterator[tuple[BucketKey, BucketState]]: ...
+
+
+class SharedWindows(Protocol):
+    """A store whose windows every process shares (``shared = True``;
+    :class:`callbridge.sharedlimits.SharedBucketStore`).
+
+    ``take`` counts ``units`` at Unix time ``now`` if they fit in every window
+    of ``bucket``: (the entry's id, 0.0), else (None, seconds until they fit).
+    ``done`` records the answer's time of an entry.
+    """
+
+    async def take(self, key: BucketKey, bucket: RateBucket, units: int, now: float,
+                   slack: float) -> tuple[int | None, float]: ...
+
+    def done(self, entry: int, at: float) -> None: ...
 
 
 class InProcessBucketStore:

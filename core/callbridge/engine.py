@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import httpx2
 
 from callbridge.appevents import AppEvents
+from callbridge.buckets import BucketStore
 from callbridge.capabilities import Capability
 from callbridge.clock import SYSTEM, Clock
 from callbridge.confirming import Confirmer
@@ -42,6 +43,7 @@ from callbridge.ratelimit import LimiterRegistry
 from callbridge.scheduler import InProcessScheduler
 from callbridge.services import Gateway, LedgerCache, LedgerDelivery, LedgerLocks
 from callbridge.settings import Settings, SettingsSource, TenantSettings
+from callbridge.sharedlimits import shared_store_for
 from callbridge.worker import Worker
 
 log = logging.getLogger("callbridge.engine")
@@ -95,12 +97,16 @@ class Engine:
     trace: bool | None = None
     retry: RetryPolicy | None = None
     clock: Clock = SYSTEM
+    #: Where rate-limit buckets live: by default shared through the ledger when it is
+    #: PostgreSQL (callbridge.sharedlimits), else in this process.
+    limit_store: BucketStore | None = None
 
     def __post_init__(self) -> None:
         self.facade = Facade(self.registry, trace=self.trace, dry_run=self.dry_run)
         self.gateway: Gateway = BusyGateway(self.ledger.gateway, self.clock)
         self.index = PhoneIndex(self.ledger, self.gateway, self.clock)
-        self.limiters = LimiterRegistry(self.clock)
+        self.limiters = LimiterRegistry(
+            self.clock, store=self.limit_store or shared_store_for(self.ledger, self.clock))
         self.tokens = LedgerTokenStore(self.ledger)
         self.locks = LedgerLocks(self.gateway, self.ledger, self.clock)
         # settings -> options -> connection -> credentials -> client: one factory, one

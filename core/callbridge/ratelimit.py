@@ -41,13 +41,15 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 
 from callbridge.buckets import (
+    BucketKey,
     BucketState,
     BucketStore,
     InProcessBucketStore,
     RateBucket,
+    SharedWindows,
     Ticket,
     Waiter,
     finite,
@@ -124,6 +126,9 @@ class LimiterRegistry:
                  slack: float = DEFAULT_SLACK) -> None:
         self.clock = clock
         self.store: BucketStore = store if store is not None else InProcessBucketStore()
+        #: Set when the store's windows are shared by other processes: every request
+        #: is then counted there too (callbridge.sharedlimits).
+        self.shared = cast(SharedWindows, store) if getattr(store, "shared", False) else None
         self._slack = slack
         self._lock = threading.Lock()
         self._seq = itertools.count()
@@ -141,9 +146,12 @@ class LimiterRegistry:
             return tenant
         return f"{tenant}|{token_id}"
 
+    def _key(self, plugin: str, bucket: RateBucket, tenant: str, token_id: str) -> BucketKey:
+        return (plugin, bucket.name, self.scope_key(bucket, tenant=tenant, token_id=token_id))
+
     def _state(self, plugin: str, bucket: RateBucket, tenant: str, token_id: str) -> BucketState:
-        key = (plugin, bucket.name, self.scope_key(bucket, tenant=tenant, token_id=token_id))
-        return self.store.state(key, bucket, BucketState.new)
+        return self.store.state(self._key(plugin, bucket, tenant, token_id), bucket,
+                                BucketState.new)
 
     def _wall(self) -> float:
         return self.clock.now().timestamp()
@@ -211,14 +219,28 @@ class LimiterRegistry:
                     mine = state.rank(me, now)
                     ahead = [w for w in state.waiters if w is not me and state.rank(w, now) < mine]
                     at = self._free_at(state, now, units + sum(w.cost for w in ahead))
-                    if at <= now and not ahead:
+                    free = at <= now and not ahead
+                    if free and (self.shared is None or state.main is None):
                         return self._take(state, me, now, began, units)
-                    if max_wait is not None and at - began > max_wait:
-                        state.refused += 1
-                        raise RateLimited(
-                            f"rate-limit bucket '{bucket.name}' is full for {at - now:.1f}s",
-                            retry_after=at - now)
+                    if not free:
+                        self._refuse_after(state, at, now, began, max_wait)
                     event = self._event(state)
+                if free:  # and shared: count it where every process counts
+                    assert self.shared is not None
+                    entry, wait = await self.shared.take(
+                        self._key(plugin, bucket, tenant, token_id), bucket, units,
+                        self._wall(), self._slack)
+                    with self._lock:
+                        now = self.clock.monotonic()
+                        if entry is not None:
+                            if me not in state.waiters:
+                                state.waiters.append(me)
+                            ticket = self._take(state, me, now, began, units)
+                            ticket.shared = entry
+                            return ticket
+                        at = now + wait
+                        self._refuse_after(state, at, now, began, max_wait)
+                        event = self._event(state)
                 # Requests in flight may answer late and a better waiter may arrive:
                 # look again when the time comes or the bucket changes.
                 waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(event.wait())}
@@ -234,6 +256,14 @@ class LimiterRegistry:
                 if me in state.waiters:
                     state.waiters.remove(me)
                     self._notify(state)
+
+    def _refuse_after(self, state: BucketState, at: float, now: float, began: float,
+                      max_wait: float | None) -> None:
+        if max_wait is not None and at - began > max_wait:
+            state.refused += 1
+            raise RateLimited(
+                f"rate-limit bucket '{state.bucket.name}' is full for {at - now:.1f}s",
+                retry_after=at - now)
 
     def _take(self, state: BucketState, me: Waiter, now: float, began: float,
               units: int) -> Ticket:
@@ -258,6 +288,8 @@ class LimiterRegistry:
         with self._lock:
             if ticket.done_at is None:
                 ticket.done_at = max(self.clock.monotonic(), ticket.started)
+                if ticket.shared is not None and self.shared is not None:
+                    self.shared.done(ticket.shared, self._wall())
 
     def observe(self, *, plugin: str, bucket: RateBucket, tenant: str, token_id: str,
                 headers: Mapping[str, str], status: int = 200) -> float | None:

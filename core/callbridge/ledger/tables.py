@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -229,4 +230,21 @@ quarantine = Table(
     Column("kept", Integer, nullable=False),
     Column("content_enc", LargeBinary, nullable=False),
     Index("ix_quarantine_tenant_received", "tenant", "received_at"),
+)
+
+# Rate-limit windows shared by every worker (callbridge.sharedlimits): one row per bucket
+# instance, locked while a request is counted, and each request's units as a log entry.
+rate_limit_keys = Table(
+    "rate_limit_keys", metadata,
+    Column("bucket_key", String(400), primary_key=True),
+)
+
+rate_limit_log = Table(
+    "rate_limit_log", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("bucket_key", String(400), nullable=False),
+    Column("started", Float, nullable=False),
+    Column("done_at", Float),
+    Column("units", Integer, nullable=False),
+    Index("ix_rate_limit_log_key", "bucket_key", "started"),
 )

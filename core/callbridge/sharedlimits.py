@@ -1,0 +1,180 @@
+"""Rate-limit windows shared by every worker process on one PostgreSQL ledger.
+
+Each bucket instance (plugin, bucket name, scope key) has a row in
+``rate_limit_keys`` and a sliding-window log in ``rate_limit_log``: one entry
+per request, counted from its start until its answer (then at the answer's
+time), as the in-process window counts a :class:`~callbridge.buckets.Ticket`.
+
+Counting a request is one short transaction: lock the key's row (an upsert,
+which takes the row lock), delete the entries that left the window, read the
+rest, and insert the request if its units fit; else nothing is written and the
+caller learns how long until enough units leave the window. The answer's time
+is written when it arrives, off the event loop.
+
+Times are Unix times from the registry's clock: the workers' clocks must agree
+(NTP) to within the registry's slack. What stays in each process: the order of
+waiters (priority, fair share), ``max_wait``, daily budgets, and what the app's
+headers and 429 answers say (see docs/rate-limits.md, "Shared by many workers").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.engine import Connection, Engine
+
+from callbridge.buckets import (
+    STALE_AFTER,
+    BucketKey,
+    BucketState,
+    InProcessBucketStore,
+    RateBucket,
+    Ticket,
+)
+from callbridge.clock import SYSTEM, Clock
+from callbridge.ledger import tables as t
+
+__all__ = ["SharedBucketStore", "bucket_key_text", "shared_store_for"]
+
+
+def bucket_key_text(key: BucketKey) -> str:
+    """The row key of a bucket instance: ``plugin/bucket/scope key``."""
+    return "/".join(key)
+
+
+class SharedBucketStore(InProcessBucketStore):
+    """Bucket states in this process, and each bucket's window in the database.
+
+    Pass it as ``LimiterRegistry(store=...)``: the registry then counts every
+    request here (:meth:`take`) besides its own window, so every process on
+    the database together stays within each bucket.
+    """
+
+    shared = True
+
+    def __init__(self, engine: Engine, *, clock: Clock = SYSTEM) -> None:
+        super().__init__()
+        self.engine = engine
+        self.clock = clock
+        self._postgres = engine.dialect.name == "postgresql"
+        self._pending: set[asyncio.Future[None]] = set()
+        self._write_lock = threading.Lock() if not self._postgres else None
+
+    # --- the transaction -------------------------------------------------------------
+
+    def take_now(self, key: BucketKey, bucket: RateBucket, units: int, now: float,
+                 slack: float) -> tuple[int | None, float]:
+        """Count ``units`` at ``now`` if they fit in every window of ``bucket``.
+
+        Returns (the entry's id, 0.0) when counted, else (None, seconds until
+        they fit). Runs in a worker thread.
+        """
+        name = bucket_key_text(key)
+        windows = BucketState.new(bucket).windows()
+        if not windows:
+            raise ValueError("bucket: a daily-only bucket has no window to share")
+        horizon = max(w.seconds for w in windows) + slack
+        log = t.rate_limit_log
+        with self._locked() as conn:
+            self._lock_key(conn, name)
+            # Entries that count before the horizon: answered, or lost (in flight too long).
+            cut = now - horizon
+            conn.execute(log.delete().where(log.c.bucket_key == name, sa.or_(
+                log.c.done_at < cut,
+                sa.and_(log.c.done_at.is_(None), log.c.started + STALE_AFTER < cut))))
+            for row in conn.execute(sa.select(log.c.started, log.c.done_at, log.c.units).where(
+                    log.c.bucket_key == name)):
+                ticket = Ticket(float(row.started), int(row.units),
+                                None if row.done_at is None else float(row.done_at))
+                for window in windows:
+                    window.tickets.append(ticket)
+            at = max(window.free_at(now, slack, units) for window in windows)
+            if at > now:
+                return None, at - now
+            entry = conn.execute(log.insert().values(
+                bucket_key=name, started=now, done_at=None, units=units).returning(
+                log.c.id)).scalar_one()
+        return int(entry), 0.0
+
+    def _lock_key(self, conn: Connection, name: str) -> None:
+        keys = t.rate_limit_keys
+        if self._postgres:
+            # An upsert that always updates: it takes the row's lock, made or not.
+            conn.execute(postgresql_insert(keys).values(bucket_key=name).on_conflict_do_update(
+                index_elements=["bucket_key"], set_={"bucket_key": name}))
+        elif conn.execute(sa.select(keys.c.bucket_key).where(
+                keys.c.bucket_key == name)).first() is None:
+            conn.execute(keys.insert().values(bucket_key=name))
+
+    @contextmanager
+    def _locked(self) -> Iterator[Connection]:
+        with self._write_lock or nullcontext(), self.engine.begin() as conn:
+            yield conn
+
+    def done_now(self, entry: int, at: float) -> None:
+        """The request's answer arrived at ``at``: it counts then."""
+        log = t.rate_limit_log
+        with self._locked() as conn:
+            conn.execute(log.update().where(log.c.id == entry).values(
+                done_at=sa.func.greatest(log.c.started, at) if self._postgres else at))
+
+    # --- what the registry calls -----------------------------------------------------
+
+    async def take(self, key: BucketKey, bucket: RateBucket, units: int, now: float,
+                   slack: float) -> tuple[int | None, float]:
+        """:meth:`take_now` off the event loop."""
+        with _busy(self.clock):
+            return await asyncio.to_thread(self.take_now, key, bucket, units, now, slack)
+
+    def done(self, entry: int, at: float) -> None:
+        """Write the answer's time off the event loop (at once outside one)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.done_now(entry, at)
+            return
+        hold = getattr(self.clock, "busy", None)
+        busy = hold() if hold is not None else nullcontext()
+        busy.__enter__()  # a test clock must not jump before the time is written
+        future = loop.run_in_executor(None, self.done_now, entry, at)
+        self._pending.add(future)
+
+        def finished(done: asyncio.Future[None]) -> None:
+            self._pending.discard(done)
+            busy.__exit__(None, None, None)
+        future.add_done_callback(finished)
+
+    async def drain(self) -> None:
+        """Wait for the answers' times still being written (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def entries(self, key: BucketKey) -> list[tuple[float, float | None, int]]:
+        """The log of one bucket instance: (started, done_at, units), oldest first."""
+        log = t.rate_limit_log
+        with self.engine.connect() as conn:
+            return [(float(r.started), None if r.done_at is None else float(r.done_at),
+                     int(r.units)) for r in conn.execute(
+                sa.select(log.c.started, log.c.done_at, log.c.units).where(
+                    log.c.bucket_key == bucket_key_text(key)).order_by(log.c.started, log.c.id))]
+
+
+@contextmanager
+def _busy(clock: Clock) -> Iterator[None]:
+    """Tell a test clock that real work is under way (it must not jump meanwhile)."""
+    hold = getattr(clock, "busy", None)
+    with hold() if hold is not None else nullcontext():
+        yield
+
+
+def shared_store_for(ledger: Any, clock: Clock = SYSTEM) -> SharedBucketStore | None:
+    """The shared store when ``ledger`` is on PostgreSQL, else None (in-process buckets)."""
+    if getattr(ledger, "_postgres", False):
+        return SharedBucketStore(ledger.engine, clock=clock)
+    return None

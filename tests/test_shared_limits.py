@@ -1,0 +1,91 @@
+"""Rate limits shared by every worker on one database (callbridge.sharedlimits)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from callbridge.ratelimit import LimiterRegistry, RateBucket
+from callbridge.sharedlimits import SharedBucketStore
+from callbridge.testing.clock import FakeClock
+from callbridge.testing.postgres import create_database
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def most_in_any_window(starts: list[float], seconds: float) -> int:
+    return max(sum(1 for x in starts if s <= x < s + seconds) for s in starts)
+
+
+async def test_two_registries_on_one_database_never_grant_more_than_the_bucket(
+        ledger: Any) -> None:
+    clock = FakeClock(autojump=True)
+    stores = [SharedBucketStore(ledger.engine, clock=clock) for _ in range(2)]
+    registries = [LimiterRegistry(clock, store=store, slack=0.0) for store in stores]
+    bucket = RateBucket(name="api", requests=5, per_seconds=1, scope="partner")
+    starts: dict[int, list[float]] = {0: [], 1: []}
+
+    async def one(n: int) -> None:
+        registry = registries[n % 2]
+        ticket = await registry.acquire(plugin="p", bucket=bucket, tenant=f"firm{n}",
+                                        token_id="t")
+        starts[n % 2].append(clock.monotonic())
+        await clock.sleep(0.1)  # the app answers after 0.1 s
+        registry.release(ticket)
+
+    await asyncio.gather(*(one(n) for n in range(30)))
+    for store in stores:
+        await store.drain()
+    every = sorted(starts[0] + starts[1])
+    # Each registry alone would let 5 through at once; together, 5 in any window.
+    assert len(starts[0]) == len(starts[1]) == 15
+    assert most_in_any_window(every, 1.0) == 5
+    # ...and they use the bucket: a window (from the answer) per 5 requests.
+    assert every[-1] - every[0] == pytest.approx(5 * 1.1)
+    # The log keeps only what still counts.
+    key = ("p", "api", "*")
+    assert len(stores[0].entries(key)) <= 10
+
+
+async def test_a_wait_longer_than_max_wait_counts_nothing_in_the_shared_window(
+        ledger: Any) -> None:
+    from callbridge.errors import RateLimited
+
+    clock = FakeClock(autojump=True)
+    store = SharedBucketStore(ledger.engine, clock=clock)
+    first = LimiterRegistry(clock, store=store, slack=0.0)
+    other = LimiterRegistry(clock, store=SharedBucketStore(ledger.engine, clock=clock),
+                            slack=0.0)
+    bucket = RateBucket(name="api", requests=2, per_seconds=10, scope="tenant")
+    for _ in range(2):
+        first.release(await first.acquire(plugin="p", bucket=bucket, tenant="acme",
+                                          token_id="t"))
+    await store.drain()
+    with pytest.raises(RateLimited) as refused:
+        await other.acquire(plugin="p", bucket=bucket, tenant="acme", token_id="t",
+                            max_wait=1.0)
+    assert refused.value.retry_after == pytest.approx(10.0)
+    assert len(store.entries(("p", "api", "acme"))) == 2
+    # Another tenant's bucket is its own.
+    other.release(await other.acquire(plugin="p", bucket=bucket, tenant="beta", token_id="t"))
+
+
+@pytest.mark.slow
+def test_four_worker_processes_share_a_partner_limit(postgres_server: str) -> None:
+    """The measure of issue 16 point 2: four processes, one partner bucket."""
+    url = create_database(postgres_server, f"shared_limit_{os.getpid()}")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_shared_limit.py"), "--url", url,
+         "--workers", "4", "--limit", "20", "--window", "1", "--windows", "3"],
+        capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(out.stdout)
+    print("shared limit:", json.dumps({k: v for k, v in result.items() if k != "per_worker"}))
+    assert result["answers_429"] == 0
+    assert result["fraction_of_limit"] >= 0.9
+    assert all(w["ok"] > 0 for w in result["per_worker"])  # every worker had its turns
