@@ -53,6 +53,41 @@ async def test_two_registries_on_one_database_never_grant_more_than_the_bucket(
     assert len(stores[0].entries(key)) <= 10
 
 
+async def test_registries_of_their_own_would_each_spend_the_whole_bucket() -> None:
+    """What the shared store prevents (the same requests as above, buckets per process)."""
+    clock = FakeClock(autojump=True)
+    registries = [LimiterRegistry(clock, slack=0.0) for _ in range(2)]
+    bucket = RateBucket(name="api", requests=5, per_seconds=1, scope="partner")
+    starts: list[float] = []
+
+    async def one(n: int) -> None:
+        registry = registries[n % 2]
+        ticket = await registry.acquire(plugin="p", bucket=bucket, tenant=f"firm{n}",
+                                        token_id="t")
+        starts.append(clock.monotonic())
+        await clock.sleep(0.1)
+        registry.release(ticket)
+
+    await asyncio.gather(*(one(n) for n in range(30)))
+    assert most_in_any_window(sorted(starts), 1.0) == 10
+
+
+async def test_a_database_that_cannot_be_reached_counts_nothing_and_waits(
+        tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from callbridge.errors import RateLimited
+
+    clock = FakeClock(autojump=True)
+    gone = sa.create_engine(f"sqlite:///{tmp_path / 'missing' / 'ledger.db'}")
+    registry = LimiterRegistry(clock, store=SharedBucketStore(gone, clock=clock))
+    bucket = RateBucket(name="api", requests=5, per_seconds=1)
+    with pytest.raises(RateLimited) as waits:
+        await registry.acquire(plugin="p", bucket=bucket, tenant="acme", token_id="t")
+    assert waits.value.retry_after == 5.0
+    assert "missing" not in str(waits.value)
+    assert registry.snapshot()["p/api/acme|t"]["started_in_window"] == 0
+
+
 async def test_a_wait_longer_than_max_wait_counts_nothing_in_the_shared_window(
         ledger: Any) -> None:
     from callbridge.errors import RateLimited
@@ -89,3 +124,26 @@ def test_four_worker_processes_share_a_partner_limit(postgres_server: str) -> No
     assert result["answers_429"] == 0
     assert result["fraction_of_limit"] >= 0.9
     assert all(w["ok"] > 0 for w in result["per_worker"])  # every worker had its turns
+
+
+async def test_a_daily_budget_is_spent_by_every_worker_together(ledger: Any) -> None:
+    from callbridge.errors import DailyLimitReached
+
+    clock = FakeClock(autojump=True)
+    stores = [SharedBucketStore(ledger.engine, clock=clock) for _ in range(2)]
+    first, other = (LimiterRegistry(clock, store=store) for store in stores)
+    bucket = RateBucket(name="daily", daily=3, scope="tenant")
+
+    async def spend(registry: LimiterRegistry) -> None:
+        registry.release(await registry.acquire(plugin="p", bucket=bucket, tenant="acme",
+                                                token_id="t"))
+
+    await spend(first)
+    await spend(first)
+    await spend(other)
+    with pytest.raises(DailyLimitReached) as spent:
+        await spend(other)  # it has spent one of three itself, the others two
+    assert spent.value.resets_at is not None
+    assert spent.value.resets_at.isoformat() == "2026-01-06T00:00:00+00:00"
+    clock.advance((spent.value.resets_at - clock.now()).total_seconds())
+    await spend(other)  # a new day

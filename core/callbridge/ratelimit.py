@@ -220,7 +220,7 @@ class LimiterRegistry:
                     ahead = [w for w in state.waiters if w is not me and state.rank(w, now) < mine]
                     at = self._free_at(state, now, units + sum(w.cost for w in ahead))
                     free = at <= now and not ahead
-                    if free and (self.shared is None or state.main is None):
+                    if free and self.shared is None:
                         return self._take(state, me, now, began, units)
                     if not free:
                         self._refuse_after(state, at, now, began, max_wait)
@@ -288,7 +288,7 @@ class LimiterRegistry:
         with self._lock:
             if ticket.done_at is None:
                 ticket.done_at = max(self.clock.monotonic(), ticket.started)
-                if ticket.shared is not None and self.shared is not None:
+                if ticket.shared and self.shared is not None:
                     self.shared.done(ticket.shared, self._wall())
 
     def observe(self, *, plugin: str, bucket: RateBucket, tenant: str, token_id: str,

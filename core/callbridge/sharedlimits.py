@@ -20,9 +20,11 @@ headers and 429 answers say (see docs/rate-limits.md, "Shared by many workers").
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,9 +40,15 @@ from callbridge.buckets import (
     Ticket,
 )
 from callbridge.clock import SYSTEM, Clock
+from callbridge.errors import DailyLimitReached, RateLimited
 from callbridge.ledger import tables as t
 
 __all__ = ["SharedBucketStore", "bucket_key_text", "shared_store_for"]
+
+log = logging.getLogger("callbridge.sharedlimits")
+
+#: How long a request waits (as ``RateLimited``) when the database cannot count it.
+UNREACHABLE_RETRY = 5.0
 
 
 def bucket_key_text(key: BucketKey) -> str:
@@ -70,47 +78,69 @@ class SharedBucketStore(InProcessBucketStore):
 
     def take_now(self, key: BucketKey, bucket: RateBucket, units: int, now: float,
                  slack: float) -> tuple[int | None, float]:
-        """Count ``units`` at ``now`` if they fit in every window of ``bucket``.
+        """Count ``units`` at ``now`` if they fit in every window of ``bucket``
+        and in its daily budget.
 
-        Returns (the entry's id, 0.0) when counted, else (None, seconds until
-        they fit). Runs in a worker thread.
+        Returns (the entry's id, 0.0) when counted (id 0: a daily-only bucket,
+        no answer time to write), else (None, seconds until they fit); a spent
+        daily budget raises :class:`DailyLimitReached`. Runs in a worker thread.
         """
         name = bucket_key_text(key)
         windows = BucketState.new(bucket).windows()
-        if not windows:
-            raise ValueError("bucket: a daily-only bucket has no window to share")
-        horizon = max(w.seconds for w in windows) + slack
         log = t.rate_limit_log
         with self._locked() as conn:
-            self._lock_key(conn, name)
-            # Entries that count before the horizon: answered, or lost (in flight too long).
-            cut = now - horizon
-            conn.execute(log.delete().where(log.c.bucket_key == name, sa.or_(
-                log.c.done_at < cut,
-                sa.and_(log.c.done_at.is_(None), log.c.started + STALE_AFTER < cut))))
-            for row in conn.execute(sa.select(log.c.started, log.c.done_at, log.c.units).where(
-                    log.c.bucket_key == name)):
-                ticket = Ticket(float(row.started), int(row.units),
-                                None if row.done_at is None else float(row.done_at))
-                for window in windows:
-                    window.tickets.append(ticket)
-            at = max(window.free_at(now, slack, units) for window in windows)
-            if at > now:
-                return None, at - now
-            entry = conn.execute(log.insert().values(
-                bucket_key=name, started=now, done_at=None, units=units).returning(
-                log.c.id)).scalar_one()
-        return int(entry), 0.0
+            used, resets_at = self._lock_key(conn, name)
+            if bucket.daily is not None:
+                if resets_at is None or now >= resets_at:
+                    used = 0
+                    resets_at = bucket.next_daily_reset(
+                        datetime.fromtimestamp(now, UTC)).timestamp()
+                if (used or 0) + units > bucket.daily:
+                    when = datetime.fromtimestamp(resets_at, UTC)
+                    raise DailyLimitReached(
+                        f"the daily budget of rate-limit bucket '{bucket.name}' is spent until "
+                        f"{when.isoformat(timespec='minutes')}", retry_after=resets_at - now,
+                        resets_at=when)
+            entry = 0
+            if windows:
+                # Entries that count before the horizon: answered, or lost (in flight too long).
+                cut = now - max(w.seconds for w in windows) - slack
+                conn.execute(log.delete().where(log.c.bucket_key == name, sa.or_(
+                    log.c.done_at < cut,
+                    sa.and_(log.c.done_at.is_(None), log.c.started + STALE_AFTER < cut))))
+                for row in conn.execute(sa.select(
+                        log.c.started, log.c.done_at, log.c.units).where(log.c.bucket_key == name)):
+                    ticket = Ticket(float(row.started), int(row.units),
+                                    None if row.done_at is None else float(row.done_at))
+                    for window in windows:
+                        window.tickets.append(ticket)
+                at = max(window.free_at(now, slack, units) for window in windows)
+                if at > now:
+                    return None, at - now
+                entry = int(conn.execute(log.insert().values(
+                    bucket_key=name, started=now, done_at=None, units=units).returning(
+                    log.c.id)).scalar_one())
+            if bucket.daily is not None:
+                keys = t.rate_limit_keys
+                conn.execute(keys.update().where(keys.c.bucket_key == name).values(
+                    daily_used=(used or 0) + units, daily_resets_at=resets_at))
+        return entry, 0.0
 
-    def _lock_key(self, conn: Connection, name: str) -> None:
+    def _lock_key(self, conn: Connection, name: str) -> tuple[int | None, float | None]:
+        """Lock the key's row (made if missing); its (daily_used, daily_resets_at)."""
         keys = t.rate_limit_keys
         if self._postgres:
             # An upsert that always updates: it takes the row's lock, made or not.
-            conn.execute(postgresql_insert(keys).values(bucket_key=name).on_conflict_do_update(
-                index_elements=["bucket_key"], set_={"bucket_key": name}))
-        elif conn.execute(sa.select(keys.c.bucket_key).where(
-                keys.c.bucket_key == name)).first() is None:
+            made = conn.execute(postgresql_insert(keys).values(bucket_key=name).on_conflict_do_update(
+                index_elements=["bucket_key"], set_={"bucket_key": name}).returning(
+                keys.c.daily_used, keys.c.daily_resets_at)).one()
+            return made.daily_used, made.daily_resets_at
+        row = conn.execute(sa.select(keys.c.daily_used, keys.c.daily_resets_at).where(
+            keys.c.bucket_key == name)).first()
+        if row is None:
             conn.execute(keys.insert().values(bucket_key=name))
+            return None, None
+        return row.daily_used, row.daily_resets_at
 
     @contextmanager
     def _locked(self) -> Iterator[Connection]:
@@ -119,6 +149,8 @@ class SharedBucketStore(InProcessBucketStore):
 
     def done_now(self, entry: int, at: float) -> None:
         """The request's answer arrived at ``at``: it counts then."""
+        if not entry:
+            return
         log = t.rate_limit_log
         with self._locked() as conn:
             conn.execute(log.update().where(log.c.id == entry).values(
@@ -128,9 +160,20 @@ class SharedBucketStore(InProcessBucketStore):
 
     async def take(self, key: BucketKey, bucket: RateBucket, units: int, now: float,
                    slack: float) -> tuple[int | None, float]:
-        """:meth:`take_now` off the event loop."""
+        """:meth:`take_now` off the event loop.
+
+        A database that cannot be reached counts nothing and raises
+        :class:`RateLimited` (the delivery waits and is tried again): never a
+        request the other workers do not know about.
+        """
         with _busy(self.clock):
-            return await asyncio.to_thread(self.take_now, key, bucket, units, now, slack)
+            try:
+                return await asyncio.to_thread(self.take_now, key, bucket, units, now, slack)
+            except sa.exc.DBAPIError as exc:
+                log.warning("the shared rate-limit window of bucket %r could not be read (%s)",
+                            bucket.name, type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+                raise RateLimited("the shared rate-limit store could not be reached",
+                                  retry_after=UNREACHABLE_RETRY) from None
 
     def done(self, entry: int, at: float) -> None:
         """Write the answer's time off the event loop (at once outside one)."""
@@ -148,6 +191,10 @@ class SharedBucketStore(InProcessBucketStore):
         def finished(done: asyncio.Future[None]) -> None:
             self._pending.discard(done)
             busy.__exit__(None, None, None)
+            failed = None if done.cancelled() else done.exception()
+            if failed is not None:  # the entry counts as in flight, for five minutes at most
+                log.warning("the answer time of a shared rate-limit entry was not written (%s)",
+                            type(failed).__name__)
         future.add_done_callback(finished)
 
     async def drain(self) -> None:

@@ -237,6 +237,8 @@ quarantine = Table(
 rate_limit_keys = Table(
     "rate_limit_keys", metadata,
     Column("bucket_key", String(400), primary_key=True),
+    Column("daily_used", Integer),  # units counted since the last daily reset
+    Column("daily_resets_at", Float),  # the next reset, Unix time
 )
 
 rate_limit_log = Table(
