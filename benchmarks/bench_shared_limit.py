@@ -3,8 +3,9 @@
 A loopback app counts the requests it gets in a sliding window and answers 429
 above its limit. N processes, each with its own LimiterRegistry on one
 PostgreSQL database (callbridge.sharedlimits) and one partner-scoped bucket
-declaring that limit, send as fast as the bucket lets them (demand well above
-the limit). Reported: the 429s (must be 0) and the fraction of the limit used:
+declaring that limit, send through the host's client (one per firm, several
+firms per process) as fast as the bucket lets them (demand well above the
+limit). Reported: the 429s (must be 0) and the fraction of the limit used:
 the mean, over every window starting from the first request while demand lasts,
 of the requests the app got in it over its limit (≥ 0.9 wanted)::
 
@@ -75,15 +76,25 @@ def serve(counter: Counter) -> ThreadingHTTPServer:
 
 async def worker(url: str, target: str, limit: int, window: float, seconds: float,
                  concurrency: int, share: bool = True) -> dict[str, Any]:
-    import httpx2
+    """One worker process: ``concurrency`` firms of one partner app, each with the
+    host's own client (callbridge.http.build_client) on one LimiterRegistry."""
     import sqlalchemy as sa
-    from callbridge.ratelimit import LimiterRegistry, RateBucket
+    from callbridge.capabilities import Connection, RateBucket
+    from callbridge.errors import RateLimited
+    from callbridge.http import Credentials, RetryPolicy, build_client
+    from callbridge.ratelimit import LimiterRegistry
     from callbridge.sharedlimits import SharedBucketStore
 
     engine = sa.create_engine(url, pool_size=concurrency + 2)
     store = SharedBucketStore(engine)
     registry = LimiterRegistry(store=store if share else None)
     bucket = RateBucket(name="api", requests=limit, per_seconds=window, scope="partner")
+    connection = Connection(base_url=target, auth="bearer")
+    clients = [build_client(
+        tenant=f"firm{n}", app="bench", plugin="bench", plugin_version="1", connection=connection,
+        credentials=Credentials(token=f"bench-token-{n:04d}"), buckets=(bucket,),
+        limiters=registry, retry=RetryPolicy(enabled=False, inline_max_wait=60.0))
+        for n in range(concurrency)]
     counts = {"ok": 0, "429": 0}
     with engine.connect():  # connected before the start
         pass
@@ -91,19 +102,18 @@ async def worker(url: str, target: str, limit: int, window: float, seconds: floa
     start_at = float(await asyncio.to_thread(sys.stdin.readline))  # every worker starts then
     await asyncio.sleep(max(0.0, start_at - time.time()))
     end = start_at + seconds
-    async with httpx2.AsyncClient() as client:
-        async def loop(n: int) -> None:
-            while time.time() < end:
-                ticket = await registry.acquire(plugin="bench", bucket=bucket,
-                                                tenant=f"firm{n}", token_id="t")
-                try:
-                    if time.time() >= end:
-                        return
-                    answer = await client.get(target)
-                finally:
-                    registry.release(ticket)
-                counts["ok" if answer.status_code == 200 else "429"] += 1
-        await asyncio.gather(*(loop(n) for n in range(concurrency)))
+
+    async def firm(n: int) -> None:
+        while time.time() < end:
+            try:
+                await clients[n].get("/")
+                counts["ok"] += 1
+            except RateLimited:  # the app answered 429
+                counts["429"] += 1
+
+    await asyncio.gather(*(firm(n) for n in range(concurrency)))
+    for client in clients:
+        await client.aclose()
     await store.drain()
     engine.dispose()
     return counts
@@ -162,9 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a PostgreSQL database (default: an embedded cluster)")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--limit", type=int, default=20)
-    parser.add_argument("--window", type=float, default=1.0)
-    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--window", type=float, default=2.0)
+    parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-share", action="store_true",
                         help="each process with buckets of its own (to compare)")

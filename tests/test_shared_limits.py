@@ -117,7 +117,7 @@ def test_four_worker_processes_share_a_partner_limit(postgres_server: str) -> No
     url = create_database(postgres_server, f"shared_limit_{os.getpid()}")
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_shared_limit.py"), "--url", url,
-         "--workers", "4", "--limit", "20", "--window", "1", "--windows", "3"],
+         "--workers", "4", "--limit", "40", "--window", "2", "--windows", "3"],
         capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout)
     print("shared limit:", json.dumps({k: v for k, v in result.items() if k != "per_worker"}))
