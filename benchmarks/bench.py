@@ -32,8 +32,14 @@
 9. ledger_scale: history and an idle claim at --rows deliveries on SQLite and
    PostgreSQL, seeded in bulk SQL (bench_ledger_scale.py).
 
+10. shared_limit: four worker processes sharing one partner rate-limit bucket through
+   an embedded PostgreSQL, against a loopback app answering 429 above the limit: the
+   fraction of the limit used (goal: at least 0.9) and the 429s (goal: 0)
+   (bench_shared_limit.py).
+
 Usage: python benchmarks/bench.py [--events N] [--rows N]
-       [--only pipeline|io|clio_batch|ack|hangup|tenants|profile|startup|ledger_scale]
+       [--only pipeline|io|clio_batch|ack|hangup|tenants|profile|startup|ledger_scale|
+               shared_limit]
 """
 
 from __future__ import annotations
@@ -206,7 +212,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack", "hangup",
-                                           "tenants", "profile", "startup", "ledger_scale"])
+                                           "tenants", "profile", "startup", "ledger_scale",
+                                           "shared_limit"])
     parser.add_argument("--rows", type=int, default=1_000_000,
                         help="deliveries in the ledger for ledger_scale")
     args = parser.parse_args()
@@ -272,6 +279,12 @@ def main() -> None:
                       f"{r['history_one_tenant_newest_100_ms']} ms), idle claim "
                       f"{r['idle_claim_ms']} ms (one tenant's app "
                       f"{r['idle_claim_one_tenant_app_ms']} ms)")
+    if args.only in (None, "shared_limit"):
+        from bench_shared_limit import bench_shared_limit
+        report["shared_limit"] = sl = bench_shared_limit()
+        print(f"shared_limit: {sl['workers']} workers, {sl['limit']} per {sl['window_s']} s: "
+              f"{sl['fraction_of_limit']} of the limit used (goal: at least 0.9), "
+              f"429s: {sl['answers_429']} (goal: 0)")
     print(json.dumps(report, indent=2))
 
 

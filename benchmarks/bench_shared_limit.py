@@ -168,6 +168,24 @@ def run(url: str, *, workers: int, limit: int, window: float, windows: int,
     }
 
 
+def bench_shared_limit(url: str | None = None, *, workers: int = 4, limit: int = 40,
+                       window: float = 2.0, windows: int = 4, concurrency: int = 8,
+                       share: bool = True) -> dict[str, Any]:
+    """The measure on ``url``, else on an embedded PostgreSQL cluster of its own."""
+    if url:
+        return run(url, workers=workers, limit=limit, window=window, windows=windows,
+                   concurrency=concurrency, share=share)
+    from callbridge.testing.postgres import start_cluster, stop_now
+
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as folder:
+        cluster, url = start_cluster(Path(folder) / "data")
+        try:
+            return run(url, workers=workers, limit=limit, window=window, windows=windows,
+                       concurrency=concurrency, share=share)
+        finally:
+            stop_now(cluster)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a PostgreSQL database (default: an embedded cluster)")
@@ -187,21 +205,9 @@ def main(argv: list[str] | None = None) -> None:
             args.url, args.target, args.limit, args.window, args.seconds, args.concurrency,
             not args.no_share))))
         return
-    if args.url:
-        result = run(args.url, workers=args.workers, limit=args.limit, window=args.window,
-                     windows=args.windows, concurrency=args.concurrency,
-                     share=not args.no_share)
-    else:
-        from callbridge.testing.postgres import start_cluster, stop_now
-
-        with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as folder:
-            cluster, url = start_cluster(Path(folder) / "data")
-            try:
-                result = run(url, workers=args.workers, limit=args.limit, window=args.window,
-                             windows=args.windows, concurrency=args.concurrency,
-                     share=not args.no_share)
-            finally:
-                stop_now(cluster)
+    result = bench_shared_limit(args.url, workers=args.workers, limit=args.limit,
+                                window=args.window, windows=args.windows,
+                                concurrency=args.concurrency, share=not args.no_share)
     print(json.dumps(result, indent=2))
 
 
