@@ -152,3 +152,20 @@ def test_a_killed_workers_batch_is_finished_by_another_once(
     once_each(notebook, 80)
     records = collections.Counter(v.event_pk for v in ledger.history(limit=10**6) for _ in v.records)
     assert len(records) == 80 and set(records.values()) == {1}
+
+
+def test_the_sqlite_default_keeps_its_in_process_scheduler(
+        tmp_path: Path, notebook: Notebook, secret_key: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from callbridge.errors import ConfigError
+    from callbridge.scheduler import InProcessScheduler
+    from callbridge.workers import scheduler_for, uses_queue
+
+    monkeypatch.setenv("CALLBRIDGE_PLUGINS", "notebook")
+    engine = load(write_config(tmp_path / "callbridge.toml", notebook.url)).engine()
+    assert not uses_queue(engine)
+    assert type(scheduler_for(engine)) is InProcessScheduler
+    asked = load(write_config(tmp_path / "queue.toml", notebook.url,
+                              extra='[workers]\nqueue = "procrastinate"\n')).engine()
+    with pytest.raises(ConfigError, match=r"workers\.queue: procrastinate needs a PostgreSQL"):
+        uses_queue(asked)
