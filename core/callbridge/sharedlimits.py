@@ -49,6 +49,10 @@ log = logging.getLogger("callbridge.sharedlimits")
 
 #: How long a request waits (as ``RateLimited``) when the database cannot count it.
 UNREACHABLE_RETRY = 5.0
+#: Every this many seconds a process sweeps what buckets no longer used left behind:
+#: entries that count no more (older than SWEEP_HORIZON) and keys with nothing left.
+SWEEP_EVERY = 600.0
+SWEEP_HORIZON = 2 * 86400.0
 
 
 def bucket_key_text(key: BucketKey) -> str:
@@ -73,6 +77,7 @@ class SharedBucketStore(InProcessBucketStore):
         self._postgres = engine.dialect.name == "postgresql"
         self._pending: set[asyncio.Future[None]] = set()
         self._write_lock = threading.Lock() if not self._postgres else None
+        self._swept_at: float | None = None
 
     # --- the transaction -------------------------------------------------------------
 
@@ -124,7 +129,23 @@ class SharedBucketStore(InProcessBucketStore):
                 keys = t.rate_limit_keys
                 conn.execute(keys.update().where(keys.c.bucket_key == name).values(
                     daily_used=(used or 0) + units, daily_resets_at=resets_at))
+        if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
+            self._swept_at = now
+            self.sweep(now)
         return entry, 0.0
+
+    def sweep(self, now: float) -> None:
+        """Delete what buckets no longer used left: entries older than
+        :data:`SWEEP_HORIZON` (windows are shorter), and keys with no entry left
+        and no daily budget running. A bucket in use deletes its own as it goes."""
+        log, keys = t.rate_limit_log, t.rate_limit_keys
+        cut = now - SWEEP_HORIZON
+        with self._locked() as conn:
+            conn.execute(log.delete().where(
+                sa.func.coalesce(log.c.done_at, log.c.started + STALE_AFTER) < cut))
+            conn.execute(keys.delete().where(
+                sa.or_(keys.c.daily_resets_at.is_(None), keys.c.daily_resets_at < now),
+                ~sa.exists().where(log.c.bucket_key == keys.c.bucket_key)))
 
     def _lock_key(self, conn: Connection, name: str) -> tuple[int | None, float | None]:
         """Lock the key's row (made if missing); its (daily_used, daily_resets_at)."""
