@@ -171,3 +171,21 @@ async def test_what_an_unused_bucket_left_is_swept(ledger: Any) -> None:
     assert keys == ["p/api/acme"]  # beta's, unused for three days, is gone
     assert len(store.entries(("p", "api", "acme"))) == 1
     assert store.entries(("p", "api", "beta")) == []
+
+
+@pytest.mark.parametrize(("bucket", "expected"), [
+    (RateBucket(name="api", requests=3, per_seconds=1), [0, 0, 0, 1, 1, 1, 2]),
+    (RateBucket(name="api", requests=10, per_seconds=1, burst=2), [0, 0, 0.2, 0.2, 0.4, 0.4]),
+])
+async def test_the_shared_window_lets_requests_through_as_one_process_would(
+        ledger: Any, bucket: RateBucket, expected: list[float]) -> None:
+    clock = FakeClock(autojump=True)
+    store = SharedBucketStore(ledger.engine, clock=clock)
+    registry = LimiterRegistry(clock, store=store, slack=0.0)
+    times = []
+    for _ in expected:
+        ticket = await registry.acquire(plugin="p", bucket=bucket, tenant="acme", token_id="t")
+        times.append(clock.monotonic() - 1000.0)
+        registry.release(ticket)  # answered at once
+        await store.drain()
+    assert times == pytest.approx(expected)

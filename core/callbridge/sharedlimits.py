@@ -37,7 +37,7 @@ from callbridge.buckets import (
     BucketState,
     InProcessBucketStore,
     RateBucket,
-    Ticket,
+    Window,
 )
 from callbridge.clock import SYSTEM, Clock
 from callbridge.errors import DailyLimitReached, RateLimited
@@ -113,13 +113,8 @@ class SharedBucketStore(InProcessBucketStore):
                 conn.execute(log.delete().where(log.c.bucket_key == name, sa.or_(
                     log.c.done_at < cut,
                     sa.and_(log.c.done_at.is_(None), log.c.started + STALE_AFTER < cut))))
-                for row in conn.execute(sa.select(
-                        log.c.started, log.c.done_at, log.c.units).where(log.c.bucket_key == name)):
-                    ticket = Ticket(float(row.started), int(row.units),
-                                    None if row.done_at is None else float(row.done_at))
-                    for window in windows:
-                        window.tickets.append(ticket)
-                at = max(window.free_at(now, slack, units) for window in windows)
+                at = max(self._free_at(conn, name, window, now, slack, units)
+                         for window in windows)
                 if at > now:
                     return None, at - now
                 entry = int(conn.execute(log.insert().values(
@@ -146,6 +141,34 @@ class SharedBucketStore(InProcessBucketStore):
             conn.execute(keys.delete().where(
                 sa.or_(keys.c.daily_resets_at.is_(None), keys.c.daily_resets_at < now),
                 ~sa.exists().where(log.c.bucket_key == keys.c.bucket_key)))
+
+    @staticmethod
+    def _free_at(conn: Connection, name: str, window: Window, now: float, slack: float,
+                 need: int) -> float:
+        """When ``need`` more units fit in ``window`` (``now`` if at once), counted in
+        the database (as :meth:`Window.free_at` counts in a process): the units in the
+        window, then, only when they do not fit, the few oldest entries that must leave."""
+        log = t.rate_limit_log
+        # When an entry counts: its answer's time; in flight, now (a lost one: five minutes).
+        at_now = sa.literal(now, sa.Float)
+        counts_at = sa.case((log.c.done_at.is_not(None), log.c.done_at),
+                            (log.c.started + STALE_AFTER < at_now, log.c.started + STALE_AFTER),
+                            else_=at_now)
+        inside = (log.c.bucket_key == name, counts_at >= now - window.seconds - slack)
+        extra_windows, need = (divmod(need - 1, window.limit) if need > window.limit
+                               else (0, need))
+        used = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(log.c.units), 0)).where(
+            *inside)).scalar_one())
+        excess = used + need - window.limit
+        at = now
+        if excess > 0:
+            for row in conn.execute(sa.select(counts_at.label("at"), log.c.units).where(
+                    *inside).order_by(counts_at).limit(excess)):
+                excess -= int(row.units)
+                if excess <= 0:
+                    at = max(now, float(row.at) + window.seconds + slack)
+                    break
+        return at + extra_windows * window.seconds
 
     def _lock_key(self, conn: Connection, name: str) -> tuple[int | None, float | None]:
         """Lock the key's row (made if missing); its (daily_used, daily_resets_at)."""
