@@ -11,6 +11,8 @@ from callbridge.serve import oauth, operator
 from callbridge.serve.operator_models import document, render
 from starlette.routing import Route
 
+from tests.test_serve_openapi import refs, resolve
+
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "docs" / "operator-openapi.json"
 
@@ -19,23 +21,12 @@ def test_the_published_document_is_the_generated_one() -> None:
     assert PUBLISHED.read_text() == render(), "run: python tools/gen_operator_openapi.py"
 
 
-def refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [v for k, v in node.items() if k == "$ref"] + [
-            r for k, v in node.items() if k != "$ref" for r in refs(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in refs(v)]
-    return []
-
-
 def test_every_reference_resolves_inside_the_document() -> None:
     doc = document()
     found = refs(doc)
     assert "#/components/schemas/OutcomeOut" in found
     for ref in found:
-        node: Any = doc
-        for part in ref.removeprefix("#/").split("/"):
-            node = node[part]
+        resolve(doc, ref)
     status = doc["components"]["schemas"]["OutcomeStatus"]["enum"]
     assert {"waiting", "parked", "dead", "unresolved"} <= set(status)
 
