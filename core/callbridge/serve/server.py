@@ -23,6 +23,7 @@ class LastGoodSettings(SettingsSource):
 
     def __init__(self, path: Path | None, *, plugin_models: dict[str, type[BaseModel] | None]) -> None:
         self.error: str | None = None
+        self._loaded = False  # the first read is a load, not a reload
         super().__init__(path, plugin_models=plugin_models, watch=False)
 
     def refresh(self) -> Refreshed:
@@ -36,7 +37,9 @@ class LastGoodSettings(SettingsSource):
                 log.error("settings not reloaded, the last good ones stay in use: %s", message)
             self.error = message
             return Refreshed()
-        if self.error is not None or done.whole or done.tenants:
+        first = self._loaded is False
+        self._loaded = True
+        if not first and (self.error is not None or done.whole or done.tenants):
             log.warning("settings reloaded (%s)", "all" if done.whole
                         else f"{len(done.tenants)} tenant(s)")
         self.error = None
