@@ -37,9 +37,14 @@
    fraction of the limit used (goal: at least 0.9) and the 429s (goal: 0)
    (bench_shared_limit.py).
 
+11. workers: CPU time per event with 1, 2 and 4 `callbridge worker` processes sharing an
+   embedded PostgreSQL ledger through the task queue, pinned to cores round-robin, against
+   a plugin answering from memory: the growth from 1 to 4 (goal: at most 1.2x), events/s
+   with each, duplicates and lost (goal: 0) (bench_workers.py).
+
 Usage: python benchmarks/bench.py [--events N] [--rows N]
        [--only pipeline|io|clio_batch|ack|hangup|tenants|profile|startup|ledger_scale|
-               shared_limit]
+               shared_limit|workers]
 """
 
 from __future__ import annotations
@@ -213,7 +218,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack", "hangup",
                                            "tenants", "profile", "startup", "ledger_scale",
-                                           "shared_limit"])
+                                           "shared_limit", "workers"])
     parser.add_argument("--rows", type=int, default=1_000_000,
                         help="deliveries in the ledger for ledger_scale")
     args = parser.parse_args()
@@ -285,6 +290,11 @@ def main() -> None:
         print(f"shared_limit: {sl['workers']} workers, {sl['limit']} per {sl['window_s']} s: "
               f"{sl['fraction_of_limit']} of the limit used (goal: at least 0.9), "
               f"429s: {sl['answers_429']} (goal: 0)")
+    if args.only in (None, "workers"):
+        from bench_workers import bench_workers, table
+        report["workers"] = wk = bench_workers()
+        print("workers:\n" + table(wk) + f"\nCPU per event grows {wk['cpu_growth_1_to_last']}x "
+              "from 1 to 4 workers (goal: at most 1.2x)")
     print(json.dumps(report, indent=2))
 
 
