@@ -4,6 +4,9 @@
    with an in-process plugin that does no I/O, beside a baseline in the same run
    that parses the same events with pydantic and writes equivalent rows with
    plain sqlite3, committing at the same points (so both are equally durable).
+   Run --runs times (default 5), each in a process of its own; medians reported.
+   Both sides run under the garbage collector's policy of `callbridge ingest`, `drain`,
+   `serve` and `worker` (callbridge.process.tune_gc; CALLBRIDGE_GC=default: Python's).
 2. io: events per second for 20 tenants against the notebook server on
    loopback with 50 ms latency and a rate limit per tenant, as a fraction of
    the bound min(total rate limit, concurrency / latency) / requests per event.
@@ -24,7 +27,8 @@
    them active, in one process: peak RSS (goal: under 1 GiB), load and log times, the
    reload of one changed tenant file (bench_tenants.py).
 
-7. profile: the pipeline's CPU time per event by part (bench_hotpath.py).
+7. profile: the pipeline's CPU time per event by part (bench_hotpath.py), medians of
+   --runs runs.
 
 8. startup: `callbridge --help` and `callbridge plugins` against `import httpx2`
    (bench_startup.py).
@@ -42,7 +46,7 @@
    a plugin answering from memory: the growth from 1 to 4 (goal: at most 1.2x), events/s
    with each, duplicates and lost (goal: 0) (bench_workers.py).
 
-Usage: python benchmarks/bench.py [--events N] [--rows N]
+Usage: python benchmarks/bench.py [--events N] [--rows N] [--runs N]
        [--only pipeline|io|clio_batch|ack|hangup|tenants|profile|startup|ledger_scale|
                shared_limit|workers]
 """
@@ -54,6 +58,8 @@ import asyncio
 import json
 import os
 import sqlite3
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,11 +74,14 @@ from callbridge.hookspecs import hookimpl
 from callbridge.ledger import Ledger
 from callbridge.models import AppUser, Contact, LogResult, Matter, Record
 from callbridge.plugins import Registry
+from callbridge.process import tune_gc
 from callbridge.settings import Settings, SettingsSource
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
 #: The CPU seconds (every thread of the process) of each side's last timed run.
 LAST_CPU: dict[str, float] = {}
+#: Whether the last callbridge run tuned the garbage collector (callbridge.process.tune_gc).
+LAST_GC: dict[str, bool] = {}
 
 
 def payloads(n: int, tenants: int = 1) -> list[str]:
@@ -133,6 +142,9 @@ async def callbridge_run(lines: list[str], folder: Path, batch: int) -> float:
     ledger.migrate()
     engine = Engine(settings=SettingsSource(None, default=settings), registry=registry,
                     ledger=ledger, concurrency=batch)
+    # Start-up done: the garbage collector's policy of `callbridge ingest`, `serve` and
+    # `worker` (the baseline, run next in this process, keeps it too).
+    LAST_GC["tuned"] = tune_gc()
     started, cpu = time.perf_counter(), time.process_time()
     await engine.ingest_many([parse_event(line) for line in lines])
     await engine.run_until_idle()
@@ -201,6 +213,9 @@ def bench_pipeline(n: int, batch: int) -> dict[str, Any]:
         "callbridge_cpu_us_per_event": round(LAST_CPU["callbridge"] / n * 1e6, 1),
         "baseline_cpu_us_per_event": round(LAST_CPU["baseline"] / n * 1e6, 1),
         "cpu_ratio": round(LAST_CPU["callbridge"] / LAST_CPU["baseline"], 2),
+        "garbage_collector": ("tuned as `callbridge ingest` tunes it (callbridge.process."
+                              "tune_gc), for both sides" if LAST_GC["tuned"]
+                              else "Python's default (CALLBRIDGE_GC=default)"),
         "comparable_by": {
             "rows_per_event": "1 event + 1 delivery + 1 record + 1 attempt (both sides)",
             "commits_per_event": "store 1, record 1, outcome 1, plus 1 per claimed batch (both sides)",
@@ -212,6 +227,42 @@ def bench_pipeline(n: int, batch: int) -> dict[str, Any]:
     return result
 
 
+def in_processes(only: str, runs: int, events: int, batch: int) -> list[dict[str, Any]]:
+    """``--only ONLY`` run ``runs`` times, each in a process of its own (so no run
+    inherits another's caches, files or collector state); each run's report."""
+    reports = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--only", only,
+                               "--runs", "1", "--events", str(events), "--batch", str(batch)],
+                              capture_output=True, text=True, check=True)
+        reports.append(json.loads(done.stdout[done.stdout.index("\n{") + 1:])[only])
+    return reports
+
+
+def medians(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every number in ``reports`` (nested dicts kept), others from the first."""
+    out: dict[str, Any] = {}
+    for key, first in reports[0].items():
+        values = [r[key] for r in reports]
+        if isinstance(first, dict):
+            out[key] = medians(values)
+        elif isinstance(first, int | float) and not isinstance(first, bool):
+            out[key] = statistics.median(values)
+        else:
+            out[key] = first
+    return out
+
+
+def pipeline_runs(n: int, batch: int, runs: int) -> dict[str, Any]:
+    """:func:`bench_pipeline` ``runs`` times, each in its own process: medians and each run."""
+    if runs <= 1:
+        return bench_pipeline(n, batch)
+    reports = in_processes("pipeline", runs, n, batch)
+    keep = ("callbridge_events_per_s", "baseline_events_per_s", "ratio",
+            "callbridge_cpu_us_per_event", "baseline_cpu_us_per_event", "cpu_ratio")
+    return {**medians(reports), "runs": [{k: r[k] for k in keep} for r in reports]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
@@ -221,12 +272,17 @@ def main() -> None:
                                            "shared_limit", "workers"])
     parser.add_argument("--rows", type=int, default=1_000_000,
                         help="deliveries in the ledger for ledger_scale")
+    parser.add_argument("--runs", type=int, default=5,
+                        help="pipeline and profile: runs, each in a process of its own "
+                             "(medians reported)")
     args = parser.parse_args()
     report: dict[str, Any] = {}
     if args.only in (None, "pipeline"):
-        report["pipeline"] = bench_pipeline(args.events, args.batch)
-        p = report["pipeline"]
-        print(f"pipeline: callbridge {p['callbridge_events_per_s']} events/s, baseline "
+        report["pipeline"] = p = pipeline_runs(args.events, args.batch, args.runs)
+        for i, run in enumerate(p.get("runs", [])):
+            print(f"pipeline run {i + 1}: ratio {run['ratio']}x, CPU ratio {run['cpu_ratio']}x")
+        medians_of = f" (medians of {args.runs} runs)" if args.runs > 1 else ""
+        print(f"pipeline{medians_of}: callbridge {p['callbridge_events_per_s']} events/s, baseline "
               f"{p['baseline_events_per_s']} events/s, ratio {p['ratio']}x (goal: within 3x); "
               f"CPU per event {p['callbridge_cpu_us_per_event']} us against "
               f"{p['baseline_cpu_us_per_event']} us, ratio {p['cpu_ratio']}x")
@@ -262,7 +318,9 @@ def main() -> None:
               f"one changed tenant reloaded in {t['reload_ms']} ms")
     if args.only in (None, "profile"):
         from bench_hotpath import profile
-        report["profile"] = pr = profile(args.events, args.batch)
+        report["profile"] = pr = (profile(args.events, args.batch) if args.runs <= 1 else
+                                  medians(in_processes("profile", args.runs, args.events,
+                                                       args.batch)))
         print(f"profile: CPU per event {pr['callbridge_cpu_us_per_event']} us "
               f"{pr['callbridge_parts_cpu_us_per_event']}; baseline "
               f"{pr['baseline_cpu_us_per_event']} us {pr['baseline_parts_cpu_us_per_event']}")

@@ -11,9 +11,11 @@ Parts metered on callbridge's side (exclusive time, so nothing is counted twice)
   asyncio), measured as the process's CPU time less the parts above.
 
 CPU time, not wall time: on a shared machine the wall clock also counts the
-time other processes hold the cores.
+time other processes hold the cores. The garbage collector is tuned as
+`callbridge ingest`, `serve` and `worker` tune it (callbridge.process.tune_gc);
+``--python-gc`` measures with Python's default collector instead.
 
-Usage: python benchmarks/bench_hotpath.py [--events N] [--gc-threshold N]
+Usage: python benchmarks/bench_hotpath.py [--events N] [--python-gc]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from callbridge.ledger import (
 )
 from callbridge.ledger.deliveries import DeliveriesMixin
 from callbridge.ledger.events import EventsMixin
+from callbridge.process import ENV_GC
 
 
 class Meter:
@@ -121,20 +124,20 @@ def profile(n: int, batch: int = 64) -> dict[str, Any]:
             "parse": round(base_parse / n * 1e6, 1),
             "sqlite and the rest": round((base_cpu - base_parse) / n * 1e6, 1)},
         "cpu_ratio": round(ours_cpu / base_cpu, 2),
+        "gc_threshold": gc.get_threshold()[0], "gc_tuned": bench.LAST_GC["tuned"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--gc-threshold", type=int, default=None,
-                        help="the cyclic garbage collector's first threshold (Python's is 700), "
+    parser.add_argument("--python-gc", action="store_true",
+                        help="leave Python's garbage collector as it is (CALLBRIDGE_GC=default), "
                              "to see what the collector costs each side")
     args = parser.parse_args()
-    if args.gc_threshold is not None:
-        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+    if args.python_gc:
+        os.environ[ENV_GC] = "default"
     report = profile(args.events)
-    report["gc_threshold"] = gc.get_threshold()[0]
     print(json.dumps(report, indent=2))
 
 

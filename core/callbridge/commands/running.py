@@ -14,6 +14,7 @@ def ingest(file: Path, config: Path | None, rejects: Path | None, dry_run: bool,
            no_wait: bool, as_json: bool) -> None:
     """Feed events from a file through every connected app and show the outcomes."""
     from callbridge.ingesting import run_ingest
+    from callbridge.process import tune_gc
 
     rt = runtime(config)
     try:
@@ -23,6 +24,7 @@ def ingest(file: Path, config: Path | None, rejects: Path | None, dry_run: bool,
 
     async def go() -> int:
         engine = rt.engine(dry_run=dry_run)
+        tune_gc()  # start-up done: the collector's time goes to events from here
         try:
             return await run_ingest(engine, rt.settings.current(), file, stream, rejects=rejects,
                                     dry_run=dry_run, as_json=as_json, wait_max=wait_max,
@@ -38,11 +40,13 @@ def ingest(file: Path, config: Path | None, rejects: Path | None, dry_run: bool,
 def drain(config: Path | None, wait_max: float, as_json: bool) -> None:
     """Resume queued work: log every pending and waiting delivery, waiting up to wait_max."""
     from callbridge.ingesting import run_drain
+    from callbridge.process import tune_gc
 
     rt = runtime(config)
 
     async def go() -> int:
         engine = rt.engine()
+        tune_gc()
         try:
             return await run_drain(engine, wait_max=wait_max, as_json=as_json)
         finally:
