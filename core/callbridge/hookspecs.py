@@ -32,33 +32,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_type_hints
 
 import pluggy
 
 from callbridge.capabilities import Capability, Connection, Declaration
-from callbridge.context import HookContext
-from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
-from callbridge.models import (
-    AppRequest,
-    AppSubscription,
-    AppUser,
-    BatchItem,
-    BatchResult,
-    ChangedContacts,
-    ClientContact,
-    ClosedMatter,
-    ClosedMatterPage,
-    Contact,
-    LogResult,
-    LogTarget,
-    Matter,
-    MatterChanged,
-    Record,
-    WriteConfirmed,
-    WriteFailed,
-)
 from callbridge.results import conforms, describe
+
+if TYPE_CHECKING:  # the hooks' argument and return types; read by _table() on first use of SPECS
+    from callbridge.context import HookContext
+    from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
+    from callbridge.models import (
+        AppRequest,
+        AppSubscription,
+        AppUser,
+        BatchItem,
+        BatchResult,
+        ChangedContacts,
+        ClientContact,
+        ClosedMatter,
+        ClosedMatterPage,
+        Contact,
+        LogResult,
+        LogTarget,
+        Matter,
+        MatterChanged,
+        Record,
+        WriteConfirmed,
+        WriteFailed,
+    )
 
 PROJECT = "callbridge"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -559,7 +561,12 @@ def hook_called(tenant: str, app: str, hook: str, seconds: float, error: str | N
 
 
 def _table() -> dict[str, HookSpec]:
-    hints_ns = dict(globals())
+    # The return types name the host's models: imported here, when the table is first
+    # read, so that loading the specs (every plugin does) loads neither the models nor
+    # the HTTP client the context brings.
+    from callbridge import context, events, models
+
+    hints_ns = {**vars(models), **vars(events), "HookContext": context.HookContext, **globals()}
     out = {}
     for fn, capabilities, since, exempt in _ROUTED:
         returns = get_type_hints(fn, globalns=hints_ns)["return"]
@@ -567,11 +574,23 @@ def _table() -> dict[str, HookSpec]:
     return out
 
 
-#: Every routed hook, in reference order: the one list the host, the loader,
-#: the facade, the docs and the kit read.
-SPECS: dict[str, HookSpec] = _table()
-#: Hooks routed to exactly one app's plugin (the names of :data:`SPECS`).
-ROUTED_HOOKS: tuple[str, ...] = tuple(SPECS)
+if TYPE_CHECKING:
+    #: Every routed hook, in reference order: the one list the host, the loader,
+    #: the facade, the docs and the kit read (built on first use, see __getattr__).
+    SPECS: dict[str, HookSpec]
+
+
+def __getattr__(name: str) -> Any:
+    """:data:`SPECS`, built on first use (its return types need the host's models)."""
+    if name != "SPECS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    specs = _table()
+    globals()["SPECS"] = specs
+    return specs
+
+
+#: Hooks routed to exactly one app's plugin (the names of :data:`SPECS`), in reference order.
+ROUTED_HOOKS: tuple[str, ...] = tuple(fn.__name__ for fn, *_ in _ROUTED)
 #: Hooks every plugin may implement without a capability.
 FREE_HOOKS = ("declare", "connection", "hook_called")
 #: Every hook name, for "did you mean" hints.
@@ -580,4 +599,4 @@ ALL_HOOKS: tuple[str, ...] = (*FREE_HOOKS, *ROUTED_HOOKS)
 
 def hooks_needing(capability: Capability) -> frozenset[str]:
     """The routed hooks a declared capability obliges a plugin to implement."""
-    return frozenset(name for name, spec in SPECS.items() if capability in spec.capabilities)
+    return frozenset(fn.__name__ for fn, capabilities, *_ in _ROUTED if capability in capabilities)

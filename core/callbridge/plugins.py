@@ -25,7 +25,7 @@ from typing import Any
 
 import pluggy
 from pydantic import ValidationError
-from stevedore import ExtensionManager
+from stevedore import ExtensionManager, NamedExtensionManager
 
 from callbridge import HOOK_API_VERSION, hookspecs
 from callbridge.capabilities import REQUIRED_HOOKS, Capability, Connection, Declaration, api_status
@@ -37,6 +37,7 @@ GROUP = "callbridge.plugins"
 ENV_STRICT = "CALLBRIDGE_STRICT_PLUGINS"
 ENV_ALLOW = "CALLBRIDGE_PLUGINS"
 ENV_DENY = "CALLBRIDGE_DISABLE_PLUGINS"
+UNKNOWN_DISTRIBUTION = ("(unknown distribution)", "-")
 
 
 class PluginLoadError(CallbridgeError):
@@ -258,12 +259,19 @@ def _names(env: str) -> set[str] | None:
     return {n.strip() for n in raw.split(",") if n.strip()}
 
 
-def _distribution_of(ep_name: str, ep_value: str) -> tuple[str, str]:
-    # stevedore's entry points carry no distribution: find it in importlib.metadata.
+def _distributions() -> dict[tuple[str, str], tuple[str, str]]:
+    """Each entry point of the group (name, value) with its distribution's name and version.
+
+    stevedore's entry points carry no distribution: they are found in importlib.metadata,
+    read once for all the plugins (each reading visits every installed distribution).
+    """
+    found: dict[tuple[str, str], tuple[str, str]] = {}
     for ep in importlib.metadata.entry_points(group=GROUP):
-        if ep.name == ep_name and ep.value == ep_value and ep.dist is not None:
-            return ep.dist.name, ep.dist.version
-    return "(unknown distribution)", "-"
+        if ep.dist is not None:
+            found.setdefault((ep.name, ep.value), (ep.dist.name, ep.dist.version))
+        else:
+            found.setdefault((ep.name, ep.value), UNKNOWN_DISTRIBUTION)
+    return found
 
 
 def discover(*, strict: bool | None = None, extra: Iterable[object] = ()) -> Registry:
@@ -275,22 +283,30 @@ def discover(*, strict: bool | None = None, extra: Iterable[object] = ()) -> Reg
     def on_failure(_mgr: Any, ep: Any, exc: BaseException) -> None:
         failures.append((ep.name, ep.value, exc))
 
-    def check(ext: Any) -> bool:
-        return (allow is None or ext.name in allow) and ext.name not in deny
+    def wanted(name: str) -> bool:
+        return (allow is None or name in allow) and name not in deny
 
-    manager = ExtensionManager(
-        namespace=GROUP, invoke_on_load=False, on_load_failure_callback=on_failure,
-        propagate_map_exceptions=False,
-    )
+    dists = _distributions()
+    if allow is None and not deny:
+        manager: ExtensionManager[Any] = ExtensionManager(
+            namespace=GROUP, invoke_on_load=False, on_load_failure_callback=on_failure,
+            propagate_map_exceptions=False,
+        )
+    else:  # a plugin left out by the lists is not imported at all
+        manager = NamedExtensionManager(
+            namespace=GROUP, names=sorted({name for name, _value in dists if wanted(name)}),
+            invoke_on_load=False, on_load_failure_callback=on_failure,
+            on_missing_entrypoints_callback=None, propagate_map_exceptions=False,
+        )
     for name, value, exc in failures:
-        if (allow is not None and name not in allow) or name in deny:
+        if not wanted(name):
             continue
-        dist, ver = _distribution_of(name, value)
+        dist, ver = dists.get((name, value), UNKNOWN_DISTRIBUTION)
         registry.errors.append(LoadError(name, dist, ver, f"import failed: {type(exc).__name__}: {exc}"))
     for ext in sorted(manager.extensions, key=lambda e: e.name):
-        if not check(ext):
+        if not wanted(ext.name):
             continue
-        dist, ver = _distribution_of(ext.name, ext.entry_point.value)
+        dist, ver = dists.get((ext.name, ext.entry_point.value), UNKNOWN_DISTRIBUTION)
         registry.add(ext.plugin, entry_point=ext.name, distribution=dist, dist_version=ver)
     for obj in extra:
         registry.add(obj)
