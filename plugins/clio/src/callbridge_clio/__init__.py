@@ -21,7 +21,8 @@ need the ``sandbox`` extra.
 
 from __future__ import annotations
 
-from callbridge_clio.contacts import search_texts, split_name
+from typing import Any
+
 from callbridge_clio.hooks import (
     closed_matters_since,
     connection,
@@ -42,8 +43,24 @@ from callbridge_clio.hooks import (
     update_log,
     verify_app_event,
 )
-from callbridge_clio.rendering import body, revised_body, subject
 from callbridge_clio.settings import API_VERSION, UPLOAD_ATTEMPTS, ClioSettings, __version__
+
+#: Helpers re-exported from the module of their concern, imported on first use (they need
+#: the HTTP client and the host's event models, which loading the plugin does not).
+_LAZY = {"search_texts": "contacts", "split_name": "contacts", "body": "rendering",
+         "revised_body": "rendering", "subject": "rendering"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "API_VERSION",

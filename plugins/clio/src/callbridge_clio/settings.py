@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from callbridge.capabilities import Capability, Connection, Declaration, OAuth2Config, RateBucket
-from callbridge.context import HookContext
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from callbridge.context import HookContext
 
 try:
     __version__ = version("callbridge-clio")

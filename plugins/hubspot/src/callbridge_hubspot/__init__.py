@@ -14,27 +14,15 @@ What is written (docs/plugins/hubspot.md has the details and the reasons):
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callbridge import hookspecs
 from callbridge.capabilities import Capability, Connection, Declaration, OAuth2Config
-from callbridge.context import HookContext, find_record
-from callbridge.errors import PermanentError, SkipEvent
-from callbridge.events import CallEvent, FaxEvent, SmsEvent
 from callbridge.hookspecs import hookimpl
-from callbridge.models import LogResult, LogTarget, Record
 
-from callbridge_hubspot import batch, content, host, limits
-from callbridge_hubspot.contacts import (
-    contacts_changed_since,
-    create_contact,
-    find_contact,
-    find_user,
-    pick_default_user,
-    split_name,
-)
+from callbridge_hubspot import limits
 from callbridge_hubspot.settings import (
     OBJECT_KIND,
     SEARCH_SETTLE_SECONDS,
@@ -43,14 +31,33 @@ from callbridge_hubspot.settings import (
     options_of,
     portal_time_zone,
 )
-from callbridge_hubspot.writes import (
-    begin,
-    find_marked,
-    marker_property,
-    settle,
-    write_one,
-    written,
-)
+
+if TYPE_CHECKING:
+    from callbridge.context import HookContext
+    from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
+    from callbridge.models import AppUser, ChangedContacts, Contact, LogResult, LogTarget, Record
+
+# The modules that write (content, host, writes, contacts, batch) are imported when a hook
+# is first called: loading the plugin (``callbridge plugins`` lists it from its declaration)
+# does not load the HTTP client, the host's event models or HubSpot's API models.
+
+#: Whether the host calls ``log_batch`` (hook API 2.0).
+HOST_HAS_BATCH = hasattr(hookspecs, "log_batch")
+#: Helpers re-exported from the module of their concern, imported on first use.
+_LAZY = {"split_name": "contacts", "begin": "writes", "find_marked": "writes",
+         "marker_property": "writes", "settle": "writes", "written": "writes"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 try:
     __version__ = version("callbridge-hubspot")
@@ -68,7 +75,7 @@ def _capabilities() -> frozenset[Capability]:
             Capability.FILE_ATTACHMENTS, Capability.LOG_WITHOUT_CONTACT,
             Capability.MULTI_CONTACT_LINK}
     batch_writes = getattr(Capability, "BATCH_WRITES", None)
-    if batch_writes is not None and batch.HOST_HAS_BATCH:
+    if batch_writes is not None and HOST_HAS_BATCH:
         caps.add(batch_writes)
     return frozenset(caps)
 
@@ -77,7 +84,7 @@ def _capabilities() -> frozenset[Capability]:
 def declare() -> Declaration:
     data: dict[str, Any] = {
         "name": "hubspot", "title": "HubSpot", "version": __version__,
-        "hook_api_version": "2.0" if batch.HOST_HAS_BATCH else "1.0",
+        "hook_api_version": "2.0" if HOST_HAS_BATCH else "1.0",
         "capabilities": _capabilities(), "settings_model": HubSpotSettings,
         # The plan's buckets come with each connection where the host takes them;
         # declared here: the smallest plan's.
@@ -113,11 +120,55 @@ def connection(options: HubSpotSettings | None) -> Connection:
     return Connection.model_validate(data)
 
 
+# --- contacts and users (:mod:`.contacts`) ------------------------------------------------------
+
+
+@hookimpl
+async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
+    from callbridge_hubspot import contacts
+
+    return await contacts.find_contact(ctx, party)
+
+
+@hookimpl
+async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:
+    from callbridge_hubspot import contacts
+
+    return await contacts.create_contact(ctx, party, name)
+
+
+@hookimpl
+async def contacts_changed_since(ctx: HookContext, since: datetime | None,
+                                 cursor: str | None) -> ChangedContacts:
+    from callbridge_hubspot import contacts
+
+    return await contacts.contacts_changed_since(ctx, since, cursor)
+
+
+@hookimpl
+async def find_user(ctx: HookContext, email: str | None) -> AppUser | None:
+    from callbridge_hubspot import contacts
+
+    return await contacts.find_user(ctx, email)
+
+
+@hookimpl
+async def pick_default_user(ctx: HookContext) -> AppUser | None:
+    from callbridge_hubspot import contacts
+
+    return await contacts.pick_default_user(ctx)
+
+
 # --- logging ----------------------------------------------------------------------------------
 
 
 @hookimpl
 async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:
+    from callbridge.models import LogResult
+
+    from callbridge_hubspot import content
+    from callbridge_hubspot.writes import write_one
+
     def build(marker: tuple[str, str] | None) -> tuple[dict[str, str], list[dict[str, Any]]]:
         return (content.call_properties(event, target, marker),
                 content.associations(target, content.TYPE_TO_CONTACT["calls"]))
@@ -127,6 +178,11 @@ async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> Log
 
 @hookimpl
 async def log_sms(ctx: HookContext, event: SmsEvent, target: LogTarget) -> LogResult:
+    from callbridge.models import LogResult
+
+    from callbridge_hubspot import content
+    from callbridge_hubspot.writes import write_one
+
     def build(marker: tuple[str, str] | None) -> tuple[dict[str, str], list[dict[str, Any]]]:
         return (content.sms_properties(event, target, marker),
                 content.associations(target, content.TYPE_TO_CONTACT["communications"]))
@@ -144,6 +200,12 @@ def fax_file_name(event: FaxEvent, mark: str) -> str:
 @hookimpl
 async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogResult:
     """A note with the fax document uploaded through the Files API and attached."""
+    from callbridge.errors import PermanentError
+    from callbridge.models import LogResult
+
+    from callbridge_hubspot import content, host
+    from callbridge_hubspot.writes import write_one
+
     api = await api_for(ctx)
     file_record: Record | None = None
     why_missing: str | None = None
@@ -186,6 +248,13 @@ async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogRe
 async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,
                      records: list[Record]) -> LogResult:
     """Late details edit the call in place (body and recording URL). Never a second log."""
+    from callbridge.context import find_record
+    from callbridge.errors import SkipEvent
+    from callbridge.events import CallEvent
+    from callbridge.models import LogResult
+
+    from callbridge_hubspot import content
+
     call = find_record(tuple(records), "call")
     if call is None:
         if find_record(tuple(records), "communication") or find_record(tuple(records), "note"):
@@ -202,8 +271,15 @@ async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,
     return LogResult(records=tuple(records))
 
 
-if batch.HOST_HAS_BATCH:
-    log_batch = hookimpl(batch.log_batch)
+async def log_batch(ctx: HookContext, kind: str, items: list[Any]) -> list[Any]:
+    """Many deliveries of one portal and kind through the batch endpoints (:mod:`.batch`)."""
+    from callbridge_hubspot import batch
+
+    return await batch.log_batch(ctx, kind, items)
+
+
+if HOST_HAS_BATCH:
+    log_batch = hookimpl(log_batch)
 
 __all__ = [
     "OBJECT_KIND", "HubSpotSettings", "api_for", "begin", "connection", "contacts_changed_since",

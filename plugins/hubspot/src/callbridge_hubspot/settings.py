@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from callbridge.context import HookContext
 from callbridge.errors import AppError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from callbridge_hubspot import host, limits
-from callbridge_hubspot.api import HubSpotApi
+from callbridge_hubspot import limits
+
+if TYPE_CHECKING:  # the API client is imported by the hooks that use it (it loads the HTTP client)
+    from callbridge.context import HookContext
+
+    from callbridge_hubspot.api import HubSpotApi
 
 API_BASE = "https://api.hubapi.com"
 #: How long HubSpot's search is given to see a write before a lost answer is looked for.
@@ -70,6 +73,8 @@ async def portal_time_zone(ctx: HookContext, api: HubSpotApi) -> str:
     if opts.portal_time_zone:
         return opts.portal_time_zone
 
+    from callbridge_hubspot import host
+
     async def load() -> str:
         return (await api.account_details()).time_zone
 
@@ -84,6 +89,9 @@ async def portal_time_zone(ctx: HookContext, api: HubSpotApi) -> str:
 
 
 async def api_for(ctx: HookContext) -> HubSpotApi:
+    from callbridge_hubspot import host
+    from callbridge_hubspot.api import HubSpotApi
+
     clock = host.clock(ctx)
     daily = limits.DailyState.load(await ctx.store.get(DAILY_KEY))
 

@@ -20,29 +20,35 @@ from __future__ import annotations
 
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from callbridge import hookspecs
 from callbridge.capabilities import Capability, Connection, Declaration, OAuth2Config, RateBucket
-from callbridge.context import HookContext
-from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
 from callbridge.hookspecs import hookimpl
-from callbridge.models import (
-    AppRequest,
-    AppSubscription,
-    AppUser,
-    ChangedContacts,
-    Contact,
-    LogResult,
-    LogTarget,
-    Matter,
-    MatterChanged,
-    Record,
-    WriteConfirmed,
-    WriteFailed,
-)
 
-from callbridge_smokeball import logs, lookups, webhooks
 from callbridge_smokeball.settings import HOSTS, SmokeballSettings
+
+if TYPE_CHECKING:
+    from callbridge.context import HookContext
+    from callbridge.events import CallEvent, ExternalParty, FaxEvent, SmsEvent
+    from callbridge.models import (
+        AppRequest,
+        AppSubscription,
+        AppUser,
+        ChangedContacts,
+        Contact,
+        LogResult,
+        LogTarget,
+        Matter,
+        MatterChanged,
+        Record,
+        WriteConfirmed,
+        WriteFailed,
+    )
+
+# The hooks' modules (logs, lookups, webhooks) are imported when a hook is first called:
+# loading the plugin (``callbridge plugins`` lists it from its declaration) does not load
+# the HTTP client, the host's event models or Smokeball's API models.
 
 try:
     __version__ = version("callbridge-smokeball")
@@ -120,63 +126,87 @@ def connection(options: SmokeballSettings | None) -> Connection:
 
 @hookimpl
 async def find_contact(ctx: HookContext, party: ExternalParty) -> list[Contact]:
+    from callbridge_smokeball import lookups
+
     return await lookups.find_contact(ctx, party)
 
 
 @hookimpl
 async def create_contact(ctx: HookContext, party: ExternalParty, name: str) -> Contact:
+    from callbridge_smokeball import lookups
+
     return await lookups.create_contact(ctx, party, name)
 
 
 @hookimpl
 async def contacts_changed_since(ctx: HookContext, since: datetime | None,
                                  cursor: str | None) -> ChangedContacts:
+    from callbridge_smokeball import lookups
+
     return await lookups.contacts_changed_since(ctx, since, cursor)
 
 
 @hookimpl
 async def find_matters(ctx: HookContext, contact: Contact) -> list[Matter]:
+    from callbridge_smokeball import lookups
+
     return await lookups.find_matters(ctx, contact)
 
 
 @hookimpl
 async def find_user(ctx: HookContext, email: str | None) -> AppUser | None:
+    from callbridge_smokeball import lookups
+
     return await lookups.find_user(ctx, email)
 
 
 @hookimpl
 async def pick_default_user(ctx: HookContext) -> AppUser | None:
+    from callbridge_smokeball import lookups
+
     return await lookups.pick_default_user(ctx)
 
 
 @hookimpl
 async def ensure_activity_code(ctx: HookContext, label: str) -> str:
+    from callbridge_smokeball import lookups
+
     return await lookups.ensure_activity_code(ctx, label)
 
 
 @hookimpl
 async def log_call(ctx: HookContext, event: CallEvent, target: LogTarget) -> LogResult:
+    from callbridge_smokeball import logs
+
     return await logs.log_call(ctx, event, target)
 
 
 @hookimpl
 async def log_sms(ctx: HookContext, event: SmsEvent, target: LogTarget) -> LogResult:
+    from callbridge_smokeball import logs
+
     return await logs.log_sms(ctx, event, target)
 
 
 @hookimpl
 async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogResult:
+    from callbridge_smokeball import logs
+
     return await logs.log_fax(ctx, event, target)
 
 
 @hookimpl
 async def update_log(ctx: HookContext, event: CallEvent | SmsEvent | FaxEvent,
                      records: list[Record]) -> LogResult:
+    from callbridge_smokeball import logs
+
     return await logs.update_log(ctx, event, records)
 
 
 async def confirm_accepted(ctx: HookContext, records: list[Record], since: datetime
                            ) -> dict[str, bool | None]:
+    from callbridge_smokeball import logs
+
     return await logs.confirm_accepted(ctx, records, since)
 
 
@@ -185,21 +215,29 @@ if hasattr(hookspecs, "confirm_accepted"):  # hook API 2.0
 
 
 async def subscribe_app_events(ctx: HookContext, url: str) -> AppSubscription:
+    from callbridge_smokeball import webhooks
+
     return await webhooks.subscribe(ctx, url)
 
 
 async def renew_app_events(ctx: HookContext, subscription: AppSubscription,
                            url: str) -> AppSubscription:
+    from callbridge_smokeball import webhooks
+
     return await webhooks.renew(ctx, subscription, url)
 
 
 async def verify_app_event(ctx: HookContext, request: AppRequest,
                            subscription: AppSubscription) -> None:
+    from callbridge_smokeball import webhooks
+
     webhooks.verify_request(ctx, request, subscription)
 
 
 async def parse_app_event(ctx: HookContext, request: AppRequest, subscription: AppSubscription
                           ) -> list[WriteConfirmed | WriteFailed | MatterChanged]:
+    from callbridge_smokeball import webhooks
+
     return webhooks.parse(request)
 
 

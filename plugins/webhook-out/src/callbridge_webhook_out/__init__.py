@@ -12,16 +12,12 @@ retried by the host with backoff until its deadline; another 4xx fails the send.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callbridge.capabilities import Connection, Declaration
-from callbridge.context import HookContext
 from callbridge.errors import ConfigError
 from callbridge.hookspecs import hookimpl
-from callbridge.models import ClientContact, ClosedMatter, Record
-from callbridge.outbound import AddressPolicy, AddressRefused, check_url
 
-from callbridge_webhook_out import payload as wire
 from callbridge_webhook_out.settings import (
     WebhookOutSettings,
     __version__,
@@ -30,6 +26,10 @@ from callbridge_webhook_out.settings import (
     options,
     shared_secret,
 )
+
+if TYPE_CHECKING:
+    from callbridge.context import HookContext
+    from callbridge.models import ClientContact, ClosedMatter, Record
 
 __all__ = ["WebhookOutSettings", "__version__", "connection", "declare", "send_closed_matter"]
 
@@ -47,6 +47,13 @@ def connection(options: WebhookOutSettings | None) -> Connection:
 @hookimpl
 async def send_closed_matter(ctx: HookContext, client: ClientContact,
                              matter: ClosedMatter) -> Record:
+    # Imported at the first send: loading the plugin (``callbridge plugins`` lists it)
+    # does not load the HTTP client or the host's models.
+    from callbridge.models import Record
+    from callbridge.outbound import AddressPolicy, AddressRefused, check_url
+
+    from callbridge_webhook_out import payload as wire
+
     opts = options(ctx)
     try:
         check_url(opts.url, AddressPolicy())

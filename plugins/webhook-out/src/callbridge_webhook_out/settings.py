@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from callbridge.capabilities import Capability, Connection, Declaration
-from callbridge.context import HookContext
 from callbridge.errors import ConfigError
-from callbridge.redact import register_secret
-from callbridge.settings_source import secret_variable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from callbridge.context import HookContext
 
 try:
     __version__ = version("callbridge-webhook-out")
@@ -45,6 +46,9 @@ def options(ctx: HookContext) -> WebhookOutSettings:
 
 
 def shared_secret(opts: WebhookOutSettings) -> str:
+    from callbridge.redact import register_secret  # loads the phone numbers' library: at send
+    from callbridge.settings_source import secret_variable
+
     secret = secret_variable(opts.secret_env) or ""
     if not secret:
         raise ConfigError(f"the shared secret is not set: put it in the environment variable "
