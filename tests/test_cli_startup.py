@@ -1,16 +1,22 @@
-"""`callbridge --help` starts without loading the host's heavy parts.
+"""`callbridge --help` and `callbridge plugins` start without loading the host's heavy parts.
 
 Each command's body is imported inside its typer wrapper (see callbridge.cli), so
 asking for help, or for any command's help, loads typer and nothing of the engine,
-the ledger, SQLAlchemy, an HTTP client or a server. The time it takes is measured
-by the benchmarks (``nox -s bench``); here only what is loaded is checked.
+the ledger, SQLAlchemy, an HTTP client or a server. `callbridge plugins` loads each
+plugin and prints its declaration: the plugins import what their hooks need when a
+hook is first called, and the hook specs read their return types on first use, so
+listing loads neither the HTTP client nor the host's event models. The time it takes
+is measured by the benchmarks (``nox -s bench``); here only what is loaded is checked.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 #: Libraries a plain `--help` must not load (top-level package names).
 HEAVY = {"sqlalchemy", "alembic", "psycopg", "httpx2", "httpcore2", "starlette", "uvicorn",
@@ -74,3 +80,71 @@ def test_the_command_modules_still_import_what_they_need() -> None:
     from callbridge.drain import WAIT_MAX as DRAIN_WAIT_MAX
 
     assert WAIT_MAX == DRAIN_WAIT_MAX
+
+
+#: The app plugins shipped beside the host (each in its own distribution).
+APP_PLUGINS = ("clio", "hubspot", "smokeball", "webhook_out")
+#: What `callbridge plugins` may load of the host besides the CLI: the loader, the specs,
+#: the declaration's models.
+PLUGINS_ALLOWED = HOST_ALLOWED | {"callbridge.commands.listing", "callbridge.plugins",
+                                  "callbridge.hookspecs", "callbridge.capabilities",
+                                  "callbridge.buckets", "callbridge.results"}
+#: Libraries `callbridge plugins` must not load: the help's list (but the plugin manager
+#: and the entry points' loader, which it needs) and the event loop.
+PLUGINS_HEAVY = (HEAVY - {"pluggy", "stevedore"}) | {"asyncio", "authlib", "tenacity", "anyio"}
+
+LISTING_PROBE = """
+import json, sys
+from callbridge.cli import app
+
+try:
+    app(["plugins", "--json", "--all"], prog_name="callbridge")
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def _listing(env: dict[str, str]) -> tuple[dict[str, list[dict[str, object]]], list[str]]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CALLBRIDGE_PLUGINS", "CALLBRIDGE_DISABLE_PLUGINS")}
+    done = subprocess.run([sys.executable, "-c", LISTING_PROBE], capture_output=True, text=True,
+                          timeout=120, check=True, env={**base, **env})
+    modules: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
+    return json.loads(done.stdout), modules
+
+
+def _app_plugins_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return set(APP_PLUGINS) <= {ep.name for ep in entry_points(group="callbridge.plugins")}
+
+
+@pytest.mark.skipif(not _app_plugins_installed(), reason="the app plugins are not installed")
+@pytest.mark.parametrize("env", [
+    {"CALLBRIDGE_PLUGINS": ",".join(APP_PLUGINS)},
+    {"CALLBRIDGE_DISABLE_PLUGINS": "notebook,broken_import,broken_misspelt"},
+], ids=["allow-list", "deny-list"])
+def test_listing_the_app_plugins_loads_neither_their_http_client_nor_the_event_models(
+        env: dict[str, str]) -> None:
+    listing, modules = _listing(env)
+    assert [p["name"] for p in listing["plugins"]] == list(APP_PLUGINS)
+    assert listing["errors"] == []
+    assert all(p["capabilities"] and p["hooks"] for p in listing["plugins"])
+    heavy = sorted({m.split(".")[0] for m in modules} & PLUGINS_HEAVY)
+    assert not heavy, f"`callbridge plugins` loads {heavy}"
+    host = sorted(m for m in modules if m.split(".")[0] == "callbridge" and m not in PLUGINS_ALLOWED)
+    assert not host, (f"`callbridge plugins` loads {host}: import them where a hook or a "
+                      "command first needs them")
+    left_out = sorted(m for m in modules if m.startswith(("callbridge.examples", "callbridge_broken")))
+    assert not left_out, f"a plugin left out by the lists is imported: {left_out}"
+
+
+def test_the_hook_specs_read_their_return_types_on_first_use() -> None:
+    """The specs' table still names the host's models (the loader checks results with it)."""
+    from callbridge import hookspecs
+    from callbridge.models import LogResult
+
+    assert hookspecs.SPECS["log_call"].returns is LogResult
+    assert tuple(hookspecs.SPECS) == hookspecs.ROUTED_HOOKS
+    assert hookspecs.hooks_needing(hookspecs.Capability.CALLS) == frozenset({"log_call"})
