@@ -1,7 +1,9 @@
 """The ASGI app: every route module's routes, the worker and the scheduler in its lifespan.
 
 Adding routes = a module with ``def routes(state: ServerState) -> list[BaseRoute]`` and
-its name in :data:`ROUTE_MODULES`. Errors are JSON: ``{"error": {"field", "problem"}}``
+its name in :data:`ROUTE_MODULES`. The intake's requests (``POST /v1/sources/...``, the
+busiest by far) go straight to its handler, before Starlette's routing and middleware
+(:class:`ServerApp`); it answers its own errors the same way. Errors are JSON: ``{"error": {"field", "problem"}}``
 (:func:`callbridge.serve.state.json_error`; an :class:`callbridge.serve.auth.ApiError`
 raised in a route becomes one).
 
@@ -26,12 +28,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from callbridge.clock import Clock
 from callbridge.engine import Engine
 from callbridge.errors import ConfigError
 from callbridge.quarantine import Quarantine
 from callbridge.runtime import Runtime
+from callbridge.serve import intake
 from callbridge.serve.auth import EXCEPTION_HANDLERS
 from callbridge.serve.metrics import Metrics
 from callbridge.serve.state import ServerState, json_error
@@ -90,11 +94,25 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return json_error(500, "(server)", "an internal error; it has been logged")
 
 
+class ServerApp(Starlette):
+    """The server's app: Starlette, with the intake's requests handed to its handler first."""
+
+    def __init__(self, state: ServerState) -> None:
+        super().__init__(routes=collect_routes(state), lifespan=lambda app: lifespan(state),
+                         exception_handlers={HTTPException: _http_error,
+                                             Exception: _server_error, **EXCEPTION_HANDLERS})
+        self.intake: intake.SourceIntake | None = state.extra.get(intake.__name__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.intake is not None and (found := intake.match(scope)) is not None:
+            await self.intake.handle(scope, receive, send, *found)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def build_app(state: ServerState) -> Starlette:
     """The server's ASGI app."""
-    return Starlette(routes=collect_routes(state), lifespan=lambda app: lifespan(state),
-                     exception_handlers={HTTPException: _http_error, Exception: _server_error,
-                                         **EXCEPTION_HANDLERS})
+    return ServerApp(state)
 
 
 @contextlib.asynccontextmanager

@@ -24,7 +24,7 @@ from callbridge.appevents import PATH, UnknownTarget
 from callbridge.errors import AppEventRefused
 from callbridge.models import AppRequest
 from callbridge.quarantine import Refused
-from callbridge.serve.intake import REASONS, read_body
+from callbridge.serve.intake import REASONS, Deadlines, read_body
 from callbridge.serve.state import json_error as error
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ def routes(state: AppsState) -> list[BaseRoute]:
     """The app-events route (subscriptions are made with the setting ``serve.public_url``)."""
     events = state.engine.app_events
     engine = state.engine
+    deadlines = Deadlines(state.clock)
 
     async def refuse(status: int, field: str, problem: str, raw: bytes,
                      tenant: str | None) -> Response:
@@ -74,7 +75,9 @@ def routes(state: AppsState) -> list[BaseRoute]:
         settings = state.runtime.settings.current()
         known = tenant if tenant in settings.tenants else None
         limit = settings.serve.max_body_bytes
-        read = await read_body(request, limit, state.clock, settings.serve.read_timeout_seconds)
+        read = await read_body(request.receive, limit, deadlines,
+                               settings.serve.read_timeout_seconds,
+                               request.headers.get("content-length", ""))
         body = read.data
         if read.cut:
             return await refuse(400, "(body)", "the connection closed before the body ended",

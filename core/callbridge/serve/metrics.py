@@ -17,18 +17,30 @@ What is counted (every name begins ``callbridge_``):
 Route modules add their own with :meth:`Metrics.inc` and :meth:`Metrics.observe`: a
 name used the first time is declared then, with the label names of that call (given
 with or without the ``callbridge_`` prefix and a counter's ``_total`` suffix).
+
+The intake's own (``events_received``, ``requests_refused``, ``ack_seconds``) are counted
+on every request, always on the event loop's thread: they are plain dictionaries and
+lists without a lock (:class:`Tally`, :class:`LoopHistogram`, reached directly with
+:meth:`Metrics.tally` and :meth:`Metrics.histogram`), rendered at each scrape.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from callbridge.hookspecs import hookimpl
 
@@ -54,6 +66,59 @@ _DECLARED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "outcomes": ("counter", "Outcomes recorded by this process.", ("app", "status", "reason")),
 }
 
+#: Counted on the event loop's thread only (by the intake): kept without a lock.
+LOOP_ONLY = frozenset({"events_received", "requests_refused", "ack_seconds"})
+
+
+class Tally:
+    """A counter by label values, added to on one thread only (no lock)."""
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self.name, self.doc, self.labels = name, doc, tuple(labels)
+        self.counts: dict[tuple[str, ...], float] = {}
+
+    def add(self, values: tuple[str, ...], amount: float = 1) -> None:
+        """Add ``amount`` for the label values ``values`` (in :attr:`labels`' order)."""
+        counts = self.counts
+        counts[values] = counts.get(values, 0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for values, count in list(self.counts.items()):
+            family.add_metric(values, count)
+        return family
+
+
+class LoopHistogram:
+    """A histogram without labels, observed on one thread only (no lock)."""
+
+    def __init__(self, name: str, doc: str, buckets: Sequence[float] = BUCKETS) -> None:
+        self.name, self.doc, self.bounds = name, doc, tuple(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> Metric:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+        family = HistogramMetricFamily(self.name, self.doc)
+        family.add_metric((), buckets=buckets, sum_value=self.sum)
+        return family
+
+
+class _LoopMetrics(Collector):
+    def __init__(self) -> None:
+        self.metrics: list[Tally | LoopHistogram] = []
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self.metrics:
+            yield metric.family()
+
 
 class _Deliveries(Collector):
     """Deliveries by state, as last read from the ledger (:meth:`Metrics.set_deliveries`)."""
@@ -78,14 +143,20 @@ class Metrics:
         self._lock = threading.Lock()
         self._deliveries = _Deliveries()
         self.registry.register(self._deliveries)
+        self._loop = _LoopMetrics()
+        self.registry.register(self._loop)
         for name, (kind, doc, labels) in _DECLARED.items():
             self._declare(name, kind, doc, labels)
 
     def _declare(self, name: str, kind: str, doc: str, labels: Sequence[str]) -> Any:
         if not _NAME.match(name):
             raise ValueError(f"metric name {name!r} is not a Prometheus name (a-z, 0-9, _)")
-        if kind == "counter":
-            metric: Any = Counter(PREFIX + name, doc, tuple(labels), registry=self.registry)
+        if name in LOOP_ONLY:
+            metric: Any = (Tally(PREFIX + name, doc, labels) if kind == "counter"
+                           else LoopHistogram(PREFIX + name, doc))
+            self._loop.metrics.append(metric)
+        elif kind == "counter":
+            metric = Counter(PREFIX + name, doc, tuple(labels), registry=self.registry)
         else:
             metric = Histogram(PREFIX + name, doc, tuple(labels), registry=self.registry,
                                buckets=BUCKETS)
@@ -98,15 +169,33 @@ class Metrics:
             metric = self._metrics.get(name)
             if metric is None:
                 metric = self._declare(name, kind, name.replace("_", " "), sorted(labels))
+        if isinstance(metric, Tally | LoopHistogram):
+            return metric
         return metric.labels(**labels) if labels else metric
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         """Add to the counter ``callbridge_<name>_total``."""
-        self._get(name, "counter", labels).inc(amount)
+        metric = self._get(name, "counter", labels)
+        if isinstance(metric, Tally):
+            metric.add(tuple(labels[label] for label in metric.labels), amount)
+        else:
+            metric.inc(amount)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         """Record one value in the histogram ``callbridge_<name>``."""
         self._get(name, "histogram", labels).observe(value)
+
+    def tally(self, name: str) -> Tally:
+        """A counter kept on the event loop's thread (one of :data:`LOOP_ONLY`)."""
+        metric = self._metrics[name]
+        assert isinstance(metric, Tally)
+        return metric
+
+    def histogram(self, name: str) -> LoopHistogram:
+        """A histogram kept on the event loop's thread (one of :data:`LOOP_ONLY`)."""
+        metric = self._metrics[name]
+        assert isinstance(metric, LoopHistogram)
+        return metric
 
     def set_deliveries(self, rows: Iterable[tuple[str, str, str | None, int]]) -> None:
         self._deliveries.rows = [(app, status, reason or "", int(n)) for app, status, reason, n in rows]
