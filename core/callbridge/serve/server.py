@@ -85,6 +85,9 @@ def run(config: Path | None, *, host: str | None, port: int | None, worker: bool
     # the handler it found: this one, so a graceful stop exits with code 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+    from callbridge.process import tune_gc
+
+    tune_gc()  # start-up done: the collector's time goes to requests and events from here
     server.run(sockets=[sock])
     print("callbridge serve stopped", flush=True)
     return 0 if server.started else 1
