@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -34,6 +34,9 @@ from callbridge.markers import (
 )
 from callbridge.models import ParkReason, Record, WaitReason
 
+if TYPE_CHECKING:
+    from callbridge.ledger.pgdirect import Direct
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 T = TypeVar("T")
 _MIGRATE_LOCK = 0x63616C6C  # any fixed number: the advisory lock of migrations
@@ -44,7 +47,8 @@ NOT_ENDED = ("pending", "waiting", "parked")
 WAITING_REASONS = tuple(r.value for r in WaitReason)
 PARKED_REASONS = tuple(r.value for r in ParkReason)
 DEFAULT_DEADLINE_HOURS = 72.0
-#: ``0`` turns the SQLite group-commit path off (every write through SQLAlchemy).
+#: ``0`` turns the hot paths off (every write through SQLAlchemy): the SQLite file's
+#: group commit (ledger.hot) and PostgreSQL's single-statement writes (ledger.pgdirect).
 HOT_ENV = "CALLBRIDGE_LEDGER_GROUP_COMMIT"
 
 
@@ -130,6 +134,12 @@ class LedgerCore:
         self._hot: GroupWriter | None = None
         if self._sqlite and not memory and os.environ.get(HOT_ENV, "1") != "0":
             self._hot = GroupWriter(parsed.database or "", self._write_lock)
+        # The hot writes on PostgreSQL: one statement each on the driver (ledger.pgdirect).
+        self._direct: Direct | None = None
+        if self._postgres and os.environ.get(HOT_ENV, "1") != "0":
+            from callbridge.ledger.pgdirect import Direct
+
+            self._direct = Direct(self.engine)
         # The hash key, once this ledger has one (migrate() makes it; callbridge.markers).
         self.hash_key: HashKey | None = read_hash_key(self._reader, self._cipher)
         if self.hash_key is not None:
@@ -219,6 +229,8 @@ class LedgerCore:
         """Close the database connections."""
         if self._hot is not None:
             self._hot.close()
+        if self._direct is not None:
+            self._direct.close()
         self.engine.dispose()
         self._reader.dispose()
 

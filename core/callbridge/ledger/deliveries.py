@@ -21,6 +21,7 @@ from callbridge.ledger._base import (
     PARKED_REASONS,
     LedgerCore,
 )
+from callbridge.ledger.pgdirect import new_records
 from callbridge.ledger.types import (
     AlreadyLogged,
     Claim,
@@ -149,6 +150,8 @@ class DeliveriesMixin(LedgerCore):
     def renew(self, claim: Claim, lease_seconds: float) -> None:
         """Extend the lease from now; :class:`LeaseLost` if another owner has the delivery."""
         now = self._now()
+        if self._direct is not None:
+            return self._direct.renew(claim, now + timedelta(seconds=lease_seconds))
         with self._write() as conn:
             self._fenced(conn, claim, lease_expires=now + timedelta(seconds=lease_seconds))
 
@@ -163,6 +166,8 @@ class DeliveriesMixin(LedgerCore):
         if job is not None:
             return self._run_hot(job)
         now = self._now()
+        if self._direct is not None:
+            return self._direct.begin_step(claim, kind, key, now)
         row = {"delivery_id": claim.delivery_id, "kind": kind, "step": key,
                "fence": claim.fence, "begun_at": now}
         with self._write() as conn:
@@ -191,6 +196,11 @@ class DeliveriesMixin(LedgerCore):
         if job is not None:
             return self._run_hot(job)
         now = self._now()
+        if self._direct is not None:
+            kept = self._direct.remember(claim, record, now)
+            if kept is not None:
+                new_records(claim.delivery_id, [record], {(record.kind, record.step): kept})
+            return None
         with self._write() as conn:
             self._fenced(conn, claim, updated_at=now)
             if self._new_records(conn, claim.delivery_id, [record]):
@@ -201,18 +211,10 @@ class DeliveriesMixin(LedgerCore):
                      recs: Sequence[Record]) -> list[Record]:
         """The records not kept yet; :class:`DuplicateRecord` for one that differs from
         the record kept for its (kind, step)."""
-        new: dict[tuple[str, str], Record] = {}
-        for rec in recs:
-            key = (rec.kind, rec.step)
-            kept = new[key].id if key in new else conn.execute(
-                _SELECT_RECORD, {"did": delivery_id, "kind": rec.kind, "step": rec.step}).scalar()
-            if kept is None:
-                new[key] = rec
-            elif kept != rec.id:
-                raise DuplicateRecord(
-                    f"delivery {delivery_id}: a second {rec.kind!r} record for step "
-                    f"{rec.step!r}; the first one is kept")
-        return list(new.values())
+        kept = {(rec.kind, rec.step): found for rec in recs if (found := conn.execute(
+            _SELECT_RECORD, {"did": delivery_id, "kind": rec.kind, "step": rec.step}).scalar())
+            is not None}
+        return new_records(delivery_id, recs, kept)
 
     def _insert_records(self, conn: Connection, delivery_id: int, recs: Sequence[Record],
                         now: datetime) -> None:
@@ -234,6 +236,12 @@ class DeliveriesMixin(LedgerCore):
             return self._run_hot(job)
         now, values, (status, reason, message, next_at), ok, retry = self._finish_values(
             claim, outcome, now)
+        if self._direct is not None:  # one statement (ledger.pgdirect)
+            return self._direct.finish(claim, values, {
+                "attempt": claim.attempt, "fence": claim.fence, "started_at": started_at,
+                "finished_at": now, "status": status, "reason": reason, "message": message,
+                "retryable": retry, "next_attempt_at": next_at}, logged=ok,
+                records=outcome.records, now=now)
         with self._write() as conn:
             if ok and self._sqlite:  # the write lock is held from BEGIN: the subquery is exact
                 self._fenced(conn, claim, _FENCED_LOGGED, _revision=claim.revision, **values)

@@ -186,12 +186,16 @@ class EventsMixin(LedgerCore):
 
     def load_event(self, event_pk: int) -> AnyEvent:
         """The event's newest contents; :class:`ContentErased` once purged or erased."""
-        with self._read() as conn:
-            row = conn.execute(sa.select(t.events.c.content_enc, t.events.c.purged_at)
-                               .where(t.events.c.id == event_pk)).one()
-        if row.content_enc is None:
-            raise ContentErased(f"event {event_pk}: contents erased on {row.purged_at:%Y-%m-%d}")
-        return parse_event(self._cipher.decrypt(row.content_enc) or "")
+        if self._direct is not None:
+            content, purged_at = self._direct.load_event(event_pk)
+        else:
+            with self._read() as conn:
+                content, purged_at = conn.execute(sa.select(
+                    t.events.c.content_enc, t.events.c.purged_at).where(
+                    t.events.c.id == event_pk)).one()
+        if content is None:
+            raise ContentErased(f"event {event_pk}: contents erased on {purged_at:%Y-%m-%d}")
+        return parse_event(self._cipher.decrypt(content) or "")
 
     def find_event(self, tenant: str, source: str, kind: str, source_id: str) -> int | None:
         """The event's key in the ledger, by its identity; None if never received."""

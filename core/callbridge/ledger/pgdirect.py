@@ -1,0 +1,212 @@
+"""The hot writes of a PostgreSQL ledger on the driver directly: each one a single
+statement on a connection in autocommit (its own transaction, committed when it
+returns), where SQLAlchemy's path took a BEGIN, three to six statements and a
+COMMIT, each a round trip and a compiled statement.
+
+Fencing is unchanged: every write updates the delivery's row only where its fence
+and lease owner are still the claim's (``WHERE id AND fence AND lease_owner``), in
+the same statement as what it adds (a CTE: the step, record or attempt is inserted
+only from the row the fenced update returned); no row updated is
+:class:`~callbridge.ledger.types.LeaseLost`, and nothing was written.
+
+Used by :class:`~callbridge.ledger.deliveries.DeliveriesMixin` and
+:meth:`~callbridge.ledger.events.EventsMixin.load_event` on PostgreSQL, unless
+``CALLBRIDGE_LEDGER_GROUP_COMMIT=0``. Connections: a small free list, one taken per
+call (the gateway's threads and the lease renewer's run them at once).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from callbridge.ledger.types import Claim, DuplicateRecord, LeaseLost
+from callbridge.models import Record
+
+#: The fenced update every write starts with (its SET list comes first).
+_FENCE = "WHERE id = %(did)s AND fence = %(fence)s AND lease_owner = %(owner)s RETURNING id"
+
+RENEW = f"UPDATE deliveries SET lease_expires = %(expires)s {_FENCE}"
+
+BEGIN_STEP = (
+    f"WITH f AS (UPDATE deliveries SET updated_at = %(now)s {_FENCE}), "
+    "i AS (INSERT INTO steps (delivery_id, kind, step, fence, begun_at) "
+    "SELECT id, %(kind)s::text, %(step)s::text, %(fence)s::integer, %(now)s::timestamptz "
+    "FROM f ON CONFLICT DO NOTHING) "
+    "SELECT count(*) FROM f")
+
+# The record kept for the step already (if any) is read in the same statement: the
+# same one again adds nothing, a different one is the caller's DuplicateRecord.
+REMEMBER = (
+    f"WITH f AS (UPDATE deliveries SET updated_at = %(now)s {_FENCE}), "
+    "kept AS (SELECT app_id FROM records WHERE delivery_id = %(did)s AND kind = %(kind)s "
+    "AND step = %(step)s), "
+    "i AS (INSERT INTO records (delivery_id, kind, app_id, step, created_at) "
+    "SELECT id, %(kind)s::text, %(app_id)s::text, %(step)s::text, %(now)s::timestamptz FROM f "
+    "WHERE NOT EXISTS (SELECT 1 FROM kept)) "
+    "SELECT (SELECT count(*) FROM f), (SELECT app_id FROM kept)")
+
+SELECT_RECORDS = "SELECT kind, step, app_id FROM records WHERE delivery_id = %(did)s"
+
+LOAD_EVENT = "SELECT content_enc, purged_at FROM events WHERE id = %(pk)s"
+
+#: The attempt's columns and their types (a parameter in a SELECT list needs its type).
+_ATTEMPT = {"attempt": "integer", "fence": "integer", "started_at": "timestamptz",
+            "finished_at": "timestamptz", "status": "text", "reason": "text", "message": "text",
+            "retryable": "boolean", "next_attempt_at": "timestamptz"}
+
+
+def finish_statement(columns: Sequence[str], *, logged: bool, records: bool) -> str:
+    """The one statement of an outcome: the fenced update of the delivery (its
+    ``needs_update`` read from the event under a shared row lock after a log, so a
+    revision being stored commits first or waits), the attempt appended, and the
+    new records (arrays ``rk``, ``rs``, ``ri``) added, all from the fenced row."""
+    sets = [f"{c} = %(v_{c})s" for c in columns]
+    ctes = []
+    if logged:
+        ctes.append("ev AS (SELECT revision FROM events WHERE id = %(event)s FOR SHARE)")
+        sets.append("needs_update = COALESCE((SELECT revision FROM ev) <> %(revision)s, false)")
+    ctes.append(f"f AS (UPDATE deliveries SET {', '.join(sets)} {_FENCE})")
+    ctes.append(f"a AS (INSERT INTO attempts (delivery_id, {', '.join(_ATTEMPT)}) SELECT id, "
+                + ", ".join(f"%(a_{c})s::{kind}" for c, kind in _ATTEMPT.items()) + " FROM f)")
+    if records:
+        ctes.append("r AS (INSERT INTO records (delivery_id, kind, step, app_id, created_at) "
+                    "SELECT f.id, n.kind, n.step, n.app_id, %(now)s::timestamptz FROM f, "
+                    "unnest(%(rk)s::text[], %(rs)s::text[], %(ri)s::text[]) AS n(kind, step, app_id))")
+    return "WITH " + ", ".join(ctes) + " SELECT count(*) FROM f"
+
+
+def new_records(delivery_id: int, recs: Sequence[Record],
+                kept_ids: dict[tuple[str, str], str]) -> list[Record]:
+    """The records of ``recs`` not kept yet, given the ids kept ((kind, step) -> id);
+    :class:`DuplicateRecord` for one that differs from the record kept for its step."""
+    new: dict[tuple[str, str], Record] = {}
+    for rec in recs:
+        key = (rec.kind, rec.step)
+        kept = new[key].id if key in new else kept_ids.get(key)
+        if kept is None:
+            new[key] = rec
+        elif kept != rec.id:
+            raise DuplicateRecord(
+                f"delivery {delivery_id}: a second {rec.kind!r} record for step "
+                f"{rec.step!r}; the first one is kept")
+    return list(new.values())
+
+
+class Direct:
+    """Single-statement hot writes on psycopg connections in autocommit."""
+
+    def __init__(self, engine: Engine) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        self._args, self._kwargs = args, kwargs
+        self._free: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._statements: dict[tuple[tuple[str, ...], bool, bool], str] = {}
+
+    @contextmanager
+    def _conn(self) -> Iterator[Any]:
+        with self._lock:
+            conn = self._free.pop() if self._free else None
+        if conn is None:
+            conn = self._psycopg.connect(*self._args, **self._kwargs, autocommit=True)
+        try:
+            yield conn
+        except self._psycopg.OperationalError:
+            conn.close()  # broken: not handed out again
+            raise
+        with self._lock:
+            if self._closed or conn.closed:
+                conn.close()
+            else:
+                self._free.append(conn)
+
+    def _one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        with self._conn() as conn:
+            row: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
+            return row
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            free, self._free = self._free, []
+        for conn in free:
+            conn.close()
+
+    @staticmethod
+    def _fence(claim: Claim) -> dict[str, Any]:
+        return {"did": claim.delivery_id, "fence": claim.fence, "owner": claim.owner}
+
+    @staticmethod
+    def _lost(claim: Claim) -> LeaseLost:
+        return LeaseLost(f"delivery {claim.delivery_id}: fence {claim.fence} is no longer current")
+
+    def renew(self, claim: Claim, expires: datetime) -> None:
+        if self._one(RENEW, {**self._fence(claim), "expires": expires}) is None:
+            raise self._lost(claim)
+
+    def begin_step(self, claim: Claim, kind: str, key: str, now: datetime) -> None:
+        row = self._one(BEGIN_STEP, {**self._fence(claim), "kind": kind, "step": key, "now": now})
+        if row is None or row[0] != 1:
+            raise self._lost(claim)
+
+    def remember(self, claim: Claim, record: Record, now: datetime) -> str | None:
+        """Keep ``record``; the id kept before for its step, if there was one."""
+        row = self._one(REMEMBER, {**self._fence(claim), "kind": record.kind,
+                                   "step": record.step, "app_id": record.id, "now": now})
+        if row is None or row[0] != 1:
+            raise self._lost(claim)
+        kept: str | None = row[1]
+        return kept
+
+    def kept_records(self, delivery_id: int) -> dict[tuple[str, str], str]:
+        """The delivery's records: (kind, step) -> id."""
+        with self._conn() as conn:
+            return {(k, s): i for k, s, i in conn.execute(SELECT_RECORDS, {"did": delivery_id})}
+
+    def finish(self, claim: Claim, values: dict[str, Any], attempt: dict[str, Any], *,
+               logged: bool, records: Sequence[Record], now: datetime) -> None:
+        """Write an outcome: ``values`` of the delivery (``needs_update`` is worked out
+        here after a log), the ``attempt`` row, the ``records`` not kept yet (those kept
+        are read first; the fenced statement after fails if another claim wrote since).
+        A record that differs from the one kept for its step fails the attempt for good,
+        saying which step (:func:`new_records`), and adds nothing."""
+        new: list[Record] = []
+        if records:
+            try:
+                new = new_records(claim.delivery_id, records, self.kept_records(claim.delivery_id))
+            except DuplicateRecord as exc:
+                failed = {"status": "failed", "reason": "duplicate_record", "message": str(exc),
+                          "retryable": False, "next_attempt_at": None}
+                values, attempt = {**values, **failed}, {**attempt, **failed}
+        if logged:
+            values = {k: v for k, v in values.items() if k != "needs_update"}
+        columns = tuple(sorted(values))
+        key = (columns, logged, bool(new))
+        sql = self._statements.get(key)
+        if sql is None:
+            sql = self._statements[key] = finish_statement(columns, logged=logged,
+                                                           records=bool(new))
+        params = {**self._fence(claim), **{f"v_{c}": values[c] for c in columns},
+                  **{f"a_{c}": attempt[c] for c in _ATTEMPT},
+                  "event": claim.event_pk, "revision": claim.revision, "now": now,
+                  "rk": [r.kind for r in new], "rs": [r.step for r in new],
+                  "ri": [r.id for r in new]}
+        row = self._one(sql, params)
+        if row is None or row[0] != 1:
+            raise self._lost(claim)
+
+    def load_event(self, event_pk: int) -> tuple[bytes | None, datetime | None]:
+        row = self._one(LOAD_EVENT, {"pk": event_pk})
+        if row is None:
+            raise LookupError(f"event {event_pk}: no such event")
+        content = row[0]
+        return (bytes(content) if content is not None else None), row[1]
