@@ -30,8 +30,8 @@
 7. profile: the pipeline's CPU time per event by part (bench_hotpath.py), medians of
    --runs runs.
 
-8. startup: `callbridge --help` and `callbridge plugins` against `import httpx2`
-   (bench_startup.py).
+8. startup: `callbridge --help` and `callbridge plugins` (the app plugins, and every
+   installed plugin) against `import httpx2`, CPU and wall (bench_startup.py).
 
 9. ledger_scale: history and an idle claim at --rows deliveries on SQLite and
    PostgreSQL, seeded in bulk SQL (bench_ledger_scale.py).
@@ -325,12 +325,9 @@ def main() -> None:
               f"{pr['callbridge_parts_cpu_us_per_event']}; baseline "
               f"{pr['baseline_cpu_us_per_event']} us {pr['baseline_parts_cpu_us_per_event']}")
     if args.only in (None, "startup"):
-        from bench_startup import bench_startup
+        from bench_startup import bench_startup, summary
         report["startup"] = st = bench_startup()
-        print(f"startup: import httpx2 {st['import_httpx2_cpu_s']} s CPU; "
-              + "; ".join(f"{name} {st[name]['cpu_s']} s ({st[name]['ratio']}x)"
-                          for name in ("callbridge --help", "callbridge plugins"))
-              + " (goal: within 3x)")
+        print(summary(st))
     if args.only in (None, "ledger_scale"):
         from bench_ledger_scale import bench_ledger_scale
         report["ledger_scale"] = ls = bench_ledger_scale(args.rows)
