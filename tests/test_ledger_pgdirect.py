@@ -24,7 +24,7 @@ def sms(i: int) -> Any:
                         "sent_at": "2026-03-02T10:00:00Z", "body": "hello"})
 
 
-def _work(ledger: Ledger) -> None:
+def _work(ledger: Ledger) -> list[Any]:
     for i in range(4):
         ledger.store_event(sms(i), apps=["crm", "books"])
     ledger.store_event(sms(1), apps=["crm", "books"])  # a duplicate
@@ -46,6 +46,8 @@ def _work(ledger: Ledger) -> None:
     ledger.finish(first, Outcome(status=OutcomeStatus.LOGGED,
                                  records=(Record(kind="communication", id="c1", step="log"),
                                           Record(kind="note", id="n1", step="note"))))
+    ledger.begin_step(second, "communication", "log")  # claimed again below with both
+    ledger.remember(second, Record(kind="communication", id="c9", step="log"))
     ledger.finish(second, Outcome(status=OutcomeStatus.WAITING, reason="rate_limit",
                                   next_attempt_at=ledger.clock.now()))
     ledger.finish(third, Outcome(status=OutcomeStatus.FAILED, reason="bad_request",
@@ -58,7 +60,7 @@ def _work(ledger: Ledger) -> None:
     ledger.finish(fifth, Outcome(status=OutcomeStatus.LOGGED))
     with pytest.raises(LeaseLost):  # finished: the lease is given back
         ledger.finish(first, Outcome(status=OutcomeStatus.LOGGED))
-    ledger.claim(owner="w2", limit=8, lease_seconds=60)
+    return ledger.claim(owner="w2", limit=8, lease_seconds=60)
 
 
 def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -82,7 +84,7 @@ def test_the_direct_path_writes_the_rows_the_sqlalchemy_path_writes(
     leaves the same rows."""
     from callbridge.testing.clock import FakeClock
 
-    kept, urls = {}, {}
+    kept, urls, claims = {}, {}, {}
     for name, direct in (("direct", "1"), ("plain", "0")):
         monkeypatch.setenv("CALLBRIDGE_LEDGER_GROUP_COMMIT", direct)
         url = urls[name] = create_database(postgres_server, f"pgdirect_{name}_{os.getpid()}")
@@ -90,12 +92,19 @@ def test_the_direct_path_writes_the_rows_the_sqlalchemy_path_writes(
         try:
             ledger.migrate()
             assert (ledger._direct is not None) == (direct == "1")
-            _work(ledger)
+            claims[name] = _work(ledger)
         finally:
             ledger.close()
         kept[name] = _rows(url)
     for table in kept["direct"]:
         assert kept["direct"][table] == kept["plain"][table], table
+    assert claims["direct"] == claims["plain"]  # what a claim returns, records and steps begun
+    again = {c.delivery_id: c for c in claims["direct"]}
+    assert len(again) == 5
+    resumed = next(c for c in again.values() if c.records)
+    assert [r.id for r in resumed.records] == ["c9"]
+    assert resumed.begun == {("communication", "log")}
+    assert resumed.attempt == 1  # waiting for the rate limit was not an attempt
     assert len(kept["direct"]["attempts"]) == 5
     assert sum("duplicate_record" in row for row in kept["direct"]["attempts"]) == 1
     engine = sa.create_engine(urls["direct"])

@@ -54,7 +54,6 @@ def settle(outcome: Outcome, deadline_at: datetime | None,
 class DeliveriesMixin(LedgerCore):
     """Claiming, working and ending deliveries."""
 
-
     def claim(self, *, owner: str, limit: int, lease_seconds: float, now: datetime | None = None,
               tenant: str | None = None, apps: Sequence[str] | None = None,
               event_pks: Sequence[int] | None = None,
@@ -67,6 +66,11 @@ class DeliveriesMixin(LedgerCore):
             claimed: list[Claim] = self._hot.run(job)
             return claimed
         now = now or self._now()
+        if self._direct is not None:  # one statement (ledger.pgdirect)
+            return self._direct.claim(
+                owner=owner, limit=limit, now=now, expires=now + timedelta(seconds=lease_seconds),
+                decrypt=self._cipher.decrypt, where={"tenant": tenant, "apps": apps,
+                                                     "event_pks": event_pks, "modes": modes})
         query = self._due_query(now=now, limit=limit, tenant=tenant, apps=apps,
                                 event_pks=event_pks, modes=modes)
         expires = now + timedelta(seconds=lease_seconds)
@@ -103,8 +107,9 @@ class DeliveriesMixin(LedgerCore):
 
     def _due_query(self, *, now: datetime, limit: int, tenant: str | None = None,
                    apps: Sequence[str] | None = None, event_pks: Sequence[int] | None = None,
-                   modes: Sequence[str] | None = None) -> Any:
-        """The SELECT of a claim: due deliveries, oldest event first.
+                   modes: Sequence[str] | None = None, lock: bool = True) -> Any:
+        """The SELECT of a claim: due deliveries, oldest event first (on PostgreSQL
+        locked, skipping rows locked by another claim, unless ``lock`` is false).
 
         Each branch of its ``OR`` has an index (``ix_deliveries_due`` for pending and
         waiting, ``ix_deliveries_needs_update`` for an update of a logged event), so
@@ -143,7 +148,7 @@ class DeliveriesMixin(LedgerCore):
             query = query.where(d.c.event_id.in_(list(event_pks)))
         if modes is not None:
             query = query.where(d.c.mode.in_(list(modes)))
-        if not self._sqlite:
+        if lock and not self._sqlite:
             query = query.with_for_update(skip_locked=True)
         return query
 
@@ -237,11 +242,8 @@ class DeliveriesMixin(LedgerCore):
         now, values, (status, reason, message, next_at), ok, retry = self._finish_values(
             claim, outcome, now)
         if self._direct is not None:  # one statement (ledger.pgdirect)
-            return self._direct.finish(claim, values, {
-                "attempt": claim.attempt, "fence": claim.fence, "started_at": started_at,
-                "finished_at": now, "status": status, "reason": reason, "message": message,
-                "retryable": retry, "next_attempt_at": next_at}, logged=ok,
-                records=outcome.records, now=now)
+            return self._direct.finish(claim, values, (status, reason, message, next_at), retry,
+                                       started_at, logged=ok, records=outcome.records, now=now)
         with self._write() as conn:
             if ok and self._sqlite:  # the write lock is held from BEGIN: the subquery is exact
                 self._fenced(conn, claim, _FENCED_LOGGED, _revision=claim.revision, **values)
@@ -354,7 +356,6 @@ class DeliveriesMixin(LedgerCore):
                 self._fenced(conn, claim, lease_owner=None, lease_expires=None)
             except LeaseLost:
                 pass
-
 
     def choose(self, delivery_id: int, contact_ids: Sequence[str], *,
                notes: str | None = None) -> None:

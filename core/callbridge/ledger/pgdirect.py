@@ -17,10 +17,11 @@ call (the gateway's threads and the lease renewer's run them at once).
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -50,6 +51,48 @@ REMEMBER = (
     "SELECT id, %(kind)s::text, %(app_id)s::text, %(step)s::text, %(now)s::timestamptz FROM f "
     "WHERE NOT EXISTS (SELECT 1 FROM kept)) "
     "SELECT (SELECT count(*) FROM f), (SELECT app_id FROM kept)")
+
+# What a claim may take: Ledger._due_query's condition (with ix_deliveries_open's, so
+# the planner may use that partial index); keep the two in step.
+_DUE = ("(status = 'pending' OR status = 'waiting' AND (next_attempt_at IS NULL OR "
+        "next_attempt_at <= %(now)s) OR needs_update IS TRUE AND status IN ('logged', 'accepted')) "
+        "AND (lease_expires IS NULL OR lease_expires < %(now)s) "
+        "AND NOT (not_before IS NOT NULL AND not_before > %(now)s) "
+        "AND (status IN ('pending', 'waiting') OR needs_update IS TRUE)")
+# `|| ''` keeps the tenant and app filters off the index choice (see Ledger._due_query).
+_FILTERS = {"tenant": " AND (tenant || '') = %(tenant)s",
+            "apps": " AND (app || '') = ANY(%(apps)s::text[])",
+            "event_pks": " AND event_id = ANY(%(event_pks)s::integer[])",
+            "modes": " AND mode = ANY(%(modes)s::text[])"}
+
+
+def claim_statement(filters: Sequence[str]) -> str:
+    """A claim in one statement: the due rows locked (skipping those another claim
+    holds), leased with their fence raised, returned with their event's kind and
+    revision, their records and the steps begun."""
+    return (
+        "WITH c AS (SELECT id FROM deliveries WHERE " + _DUE
+        + "".join(_FILTERS[f] for f in filters)
+        + " ORDER BY occurred_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+        "u AS (UPDATE deliveries d SET lease_owner = %(owner)s, lease_expires = %(expires)s, "
+        "fence = d.fence + 1, attempt = d.attempt + 1, "
+        "first_attempt_at = COALESCE(d.first_attempt_at, %(now)s), updated_at = %(now)s "
+        "FROM c WHERE d.id = c.id RETURNING d.id, d.event_id, d.tenant, d.app, d.fence, "
+        "d.attempt, d.first_attempt_at, d.chosen_contact_ids, d.needs_update, d.notes_enc, "
+        "d.mode, d.deadline_at, d.occurred_at) "
+        "SELECT u.id, u.event_id, u.tenant, u.app, u.fence, u.attempt, u.first_attempt_at, "
+        "u.chosen_contact_ids, u.needs_update, u.notes_enc, u.mode, u.deadline_at, "
+        "e.kind, e.revision, "
+        "(SELECT json_agg(json_build_array(r.kind, r.app_id, r.step) ORDER BY r.id) "
+        "FROM records r WHERE r.delivery_id = u.id), "
+        "(SELECT json_agg(json_build_array(s.kind, s.step)) FROM steps s "
+        "WHERE s.delivery_id = u.id) "
+        "FROM u JOIN events e ON e.id = u.event_id ORDER BY u.occurred_at, u.id")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
 
 SELECT_RECORDS = "SELECT kind, step, app_id FROM records WHERE delivery_id = %(did)s"
 
@@ -111,6 +154,7 @@ class Direct:
         self._lock = threading.Lock()
         self._closed = False
         self._statements: dict[tuple[tuple[str, ...], bool, bool], str] = {}
+        self._claims: dict[tuple[str, ...], str] = {}
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
@@ -149,6 +193,28 @@ class Direct:
     def _lost(claim: Claim) -> LeaseLost:
         return LeaseLost(f"delivery {claim.delivery_id}: fence {claim.fence} is no longer current")
 
+    def claim(self, *, owner: str, limit: int, now: datetime, expires: datetime,
+              decrypt: Callable[[bytes | None], str | None],
+              where: dict[str, Any]) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries to ``owner`` (``where``: tenant, apps,
+        event_pks, modes, each None for any), in one statement."""
+        filters = tuple(f for f in _FILTERS if where.get(f) is not None)
+        sql = self._claims.get(filters)
+        if sql is None:
+            sql = self._claims[filters] = claim_statement(filters)
+        params = {"now": now, "limit": limit, "owner": owner, "expires": expires,
+                  **{f: list(where[f]) if f != "tenant" else where[f] for f in filters}}
+        with self._conn() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [Claim(
+            delivery_id=r[0], event_pk=r[1], tenant=r[2], app=r[3], fence=r[4], attempt=r[5],
+            first_attempt_at=_utc(r[6]) or now,
+            chosen_contact_ids=tuple(json.loads(r[7])) if r[7] else None,
+            needs_update=bool(r[8]), notes=decrypt(bytes(r[9]) if r[9] is not None else None),
+            mode=r[10], deadline_at=_utc(r[11]), kind=r[12], revision=r[13], owner=owner,
+            records=tuple(Record(kind=k, id=i, step=st) for k, i, st in r[14] or ()),
+            begun=frozenset((k, st) for k, st in r[15] or ())) for r in rows]
+
     def renew(self, claim: Claim, expires: datetime) -> None:
         if self._one(RENEW, {**self._fence(claim), "expires": expires}) is None:
             raise self._lost(claim)
@@ -172,13 +238,21 @@ class Direct:
         with self._conn() as conn:
             return {(k, s): i for k, s, i in conn.execute(SELECT_RECORDS, {"did": delivery_id})}
 
-    def finish(self, claim: Claim, values: dict[str, Any], attempt: dict[str, Any], *,
-               logged: bool, records: Sequence[Record], now: datetime) -> None:
+    def finish(self, claim: Claim, values: dict[str, Any],
+               settled: tuple[str, str | None, str | None, datetime | None], retry: bool,
+               started_at: datetime | None, *, logged: bool, records: Sequence[Record],
+               now: datetime) -> None:
         """Write an outcome: ``values`` of the delivery (``needs_update`` is worked out
-        here after a log), the ``attempt`` row, the ``records`` not kept yet (those kept
+        here after a log), the attempt (``settled``: status, reason, message, next
+        attempt; retried later?), the ``records`` not kept yet (those kept
         are read first; the fenced statement after fails if another claim wrote since).
         A record that differs from the one kept for its step fails the attempt for good,
         saying which step (:func:`new_records`), and adds nothing."""
+        status, reason, message, next_at = settled
+        attempt: dict[str, Any] = {
+            "attempt": claim.attempt, "fence": claim.fence, "started_at": started_at,
+            "finished_at": now, "status": status, "reason": reason, "message": message,
+            "retryable": retry, "next_attempt_at": next_at}
         new: list[Record] = []
         if records:
             try:

@@ -116,8 +116,9 @@ async def ensure_schema(app: procrastinate.App, url: str) -> None:
 
 
 def due_connections(ledger: Ledger, now: datetime) -> list[tuple[str, str]]:
-    """Each (tenant, app) with a delivery due now and free (no live lease)."""
-    due = ledger._due_query(now=now, limit=10**9).subquery()
+    """Each (tenant, app) with a delivery due now and free (no live lease). Read without
+    locking them: a claim running meanwhile must not find them taken."""
+    due = ledger._due_query(now=now, limit=10**9, lock=False).subquery()
     with ledger._read() as conn:
         return [(r.tenant, r.app) for r in conn.execute(
             sa.select(due.c.tenant, due.c.app).distinct())]
