@@ -14,21 +14,26 @@ restarted midway through a burst.
 - ``--events`` signed calls posted to serve's intake; once half are acknowledged the
   first worker is SIGKILLed and started again.
 
+Before the burst every firm's phone index is synced once (as for firms that have been
+running; ``--cold-indexes`` leaves them cold, and each lookup then asks the app).
+
 At the end a table: events, records in each sandbox, duplicates (must be 0), lost (must
-be 0), 429s, each worker life's throughput and the fraction of each connection's rate
-limit used at its busiest minute. Exit code 1 if a duplicate or a lost event is found.
+be 0), 429s, each worker life's throughput, the fraction of each connection's rate
+limit used at its busiest minute, and the CPU seconds of each process per event
+(scale_cpu.py). Exit code 1 if a duplicate or a lost event is found.
 
 Usage: python benchmarks/scale.py [--events 20000] [--tenants 100] [--workers 2] [--scale 40]
+       [--pg-statements]  (PostgreSQL's costliest statements, on standard error)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
+import contextlib
+import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -37,34 +42,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scale_cpu import Meter, pg_statements_on, pg_statements_top, process_seconds
+from scale_report import Counted, report, table
+
 HERE = Path(__file__).resolve().parent
 KEY = "scale-demo-source-key"
 NUMBERS = ["(212) 555-0142", "+1 646 555 0111", "212.555.0150"]
-#: A record's marker: Clio keeps it in an external property, Smokeball in the text.
-MARKER = {"clio": re.compile(r'"value": "(cb[12]-[A-Za-z0-9_-]+)"'),
-          "smokeball": re.compile(r"callbridge ref: (cb[12]-[A-Za-z0-9_-]+)")}
-
-
-class Counted:
-    """An ASGI app's requests: (monotonic time, credential, status)."""
-
-    def __init__(self, app: Any, credential: bytes) -> None:
-        self.app, self.credential, self.log = app, credential, []  # type: ignore[var-annotated]
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        who = dict(scope["headers"]).get(self.credential, b"")
-        status: list[int] = []
-
-        async def sent(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-            await send(message)
-
-        await self.app(scope, receive, sent)
-        self.log.append((time.monotonic(), who, status[0] if status else 0))
 
 
 def tenant_file(folder: Path, i: int, clio: str, smokeball: str) -> Path:
@@ -139,6 +122,21 @@ async def burst(url: str, events: int, tenants: int, senders: int,
     return time.monotonic() - started
 
 
+async def warm_indexes(config: Path) -> int:
+    """Sync every firm's phone index once, before the burst: firms that have been running
+    have warm indexes (the first sync of 100 firms is not what the burst measures); the
+    same scaled buckets as the workers'. The contacts seen."""
+    import scaled_worker  # noqa: F401 (the plugins' buckets scaled, as in the workers)
+    from callbridge.runtime import load
+
+    engine = load(config).engine()
+    try:
+        return await engine.sync_indexes()
+    finally:
+        await engine.aclose()
+        engine.ledger.close()
+
+
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=log.open("a"),
                             text=True)
@@ -153,16 +151,8 @@ def first_line(proc: subprocess.Popen[str], expected: str) -> str:
     return line
 
 
-def peak_fraction(times: list[float], window: float, allowed: float) -> float:
-    """Requests in the busiest window of ``window`` seconds / what the limit allows in it."""
-    if not times:
-        return 0.0
-    counts = collections.Counter(int(t // window) for t in times)
-    return max(counts.values()) / allowed
-
-
 def run(events: int, tenants: int, workers: int, scale: int, senders: int,
-        budget: float) -> dict[str, Any]:
+        budget: float, statements: bool = False, warm: bool = True) -> dict[str, Any]:
     from callbridge.commands import tenants as tenants_command
     from callbridge.faults import serve_in_thread
     from callbridge.ledger import Ledger
@@ -193,30 +183,40 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
            "CALLBRIDGE_PLUGINS": "clio,smokeball", "CALLBRIDGE_RATE_SCALE": str(scale)}
     os.environ.update({k: v for k, v in env.items() if k.startswith(("SCALE_", "CALLBRIDGE_"))})
     pg, server_url = start_cluster(folder / "pg")
+    meter = Meter(Path(pg.pgdata))
     procs: list[subprocess.Popen[str]] = []
     try:
         from callbridge.testing.postgres import _admin
 
         _admin(server_url, "ALTER SYSTEM SET fsync = off", "ALTER SYSTEM SET max_connections = 200",
                "SELECT pg_reload_conf()")
+        if statements:
+            pg_statements_on(pg, server_url)
         database = create_database(server_url, "callbridge_scale")
+        if statements:
+            _admin(database, "CREATE EXTENSION pg_stat_statements")
         counted_clio = Counted(clio_app(clio), b"authorization")
         counted_sb = Counted(smokeball_app(smokeball), b"x-api-key")
         with serve_in_thread(counted_clio) as clio_url, serve_in_thread(counted_clio) as storage, \
                 serve_in_thread(counted_sb) as sb_url:
             clio.host, clio.storage_host = clio_url, storage
+            meter.name_sandbox(clio_url, "clio sandbox")
+            meter.name_sandbox(storage, "clio sandbox")
+            meter.name_sandbox(sb_url, "smokeball sandbox")
             smokeball.host, smokeball.storage_host = sb_url, sb_url.replace("127.0.0.1", "localhost")
             config = settings(folder, database, workers)
             (folder / "tenants").mkdir()
             (folder / "drafts").mkdir()
-            for i in range(tenants):  # `callbridge tenants add` (its code, in this process)
-                tenants_command.add(config, f"t{i}", tenant_file(folder / "drafts", i, clio_url, sb_url),
-                                    False)
+            with contextlib.redirect_stdout(io.StringIO()):  # `callbridge tenants add`'s code
+                for i in range(tenants):
+                    tenants_command.add(config, f"t{i}",
+                                        tenant_file(folder / "drafts", i, clio_url, sb_url), False)
             ledger = Ledger(database, secret_key=secret)
             ledger.migrate()
             for i in range(tenants):
                 app, state = ("clio", clio) if i % 2 == 0 else ("smokeball", smokeball)
                 ledger.token_set(f"t{i}", app, state.issue_token())
+            warmed = asyncio.run(warm_indexes(config)) if warm else None
             log = folder / "processes.log"
             serve = start([sys.executable, "-m", "callbridge", "serve", "--config", str(config),
                            "--port", "0", "--no-worker"], env, log)
@@ -225,6 +225,14 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
             worker_cmd = [sys.executable, str(HERE / "scaled_worker.py"), "worker", "--config",
                           str(config)]
             lives: list[tuple[subprocess.Popen[str], Path]] = []
+            ended: dict[str, float] = {}
+
+            def running() -> dict[str, int]:
+                found = {"serve": serve.pid}
+                for n, (proc, _) in enumerate(lives):
+                    if proc.poll() is None:
+                        found[f"worker life {n}"] = proc.pid
+                return found
 
             def new_worker(n: int) -> None:
                 counts = folder / f"worker-{n}-{len(lives)}.times"
@@ -239,12 +247,14 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
 
             def halfway() -> None:
                 victim = lives[0][0]
+                ended["worker life 0"] = process_seconds(victim.pid)
                 os.kill(victim.pid, signal.SIGKILL)
                 victim.wait()
                 killed.append(time.monotonic() - began)
                 new_worker(0)
 
             killed.append(time.monotonic() - began)  # [0]: when the burst began
+            meter.begin(running())
             post_seconds = asyncio.run(burst(url, events, tenants, senders, halfway))
             while time.monotonic() - began < budget:
                 counts = ledger.counts()
@@ -254,6 +264,7 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
                     break
                 time.sleep(2)
             finished = time.monotonic() - began
+            meter.finish(running(), ended)
             for proc in procs:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
@@ -263,94 +274,22 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
                 except subprocess.TimeoutExpired:
                     proc.kill()
             counts = ledger.counts()  # after every process stopped: what the ledger holds
+            if statements:
+                print(pg_statements_top(database, events), file=sys.stderr)
             ledger.close()
             records = {
                 "clio": [json.dumps(c) for c in clio.communications.values()],
                 "smokeball": [json.dumps(r) for kind in ("fees", "tasks", "memos")
                               for r in smokeball.data.get(kind, {}).values()]}
             return report(events, tenants, workers, scale, records, counts, lives,
-                          counted_clio, counted_sb, post_seconds, finished, killed, budget)
+                          counted_clio, counted_sb, post_seconds, finished, killed, budget,
+                          meter.table(events), warmed)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
         stop_now(pg)
         pg.cleanup()
-
-
-def report(events: int, tenants: int, workers: int, scale: int, records: dict[str, list[str]],
-           counts: dict[tuple[str, str], int], lives: list[Any], clio: Counted,
-           smokeball: Counted, post_seconds: float, finished: float, killed: list[float],
-           budget: float) -> dict[str, Any]:
-    clio_events = sum(1 for i in range(events) if (i % tenants) % 2 == 0)
-    per_app = {"clio": clio_events, "smokeball": events - clio_events}
-    apps: dict[str, Any] = {}
-    for app, texts in records.items():
-        markers = collections.Counter(found.group(1) for text in texts
-                                      if (found := MARKER[app].search(text)))
-        expected = per_app[app]
-        # Still being worked when the budget ran out: not lost, not done (the table says so).
-        still_open = sum(n for (a, status), n in counts.items()
-                         if a == app and status in ("pending", "waiting", "accepted"))
-        apps[app] = {"expected": expected, "records": len(texts), "distinct": len(markers),
-                     "duplicates": sum(n - 1 for n in markers.values()),
-                     "unmarked": len(texts) - sum(markers.values()), "open": still_open,
-                     # an event with no record once nothing is open (open ones: not settled)
-                     "lost": max(0, expected - len(markers) - still_open)}
-    clio_by_token: dict[bytes, list[float]] = collections.defaultdict(list)
-    for at, who, _ in clio.log:
-        if who.startswith(b"Bearer"):
-            clio_by_token[who].append(at)
-    clio_fractions = sorted(peak_fraction(times, 60.0, 50.0 * scale)
-                            for times in clio_by_token.values())
-    sb_times = [at for at, who, _ in smokeball.log if who]
-    lives_out = []
-    for proc, path in lives:
-        stamps = [float(x) for x in path.read_text().split()] if path.exists() else []
-        span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
-        lives_out.append({"pid": proc.pid, "killed": proc.returncode == -signal.SIGKILL,
-                          "deliveries": len(stamps),
-                          "per_second": round(len(stamps) / span, 1) if span else None})
-    return {
-        "events": events, "tenants": tenants, "workers": workers, "scale": scale,
-        "cores": os.cpu_count(), "post_seconds": round(post_seconds, 1),
-        "posted_per_second": round(events / post_seconds, 1),
-        "seconds_to_done": round(finished, 1), "budget": budget,
-        "burst_began_s": round(killed[0], 1), "killed_at_s": [round(k, 1) for k in killed[1:]],
-        "outcomes": {f"{a}:{s}": n for (a, s), n in sorted(counts.items())},
-        "apps": apps, "http_429": {"clio": sum(1 for *_, s in clio.log if s == 429),
-                                   "smokeball": sum(1 for *_, s in smokeball.log if s == 429)},
-        "requests": {"clio": len(clio.log), "smokeball": len(smokeball.log)},
-        "worker_lives": lives_out,
-        "rate_limit_used": {
-            "clio_per_token_busiest_minute": {
-                "median": round(clio_fractions[len(clio_fractions) // 2], 3) if clio_fractions else 0,
-                "max": round(clio_fractions[-1], 3) if clio_fractions else 0},
-            "smokeball_partner_busiest_10s": round(peak_fraction(sb_times, 10.0, 50.0 * scale), 3)},
-    }
-
-
-def table(r: dict[str, Any]) -> str:
-    rows = [("events posted", f"{r['events']} over {r['tenants']} firms "
-             f"({r['posted_per_second']}/s acknowledged)"),
-            ("done after", f"{r['seconds_to_done']} s from the start (budget {r['budget']:.0f} s); "
-             f"the burst began at {r['burst_began_s']} s, a worker killed at {r['killed_at_s']} s")]
-    for app, a in r["apps"].items():
-        rows += [(f"{app}: records", f"{a['records']} of {a['expected']}"
-                  + (f" ({a['open']} still being worked at the budget's end)" if a["open"] else "")),
-                 (f"{app}: duplicates", str(a["duplicates"])), (f"{app}: lost", str(a["lost"])),
-                 (f"{app}: 429s", str(r["http_429"][app]))]
-    for n, life in enumerate(r["worker_lives"]):
-        rows.append((f"worker life {n}", f"{life['deliveries']} deliveries, "
-                     f"{life['per_second']}/s{' (SIGKILLed)' if life['killed'] else ''}"))
-    used = r["rate_limit_used"]
-    rows += [("clio limit used (busiest minute)",
-              f"median {used['clio_per_token_busiest_minute']['median']:.1%}, "
-              f"max {used['clio_per_token_busiest_minute']['max']:.1%} per token"),
-             ("smokeball limit used (busiest 10 s)", f"{used['smokeball_partner_busiest_10s']:.1%}"),
-             ("scale", f"sandbox and host limits x{r['scale']}; {r['cores']} cores")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
 def main() -> int:
@@ -361,8 +300,13 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=40)
     parser.add_argument("--senders", type=int, default=32)
     parser.add_argument("--budget", type=float, default=570.0, help="seconds before giving up")
+    parser.add_argument("--cold-indexes", action="store_true",
+                        help="do not sync the firms' phone indexes before the burst")
+    parser.add_argument("--pg-statements", action="store_true",
+                        help="print PostgreSQL's costliest statements at the end (standard error)")
     args = parser.parse_args()
-    result = run(args.events, args.tenants, args.workers, args.scale, args.senders, args.budget)
+    result = run(args.events, args.tenants, args.workers, args.scale, args.senders, args.budget,
+                 args.pg_statements, not args.cold_indexes)
     print(table(result))
     print(json.dumps(result, indent=2))
     bad = any(a["duplicates"] or a["lost"] for a in result["apps"].values())
