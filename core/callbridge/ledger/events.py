@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from callbridge.events import AnyEvent, dump_event, merge_revisions, parse_event
-from callbridge.ledger import hotsql
+from callbridge.ledger import hotsql, pgstore
 from callbridge.ledger import tables as t
 from callbridge.ledger._base import (
     _SELECT_EVENT,
@@ -166,9 +166,14 @@ class EventsMixin(LedgerCore):
 
     def store_events(self, events: Sequence[tuple[AnyEvent, Sequence[str]]], *,
                      hold_until: Sequence[datetime | None] | None = None) -> list[Stored]:
-        """:meth:`store_event` for many events, each in its own transaction
-        (``hold_until``: one per event, or None)."""
+        """:meth:`store_event` for many events (``hold_until``: one per event, or None).
+
+        The new ones are committed together (a SQLite file: one group of the group
+        writer, each in a savepoint; PostgreSQL: one transaction, ledger.pgstore), the
+        known ones (duplicates, revisions) each in its own transaction after them."""
         holds = list(hold_until) if hold_until is not None else [None] * len(events)
+        if self._hot is None and self._postgres:  # the new ones in one transaction
+            return pgstore.store_events(self, events, holds)
         if self._hot is None:
             return [self.store_event(event, apps=apps, hold_until=hold)
                     for (event, apps), hold in zip(events, holds, strict=True)]
