@@ -134,8 +134,11 @@ def fields(cls: type) -> list[tuple[str, str, str, str]]:
         return out
     if dataclasses.is_dataclass(cls):
         import callbridge.context  # names that models import only for type checking
+        import callbridge.settings
+        import httpx2
 
-        scope = {**vars(callbridge.context), **vars(sys.modules[cls.__module__])}
+        scope = {"httpx2": httpx2, **vars(callbridge.settings),
+                 **vars(callbridge.context), **vars(sys.modules[cls.__module__])}
         hints = typing.get_type_hints(cls, scope)
         for f in dataclasses.fields(cls):
             if f.name.startswith("_"):

@@ -13,14 +13,18 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import httpx2
 from pydantic import BaseModel
 
 from callbridge.clock import SYSTEM, Clock
 from callbridge.models import Record
-from callbridge.settings import AppSettings, TenantSettings
+
+if TYPE_CHECKING:  # the fields' types only: a plugin importing the context (most do, at
+    # load) does not load the HTTP client or the settings models
+    import httpx2
+
+    from callbridge.settings import AppSettings, TenantSettings
 
 T = TypeVar("T")
 
