@@ -16,7 +16,7 @@ ALLOWED: dict[str, str] = {
                                     "reference",
     "core/callbridge/http.py": "the client, its retries and its error mapping; the "
                                "connection factory takes the client building out",
-    "core/callbridge/events.py": "the event models, a docstring on every field (the schema "
+    "core/callbridge/events.py": "the event models, a description on every field (the schema "
                                  "and the reference are built from them); the revision "
                                  "rules and text limits are in revisions.py and eventtext.py",
     "core/callbridge/testing/suite.py": "the contract suite: being split into the kit's "

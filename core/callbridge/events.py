@@ -115,8 +115,10 @@ class FaxOutcome(StrEnum):
 _WITHHELD_TEXT = {"", "anonymous", "withheld", "private", "restricted", "unknown", "blocked"}
 _SHORT_CODE = re.compile(r"^\d{3,8}$")
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True,
-                     use_attribute_docstrings=True)
+# Each field's description is given as Field(description=...), not as a docstring under it:
+# pydantic reads such docstrings from the class's source at import, which every process
+# importing the events (each plugin, each command) would pay for.
+_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 _Number = Annotated[str, Field(max_length=NUMBER_MAX)]
 
 
@@ -131,14 +133,20 @@ class ExternalParty(BaseModel):
 
     model_config = _STRICT
 
-    kind: PartyKind = PartyKind.NUMBER
-    """``number``, ``short_code`` or ``withheld``; worked out from ``number`` when omitted."""
-    number: _Number | None = None
-    """The number as the phone system sent it, in any common format; stored as E.164."""
-    email: Email | None = None
-    """The party's email address, when the source knows it."""
-    name: Line | None = None
-    """The caller-ID name as sent (generic text such as "WIRELESS CALLER" names nobody)."""
+    kind: PartyKind = Field(
+        default=PartyKind.NUMBER,
+        description="``number``, ``short_code`` or ``withheld``; worked out from ``number`` when "
+                    "omitted.")
+    number: _Number | None = Field(
+        default=None,
+        description="The number as the phone system sent it, in any common format; stored as "
+                    "E.164.")
+    email: Email | None = Field(
+        default=None, description="The party's email address, when the source knows it.")
+    name: Line | None = Field(
+        default=None,
+        description='The caller-ID name as sent (generic text such as "WIRELESS CALLER" names '
+                    'nobody).')
 
     @model_validator(mode="before")
     @classmethod
@@ -204,12 +212,15 @@ class InternalUser(BaseModel):
 
     model_config = _STRICT
 
-    email: Email | None = None
-    """The staff member's email address (matched to the app's users)."""
-    extension: str | None = Field(default=None, max_length=20, pattern=r"^[0-9*#]{1,20}$")
-    """The staff member's extension; the tenant's ``extensions`` setting maps it to an email."""
-    number: _Number | None = None
-    """The firm's number used, when the phone system gives it; stored as E.164."""
+    email: Email | None = Field(
+        default=None, description="The staff member's email address (matched to the app's users).")
+    extension: str | None = Field(
+        default=None, max_length=20, pattern=r"^[0-9*#]{1,20}$",
+        description="The staff member's extension; the tenant's ``extensions`` setting maps it to "
+                    "an email.")
+    number: _Number | None = Field(
+        default=None,
+        description="The firm's number used, when the phone system gives it; stored as E.164.")
 
     @field_validator("number")
     @classmethod
@@ -232,20 +243,22 @@ _Sequence = Annotated[int, Field(ge=0, le=SEQUENCE_MAX)]
 class _EventBase(BaseModel):
     model_config = _STRICT
 
-    id: _Id
-    """The source's id of the event; the same id sent again is the same event (a revision)."""
-    tenant: _Name
-    """The firm's key in the settings file."""
-    source: _Name = "default"
-    """Which phone system sent it, when a firm has several (ids are unique per source)."""
-    direction: Direction
-    """``inbound`` or ``outbound``, seen from the firm."""
-    external: ExternalParty
-    """The person or number outside the firm."""
-    internal: InternalUser = InternalUser()
-    """The firm's staff member on the event."""
-    sequence: _Sequence | None = None
-    """The source's order of this copy among the event's revisions (higher is later)."""
+    id: _Id = Field(
+        description="The source's id of the event; the same id sent again is the same event (a "
+                    "revision).")
+    tenant: _Name = Field(description="The firm's key in the settings file.")
+    source: _Name = Field(
+        default="default",
+        description="Which phone system sent it, when a firm has several (ids are unique per "
+                    "source).")
+    direction: Direction = Field(description="``inbound`` or ``outbound``, seen from the firm.")
+    external: ExternalParty = Field(description="The person or number outside the firm.")
+    internal: InternalUser = Field(
+        default=InternalUser(), description="The firm's staff member on the event.")
+    sequence: _Sequence | None = Field(
+        default=None,
+        description="The source's order of this copy among the event's revisions (higher is "
+                    "later).")
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -277,26 +290,26 @@ class CallEvent(_EventBase):
     has ended, and refused before.
     """
 
-    kind: Literal["call"] = "call"
-    """Always ``call``."""
-    state: CallState = CallState.ENDED
-    """``ringing``, ``in_progress`` or ``ended`` (the default)."""
-    started_at: AwareDatetime
-    """When the call began ringing, with its UTC offset."""
-    answered_at: AwareDatetime | None = None
-    """When it was answered, if it was."""
-    ended_at: AwareDatetime | None = None
-    """When it ended; required once ``state`` is ``ended``."""
-    outcome: CallOutcome | None = None
-    """How it ended; required once ``state`` is ``ended``."""
-    notes: Text | None = None
-    """Notes taken about the call (may arrive later, in a revision)."""
-    recording_url: Url | None = None
-    """A link to the call's recording (may arrive later)."""
-    transcript: LongText | None = None
-    """The call's transcript (may arrive later)."""
-    summary: Text | None = None
-    """A summary of the call (may arrive later)."""
+    kind: Literal["call"] = Field(default="call", description="Always ``call``.")
+    state: CallState = Field(
+        default=CallState.ENDED,
+        description="``ringing``, ``in_progress`` or ``ended`` (the default).")
+    started_at: AwareDatetime = Field(
+        description="When the call began ringing, with its UTC offset.")
+    answered_at: AwareDatetime | None = Field(
+        default=None, description="When it was answered, if it was.")
+    ended_at: AwareDatetime | None = Field(
+        default=None, description="When it ended; required once ``state`` is ``ended``.")
+    outcome: CallOutcome | None = Field(
+        default=None, description="How it ended; required once ``state`` is ``ended``.")
+    notes: Text | None = Field(
+        default=None, description="Notes taken about the call (may arrive later, in a revision).")
+    recording_url: Url | None = Field(
+        default=None, description="A link to the call's recording (may arrive later).")
+    transcript: LongText | None = Field(
+        default=None, description="The call's transcript (may arrive later).")
+    summary: Text | None = Field(
+        default=None, description="A summary of the call (may arrive later).")
 
     @model_validator(mode="after")
     def _times_in_order(self) -> CallEvent:
@@ -343,14 +356,12 @@ class CallEvent(_EventBase):
 class SmsEvent(_EventBase):
     """A text message, sent or received. An outgoing one may arrive before its delivery status."""
 
-    kind: Literal["sms"] = "sms"
-    """Always ``sms``."""
-    sent_at: AwareDatetime
-    """When it was sent, with its UTC offset."""
-    body: Text
-    """The message's text."""
-    status: DeliveryStatus | None = None
-    """The delivery status, when the source reports one; ``pending`` is not final."""
+    kind: Literal["sms"] = Field(default="sms", description="Always ``sms``.")
+    sent_at: AwareDatetime = Field(description="When it was sent, with its UTC offset.")
+    body: Text = Field(description="The message's text.")
+    status: DeliveryStatus | None = Field(
+        default=None,
+        description="The delivery status, when the source reports one; ``pending`` is not final.")
 
     @property
     def occurred_at(self) -> datetime:
@@ -366,15 +377,16 @@ class FaxDocument(BaseModel):
 
     model_config = _STRICT
 
-    content_type: Literal["application/pdf", "image/tiff"] = "application/pdf"
-    """The document's type."""
+    content_type: Literal["application/pdf", "image/tiff"] = Field(
+        default="application/pdf", description="The document's type.")
     content: Annotated[Base64Bytes, Field(json_schema_extra={
-        "maxLength": base64_limit(DOCUMENT_MAX_BYTES)})] | None = None
-    """The document itself, base64; at most 10 MiB once decoded."""
-    url: Url | None = None
-    """Where the host fetches the document (https; never a private address)."""
-    filename: Line | None = None
-    """The file name to give the document in the app."""
+        "maxLength": base64_limit(DOCUMENT_MAX_BYTES)})] | None = Field(
+        default=None, description="The document itself, base64; at most 10 MiB once decoded.")
+    url: Url | None = Field(
+        default=None,
+        description="Where the host fetches the document (https; never a private address).")
+    filename: Line | None = Field(
+        default=None, description="The file name to give the document in the app.")
 
     @field_validator("content", mode="before")
     @classmethod
@@ -394,18 +406,16 @@ class FaxDocument(BaseModel):
 class FaxEvent(_EventBase):
     """A fax, sent or received, with its pages inline or by link."""
 
-    kind: Literal["fax"] = "fax"
-    """Always ``fax``."""
-    sent_at: AwareDatetime
-    """When it was sent, with its UTC offset."""
-    outcome: FaxOutcome = FaxOutcome.DELIVERED
-    """Whether the pages arrived."""
-    page_count: int = Field(ge=0, le=10000)
-    """How many pages."""
-    document: FaxDocument | None = None
-    """The pages, when the source sends them."""
-    status: DeliveryStatus | None = None
-    """The delivery status, when the source reports one; ``pending`` is not final."""
+    kind: Literal["fax"] = Field(default="fax", description="Always ``fax``.")
+    sent_at: AwareDatetime = Field(description="When it was sent, with its UTC offset.")
+    outcome: FaxOutcome = Field(
+        default=FaxOutcome.DELIVERED, description="Whether the pages arrived.")
+    page_count: int = Field(ge=0, le=10000, description="How many pages.")
+    document: FaxDocument | None = Field(
+        default=None, description="The pages, when the source sends them.")
+    status: DeliveryStatus | None = Field(
+        default=None,
+        description="The delivery status, when the source reports one; ``pending`` is not final.")
 
     @property
     def occurred_at(self) -> datetime:
