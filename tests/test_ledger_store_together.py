@@ -56,7 +56,7 @@ def test_new_events_stored_together_leave_the_rows_stored_one_by_one(
             ledger.migrate()
             ledger.store_event(sms(0), apps=["crm"])  # known before the batch
             commits: list[None] = []
-            sa.event.listen(ledger.engine, "commit", lambda conn: commits.append(None))
+            sa.event.listen(ledger.engine, "commit", commits.append)
             if name == "together":
                 stored = ledger.store_events(BATCH)
             else:
@@ -64,7 +64,7 @@ def test_new_events_stored_together_leave_the_rows_stored_one_by_one(
             statuses[name] = [(s.status, s.revision) for s in stored]
             if name == "together":  # the four new events in one commit; then one each
                 assert len(commits) == 1 + 3  # for the duplicates and the revision
-                assert [s.event_pk for s in stored][0] == stored[2].event_pk
+                assert stored[0].event_pk == stored[2].event_pk
         finally:
             ledger.close()
         kept[name] = _rows(url)
