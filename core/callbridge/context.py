@@ -257,7 +257,11 @@ class HookContext:
     clock: Clock = SYSTEM
 
     def with_delivery(self, delivery: DeliveryState | None) -> HookContext:
-        return HookContext(**{**self.__dict__, "delivery": delivery})
+        """This context for one delivery (a shallow copy: the services are shared)."""
+        ctx = object.__new__(type(self))  # one per delivery: a copy, not __init__ again
+        ctx.__dict__.update(self.__dict__)
+        ctx.delivery = delivery
+        return ctx
 
 
 @dataclass

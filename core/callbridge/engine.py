@@ -60,11 +60,15 @@ class BusyGateway:
     def __init__(self, inner: Any, clock: Clock = SYSTEM) -> None:
         self.inner = inner
         self._clock = clock
+        self._hold = getattr(clock, "busy", None)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with busy(self._clock):
+        if self._hold is None:  # a real clock: nothing to tell (the usual case, kept cheap)
             result: T = await self.inner.run(fn, *args, **kwargs)
             return result
+        with self._hold():
+            held: T = await self.inner.run(fn, *args, **kwargs)
+            return held
 
 
 @contextmanager
@@ -115,6 +119,7 @@ class Engine:
                                        transports=self.transports, retry=self.retry,
                                        clock=self.clock)
         self._caches: dict[tuple[str, str], LedgerCache] = {}
+        self._contexts: dict[tuple[str, str], HookContext] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self.intake = Intake(self)
         self.worker = Worker(self)
@@ -155,16 +160,24 @@ class Engine:
     # --- context --------------------------------------------------------------------
 
     def context(self, tenant_id: str, app: str, delivery: LedgerDelivery | None = None) -> HookContext:
-        """The hook context for one (tenant, app), with its HTTP client."""
+        """The hook context for one (tenant, app), with its HTTP client.
+
+        Built once per (tenant, app) and copied for each delivery; built again when
+        the tenant's settings or the connection's client changed (a reload, an eviction).
+        """
         tenant = self.config.tenant(tenant_id)
-        cache = self._caches.get((tenant_id, app))
-        if cache is None:
-            cache = self._caches[(tenant_id, app)] = LedgerCache(
-                self.gateway, self.ledger, self.locks, tenant_id, app, self.clock)
-        return self.connections.context(
-            tenant_id, tenant, app, delivery=delivery,
-            store=LedgerStore(self.ledger, tenant_id, app), lock=self.locks.for_app(tenant_id, app),
-            cache=cache)
+        key = (tenant_id, app)
+        _, http = self.connections.client(tenant_id, tenant, app)  # (marks the client used)
+        kept = self._contexts.get(key)
+        if kept is None or kept.http is not http or kept.tenant is not tenant:
+            cache = self._caches.get(key)
+            if cache is None:
+                cache = self._caches[key] = LedgerCache(
+                    self.gateway, self.ledger, self.locks, tenant_id, app, self.clock)
+            kept = self._contexts[key] = self.connections.context(
+                tenant_id, tenant, app, store=LedgerStore(self.ledger, tenant_id, app),
+                lock=self.locks.for_app(tenant_id, app), cache=cache)
+        return kept.with_delivery(delivery)
 
     # --- many tenants: idle or changed tenants' state let go ------------------------------
 
@@ -185,6 +198,8 @@ class Engine:
         gone = set(pairs)
         for key in [k for k in self._caches if k in gone or k[0] in tenants]:
             del self._caches[key]
+        for key in [k for k in self._contexts if k in gone or k[0] in tenants]:
+            del self._contexts[key]
         self.worker.forget(gone, tenants)
 
     async def aclose(self) -> None:

@@ -83,7 +83,9 @@ class Hooks:
         impl = self.plugin.implementations.get(hook)
         if impl is None:
             raise HookNotDeclared(f"plugin {self.plugin.name!r} does not implement {hook}")
-        args = {name: value for name, value in {"ctx": ctx, **kwargs}.items() if name in impl.argnames}
+        names = impl.argnames
+        kwargs["ctx"] = ctx
+        args = {name: value for name, value in kwargs.items() if name in names}
         facade = self._facade
         started = time.perf_counter()
         error: BaseException | None = None
@@ -224,9 +226,11 @@ class Facade:
             status = f"raised {err}" if err else "ok"
             print(f"[trace] {tenant}/{app} {hook} {seconds * 1000:.1f} ms {status}", file=sys.stderr)
         log.debug("hook %s for %s/%s took %.4fs (%s)", hook, tenant, app, seconds, err or "ok")
+        observers = self.registry.manager.hook.hook_called
+        if not observers.get_hookimpls():  # none installed: no call to make (every hook call)
+            return
         try:
-            self.registry.manager.hook.hook_called(
-                tenant=tenant, app=app, hook=hook, seconds=seconds, error=err)
+            observers(tenant=tenant, app=app, hook=hook, seconds=seconds, error=err)
         except Exception:  # an observer's bug must not fail the call it observes
             log.exception("a hook_called observer raised")
 

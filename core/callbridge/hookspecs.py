@@ -29,6 +29,7 @@ from it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_type_hints
 import pluggy
 
 from callbridge.capabilities import Capability, Connection, Declaration
-from callbridge.results import conforms, describe
+from callbridge.results import Check, checker, describe
 
 if TYPE_CHECKING:  # the hooks' argument and return types; read by _table() on first use of SPECS
     from callbridge.context import HookContext
@@ -85,7 +86,11 @@ class HookSpec:
 
     def accepts(self, value: object) -> bool:
         """Whether ``value`` is of the spec's return type."""
-        return conforms(value, self.returns)
+        return self._check(value)
+
+    @functools.cached_property
+    def _check(self) -> Check:
+        return checker(self.returns)
 
     @property
     def expected(self) -> str:

@@ -9,29 +9,53 @@ specs use are understood: a class, ``None``, a union, ``list[X]``,
 
 from __future__ import annotations
 
+import functools
 import types
+from collections.abc import Callable
 from typing import Any, Union, get_args, get_origin
 
 
 def conforms(value: object, hint: Any) -> bool:
     """Whether ``value`` is of the type ``hint`` (one level of containers deep)."""
+    return checker(hint)(value)
+
+
+Check = Callable[[object], bool]
+
+
+@functools.cache
+def checker(hint: Any) -> Check:
+    """``hint`` made once into a function answering :func:`conforms` (every hook call
+    checks its result: the type hint is read once, not on every call)."""
     if hint is Any or hint is object:
-        return True
+        return _anything
     if hint is None or hint is type(None):
-        return value is None
+        return _is_none
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
-        return any(conforms(value, arg) for arg in args)
-    if origin is list:
-        return isinstance(value, list) and all(conforms(v, args[0]) for v in value)
-    if origin is tuple:
-        return isinstance(value, tuple) and all(conforms(v, args[0]) for v in value)
+        if all(a is None or (isinstance(a, type) and get_origin(a) is None) for a in args):
+            classes = tuple(type(None) if a is None else a for a in args)
+            return lambda value: isinstance(value, classes)
+        parts = tuple(checker(arg) for arg in args)
+        return lambda value: any(part(value) for part in parts)
+    if origin is list or origin is tuple:
+        item, container = checker(args[0]), origin
+        return lambda value: isinstance(value, container) and all(item(v) for v in value)
     if origin is dict:
-        return isinstance(value, dict) and all(
-            conforms(k, args[0]) and conforms(v, args[1]) for k, v in value.items())
+        key, val = checker(args[0]), checker(args[1])
+        return lambda value: isinstance(value, dict) and all(
+            key(k) and val(v) for k, v in value.items())
     if isinstance(hint, type):
-        return isinstance(value, hint)
+        return lambda value: isinstance(value, hint)
     raise TypeError(f"cannot check a value against {hint!r}")
+
+
+def _anything(value: object) -> bool:
+    return True
+
+
+def _is_none(value: object) -> bool:
+    return value is None
 
 
 def describe(hint: Any) -> str:

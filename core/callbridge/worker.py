@@ -1,9 +1,9 @@
 """The worker: claim due deliveries, keep their leases, run the pipeline, finish.
 
 A delivery is claimed under a lease with a fencing token, renewed while the
-work runs, so two processes never send it at once and a crashed process's
-claim expires (docs/ledger.md). Each connection (tenant, app) runs only as
-many deliveries at once as its rate-limit buckets can serve; a delivery that
+work runs (:mod:`callbridge.leases`), so two processes never send it at once and
+a crashed process's claim expires (docs/ledger.md). Each connection (tenant,
+app) runs only as many deliveries at once as its rate-limit buckets can serve; a delivery that
 has begun writing raises its priority (``callbridge.ratelimit.priority``) so
 its remaining writes go before new lookups. An attempt's exception becomes an
 outcome (:mod:`callbridge.outcomes`): a rate limit makes the delivery wait,
@@ -13,17 +13,16 @@ keeping its attempt count.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from callbridge.batching import Batcher
 from callbridge.capabilities import Capability
 from callbridge.errors import ConfigError
+from callbridge.leases import Leases
 from callbridge.ledger import Claim, LeaseLost
 from callbridge.models import Outcome, OutcomeStatus
 from callbridge.modes.automatic import Reauthorisation
@@ -48,8 +47,8 @@ class Worker:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._slots: dict[tuple[str, str], asyncio.Semaphore] = {}
-        # Renewals run on their own thread: a queue of ledger writes never delays them.
-        self._renew_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbridge-lease")
+        #: The leases of the deliveries being worked, renewed while their work runs.
+        self.leases = Leases(engine)
         #: Deliveries being worked now, per (tenant, app): for progress displays.
         self.running: dict[tuple[str, str], int] = {}
         #: The batch work unit, for apps that declare ``batch_writes``.
@@ -61,7 +60,7 @@ class Worker:
         self.finished: list[Callable[[Claim, Outcome], None]] = []
 
     def close(self) -> None:
-        self._renew_pool.shutdown(wait=False)
+        self.leases.close()
 
     @property
     def capacity(self) -> int:
@@ -162,11 +161,10 @@ class Worker:
     async def work(self, claim: Claim) -> None:
         """Run one claimed delivery and record its outcome, keeping the lease meanwhile."""
         engine = self.engine
-        claimed = engine.clock.monotonic()
         task = asyncio.current_task()
         assert task is not None
-        # The lease runs from the claim: the renewer starts before any wait for a slot.
-        renewer = asyncio.create_task(self._renew(claim, task, claimed))
+        # The lease runs from the claim: it is kept from before any wait for a slot.
+        lease = self.leases.hold(claim, task, engine.clock.monotonic())
         key = (claim.tenant, claim.app)
         try:
             async with self._slot(claim):
@@ -177,7 +175,7 @@ class Worker:
                     outcome = engine.confirmer.schedule(claim.tenant, claim.app, outcome)
                 finally:
                     self.running[key] -= 1
-                renewer.cancel()
+                self.leases.drop(lease)
                 await engine.db(engine.ledger.finish, claim, outcome, now=engine.clock.now(),
                                 started_at=started)
                 for observer in self.finished:
@@ -185,45 +183,16 @@ class Worker:
         except LeaseLost:
             log.warning("lease lost on delivery %s; another worker owns it now", claim.delivery_id)
         except asyncio.CancelledError:
-            if renewer.done() and not renewer.cancelled() and isinstance(renewer.exception(), LeaseLost):
+            if lease.lost:
                 log.warning("lease on delivery %s could not be kept; work stopped", claim.delivery_id)
                 return
             # Stopped (a shutdown past its grace): the lease is given back, so the delivery
             # is due again at once; a write begun is looked up before it is sent again.
-            renewer.cancel()
+            self.leases.drop(lease)
             await asyncio.shield(engine.db(engine.ledger.release, claim))
             raise
         finally:
-            renewer.cancel()
-
-    async def _renew(self, claim: Claim, work: asyncio.Task[Any], claimed: float) -> None:
-        """Keep the lease while the work runs; stop the work before the lease can lapse.
-
-        If a renewal cannot be confirmed with a quarter of the lease still to go,
-        the work is stopped by this process's own clock: another worker may claim
-        the delivery only after the lease has lapsed, by which time anything this
-        one sent has long reached the app, where the plugin's lookup finds it.
-        """
-        engine = self.engine
-        clock = engine.clock
-        lease = engine.config.ledger.lease_seconds
-        valid_until = claimed + lease
-        loop = asyncio.get_running_loop()
-        while True:
-            await clock.sleep(lease / 4)
-            started = clock.monotonic()
-            budget = valid_until - started - lease / 4
-            try:
-                if budget <= 0:
-                    raise TimeoutError
-                with engine.busy():
-                    await asyncio.wait_for(loop.run_in_executor(
-                        self._renew_pool, functools.partial(engine.ledger.renew, claim, lease)),
-                        budget)
-                valid_until = started + lease
-            except (LeaseLost, TimeoutError):
-                work.cancel()
-                raise LeaseLost(f"delivery {claim.delivery_id}: lease not renewed in time") from None
+            self.leases.drop(lease)
 
     def _deadline(self, claim: Claim, occurred_at: datetime | None) -> datetime | None:
         kept: datetime | None = getattr(claim, "deadline_at", None)

@@ -67,8 +67,8 @@ class LedgerGateway:
         assert hot is not None
         holds = list(hold_until) if hold_until is not None else [None] * len(events)
         now = ledger.clock.now()
-        pks = await asyncio.gather(*(hot.write(ledger._store_new_job(event, apps, now))
-                                     for event, apps in events))
+        pks = await hot.write_many([ledger._store_new_job(event, apps, now)
+                                    for event, apps in events])
         out: list[Stored] = []
         for (event, apps), hold, pk in zip(events, holds, pks, strict=True):
             if pk is not None:

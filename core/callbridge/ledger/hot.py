@@ -134,6 +134,24 @@ class GroupWriter:
         waits for it. What runs on the loop is a group's statements and its commit
         (under synchronous=NORMAL a commit appends to the WAL, without fsync).
         """
+        return await self._enqueue(job)
+
+    async def write_many(self, jobs: Sequence[Job]) -> list[Any]:
+        """:meth:`write` for several jobs at once (in the same group, no task each); their
+        results in order once committed, or the first job's exception."""
+        futures = [self._enqueue(job) for job in jobs]
+        results: list[Any] = []
+        first: BaseException | None = None
+        for future in futures:
+            try:
+                results.append(await future)
+            except Exception as exc:  # every outcome retrieved; the first raised
+                first = first or exc
+        if first is not None:
+            raise first
+        return results
+
+    def _enqueue(self, job: Job) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         pending = self._pending.get(loop)
@@ -141,7 +159,7 @@ class GroupWriter:
             pending = self._pending[loop] = []
             loop.call_soon(self._flush, loop)
         pending.append((job, future))
-        return await future
+        return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         group = self._pending.pop(loop, [])
