@@ -50,8 +50,9 @@ def sql_value(value: Any) -> Any:
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to the ledger")
             value = value.astimezone(UTC)
-        # "YYYY-MM-DD HH:MM:SS.ffffff", SQLAlchemy's storage format for SQLite.
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        # "YYYY-MM-DD HH:MM:SS.ffffff", SQLAlchemy's storage format for SQLite (in UTC,
+        # without the "+00:00" the aware time's text ends with).
+        return value.isoformat(" ", "microseconds")[:-6]
     if kind is bool:
         return int(value)
     if isinstance(value, datetime):  # a subclass

@@ -22,6 +22,7 @@ _FENCE = " WHERE id = ? AND fence = ? AND lease_owner = ?"
 _SELECT_RECORD = "SELECT app_id FROM records WHERE delivery_id = ? AND kind = ? AND step = ?"
 _INSERT_RECORD = ("INSERT INTO records (delivery_id, kind, app_id, step, created_at) "
                   "VALUES (?, ?, ?, ?, ?)")
+_INSERT_NEW_RECORD = _INSERT_RECORD + " ON CONFLICT (delivery_id, kind, step) DO NOTHING"
 _INSERT_STEP = ("INSERT INTO steps (delivery_id, kind, step, fence, begun_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING")
 _ATTEMPT_COLUMNS = ("delivery_id", "attempt", "fence", "started_at", "finished_at", "status",
@@ -70,9 +71,14 @@ def insert_records(cur: sqlite3.Cursor, delivery_id: int, recs: Sequence[Record]
 
 
 def remember(claim: Claim, record: Record, now: datetime) -> Job:
+    at = sql_value(now)
+    row = (claim.delivery_id, record.kind, record.id, record.step, at)
+
     def job(cur: sqlite3.Cursor) -> None:
-        fenced(cur, claim, "updated_at = ?", (sql_value(now),))
-        insert_records(cur, claim.delivery_id, new_records(cur, claim.delivery_id, [record]), now)
+        fenced(cur, claim, "updated_at = ?", (at,))
+        # Usually new: inserted in one statement; one kept already is read only then.
+        if cur.execute(_INSERT_NEW_RECORD, row).rowcount == 0:
+            new_records(cur, claim.delivery_id, [record])  # the same id, or DuplicateRecord
     return job
 
 
@@ -116,7 +122,8 @@ def store_new(ident: Mapping[str, Any], event_row: Mapping[str, Any],
     the event is known already (the caller then stores it the general way)."""
     event_columns = [*ident, *event_row]
     insert_event = (f"INSERT INTO events ({', '.join(event_columns)}) "
-                    f"VALUES ({', '.join('?' * len(event_columns))})")
+                    f"VALUES ({', '.join('?' * len(event_columns))}) "
+                    "ON CONFLICT (tenant, source, kind, source_id) DO NOTHING")
     event_params = sql_values([*ident.values(), *event_row.values()])
     delivery_columns = list(deliveries[0]) if deliveries else []
     insert_delivery = (f"INSERT INTO deliveries ({', '.join(delivery_columns)}) "
@@ -125,12 +132,8 @@ def store_new(ident: Mapping[str, Any], event_row: Mapping[str, Any],
     pk_at = delivery_columns.index("event_id") if deliveries else 0
 
     def job(cur: sqlite3.Cursor) -> int | None:
-        known = cur.execute("SELECT id FROM events WHERE tenant = ? AND source = ? AND kind = ? "
-                            "AND source_id = ?", (ident["tenant"], ident["source"], ident["kind"],
-                                                  ident["source_id"])).fetchone()
-        if known is not None:
-            return None
-        cur.execute(insert_event, event_params)
+        if cur.execute(insert_event, event_params).rowcount == 0:
+            return None  # known already (its identity's row is there)
         pk = cur.lastrowid
         if rows:
             cur.executemany(insert_delivery,
@@ -149,21 +152,25 @@ def claim(select: str, params: Mapping[str, Any] | Sequence[Any], *, owner: str,
         rows = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
-        marks = ", ".join("?" * len(ids))
+        # Records and begun steps are written under a claim's fence only: a delivery
+        # never claimed (fence 0) has none, so only the others are looked up.
+        seen = [r["id"] for r in rows if r["fence"]]
+        marks = ", ".join("?" * len(seen))
         event_ids = sorted({r["event_id"] for r in rows})
         kinds = {pk: (kind, revision) for pk, kind, revision in cur.execute(
             f"SELECT id, kind, revision FROM events WHERE id IN ({', '.join('?' * len(event_ids))})",
             event_ids)}
         recs: dict[int, list[Record]] = {}
-        for did, kind, app_id, step in cur.execute(
-                f"SELECT delivery_id, kind, app_id, step FROM records WHERE delivery_id IN ({marks}) "
-                "ORDER BY id", ids):
-            recs.setdefault(did, []).append(Record(kind=kind, id=app_id, step=step))
         begun: dict[int, set[tuple[str, str]]] = {}
-        for did, kind, step in cur.execute(
-                f"SELECT delivery_id, kind, step FROM steps WHERE delivery_id IN ({marks})", ids):
-            begun.setdefault(did, set()).add((kind, step))
+        if seen:
+            for did, kind, app_id, step in cur.execute(
+                    f"SELECT delivery_id, kind, app_id, step FROM records WHERE delivery_id IN "
+                    f"({marks}) ORDER BY id", seen):
+                recs.setdefault(did, []).append(Record(kind=kind, id=app_id, step=step))
+            for did, kind, step in cur.execute(
+                    f"SELECT delivery_id, kind, step FROM steps WHERE delivery_id IN ({marks})",
+                    seen):
+                begun.setdefault(did, set()).add((kind, step))
         at, until = sql_value(now), sql_value(expires)
         cur.executemany(
             "UPDATE deliveries SET lease_owner = ?, lease_expires = ?, fence = ?, attempt = ?, "
