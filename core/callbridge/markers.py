@@ -16,6 +16,7 @@ phone number.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -53,8 +54,15 @@ class HashKey:
 
 def keyed_marker(key: bytes, tenant: str, source: str, kind: str, event_id: str) -> str:
     """The ``cb2-`` marker of an event's identity, keyed with the ledger's hash key."""
-    message = "\x1f".join(("marker", tenant, source, kind, event_id)).encode()
-    return f"cb2-{hmac.new(key, message, hashlib.sha256).hexdigest()[:32]}"
+    mac = _keyed(key).copy()
+    mac.update("\x1f".join(("marker", tenant, source, kind, event_id)).encode())
+    return f"cb2-{mac.hexdigest()[:32]}"
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """An HMAC keyed with ``key``, copied for each marker (the key is set up once)."""
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def marker_for(hash_key: HashKey, identity: tuple[str, str, str, str],

@@ -35,8 +35,8 @@ class Cipher:
         except (ValueError, TypeError):
             raise ConfigError(
                 f"{ENV_KEY} is not a valid key; make one with `callbridge keygen`") from None
-        self._mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                             info=b"callbridge ledger hmac").derive(raw)
+        self.use_mac_key(HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                              info=b"callbridge ledger hmac").derive(raw))
 
     @property
     def mac_key(self) -> bytes:
@@ -47,6 +47,8 @@ class Cipher:
     def use_mac_key(self, key: bytes) -> None:
         """Make :meth:`digest` use the ledger's hash key, which never rotates."""
         self._mac_key = key
+        # Keyed once; each digest copies it (the key's set-up is not paid per hash).
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
 
     @staticmethod
     def generate_key() -> str:
@@ -65,4 +67,6 @@ class Cipher:
                 f"the ledger's contents cannot be decrypted with this {ENV_KEY}") from None
 
     def digest(self, *parts: str) -> str:
-        return hmac.new(self._mac_key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+        mac = self._mac.copy()
+        mac.update("\x1f".join(parts).encode())
+        return mac.hexdigest()

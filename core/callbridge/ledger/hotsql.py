@@ -8,6 +8,7 @@ kept in step by the ledger's tests, which run with and without this path.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -94,7 +95,7 @@ def finish(claim: Claim, values: Mapping[str, Any], *, logged: bool, records: Se
     """The outcome made current (``values``), records the log returned that were not
     remembered, and the attempt appended; a second, different record for a step ends
     the delivery as failed (``duplicate_record``), as the SQLAlchemy path does."""
-    sets = ", ".join(f"{column} = ?" for column in values)
+    sets = _sets(tuple(values))
     params = list(sql_values(list(values.values())))
     if logged:
         sets += ", " + _NEEDS_UPDATE
@@ -116,18 +117,27 @@ def finish(claim: Claim, values: Mapping[str, Any], *, logged: bool, records: Se
     return job
 
 
+@functools.lru_cache(maxsize=64)
+def _insert(table: str, columns: tuple[str, ...], tail: str = "") -> str:
+    """An INSERT of ``columns`` (the same few shapes every time: made once each)."""
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))}){tail}")
+
+
+@functools.lru_cache(maxsize=64)
+def _sets(columns: tuple[str, ...]) -> str:
+    return ", ".join(f"{column} = ?" for column in columns)
+
+
 def store_new(ident: Mapping[str, Any], event_row: Mapping[str, Any],
               deliveries: Sequence[Mapping[str, Any]]) -> Job:
     """A new event and its deliveries; the job returns the event's key, or None when
     the event is known already (the caller then stores it the general way)."""
-    event_columns = [*ident, *event_row]
-    insert_event = (f"INSERT INTO events ({', '.join(event_columns)}) "
-                    f"VALUES ({', '.join('?' * len(event_columns))}) "
-                    "ON CONFLICT (tenant, source, kind, source_id) DO NOTHING")
+    insert_event = _insert("events", (*ident, *event_row),
+                           " ON CONFLICT (tenant, source, kind, source_id) DO NOTHING")
     event_params = sql_values([*ident.values(), *event_row.values()])
     delivery_columns = list(deliveries[0]) if deliveries else []
-    insert_delivery = (f"INSERT INTO deliveries ({', '.join(delivery_columns)}) "
-                       f"VALUES ({', '.join('?' * len(delivery_columns))})")
+    insert_delivery = _insert("deliveries", tuple(delivery_columns))
     rows = [sql_values([d[c] for c in delivery_columns]) for d in deliveries]
     pk_at = delivery_columns.index("event_id") if deliveries else 0
 
