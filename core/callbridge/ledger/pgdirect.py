@@ -30,7 +30,8 @@ from callbridge.ledger.types import Claim, DuplicateRecord, LeaseLost
 from callbridge.models import Record
 
 #: The fenced update every write starts with (its SET list comes first).
-_FENCE = "WHERE id = %(did)s AND fence = %(fence)s AND lease_owner = %(owner)s RETURNING id"
+_FENCED = "WHERE id = %(did)s AND fence = %(fence)s AND lease_owner = %(owner)s"
+_FENCE = f"{_FENCED} RETURNING id"
 
 RENEW = f"UPDATE deliveries SET lease_expires = %(expires)s {_FENCE}"
 
@@ -69,7 +70,7 @@ _FILTERS = {"tenant": " AND (tenant || '') = %(tenant)s",
 def claim_statement(filters: Sequence[str]) -> str:
     """A claim in one statement: the due rows locked (skipping those another claim
     holds), leased with their fence raised, returned with their event's kind and
-    revision, their records and the steps begun."""
+    revision, their records, the steps begun and the event's contents."""
     return (
         "WITH c AS (SELECT id FROM deliveries WHERE " + _DUE
         + "".join(_FILTERS[f] for f in filters)
@@ -86,8 +87,12 @@ def claim_statement(filters: Sequence[str]) -> str:
         "(SELECT json_agg(json_build_array(r.kind, r.app_id, r.step) ORDER BY r.id) "
         "FROM records r WHERE r.delivery_id = u.id), "
         "(SELECT json_agg(json_build_array(s.kind, s.step)) FROM steps s "
-        "WHERE s.delivery_id = u.id) "
+        "WHERE s.delivery_id = u.id), e.content_enc, e.purged_at "
         "FROM u JOIN events e ON e.id = u.event_id ORDER BY u.occurred_at, u.id")
+
+
+#: Contents of claimed events kept for their load at most (more: a shutdown left them).
+_CONTENTS_KEPT = 4096
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -108,20 +113,32 @@ def finish_statement(columns: Sequence[str], *, logged: bool, records: bool) -> 
     """The one statement of an outcome: the fenced update of the delivery (its
     ``needs_update`` read from the event under a shared row lock after a log, so a
     revision being stored commits first or waits), the attempt appended, and the
-    new records (arrays ``rk``, ``rs``, ``ri``) added, all from the fenced row."""
+    records given (arrays ``rk``, ``rs``, ``ri``) not kept yet added, all from the
+    fenced row. Its answer: (rows updated, whether a record given differs from the
+    one kept for its step: then nothing is written)."""
     sets = [f"{c} = %(v_{c})s" for c in columns]
     ctes = []
     if logged:
         ctes.append("ev AS (SELECT revision FROM events WHERE id = %(event)s FOR SHARE)")
         sets.append("needs_update = COALESCE((SELECT revision FROM ev) <> %(revision)s, false)")
-    ctes.append(f"f AS (UPDATE deliveries SET {', '.join(sets)} {_FENCE})")
+    if records:
+        ctes += ["n AS (SELECT * FROM unnest(%(rk)s::text[], %(rs)s::text[], %(ri)s::text[]) "
+                 "AS n(kind, step, app_id))",
+                 "kept AS (SELECT kind, step, app_id FROM records WHERE delivery_id = %(did)s)",
+                 "dup AS (SELECT 1 FROM n JOIN kept k ON k.kind = n.kind AND k.step = n.step "
+                 "WHERE k.app_id <> n.app_id)"]
+        ctes.append(f"f AS (UPDATE deliveries SET {', '.join(sets)} {_FENCED} "
+                    "AND NOT EXISTS (SELECT 1 FROM dup) RETURNING id)")
+        ctes.append("r AS (INSERT INTO records (delivery_id, kind, step, app_id, created_at) "
+                    "SELECT f.id, n.kind, n.step, n.app_id, %(now)s::timestamptz FROM f, n "
+                    "WHERE NOT EXISTS (SELECT 1 FROM kept k WHERE k.kind = n.kind "
+                    "AND k.step = n.step))")
+    else:
+        ctes.append(f"f AS (UPDATE deliveries SET {', '.join(sets)} {_FENCE})")
     ctes.append(f"a AS (INSERT INTO attempts (delivery_id, {', '.join(_ATTEMPT)}) SELECT id, "
                 + ", ".join(f"%(a_{c})s::{kind}" for c, kind in _ATTEMPT.items()) + " FROM f)")
-    if records:
-        ctes.append("r AS (INSERT INTO records (delivery_id, kind, step, app_id, created_at) "
-                    "SELECT f.id, n.kind, n.step, n.app_id, %(now)s::timestamptz FROM f, "
-                    "unnest(%(rk)s::text[], %(rs)s::text[], %(ri)s::text[]) AS n(kind, step, app_id))")
-    return "WITH " + ", ".join(ctes) + " SELECT count(*) FROM f"
+    dup = "EXISTS (SELECT 1 FROM dup)" if records else "false"
+    return "WITH " + ", ".join(ctes) + f" SELECT (SELECT count(*) FROM f), {dup}"
 
 
 def new_records(delivery_id: int, recs: Sequence[Record],
@@ -155,6 +172,8 @@ class Direct:
         self._closed = False
         self._statements: dict[tuple[tuple[str, ...], bool, bool], str] = {}
         self._claims: dict[tuple[str, ...], str] = {}
+        #: Contents read by claims, until their worker loads them (ledger.load_event).
+        self._contents: dict[int, tuple[bytes | None, datetime | None]] = {}
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
@@ -177,6 +196,10 @@ class Direct:
         with self._conn() as conn:
             row: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
             return row
+
+    def forget_contents(self) -> None:
+        """Drop the contents kept from claims (contents were erased)."""
+        self._contents.clear()
 
     def close(self) -> None:
         with self._lock:
@@ -206,6 +229,10 @@ class Direct:
                   **{f: list(where[f]) if f != "tenant" else where[f] for f in filters}}
         with self._conn() as conn:
             rows = conn.execute(sql, params).fetchall()
+        if len(self._contents) > _CONTENTS_KEPT:
+            self._contents.clear()  # claims never worked (a shutdown): not kept forever
+        for r in rows:
+            self._contents[r[1]] = (bytes(r[16]) if r[16] is not None else None, _utc(r[17]))
         return [Claim(
             delivery_id=r[0], event_pk=r[1], tenant=r[2], app=r[3], fence=r[4], attempt=r[5],
             first_attempt_at=_utc(r[6]) or now,
@@ -244,23 +271,37 @@ class Direct:
                now: datetime) -> None:
         """Write an outcome: ``values`` of the delivery (``needs_update`` is worked out
         here after a log), the attempt (``settled``: status, reason, message, next
-        attempt; retried later?), the ``records`` not kept yet (those kept
-        are read first; the fenced statement after fails if another claim wrote since).
-        A record that differs from the one kept for its step fails the attempt for good,
-        saying which step (:func:`new_records`), and adds nothing."""
+        attempt; retried later?), the ``records`` not kept yet, in one statement. A
+        record that differs from the one kept for its step fails the attempt for good,
+        saying which step (:func:`new_records`), and adds nothing (a second statement)."""
+        self._contents.pop(claim.event_pk, None)  # the attempt is over: read anew next time
         status, reason, message, next_at = settled
         attempt: dict[str, Any] = {
             "attempt": claim.attempt, "fence": claim.fence, "started_at": started_at,
             "finished_at": now, "status": status, "reason": reason, "message": message,
             "retryable": retry, "next_attempt_at": next_at}
-        new: list[Record] = []
-        if records:
-            try:
-                new = new_records(claim.delivery_id, records, self.kept_records(claim.delivery_id))
-            except DuplicateRecord as exc:
-                failed = {"status": "failed", "reason": "duplicate_record", "message": str(exc),
-                          "retryable": False, "next_attempt_at": None}
-                values, attempt = {**values, **failed}, {**attempt, **failed}
+        try:  # two records of one step given here: the general way below says which
+            new = new_records(claim.delivery_id, records, {})
+        except DuplicateRecord:
+            new = None
+        if new is not None:
+            row = self._finish(claim, values, attempt, logged=logged, new=new, now=now)
+            if row[0] == 1:
+                return
+            if not row[1]:
+                raise self._lost(claim)
+        # A record that differs from one kept: said in the attempt, nothing added.
+        try:
+            new_records(claim.delivery_id, records, self.kept_records(claim.delivery_id))
+        except DuplicateRecord as exc:
+            failed = {"status": "failed", "reason": "duplicate_record", "message": str(exc),
+                      "retryable": False, "next_attempt_at": None}
+            values, attempt = {**values, **failed}, {**attempt, **failed}
+        if self._finish(claim, values, attempt, logged=logged, new=[], now=now)[0] != 1:
+            raise self._lost(claim)
+
+    def _finish(self, claim: Claim, values: dict[str, Any], attempt: dict[str, Any], *,
+                logged: bool, new: Sequence[Record], now: datetime) -> tuple[Any, ...]:
         if logged:
             values = {k: v for k, v in values.items() if k != "needs_update"}
         columns = tuple(sorted(values))
@@ -275,10 +316,15 @@ class Direct:
                   "rk": [r.kind for r in new], "rs": [r.step for r in new],
                   "ri": [r.id for r in new]}
         row = self._one(sql, params)
-        if row is None or row[0] != 1:
-            raise self._lost(claim)
+        assert row is not None
+        return row
 
     def load_event(self, event_pk: int) -> tuple[bytes | None, datetime | None]:
+        """The event's contents (encrypted) and when they were purged: as read by the
+        claim that took it, once (the revision the claim carries), else read now."""
+        kept = self._contents.pop(event_pk, None)
+        if kept is not None:
+            return kept
         row = self._one(LOAD_EVENT, {"pk": event_pk})
         if row is None:
             raise LookupError(f"event {event_pk}: no such event")

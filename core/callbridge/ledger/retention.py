@@ -21,6 +21,8 @@ class RetentionMixin(LedgerCore):
         if not event_ids:
             return
         ids = list(event_ids)
+        if self._direct is not None:  # none of them is loaded from a claim's copy
+            self._direct.forget_contents()
         conn.execute(t.events.update().where(t.events.c.id.in_(ids)).values(
             content_enc=None, source_id_enc=None, purged_at=now, party_hash=None))
         conn.execute(t.event_revisions.update().where(t.event_revisions.c.event_id.in_(ids))
