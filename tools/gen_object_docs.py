@@ -133,11 +133,13 @@ def fields(cls: type) -> list[tuple[str, str, str, str]]:
             out.append((name, _type(info.annotation), default, desc))
         return out
     if dataclasses.is_dataclass(cls):
+        import asyncio
+
         import callbridge.context  # names that models import only for type checking
         import callbridge.settings
         import httpx2
 
-        scope = {"httpx2": httpx2, **vars(callbridge.settings),
+        scope = {"asyncio": asyncio, "httpx2": httpx2, **vars(callbridge.settings),
                  **vars(callbridge.context), **vars(sys.modules[cls.__module__])}
         hints = typing.get_type_hints(cls, scope)
         for f in dataclasses.fields(cls):

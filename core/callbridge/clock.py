@@ -8,7 +8,6 @@ sandbox's rate limit together.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -40,6 +39,8 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # loaded by the running loop; importing the clock does not load it
+
         await asyncio.sleep(max(0.0, seconds))
 
 

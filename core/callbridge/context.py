@@ -7,7 +7,6 @@ goes in ``ctx.delivery.remember`` so a retry resumes where it stopped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -21,7 +20,9 @@ from callbridge.clock import SYSTEM, Clock
 from callbridge.models import Record
 
 if TYPE_CHECKING:  # the fields' types only: a plugin importing the context (most do, at
-    # load) does not load the HTTP client or the settings models
+    # load) does not load the HTTP client, the settings models or the event loop
+    import asyncio
+
     import httpx2
 
     from callbridge.settings import AppSettings, TenantSettings
@@ -152,6 +153,8 @@ class MemoryCache:
 
     async def get_or_load(self, key: str, loader: Callable[[], Awaitable[Any]], *,
                           ttl: float) -> Any:
+        import asyncio  # loaded by the running loop already
+
         async with self._locks.setdefault(key, asyncio.Lock()):
             hit = self.data.get(key)
             if hit is not None and hit[1] > self._clock.monotonic():
@@ -179,6 +182,8 @@ class SyncBridge:
     loop: asyncio.AbstractEventLoop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        import asyncio  # loaded by the loop already
+
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 

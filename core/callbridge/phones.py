@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import re
 
-import phonenumbers
+# phonenumbers (its metadata tables take a while to load) is imported by the functions
+# that read a number, on first use: importing the event models does not load it.
 
 #: The longest text read as a phone number; longer text is unreadable before any
 #: pattern runs (a typed number with an extension and spacing fits easily).
@@ -70,6 +71,8 @@ def _parse(text: str, region: str) -> str:
         raise UnreadableNumber("no digits")
     if not _ALLOWED.match(raw):
         raise UnreadableNumber("characters other than one number")
+    import phonenumbers
+
     try:
         number = phonenumbers.parse(raw, region.upper())
     except phonenumbers.NumberParseException as exc:  # not a ValueError: convert it
@@ -89,11 +92,15 @@ def try_e164(text: str, region: str) -> str | None:
 
 def national_digits(e164: str) -> str:
     """The national significant number of an E.164 string ("2125550142")."""
+    import phonenumbers
+
     return str(phonenumbers.parse(e164).national_number)
 
 
 def search_forms(e164: str) -> list[str]:
     """The forms a number is commonly stored in, for apps that search text."""
+    import phonenumbers
+
     number = phonenumbers.parse(e164)
     national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
     international = phonenumbers.format_number(
