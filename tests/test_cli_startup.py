@@ -114,13 +114,13 @@ def _listing(env: dict[str, str]) -> tuple[dict[str, list[dict[str, object]]], l
     return json.loads(done.stdout), modules
 
 
-def _app_plugins_installed() -> bool:
+def _installed(*names: str) -> bool:
     from importlib.metadata import entry_points
 
-    return set(APP_PLUGINS) <= {ep.name for ep in entry_points(group="callbridge.plugins")}
+    return set(names) <= {ep.name for ep in entry_points(group="callbridge.plugins")}
 
 
-@pytest.mark.skipif(not _app_plugins_installed(), reason="the app plugins are not installed")
+@pytest.mark.skipif(not _installed(*APP_PLUGINS), reason="the app plugins are not installed")
 @pytest.mark.parametrize("env", [
     {"CALLBRIDGE_PLUGINS": ",".join(APP_PLUGINS)},
     {"CALLBRIDGE_DISABLE_PLUGINS": "notebook,broken_import,broken_misspelt"},
@@ -148,3 +148,25 @@ def test_the_hook_specs_read_their_return_types_on_first_use() -> None:
     assert hookspecs.SPECS["log_call"].returns is LogResult
     assert tuple(hookspecs.SPECS) == hookspecs.ROUTED_HOOKS
     assert hookspecs.hooks_needing(hookspecs.Capability.CALLS) == frozenset({"log_call"})
+
+
+#: The host's modules a plugin written like the notebook example imports at load: the
+#: context and the models it names. Each must stay cheap to import.
+PLUGIN_API = {"callbridge.context", "callbridge.models", "callbridge.apprequests",
+              "callbridge.events", "callbridge.eventtext", "callbridge.revisions",
+              "callbridge.phones", "callbridge.clock"}
+
+
+@pytest.mark.skipif(not _installed("notebook"), reason="the notebook example is not installed")
+def test_a_plugin_importing_the_context_and_models_loads_no_heavy_library() -> None:
+    """The notebook example imports the hook context and the models at load, as most
+    plugins do: those modules load neither the HTTP client, the event loop nor the phone
+    numbers' library (each is imported where it is used)."""
+    listing, modules = _listing({"CALLBRIDGE_PLUGINS": "notebook"})
+    assert [p["name"] for p in listing["plugins"]] == ["notebook"]
+    assert "callbridge.context" in modules
+    heavy = sorted({m.split(".")[0] for m in modules} & PLUGINS_HEAVY)
+    assert not heavy, f"importing the plugin API loads {heavy}"
+    host = sorted(m for m in modules if m.split(".")[0] == "callbridge"
+                  and m not in PLUGINS_ALLOWED | PLUGIN_API and not m.startswith("callbridge.examples"))
+    assert not host, f"importing the plugin API loads {host}"
