@@ -191,3 +191,118 @@ async def test_the_shared_window_lets_requests_through_as_one_process_would(
         registry.release(ticket)  # answered at once
         await store.drain()
     assert times == pytest.approx(expected)
+
+
+class SlowStore(SharedBucketStore):
+    """A shared store whose every count takes ``latency`` seconds of the test clock
+    before it reaches the database (a loaded database, a busy machine)."""
+
+    latency = 0.05
+    failures = 0  # counts that fail with a database error first
+
+    async def take(self, *args: Any, **kwargs: Any) -> Any:
+        await self.clock.sleep(self.latency)
+        return await super().take(*args, **kwargs)
+
+    def take_now(self, *args: Any, **kwargs: Any) -> Any:
+        import sqlalchemy as sa
+
+        if self.failures:
+            self.failures -= 1
+            raise sa.exc.OperationalError("SELECT", {}, Exception("connection lost"))
+        return super().take_now(*args, **kwargs)
+
+
+async def test_many_requests_on_many_keys_with_room_are_never_refused_while_counts_take_time(
+        ledger: Any) -> None:
+    """Counting takes time; the windows have room: no request waits past its
+    max_wait for that, whatever its priority (index syncs included)."""
+    from callbridge.errors import RateLimited
+    from callbridge.ratelimit import priority
+
+    clock = FakeClock(autojump=True)
+    stores = [SlowStore(ledger.engine, clock=clock) for _ in range(2)]
+    registries = [LimiterRegistry(clock, store=store) for store in stores]
+    partner = RateBucket(name="partner", requests=1000, per_seconds=1, scope="partner")
+    token = RateBucket(name="api", requests=100, per_seconds=1, scope="token")
+    granted: list[str] = []
+    refused: list[RateLimited] = []
+
+    async def one(n: int) -> None:
+        registry = registries[n % 2]
+        priority.set((-1, 0, 1)[n % 3])
+        try:
+            for bucket in (token, partner):
+                ticket = await registry.acquire(plugin="p", bucket=bucket, tenant=f"firm{n % 20}",
+                                                token_id="t", max_wait=1.0)
+                await clock.sleep(0.01)  # the app answers
+                registry.release(ticket)
+            granted.append(f"firm{n % 20}")
+        except RateLimited as exc:
+            refused.append(exc)
+
+    await asyncio.gather(*(one(n) for n in range(200)))
+    for store in stores:
+        await store.drain()
+    assert [str(e) for e in refused] == []
+    assert len(granted) == 200
+    # Every request counted where every worker sees it, and answered.
+    counted = [e for n in range(20) for e in stores[0].entries(("p", "api", f"firm{n}|t"))]
+    assert len(counted) == 200 and all(done is not None for _, done, _ in counted)
+    for store in stores:
+        store.close()
+
+
+async def test_a_full_shared_window_still_refuses_what_would_wait_too_long(ledger: Any) -> None:
+    from callbridge.errors import RateLimited
+
+    clock = FakeClock(autojump=True)
+    store = SlowStore(ledger.engine, clock=clock)
+    registry = LimiterRegistry(clock, store=store, slack=0.0)
+    bucket = RateBucket(name="api", requests=10, per_seconds=60, scope="partner")
+    outcomes = await asyncio.gather(*(registry.acquire(
+        plugin="p", bucket=bucket, tenant=f"firm{n}", token_id="t", max_wait=5.0)
+        for n in range(15)), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, RateLimited)]
+    assert len(refused) == 5 and len(outcomes) - len(refused) == 10
+    assert all(55 < (r.retry_after or 0) <= 60 for r in refused)  # until the window has room
+    await store.drain()
+    store.close()
+
+
+async def test_a_count_is_timed_when_the_database_makes_it_and_retried_once_after_an_error(
+        ledger: Any) -> None:
+    clock = FakeClock(autojump=True)
+    store = SlowStore(ledger.engine, clock=clock)
+    store.failures = 1
+    registry = LimiterRegistry(clock, store=store)
+    bucket = RateBucket(name="api", requests=5, per_seconds=1)
+    asked = clock.now().timestamp()
+    ticket = await registry.acquire(plugin="p", bucket=bucket, tenant="acme", token_id="t",
+                                    max_wait=1.0)
+    registry.release(ticket)
+    await store.drain()
+    [(started, done, units)] = store.entries(("p", "api", "acme|t"))
+    assert started == pytest.approx(asked + SlowStore.latency)  # not when it was asked for
+    assert done == pytest.approx(started) and units == 1
+    store.close()
+
+
+async def test_a_waiter_cancelled_while_it_is_counted_holds_no_room(ledger: Any) -> None:
+    clock = FakeClock(autojump=True)
+    store = SlowStore(ledger.engine, clock=clock)
+    registry = LimiterRegistry(clock, store=store)
+    bucket = RateBucket(name="api", requests=1, per_seconds=60, scope="tenant")
+    waiting = asyncio.ensure_future(registry.acquire(plugin="p", bucket=bucket, tenant="acme",
+                                                     token_id="t"))
+    for _ in range(5):
+        await asyncio.sleep(0)  # its count has begun
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await clock.sleep(1.0)
+    await store.drain()
+    # Counted (the database had begun), and answered at once: nothing stays in flight.
+    assert all(done is not None for _, done, _ in store.entries(("p", "api", "acme")))
+    assert registry.snapshot()["p/api/acme"]["in_flight"] == 0
+    store.close()

@@ -10,10 +10,10 @@ interface.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -158,6 +158,10 @@ class Waiter:
     seq: int
     tenant: str
     cost: int
+    began: float = 0.0
+    max_wait: float | None = None
+    #: With a shared store: the future that gets its ticket (or its error).
+    future: Any = None
 
 
 @dataclass
@@ -177,6 +181,10 @@ class BucketState:
     waits: int = 0
     waited: float = 0.0
     refused: int = 0
+    #: With a shared store: the task that counts this bucket's waiters there.
+    pump: Any = None
+    #: The shared window said no more fit before this (monotonic) time.
+    shared_until: float = float("-inf")
 
     @classmethod
     def new(cls, bucket: RateBucket) -> BucketState:
@@ -222,17 +230,31 @@ class BucketStore(Protocol):
     def items(self) -> Iterator[tuple[BucketKey, BucketState]]: ...
 
 
+class Taken(NamedTuple):
+    """What a shared store counted of several requests, in their order.
+
+    ``entries``: the ids of the requests counted (the first ones that fit; 0 for a
+    bucket with only a daily budget). For the first one not counted: ``refusal``
+    when the daily budget is spent, else ``wait``: seconds until it would fit.
+    """
+
+    entries: list[int]
+    wait: float = 0.0
+    refusal: BaseException | None = None
+
+
 class SharedWindows(Protocol):
     """A store whose windows every process shares (``shared = True``;
     :class:`callbridge.sharedlimits.SharedBucketStore`).
 
-    ``take`` counts ``units`` at Unix time ``now`` if they fit in every window
-    of ``bucket``: (the entry's id, 0.0), else (None, seconds until they fit).
-    ``done`` records the answer's time of an entry.
+    ``take`` counts the requests of ``units`` (in that order, each its units), as
+    many as fit in every window of ``bucket`` and in its daily budget, in one go;
+    it raises :class:`~callbridge.errors.RateLimited` when it cannot count at all.
+    ``done`` records the answer's time (Unix) of an entry.
     """
 
-    async def take(self, key: BucketKey, bucket: RateBucket, units: int, now: float,
-                   slack: float) -> tuple[int | None, float]: ...
+    async def take(self, key: BucketKey, bucket: RateBucket, units: Sequence[int],
+                   slack: float) -> Taken: ...
 
     def done(self, entry: int, at: float) -> None: ...
 

@@ -56,6 +56,7 @@ from callbridge.buckets import (
 )
 from callbridge.clock import SYSTEM, Clock
 from callbridge.errors import DailyLimitReached, RateLimited
+from callbridge.ratelimit_shared import acquire_shared
 
 __all__ = [
     "BucketStore",
@@ -202,8 +203,11 @@ class LimiterRegistry:
         raises :class:`DailyLimitReached`.
         """
         units = max(1, cost if cost is not None else bucket.cost)
-        me = Waiter(priority.get(), next(self._seq), tenant, units)
-        began = self.clock.monotonic()
+        me = Waiter(priority.get(), next(self._seq), tenant, units, self.clock.monotonic(),
+                    max_wait)
+        if self.shared is not None:  # counted where every process counts
+            return await acquire_shared(self, self._key(plugin, bucket, tenant, token_id), me,
+                                        bucket)
         with self._lock:
             state = self._state(plugin, bucket, tenant, token_id)
             self._check_daily(state, units)
@@ -219,28 +223,10 @@ class LimiterRegistry:
                     mine = state.rank(me, now)
                     ahead = [w for w in state.waiters if w is not me and state.rank(w, now) < mine]
                     at = self._free_at(state, now, units + sum(w.cost for w in ahead))
-                    free = at <= now and not ahead
-                    if free and self.shared is None:
-                        return self._take(state, me, now, began, units)
-                    if not free:
-                        self._refuse_after(state, at, now, began, max_wait)
+                    if at <= now and not ahead:
+                        return self._take(state, me, now, units)
+                    self._refuse_after(state, at, now, me.began, max_wait)
                     event = self._event(state)
-                if free:  # and shared: count it where every process counts
-                    assert self.shared is not None
-                    entry, wait = await self.shared.take(
-                        self._key(plugin, bucket, tenant, token_id), bucket, units,
-                        self._wall(), self._slack)
-                    with self._lock:
-                        now = self.clock.monotonic()
-                        if entry is not None:
-                            if me not in state.waiters:
-                                state.waiters.append(me)
-                            ticket = self._take(state, me, now, began, units)
-                            ticket.shared = entry
-                            return ticket
-                        at = now + wait
-                        self._refuse_after(state, at, now, began, max_wait)
-                        event = self._event(state)
                 # Requests in flight may answer late and a better waiter may arrive:
                 # look again when the time comes or the bucket changes.
                 waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(event.wait())}
@@ -259,15 +245,23 @@ class LimiterRegistry:
 
     def _refuse_after(self, state: BucketState, at: float, now: float, began: float,
                       max_wait: float | None) -> None:
-        if max_wait is not None and at - began > max_wait:
-            state.refused += 1
-            raise RateLimited(
-                f"rate-limit bucket '{state.bucket.name}' is full for {at - now:.1f}s",
-                retry_after=at - now)
+        refusal = self._refusal(state, at, now, began, max_wait)
+        if refusal is not None:
+            raise refusal
 
-    def _take(self, state: BucketState, me: Waiter, now: float, began: float,
-              units: int) -> Ticket:
-        state.waiters.remove(me)
+    @staticmethod
+    def _refusal(state: BucketState, at: float, now: float, began: float,
+                 max_wait: float | None) -> RateLimited | None:
+        """The error of a request that would wait past ``max_wait`` (room at ``at``)."""
+        if max_wait is None or at - began <= max_wait:
+            return None
+        state.refused += 1
+        return RateLimited(f"rate-limit bucket '{state.bucket.name}' is full for "
+                           f"{at - now:.1f}s", retry_after=at - now)
+
+    def _take(self, state: BucketState, me: Waiter, now: float, units: int) -> Ticket:
+        if me in state.waiters:
+            state.waiters.remove(me)
         ticket = Ticket(now, units)
         for window in state.windows():
             window.tickets.append(ticket)
@@ -277,19 +271,22 @@ class LimiterRegistry:
             state.daily_used += units
         if state.bucket.scope == "partner":
             state.tenant_use.setdefault(me.tenant, []).append((now, units))
-        if now > began:
+        if now > me.began:
             state.waits += 1
-            state.waited += now - began
+            state.waited += now - me.began
         self._notify(state)
         return ticket
 
     def release(self, ticket: Ticket) -> None:
         """The request's answer (or error) has arrived: it counts at this time."""
         with self._lock:
-            if ticket.done_at is None:
-                ticket.done_at = max(self.clock.monotonic(), ticket.started)
-                if ticket.shared and self.shared is not None:
-                    self.shared.done(ticket.shared, self._wall())
+            self._release(ticket)
+
+    def _release(self, ticket: Ticket) -> None:
+        if ticket.done_at is None:
+            ticket.done_at = max(self.clock.monotonic(), ticket.started)
+            if ticket.shared and self.shared is not None:
+                self.shared.done(ticket.shared, self._wall())
 
     def observe(self, *, plugin: str, bucket: RateBucket, tenant: str, token_id: str,
                 headers: Mapping[str, str], status: int = 200) -> float | None:
