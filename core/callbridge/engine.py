@@ -43,7 +43,7 @@ from callbridge.ratelimit import LimiterRegistry
 from callbridge.scheduler import InProcessScheduler
 from callbridge.services import Gateway, LedgerCache, LedgerDelivery, LedgerLocks
 from callbridge.settings import Settings, SettingsSource, TenantSettings
-from callbridge.sharedlimits import shared_store_for
+from callbridge.sharedlimits import SharedBucketStore, shared_store_for
 from callbridge.worker import Worker
 
 log = logging.getLogger("callbridge.engine")
@@ -205,6 +205,10 @@ class Engine:
     async def aclose(self) -> None:
         await self.connections.aclose()
         self.worker.close()
+        store = self.limiters.store
+        if self.limit_store is None and isinstance(store, SharedBucketStore):
+            await store.drain()  # the answers' times, then its own connections
+            store.close()
 
     # --- the parts' entry points ----------------------------------------------------
 

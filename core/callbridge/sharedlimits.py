@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -98,16 +97,27 @@ class SharedBucketStore(InProcessBucketStore):
                 url.update_query_dict({"options": f"{options} -c synchronous_commit=off".strip()}),
                 pool_size=threads, max_overflow=threads, pool_timeout=5)
         self.engine = engine
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="callbridge-limits")
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
         self._write_lock = threading.Lock() if not self._postgres else None
         self._swept_at: float | None = None
         self._answers: list[tuple[int, float]] = []
         self._writing: asyncio.Future[None] | None = None
-        self._closer = weakref.finalize(self, _shut, self._pool, self._own)
 
     def close(self) -> None:
-        """Stop the store's threads and close its connections."""
-        self._closer()
+        """Stop the store's threads and close its connections (both come back if it
+        is used again)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+        if self._own is not None:
+            self._own.dispose()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self._threads,
+                                                thread_name_prefix="callbridge-limits")
+        return self._executor
 
     # --- the transaction -------------------------------------------------------------
 
@@ -271,7 +281,7 @@ class SharedBucketStore(InProcessBucketStore):
             for attempt in (1, 2):
                 try:
                     return await loop.run_in_executor(
-                        self._pool, self.take_now, key, bucket, list(units), slack)
+                        self._pool(), self.take_now, key, bucket, list(units), slack)
                 except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
                     what = type(getattr(exc, "orig", None) or exc).__name__
                     if attempt == 1:  # a lost connection, a deadlock: once more at once
@@ -306,7 +316,7 @@ class SharedBucketStore(InProcessBucketStore):
             while self._answers:
                 answers, self._answers = self._answers, []
                 try:
-                    await loop.run_in_executor(self._pool, self.done_now, answers)
+                    await loop.run_in_executor(self._pool(), self.done_now, answers)
                 except sa.exc.SQLAlchemyError as exc:  # they count as in flight (5 min at most)
                     log_.warning("the answer times of %d shared rate-limit entries were not "
                                  "written (%s)", len(answers), type(exc).__name__)
@@ -334,12 +344,6 @@ def _daily_spent(bucket: RateBucket, resets_at: float, now: float) -> DailyLimit
     return DailyLimitReached(
         f"the daily budget of rate-limit bucket '{bucket.name}' is spent until "
         f"{when.isoformat(timespec='minutes')}", retry_after=resets_at - now, resets_at=when)
-
-
-def _shut(pool: ThreadPoolExecutor, engine: Engine | None) -> None:
-    pool.shutdown(wait=False)
-    if engine is not None:
-        engine.dispose()
 
 
 @contextmanager
