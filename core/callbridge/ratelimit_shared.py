@@ -46,10 +46,10 @@ async def acquire_shared(registry: LimiterRegistry, key: BucketKey, me: Waiter,
         state = registry.store.state(key, bucket, BucketState.new)
         registry._check_daily(state, me.cost)
         state.waiters.append(me)
-        if state.pump is None:
-            state.pump = asyncio.ensure_future(_pump(registry, key, state))
-        else:
+        if _live(state.pump):
             registry._notify(state)  # a pump waiting for room here looks again
+        else:
+            state.pump = asyncio.ensure_future(_pump(registry, key, state))
     try:
         ticket: Ticket = await me.future
     except BaseException:
@@ -61,6 +61,12 @@ async def acquire_shared(registry: LimiterRegistry, key: BucketKey, me: Waiter,
                 registry._release(future.result())  # counted as it was cancelled: free it
         raise
     return ticket
+
+
+def _live(task: Any) -> bool:
+    """Whether ``task`` still runs on this event loop (not one that was closed)."""
+    return task is not None and not task.done() and \
+        task.get_loop() is asyncio.get_running_loop()
 
 
 async def _pump(registry: LimiterRegistry, key: BucketKey, state: BucketState) -> None:

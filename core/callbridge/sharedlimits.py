@@ -304,7 +304,7 @@ class SharedBucketStore(InProcessBucketStore):
             self.done_now([(entry, at)])
             return
         self._answers.append((entry, at))
-        if self._writing is None:
+        if self._writing is None or self._writing.get_loop() is not loop:
             hold = getattr(self.clock, "busy", None)
             busy = hold() if hold is not None else nullcontext()
             busy.__enter__()  # a test clock must not jump before the times are written
@@ -321,12 +321,14 @@ class SharedBucketStore(InProcessBucketStore):
                     log_.warning("the answer times of %d shared rate-limit entries were not "
                                  "written (%s)", len(answers), type(exc).__name__)
         finally:
-            self._writing = None
+            if self._writing is asyncio.current_task():
+                self._writing = None
             busy.__exit__(None, None, None)
 
     async def drain(self) -> None:
         """Wait for the answers' times still being written (tests, shutdown)."""
-        while self._writing is not None:
+        loop = asyncio.get_running_loop()
+        while self._writing is not None and self._writing.get_loop() is loop:
             await asyncio.shield(self._writing)
 
     def entries(self, key: BucketKey) -> list[tuple[float, float | None, int]]:
