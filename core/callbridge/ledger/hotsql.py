@@ -209,9 +209,10 @@ _DELIVERY_COLUMNS = (
     "retryable", "next_attempt_at", "not_before", "needs_update", "notes_enc",
     "chosen_contact_ids", "candidates_enc", "lease_owner", "lease_expires", "fence", "attempt",
     "first_attempt_at", "updated_at", "deadline_at")
-#: ``Ledger._due_query`` in SQLite's SQL (the same conditions, the same indexes; the
-#: plans of both are checked in tests/test_ledger_indexes.py).
-_DUE = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries WHERE "
+#: ``Ledger._due_query`` in SQLite's SQL (the same conditions; the plans of both are
+#: checked in tests/test_ledger_indexes.py). ``{source}``: the table, or the table read
+#: through ix_deliveries_open (see :func:`due_select`).
+_DUE = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM {{source}} WHERE "
         "(status = 'pending' OR status = 'waiting' AND (next_attempt_at IS NULL OR "
         "next_attempt_at <= :now) OR needs_update IS 1 AND status IN ('logged', 'accepted')) "
         "AND (lease_expires IS NULL OR lease_expires < :now) "
@@ -223,8 +224,17 @@ _DUE = (f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries WHERE "
 def due_select(now: datetime, limit: int, *, tenant: str | None = None,
                apps: Sequence[str] | None = None, event_pks: Sequence[int] | None = None,
                modes: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
-    """The claim's SELECT and its parameters (named)."""
-    sql = [_DUE]
+    """The claim's SELECT and its parameters (named).
+
+    A claim of whatever is due reads the open deliveries in order through the
+    partial index of open deliveries (migration 0008) and stops at ``limit``, as
+    SQLite plans it once it has statistics: without them it would read every due
+    delivery through the states' indexes and sort them all, each claim costing the
+    whole backlog (2,000 pending deliveries: 2 ms a claim instead of 0.1 ms).
+    A claim of given events reads those events' deliveries only.
+    """
+    source = "deliveries" if event_pks is not None else "deliveries INDEXED BY ix_deliveries_open"
+    sql = [_DUE.format(source=source)]
     params: dict[str, Any] = {"now": sql_value(now), "limit": limit}
 
     def among(column: str, name: str, values: Sequence[Any]) -> None:
