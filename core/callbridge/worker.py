@@ -171,13 +171,13 @@ class Worker:
                 self.running[key] = self.running.get(key, 0) + 1
                 try:
                     started = engine.clock.now()
-                    outcome = await self.attempt(claim)
+                    outcome, delivery = await self._attempt(claim)
                     outcome = engine.confirmer.schedule(claim.tenant, claim.app, outcome)
                 finally:
                     self.running[key] -= 1
                 self.leases.drop(lease)
-                await engine.db(engine.ledger.finish, claim, outcome, now=engine.clock.now(),
-                                started_at=started)
+                await engine.db(engine.ledger.finish, claim, _unkept(outcome, delivery),
+                                now=engine.clock.now(), started_at=started)
                 for observer in self.finished:
                     observer(claim, outcome)
         except LeaseLost:
@@ -205,8 +205,13 @@ class Worker:
 
     async def attempt(self, claim: Claim) -> Outcome:
         """One attempt at a delivery: its outcome, whatever the pipeline raised."""
+        return (await self._attempt(claim))[0]
+
+    async def _attempt(self, claim: Claim) -> tuple[Outcome, LedgerDelivery | None]:
+        """:meth:`attempt`, and the delivery's ``ctx.delivery`` if it got that far."""
         engine = self.engine
         occurred_at: datetime | None = None
+        delivery: LedgerDelivery | None = None
         if claim.records:
             priority.set(1)  # resuming a log begun earlier: finish it first
         try:
@@ -217,24 +222,37 @@ class Worker:
             tenant = engine.config.tenants.get(claim.tenant)
             if tenant is None or claim.app not in tenant.apps:
                 return Outcome(status=OutcomeStatus.SKIPPED, reason="app_removed",
-                               message="The app is no longer connected for this tenant.")
+                               message="The app is no longer connected for this tenant."), None
             try:
                 hooks = engine.hooks_for(tenant, claim.app)
             except KeyError:
                 raise ConfigError(f"the plugin of app {claim.app!r} is not installed") from None
             if (held := await self.reauthorisation.parked(claim.tenant, claim.app)) is not None:
-                return held  # refused with the credentials it still has: no request
+                return held, None  # refused with the credentials it still has: no request
             marker = engine.ledger.marker_for(event, claim.first_attempt_at)
             delivery = LedgerDelivery(engine.gateway, engine.ledger, claim, marker)
             ctx = engine.context(claim.tenant, claim.app, delivery)
             job = Job(event=event, hooks=hooks, ctx=ctx, chosen_contact_ids=claim.chosen_contact_ids,
                       notes=claim.notes, needs_update=claim.needs_update)
             batched = hooks.supports(Capability.BATCH_WRITES) and not claim.needs_update
-            return await run(job, engine.index, writer=self.batcher.write if batched else None)
+            return (await run(job, engine.index, writer=self.batcher.write if batched else None),
+                    delivery)
         except LeaseLost:
             raise
         except Exception as exc:
             outcome = outcome_for_error(exc, attempt=claim.attempt, now=engine.clock.now(),
                                         deadline=self._deadline(claim, occurred_at))
             await self.reauthorisation.note(claim.tenant, claim.app, outcome)
-            return outcome
+            return outcome, delivery
+
+
+def _unkept(outcome: Outcome, delivery: LedgerDelivery | None) -> Outcome:
+    """The outcome as the ledger is to finish it: the records equal to ones this delivery
+    has kept already (read with its claim, or remembered and committed since) are left
+    out, so the ledger does not look them up again; any other record is checked there."""
+    if delivery is None or not outcome.records:
+        return outcome
+    kept = set(delivery.records)
+    rest = tuple(r for r in outcome.records if r not in kept)
+    return outcome if len(rest) == len(outcome.records) else outcome.model_copy(
+        update={"records": rest})
