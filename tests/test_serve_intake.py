@@ -349,3 +349,13 @@ async def test_a_body_cut_short_by_the_sender_is_read_as_such() -> None:
 
     read = await read_body(receive, 4096, Deadlines(SYSTEM), 30)
     assert read.cut and not read.late and not read.too_long and read.data == b'{"kind": '
+
+
+async def test_other_methods_and_longer_paths_are_answered_by_the_apps_routing(
+        client: httpx2.AsyncClient, state: ServerState) -> None:
+    body, headers = signed(call())
+    longer = await client.post(URL + "/more", content=body, headers=headers)
+    assert longer.status_code == 404 and longer.json()["error"]["field"] == "(path)"
+    got = await client.get(URL)
+    assert got.status_code == 405 and got.json()["error"]["field"] == "(method)"
+    assert deliveries(state) == [] and quarantined(state) == []
