@@ -188,3 +188,44 @@ def test_every_written_form_of_a_number_is_masked(region: str, style: str) -> No
         shown = "".join(ch for ch in unquote_plus(redact(text)) if ch.isdigit() or ch == "*")
         assert digits not in shown
         assert digits[-4:] in shown  # the last 4 stay, so a person can tell calls apart
+
+
+def _letters(n: int, width: int = 6) -> str:  # letters only: digits would read as a phone number
+    return "".join(chr(ord("a") + int(d)) for d in f"{n:0{width}d}")
+
+
+def test_tokens_registered_one_by_one_cost_a_logarithmic_number_of_compiles() -> None:
+    """A thousand connections each registering a token, then redacting a message with it."""
+    from callbridge import redact as module
+
+    before = module.compiled_forms_total
+    count = 1000
+    for n in range(count):
+        token = f"conn-token-{_letters(n)}"
+        register_secret(token, slot=f"test:many:{n}")
+        assert redact(f"GET /contacts failed for {token}") == "GET /contacts failed for [redacted]"
+    compiled = module.compiled_forms_total - before
+    # Each token has up to three forms. Compiling one pattern of every form after each
+    # registration would compile about 3 * count * count / 2 = 1,500,000 forms.
+    assert compiled < 3 * count * 14 + 3 * len(module._live) * 2
+    for n in range(count):
+        forget_secret(f"test:many:{n}")
+
+
+def test_a_secret_containing_one_registered_earlier_is_masked_whole() -> None:
+    inner = "inner-" + _letters(424242)
+    register_secret(inner)
+    assert redact(inner) == "[redacted]"  # compiled in a generation of its own
+    outer = f"outer-{inner}-tail-" + _letters(515151)
+    register_secret(outer)
+    assert redact(f"x {outer} y") == "x [redacted] y"
+
+
+def test_a_forgotten_secret_does_not_hide_a_kept_one_inside_it() -> None:
+    kept = "kept-" + _letters(363636)
+    old = f"prefix-{kept}-suffix"
+    register_secret(old, slot="test:nested")
+    assert redact(old) == "[redacted]"
+    register_secret(kept)
+    forget_secret("test:nested")
+    assert redact(old) == "prefix-[redacted]-suffix"

@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, quote_plus
 
 from callbridge.phones import mask_number
@@ -49,34 +49,90 @@ SLOT_DEPTH = 2
 _recent: OrderedDict[str, None] = OrderedDict()
 _slots: dict[str, deque[str]] = {}
 _secrets_lock = threading.Lock()
-_secret_pattern: re.Pattern[str] | None = None
-_dirty = False
 
 
-def _rebuild() -> None:
-    """Mark the pattern stale; :func:`_pattern` builds it on the next use."""
-    global _dirty
-    _dirty = True
+class _Generation(NamedTuple):
+    """Forms compiled together into one pattern, longest first."""
+
+    forms: frozenset[str]
+    pattern: re.Pattern[str]
 
 
-def _pattern() -> re.Pattern[str] | None:
-    global _secret_pattern, _dirty
-    if not _dirty:
-        return _secret_pattern
-    with _secrets_lock:
-        if _dirty:
-            _secret_pattern = _compile()
-            _dirty = False
-        return _secret_pattern
+# A process holding many connections registers their tokens one by one, each followed
+# by requests whose messages are redacted. One pattern of every form, compiled again
+# after each registration, would cost O(n) per token and O(n^2) in all (a thousand
+# connections: about a minute of processor time). Instead forms are compiled in
+# generations whose sizes at least halve from the oldest to the newest, merged like a
+# binary counter: each form is compiled O(log n) times in all, and a text is searched
+# by O(log n) patterns.
+_generations: tuple[_Generation, ...] = ()
+#: Form -> how many kept values have it (a form masks while its count is above 0).
+_live: dict[str, int] = {}
+#: Forms registered since the last compile.
+_pending: set[str] = set()
+#: Forms compiled into a generation but no longer kept (ignored until rebuilt away).
+_stale: set[str] = set()
+#: Forms compiled so far (diagnostics and tests: the work compiling costs).
+compiled_forms_total = 0
 
 
-def _compile() -> re.Pattern[str] | None:
-    values = set(_recent)
-    for kept in _slots.values():
-        values.update(kept)
-    forms = {form for v in values for form in (v, quote(v, safe=""), quote_plus(v, safe=""))}
+def _forms(value: str) -> set[str]:
+    return {value, quote(value, safe=""), quote_plus(value, safe="")}
+
+
+def _keep(value: str) -> None:
+    for form in _forms(value):
+        count = _live.get(form, 0)
+        _live[form] = count + 1
+        if count == 0:
+            if form in _stale:
+                _stale.discard(form)  # still in its generation
+            else:
+                _pending.add(form)
+
+
+def _drop(value: str) -> None:
+    for form in _forms(value):
+        count = _live.get(form, 0) - 1
+        if count > 0:
+            _live[form] = count
+            continue
+        _live.pop(form, None)
+        if form in _pending:
+            _pending.discard(form)
+        else:
+            _stale.add(form)
+
+
+def _compile(forms: set[str] | frozenset[str]) -> _Generation:
+    global compiled_forms_total
+    compiled_forms_total += len(forms)
     ordered = sorted(forms, key=len, reverse=True)
-    return re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
+    return _Generation(frozenset(forms), re.compile("|".join(re.escape(f) for f in ordered)))
+
+
+def _current(*, rebuild: bool = False) -> tuple[_Generation, ...]:
+    """The generations to search, compiling what was registered since (under the lock)."""
+    global _generations
+    if not (_pending or rebuild or len(_stale) > max(64, len(_live))):
+        return _generations
+    with _secrets_lock:
+        if rebuild or len(_stale) > max(64, len(_live)):
+            _pending.clear()
+            _stale.clear()
+            _generations = (_compile(set(_live)),) if _live else ()
+            return _generations
+        if not _pending:
+            return _generations
+        generations = [*_generations, _compile(set(_pending))]
+        _pending.clear()
+        while len(generations) > 1 and len(generations[-1].forms) * 2 > len(generations[-2].forms):
+            newer, older = generations.pop(), generations.pop()
+            gone = (newer.forms | older.forms) & _stale
+            _stale.difference_update(gone)
+            generations.append(_compile((newer.forms | older.forms) - gone))
+        _generations = tuple(generations)
+        return _generations
 
 
 def register_secret(value: str | None, *, slot: str | None = None) -> None:
@@ -95,6 +151,8 @@ def register_secret(value: str | None, *, slot: str | None = None) -> None:
             kept = _slots.setdefault(slot, deque(maxlen=SLOT_DEPTH))
             if value in kept:
                 return
+            if len(kept) == SLOT_DEPTH:
+                _drop(kept[0])
             kept.append(value)
         else:
             if value in _recent:
@@ -102,21 +160,54 @@ def register_secret(value: str | None, *, slot: str | None = None) -> None:
                 return
             _recent[value] = None
             while len(_recent) > MAX_SECRETS:
-                _recent.popitem(last=False)
-        _rebuild()
+                _drop(_recent.popitem(last=False)[0])
+        _keep(value)
 
 
 def forget_secret(slot: str) -> None:
     """Forget every value of ``slot`` (a connection removed, a token revoked)."""
     with _secrets_lock:
-        if _slots.pop(slot, None) is not None:
-            _rebuild()
+        for value in _slots.pop(slot, ()):
+            _drop(value)
 
 
 def secret_count() -> int:
     """How many distinct secret values are kept now (diagnostics and tests)."""
     with _secrets_lock:
         return len(set(_recent).union(*_slots.values()))
+
+
+def _mask_secrets(text: str) -> str:
+    spans: list[tuple[int, int]] = []
+    for attempt in (0, 1):
+        spans.clear()
+        stale = False
+        for generation in _current(rebuild=attempt == 1):
+            for match in generation.pattern.finditer(text):
+                if match.group() in _live:
+                    spans.append(match.span())
+                else:
+                    stale = True  # a forgotten form could hide a kept one inside it
+        if not stale:
+            break
+    if not spans:
+        return text
+    spans.sort()
+    out: list[str] = []
+    at = 0
+    end = -1
+    for start, stop in spans:
+        if start < end:  # overlaps the masked run: widen it
+            end = max(end, stop)
+            continue
+        if end >= 0:
+            out.append(MASK)
+            at = end
+        out.append(text[at:start])
+        end = stop
+    out.append(MASK)
+    out.append(text[end:])
+    return "".join(out)
 
 
 # --- patterns -------------------------------------------------------------------
@@ -174,9 +265,7 @@ def redact(text: str) -> str:
     """``text`` with secrets, signed query strings and phone numbers masked."""
     if not text:
         return text
-    pattern = _pattern()
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
+    text = _mask_secrets(text)
     text = _SIGNED_QUERY.sub("?" + MASK, text)
     text = _HEADER_VALUE.sub(lambda m: m.group(1) + MASK, text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {MASK}", text)
