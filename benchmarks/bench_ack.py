@@ -143,15 +143,15 @@ async def load(url: str, first: int, count: int, senders: int,
                 writer.write(request)
                 try:
                     answer = await reader.readuntil(b"\r\n\r\n")
+                    length = 0
+                    for line in answer.split(b"\r\n"):
+                        if line[:15].lower() == b"content-length:":
+                            length = int(line[15:])
+                    text = await reader.readexactly(length)
                 except (ConnectionError, asyncio.IncompleteReadError):
                     if kill is None:
                         raise
-                    return  # the server was killed: this request is not acknowledged
-                length = 0
-                for line in answer.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                text = await reader.readexactly(length)
+                    return  # the server was killed: this answer did not arrive whole
                 times.append(time.perf_counter() - began)
                 if not answer.startswith(b"HTTP/1.1 200 "):
                     raise SystemExit(f"refused: {answer.split(b' ', 2)[1].decode()} "
