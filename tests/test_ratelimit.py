@@ -334,3 +334,19 @@ async def test_a_client_whose_max_wait_is_short_raises_rate_limited(server: Serv
             await c.get("/records")
     assert caught.value.retry_after == pytest.approx(30, abs=0.5)
     assert server.faults.count() == 1
+
+
+def test_a_tenants_share_of_a_partner_bucket_follows_the_moving_window() -> None:
+    from callbridge.buckets import BucketState
+
+    state = BucketState.new(RateBucket(name="partner", requests=10, per_seconds=1,
+                                       scope="partner"))
+    for at, units in ((0.0, 2), (0.5, 1), (1.2, 3)):
+        state.note_use("acme", at, units)
+    state.note_use("other", 0.7, 5)
+    assert state.tenant_used("acme", since=-1.0) == 6
+    assert state.tenant_used("acme", since=0.1) == 4
+    assert state.tenant_used("acme", since=1.0) == 3
+    assert state.tenant_used("other", since=1.0) == 0
+    assert state.tenant_used("acme", since=2.0) == 0
+    assert state.tenant_use == {} and state.tenant_total == {}  # nothing kept for the idle

@@ -10,6 +10,7 @@ interface.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -177,7 +178,9 @@ class BucketState:
     daily_used: int = 0
     daily_resets_at: datetime | None = None
     waiters: list[Waiter] = field(default_factory=list)
-    tenant_use: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    #: Partner buckets: each tenant's (start, units) in the window, oldest first, and their sum.
+    tenant_use: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    tenant_total: dict[str, int] = field(default_factory=dict)
     waits: int = 0
     waited: float = 0.0
     refused: int = 0
@@ -199,13 +202,27 @@ class BucketState:
         return [w for w in (self.main, self.burst) if w is not None]
 
     def tenant_used(self, tenant: str, since: float) -> int:
-        """Units ``tenant`` started in this bucket since ``since`` (fair share in partner buckets)."""
-        uses = [u for u in self.tenant_use.get(tenant, []) if u[0] >= since]
-        if uses:
-            self.tenant_use[tenant] = uses
-        else:
-            self.tenant_use.pop(tenant, None)
-        return sum(w for _, w in uses)
+        """Units ``tenant`` started in this bucket since ``since`` (fair share in partner buckets).
+
+        Ranking every waiter reads this for each: entries leave from the old end as the
+        window moves and the sum is kept, so a read costs no scan of the window.
+        """
+        uses = self.tenant_use.get(tenant)
+        if uses is None:
+            return 0
+        total = self.tenant_total[tenant]
+        while uses and uses[0][0] < since:
+            total -= uses.popleft()[1]
+        if not uses:
+            del self.tenant_use[tenant], self.tenant_total[tenant]
+            return 0
+        self.tenant_total[tenant] = total
+        return total
+
+    def note_use(self, tenant: str, now: float, units: int) -> None:
+        """``tenant`` started ``units`` at ``now`` (partner buckets' fair share)."""
+        self.tenant_use.setdefault(tenant, deque()).append((now, units))
+        self.tenant_total[tenant] = self.tenant_total.get(tenant, 0) + units
 
     def rank(self, waiter: Waiter, now: float) -> tuple[int, int, int]:
         share = 0

@@ -270,7 +270,7 @@ class LimiterRegistry:
         if state.bucket.daily is not None:
             state.daily_used += units
         if state.bucket.scope == "partner":
-            state.tenant_use.setdefault(me.tenant, []).append((now, units))
+            state.note_use(me.tenant, now, units)
         if now > me.began:
             state.waits += 1
             state.waited += now - me.began
