@@ -161,13 +161,13 @@ def settings(folder: Path, url: str, tenants: int, concurrency: int) -> Path:
 
 
 def one_fleet(server_url: str, postmaster: int, folder: Path, workers: int, events: int,
-              tenants: int, concurrency: int, cores: list[int]) -> dict[str, Any]:
+              tenants: int, concurrency: int, cores: list[int], run: int = 0) -> dict[str, Any]:
     import sqlalchemy as sa
     from callbridge.events import parse_event
     from callbridge.ledger import Ledger
     from callbridge.testing.postgres import create_database
 
-    url = create_database(server_url, f"workers_{workers}")
+    url = create_database(server_url, f"workers_{run}_{workers}")
     ledger = Ledger(url)
     ledger.migrate()
     ledger.store_events([(parse_event(call(i, tenants)), ["tiny"]) for i in range(events)])
@@ -175,7 +175,7 @@ def one_fleet(server_url: str, postmaster: int, folder: Path, workers: int, even
     with db.begin() as conn:  # held back until every worker is up
         conn.exec_driver_sql("UPDATE deliveries SET not_before = '2100-01-01'")
     config = settings(folder, url, tenants, concurrency)
-    logs = [folder / f"worker-{workers}-{n}.log" for n in range(workers)]
+    logs = [folder / f"worker-{run}-{workers}-{n}.log" for n in range(workers)]
     procs = []
     for n in range(workers):
         env = {**os.environ, LOG_ENV: str(logs[n])}
@@ -257,7 +257,7 @@ def bench_workers(*, events: int = 3000, tenants: int = 16, fleets: tuple[int, .
                    "ALTER SYSTEM SET max_connections = 200", "SELECT pg_reload_conf()")
             postmaster = int((Path(cluster.pgdata) / "postmaster.pid").read_text().split()[0])
             runs = [one_fleet(server_url, postmaster, folder, n, events, tenants, concurrency,
-                              cores) for n in fleets]
+                              cores, run) for run, n in enumerate(fleets)]
         finally:
             stop_now(cluster)
     first = runs[0]["cpu_us_per_event"]

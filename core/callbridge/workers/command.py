@@ -41,6 +41,9 @@ async def _work(rt: Runtime, concurrency: int | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     kind = "the task queue" if uses_queue(engine) else "the ledger, polled"
     scheduler = engine.scheduler = scheduler_for(engine, concurrency=concurrency)
+    from callbridge.process import tune_gc
+
+    tune_gc()  # start-up done: the collector's time goes to deliveries from here
     print(f"callbridge worker {engine.owner} started (work from {kind})", flush=True)
     try:
         await scheduler.run(stop)

@@ -13,12 +13,17 @@ queue only says which work unit to run next, and where. Its jobs:
   the earliest ``next_attempt_at`` of the connection's waiting deliveries; it queues
   the connection's ``deliver``;
 * periodic units, each with a queueing lock and a lock (one runs at a time across
-  every worker): ``dispatch`` (every second: each connection with a due delivery
-  gets its ``deliver`` — events stored by ``callbridge serve --no-worker``, deliveries
-  requeued by an operator, leases of a dead worker run out), confirmation checks,
-  the closed-matter poll, index syncs, digests, app-event subscriptions, and
-  ``stalled`` (the jobs of a worker whose heartbeat stopped are retried; a killed
-  worker's deliveries are claimed again once their ledger leases lapse).
+  every worker): confirmation checks, the closed-matter poll, index syncs, digests,
+  app-event subscriptions, and ``stalled`` (the jobs of a worker whose heartbeat
+  stopped are retried; a killed worker's deliveries are claimed again once their
+  ledger leases lapse);
+* ``dispatch``, every second, by one worker of the fleet (the one holding a
+  PostgreSQL advisory lock on a connection of its own; when it stops, its session
+  ends and another takes it within a second), and by each worker as it starts: each
+  connection with a due delivery and no ``deliver`` queued or running gets one
+  (events stored by ``callbridge serve --no-worker``, deliveries requeued by an
+  operator, retries whose time has come, leases of a dead worker run out). Not a
+  periodic job: those are deferred by every worker each time and wake every worker.
 
 Lost jobs lose no work: ``dispatch`` finds every due delivery in the ledger again.
 """
@@ -29,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import sqlalchemy as sa
@@ -49,11 +54,14 @@ log = logging.getLogger("callbridge.workers")
 QUEUE = "callbridge"
 DELIVER = "callbridge.deliver"
 WAKE = "callbridge.wake"
+#: The connections with a ``deliver`` job queued or running.
+QUEUED = ("SELECT DISTINCT args->>'tenant' AS tenant, args->>'app_name' AS app "
+          "FROM procrastinate_jobs WHERE queue_name = %(queue)s AND task_name = %(task)s "
+          "AND status IN ('todo', 'doing')")
 #: pg_advisory_lock key held while the queue's tables are made (one process does it).
 SCHEMA_LOCK = 0x63616C6C62726467  # "callbrdg"
 #: Periodic units: (name, cron with seconds as the 6th field).
 PERIODIC = {
-    "dispatch": "* * * * * *",
     "stalled": "* * * * * */5",
     "confirm": "* * * * * */15",
     "closed_matters": "* * * * * */30",
@@ -61,6 +69,13 @@ PERIODIC = {
     "digest": "* * * * * 30",
     "app_events": "* * * * * 45",
 }
+#: pg_advisory_lock key of the fleet's dispatcher ("cbdispat").
+DISPATCH_LOCK = 0x6362646973706174
+#: Seconds between dispatches.
+DISPATCH_SECONDS = 1.0
+#: Seconds between a worker's polls for jobs: new jobs wake every worker at once (LISTEN/
+#: NOTIFY), and what comes due later (a retry's time) ``dispatch`` finds every second.
+POLL_SECONDS = 5.0
 #: Job slots kept for the periodic units beside ``workers.concurrency`` connections.
 PERIODIC_SLOTS = 3
 
@@ -201,10 +216,17 @@ class Units:
     # --- periodic units ------------------------------------------------------------------
 
     async def dispatch(self) -> int:
-        """Queue ``deliver`` for every connection with a due delivery; how many were new."""
+        """Queue ``deliver`` for every connection with a due delivery and no ``deliver``
+        queued or running (a running one works until none is due, and another could
+        not start before it ends: its lock); how many were queued."""
         engine = self.engine
         pairs = await engine.db(due_connections, engine.ledger, engine.clock.now())
-        return sum([await self.nudge(tenant, app) for tenant, app in pairs])
+        if not pairs:
+            return 0
+        busy = {(r["tenant"], r["app"]) for r in await self.app.connector.execute_query_all_async(
+            QUEUED, queue=QUEUE, task=DELIVER)}
+        return sum([await self.nudge(tenant, app) for tenant, app in pairs
+                    if (tenant, app) not in busy])
 
     async def stalled(self) -> int:
         """Retry the jobs of workers whose heartbeat stopped; how many."""
@@ -260,10 +282,13 @@ class QueueScheduler(InProcessScheduler):
                 install_signal_handlers=False, additional_context={"units": units},
                 update_heartbeat_interval=settings.heartbeat_seconds,
                 stalled_worker_timeout=settings.stalled_after_seconds,
-                delete_jobs="successful", fetch_job_polling_interval=1.0,
+                delete_jobs="successful", fetch_job_polling_interval=POLL_SECONDS,
                 abort_job_polling_interval=5.0), name="callbridge-queue-worker")
             try:
+                dispatcher: asyncio.Task[None] | None = None
                 await units.dispatch()  # what is due now, at once
+                dispatcher = asyncio.create_task(self._dispatcher(units, stop, url),
+                                                 name="callbridge-dispatch")
                 stopped = asyncio.ensure_future(stop.wait())
                 while not stop.is_set() and not worker.done():
                     await asyncio.wait({stopped, worker}, timeout=EVICT_EVERY,
@@ -271,11 +296,44 @@ class QueueScheduler(InProcessScheduler):
                     await engine.evict_idle()  # this process's clients and caches
                 stopped.cancel()
             finally:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
+                for task in (t for t in (dispatcher, worker) if t is not None):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if worker.done() and not worker.cancelled() and worker.exception() is not None:
                 raise worker.exception()  # type: ignore[misc]
+
+    async def _dispatcher(self, units: Units, stop: asyncio.Event, url: str) -> None:
+        """Dispatch every second while this worker holds the fleet's dispatch lock (a
+        session lock on a connection of its own, held until the process stops; the
+        others ask for it every second)."""
+        import psycopg
+
+        conn: psycopg.AsyncConnection[Any] | None = None
+        held = False
+        try:
+            while not stop.is_set():
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True)
+                        held = False
+                    if not held:
+                        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)",
+                                                        (DISPATCH_LOCK,))).fetchone()
+                        held = bool(row and row[0])
+                    if held:
+                        await units.dispatch()
+                except Exception:  # the database away: tried again next time
+                    log.warning("dispatch failed; tried again in %g s", DISPATCH_SECONDS,
+                                exc_info=True)
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), DISPATCH_SECONDS)
+        finally:
+            if conn is not None:
+                await conn.close()
 
     def wake(self) -> None:
         """Work was queued outside the worker: ``dispatch`` finds it within a second."""
