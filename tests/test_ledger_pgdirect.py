@@ -13,6 +13,7 @@ from callbridge.events import parse_event
 from callbridge.ledger import DuplicateRecord, LeaseLost, Ledger
 from callbridge.models import Outcome, OutcomeStatus, Record
 from callbridge.testing.postgres import create_database
+from callbridge.workers.queue import due_connections
 
 _SECRET_COLUMNS = {"source_id", "source_id_enc", "content_hash", "party_hash", "content_enc",
                    "notes_enc", "candidates_enc"}
@@ -84,7 +85,7 @@ def test_the_direct_path_writes_the_rows_the_sqlalchemy_path_writes(
     leaves the same rows."""
     from callbridge.testing.clock import FakeClock
 
-    kept, urls, claims = {}, {}, {}
+    kept, urls, claims, dues = {}, {}, {}, {}
     for name, direct in (("direct", "1"), ("plain", "0")):
         monkeypatch.setenv("CALLBRIDGE_LEDGER_GROUP_COMMIT", direct)
         url = urls[name] = create_database(postgres_server, f"pgdirect_{name}_{os.getpid()}")
@@ -93,11 +94,14 @@ def test_the_direct_path_writes_the_rows_the_sqlalchemy_path_writes(
             ledger.migrate()
             assert (ledger._direct is not None) == (direct == "1")
             claims[name] = _work(ledger)
+            ledger.release(claims[name][0])  # due again: the dispatcher finds its connection
+            dues[name] = due_connections(ledger, ledger.clock.now())
         finally:
             ledger.close()
         kept[name] = _rows(url)
     for table in kept["direct"]:
         assert kept["direct"][table] == kept["plain"][table], table
+    assert dues["direct"] == dues["plain"] == [("acme", claims["direct"][0].app)]
     assert claims["direct"] == claims["plain"]  # what a claim returns, records and steps begun
     again = {c.delivery_id: c for c in claims["direct"]}
     assert len(again) == 5

@@ -242,6 +242,12 @@ class Direct:
             records=tuple(Record(kind=k, id=i, step=st) for k, i, st in r[14] or ()),
             begun=frozenset((k, st) for k, st in r[15] or ())) for r in rows]
 
+    def due_connections(self, now: datetime) -> list[tuple[str, str]]:
+        """Each (tenant, app) with a delivery a claim may take now, read without locking."""
+        with self._conn() as conn:
+            return [(tenant, app) for tenant, app in conn.execute(
+                f"SELECT DISTINCT tenant, app FROM deliveries WHERE {_DUE}", {"now": now})]
+
     def renew(self, claim: Claim, expires: datetime) -> None:
         if self._one(RENEW, {**self._fence(claim), "expires": expires}) is None:
             raise self._lost(claim)

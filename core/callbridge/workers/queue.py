@@ -133,6 +133,8 @@ async def ensure_schema(app: procrastinate.App, url: str) -> None:
 def due_connections(ledger: Ledger, now: datetime) -> list[tuple[str, str]]:
     """Each (tenant, app) with a delivery due now and free (no live lease). Read without
     locking them: a claim running meanwhile must not find them taken."""
+    if ledger._direct is not None:
+        return ledger._direct.due_connections(now)
     due = ledger._due_query(now=now, limit=10**9, lock=False).subquery()
     with ledger._read() as conn:
         return [(r.tenant, r.app) for r in conn.execute(
