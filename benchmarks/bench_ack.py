@@ -213,6 +213,9 @@ def one_run(events: int, senders: int, server_core: str | None,
         finally:
             proc.send_signal(signal.SIGKILL)  # no graceful stop: what was acknowledged stays
             proc.wait()
+        # The ledger's files on disk (SQLite: the database and its write-ahead log).
+        on_disk = {f.name: round(f.stat().st_size / 2**20, 1) for f in folder.glob("ledger.db*")
+                   if not f.name.endswith("-shm")}
         ledger = Ledger(url, secret_key=key)
         with ledger.engine.connect() as conn:
             kept = int(conn.execute(sa.select(sa.func.count()).select_from(
@@ -231,7 +234,7 @@ def one_run(events: int, senders: int, server_core: str | None,
         "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, 2),
         "server_cpu_ms_per_ack": server_cpu,
         "load_cpu_ms_per_ack": round((load_after - load_before) / events * 1000, 3),
-        **extra, "acknowledged": acked, "acknowledged_in_the_killed_burst": len(burst),
+        **extra, **({"ledger_files_mib": on_disk} if on_disk else {}), "acknowledged": acked, "acknowledged_in_the_killed_burst": len(burst),
         "in_the_ledger_after_sigkill": kept, "every_ack_survived": lost == 0 and kept >= acked,
     }
 
