@@ -122,6 +122,41 @@ async def burst(url: str, events: int, tenants: int, senders: int,
     return time.monotonic() - started
 
 
+def attempt_counts(ledger: Any) -> dict[str, int]:
+    """Every attempt's outcome the ledger noted, by app, status and reason."""
+    import sqlalchemy as sa
+    from callbridge.ledger import tables as t
+
+    a, d = t.attempts, t.deliveries
+    with ledger._read() as conn:
+        rows = conn.execute(sa.select(d.c.app, a.c.status, a.c.reason, sa.func.count())
+                            .join(d, d.c.id == a.c.delivery_id)
+                            .group_by(d.c.app, a.c.status, a.c.reason)).all()
+    return {f"{app}:{status}" + (f":{reason}" if reason else ""): n
+            for app, status, reason, n in sorted(rows, key=lambda r: (r[0], r[1], r[2] or ""))}
+
+
+def still_open(ledger: Any, limit: int = 10) -> list[str]:
+    """A few deliveries not settled at the end: what each waits for (seconds from now)."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+    from callbridge.ledger import tables as t
+
+    d = t.deliveries
+    now = datetime.now(UTC)
+    with ledger._read() as conn:
+        rows = conn.execute(sa.select(d.c.id, d.c.app, d.c.status, d.c.reason, d.c.attempt,
+                                      d.c.next_attempt_at, d.c.lease_expires)
+                            .where(d.c.status.in_(["pending", "waiting", "accepted"]))
+                            .order_by(d.c.id).limit(limit)).all()
+
+    def since(at: Any) -> str:
+        return "-" if at is None else f"{(at - now).total_seconds():+.0f}s"
+    return [f"{r.id} {r.app} {r.status}:{r.reason} attempt {r.attempt} next {since(r.next_attempt_at)}"
+            f" lease {since(r.lease_expires)}" for r in rows]
+
+
 async def warm_indexes(config: Path) -> int:
     """Sync every firm's phone index once, before the burst: firms that have been running
     have warm indexes (the first sync of 100 firms is not what the burst measures); the
@@ -256,15 +291,22 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
             killed.append(time.monotonic() - began)  # [0]: when the burst began
             meter.begin(running())
             post_seconds = asyncio.run(burst(url, events, tenants, senders, halfway))
+            written: float | None = None  # every event written (logged, or accepted)
             while time.monotonic() - began < budget:
                 counts = ledger.counts()
-                if sum(n for (_, status), n in counts.items()
-                       if status in ("pending", "waiting", "accepted")) == 0 and \
-                        sum(counts.values()) >= events:
-                    break
-                time.sleep(2)
+                if sum(counts.values()) >= events:
+                    open_ = sum(n for (_, status), n in counts.items()
+                                if status in ("pending", "waiting"))
+                    if open_ == 0 and written is None:
+                        written = time.monotonic() - began
+                        meter.mark(running(), ended)
+                    if open_ == 0 and not sum(n for (_, status), n in counts.items()
+                                              if status == "accepted"):
+                        break
+                time.sleep(1)
             finished = time.monotonic() - began
             meter.finish(running(), ended)
+            unsettled = still_open(ledger)
             for proc in procs:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
@@ -274,6 +316,7 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
                 except subprocess.TimeoutExpired:
                     proc.kill()
             counts = ledger.counts()  # after every process stopped: what the ledger holds
+            attempts = attempt_counts(ledger)
             if statements:
                 print(pg_statements_top(database, events), file=sys.stderr)
             ledger.close()
@@ -281,9 +324,13 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
                 "clio": [json.dumps(c) for c in clio.communications.values()],
                 "smokeball": [json.dumps(r) for kind in ("fees", "tasks", "memos")
                               for r in smokeball.data.get(kind, {}).values()]}
-            return report(events, tenants, workers, scale, records, counts, lives,
-                          counted_clio, counted_sb, post_seconds, finished, killed, budget,
-                          meter.table(events), warmed)
+            result = report(events, tenants, workers, scale, records, counts, lives,
+                            counted_clio, counted_sb, post_seconds, finished, killed, budget,
+                            meter.table(events), warmed)
+            result["written_s"] = None if written is None else round(written, 1)
+            result["attempts"] = attempts
+            result["still_open_at_end"] = unsettled
+            return result
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -68,6 +68,7 @@ class Meter:
         self.start: dict[str, float] = {}
         self.end: dict[str, float] = {}
         self.sandbox_names: dict[str, str] = {}
+        self.written: dict[str, float] = {}
 
     def name_sandbox(self, url: str, name: str) -> None:
         """Call the thread serving ``url`` (``http://127.0.0.1:PORT``) ``name``."""
@@ -87,6 +88,10 @@ class Meter:
     def begin(self, processes: dict[str, int]) -> None:
         self.start = self.read(processes)
 
+    def mark(self, processes: dict[str, int], ended: dict[str, float]) -> None:
+        """Read them when every event has been written (the rest is the confirmation tail)."""
+        self.written = {**self.read(processes), **ended}
+
     def finish(self, processes: dict[str, int], ended: dict[str, float]) -> None:
         """``ended``: processes read already at their end (a SIGKILLed worker)."""
         self.end = {**self.read(processes), **ended}
@@ -95,12 +100,16 @@ class Meter:
         rows = []
         for name, seconds in self.end.items():
             spent = seconds - self.start.get(name, 0.0)
-            rows.append({"process": name, "cpu_seconds": round(spent, 1),
-                         "ms_per_event": round(1000 * spent / events, 2) if events else None})
+            row = {"process": name, "cpu_seconds": round(spent, 1),
+                   "ms_per_event": round(1000 * spent / events, 2) if events else None}
+            if name in self.written:
+                row["until_written"] = round(self.written[name] - self.start.get(name, 0.0), 1)
+            rows.append(row)
         rows.sort(key=lambda r: -r["cpu_seconds"])
         total = sum(r["cpu_seconds"] for r in rows)
         rows.append({"process": "total", "cpu_seconds": round(total, 1),
-                     "ms_per_event": round(1000 * total / events, 2) if events else None})
+                     "ms_per_event": round(1000 * total / events, 2) if events else None,
+                     "until_written": round(sum(r.get("until_written", 0.0) for r in rows), 1)})
         return rows
 
 

@@ -101,7 +101,9 @@ def table(r: dict[str, Any]) -> str:
     rows = [("events posted", f"{r['events']} over {r['tenants']} firms "
              f"({r['posted_per_second']}/s acknowledged)"),
             ("done after", f"{r['seconds_to_done']} s from the start (budget {r['budget']:.0f} s); "
-             f"the burst began at {r['burst_began_s']} s, a worker killed at {r['killed_at_s']} s")]
+             f"the burst began at {r['burst_began_s']} s, a worker killed at {r['killed_at_s']} s"),
+            ("every event written", f"{r.get('written_s')} s from the start (then the accepted "
+             "writes' confirmation checks)")]
     for app, a in r["apps"].items():
         rows += [(f"{app}: records", f"{a['records']} of {a['expected']}"
                   + (f" ({a['open']} still being worked at the budget's end)" if a["open"] else "")),
@@ -118,7 +120,10 @@ def table(r: dict[str, Any]) -> str:
              ("scale", f"sandbox and host limits x{r['scale']}; {r['cores']} cores"),
              ("phone indexes", "synced before the burst" if r["indexes_warmed"] is not None
               else "cold at the burst (every lookup live until a sync)")]
-    rows += [(f"cpu: {c['process']}", f"{c['cpu_seconds']} s, {c['ms_per_event']} ms/event")
-             for c in r["cpu"]]
+    rows.append(("attempts (app:status:reason)",
+                 ", ".join(f"{k} {n}" for k, n in r.get("attempts", {}).items())))
+    rows += [(f"cpu: {c['process']}", f"{c['cpu_seconds']} s, {c['ms_per_event']} ms/event"
+              + (f" ({c['until_written']} s until every event was written)"
+                 if "until_written" in c else "")) for c in r["cpu"]]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
