@@ -147,14 +147,22 @@ def still_open(ledger: Any, limit: int = 10) -> list[str]:
     now = datetime.now(UTC)
     with ledger._read() as conn:
         rows = conn.execute(sa.select(d.c.id, d.c.app, d.c.status, d.c.reason, d.c.attempt,
-                                      d.c.next_attempt_at, d.c.lease_expires)
+                                      d.c.next_attempt_at, d.c.lease_expires, d.c.message,
+                                      d.c.first_attempt_at)
                             .where(d.c.status.in_(["pending", "waiting", "accepted"]))
                             .order_by(d.c.id).limit(limit)).all()
+        a = t.attempts
+        tried = {r.id: conn.execute(sa.select(a.c.attempt, a.c.status, a.c.reason, a.c.started_at,
+                                              a.c.finished_at).where(a.c.delivery_id == r.id)
+                                    .order_by(a.c.id)).all() for r in rows}
 
     def since(at: Any) -> str:
         return "-" if at is None else f"{(at - now).total_seconds():+.0f}s"
     return [f"{r.id} {r.app} {r.status}:{r.reason} attempt {r.attempt} next {since(r.next_attempt_at)}"
-            f" lease {since(r.lease_expires)}" for r in rows]
+            f" lease {since(r.lease_expires)} first {since(r.first_attempt_at)} "
+            f"({(r.message or '')[:60]}); attempts: " + "; ".join(
+                f"{x.attempt} {x.status}:{x.reason} {since(x.started_at)}..{since(x.finished_at)}"
+                for x in tried[r.id]) for r in rows]
 
 
 async def warm_indexes(config: Path) -> int:
