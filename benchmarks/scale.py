@@ -11,8 +11,9 @@ restarted midway through a burst.
 - ``--tenants`` firms (half on Clio, half on Smokeball), put in the settings' tenants
   directory by `callbridge tenants add`'s code;
 - `callbridge serve --no-worker` and ``--workers`` `callbridge worker` processes;
-- ``--events`` signed calls posted to serve's intake; once half are acknowledged the
-  first worker is SIGKILLed and started again.
+- ``--events`` signed calls posted to serve's intake by ``--senders`` keep-alive
+  connections; once half the events are written the first worker is SIGKILLed amid
+  its work and started again.
 
 Before the burst every firm's phone index is synced once (as for firms that have been
 running; ``--cold-indexes`` leaves them cold, and each lookup then asks the app).
@@ -38,6 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -87,38 +89,52 @@ def call(i: int, tenants: int) -> dict[str, Any]:
             "outcome": "completed"}
 
 
-async def burst(url: str, events: int, tenants: int, senders: int,
-                halfway: Any) -> float:
-    """Post every event (signed when sent; retried until acknowledged); seconds taken."""
-    import httpx2
+async def burst(url: str, events: int, tenants: int, senders: int) -> float:
+    """Post every event (signed when sent; retried until acknowledged); seconds taken.
+
+    Each sender keeps one HTTP/1.1 connection open (plain asyncio streams: the demo's
+    process also runs the sandboxes, so its own cost stays small)."""
     from callbridge.sources.native import sign
 
+    host, port = url.removeprefix("http://").rsplit(":", 1)
     todo = list(range(events - 1, -1, -1))
-    acked = 0
     started = time.monotonic()
 
-    async def sender(client: httpx2.AsyncClient) -> None:
-        nonlocal acked
+    async def post(streams: list[Any], path: bytes, body: bytes) -> bool:
+        """One request on the sender's connection (opened again after an error)."""
+        try:
+            if not streams:
+                streams.extend(await asyncio.open_connection(host, int(port)))
+            reader, writer = streams
+            signature = sign(body, KEY, int(time.time())).encode()
+            writer.write(b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\ncallbridge-signature: %s\r\n\r\n%s" % (
+                             path, host.encode(), len(body), signature, body))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line[15:]) for line in head.split(b"\r\n")
+                           if line[:15].lower() == b"content-length:"), 0)
+            await reader.readexactly(length)
+            return head.startswith(b"HTTP/1.1 200 ")
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            if streams:
+                streams[1].close()
+                streams.clear()
+            return False
+
+    async def sender() -> None:
+        streams: list[Any] = []
         while todo:
             i = todo.pop()
             body = json.dumps(call(i, tenants)).encode()
-            headers = {"Callbridge-Signature": sign(body, KEY, int(time.time())),
-                       "Content-Type": "application/json"}
+            path = f"/v1/sources/t{i % tenants}/default".encode()
             while True:
-                try:
-                    answer = await client.post(f"/v1/sources/t{i % tenants}/default",
-                                               content=body, headers=headers)
-                    if answer.status_code == 200:
-                        break
-                except httpx2.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
-            acked += 1
-            if acked == events // 2:
-                halfway()
+                if await post(streams, path, body):
+                    break
+                await asyncio.sleep(0.2)  # refused, or the connection cut: sent again
+        if streams:
+            streams[1].close()
 
-    async with httpx2.AsyncClient(base_url=url, timeout=60) as client:
-        await asyncio.gather(*(sender(client) for _ in range(senders)))
+    await asyncio.gather(*(sender() for _ in range(senders)))
     return time.monotonic() - started
 
 
@@ -296,9 +312,21 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
                 killed.append(time.monotonic() - began)
                 new_worker(0)
 
+            def kill_midway() -> None:
+                """Once half the events are written, the first worker is SIGKILLed amid its
+                work (deliveries under lease, requests in flight) and started again."""
+                while time.monotonic() - began < budget:
+                    if sum(n for (_, status), n in ledger.counts().items()
+                           if status not in ("pending", "waiting")) >= events // 2:
+                        halfway()
+                        return
+                    time.sleep(0.5)
+
             killed.append(time.monotonic() - began)  # [0]: when the burst began
             meter.begin(running())
-            post_seconds = asyncio.run(burst(url, events, tenants, senders, halfway))
+            killer = threading.Thread(target=kill_midway, daemon=True)
+            killer.start()
+            post_seconds = asyncio.run(burst(url, events, tenants, senders))
             written: float | None = None  # every event written (logged, or accepted)
             while time.monotonic() - began < budget:
                 counts = ledger.counts()
@@ -313,6 +341,7 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
                         break
                 time.sleep(1)
             finished = time.monotonic() - began
+            killer.join(timeout=30)
             meter.finish(running(), ended)
             unsettled = still_open(ledger)
             for proc in procs:
