@@ -77,7 +77,7 @@ from callbridge.ledger import Ledger
 from callbridge.models import AppUser, Contact, LogResult, Matter, Record
 from callbridge.plugins import Registry
 from callbridge.process import tune_gc
-from callbridge.settings import Settings, SettingsSource
+from callbridge.settings import SettingsSource
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
 #: The CPU seconds (every thread of the process) of each side's last timed run.
@@ -139,11 +139,14 @@ class NoIO:
 async def callbridge_run(lines: list[str], folder: Path, batch: int) -> float:
     registry = Registry()
     registry.add(NoIO())
-    settings = Settings.model_validate({"tenants": {"t0": {"apps": {"noio": {}}}}})
+    # Settings from a file, as `callbridge ingest` reads them (a changed file applies from
+    # the next read: each read checks it).
+    path = folder / "callbridge.toml"
+    path.write_text("[tenants.t0.apps.noio]\n")
+    settings = SettingsSource(path, plugin_models=registry.settings_models())
     ledger = Ledger(f"sqlite:///{folder / 'callbridge.db'}")
     ledger.migrate()
-    engine = Engine(settings=SettingsSource(None, default=settings), registry=registry,
-                    ledger=ledger, concurrency=batch)
+    engine = Engine(settings=settings, registry=registry, ledger=ledger, concurrency=batch)
     # Start-up outside the timer, as the baseline's connection and tables are: the engine,
     # the ledger's migration, and the app's connection (HTTP pools, TLS contexts).
     engine.context("t0", "noio")

@@ -159,13 +159,16 @@ class Engine:
 
     # --- context --------------------------------------------------------------------
 
-    def context(self, tenant_id: str, app: str, delivery: LedgerDelivery | None = None) -> HookContext:
-        """The hook context for one (tenant, app), with its HTTP client.
+    def context(self, tenant_id: str, app: str, delivery: LedgerDelivery | None = None, *,
+                tenant: TenantSettings | None = None) -> HookContext:
+        """The hook context for one (tenant, app), with its HTTP client (``tenant``: the
+        tenant's settings, when the caller has just read them).
 
         Built once per (tenant, app) and copied for each delivery; built again when
         the tenant's settings or the connection's client changed (a reload, an eviction).
         """
-        tenant = self.config.tenant(tenant_id)
+        if tenant is None:
+            tenant = self.config.tenant(tenant_id)
         key = (tenant_id, app)
         _, http = self.connections.client(tenant_id, tenant, app)  # (marks the client used)
         kept = self._contexts.get(key)

@@ -27,6 +27,7 @@ from callbridge.modes import notes
 
 if TYPE_CHECKING:
     from callbridge.engine import Engine
+    from callbridge.settings import Settings
 
 #: Events this process stored lately, kept parsed for the worker.
 RECENT = 10000
@@ -52,11 +53,12 @@ class Intake:
         self.recent: OrderedDict[tuple[int, int], AnyEvent] = OrderedDict()
         self._together: Together | None = None
 
-    def apps_for(self, event: AnyEvent) -> list[str]:
-        """The apps an event is delivered to automatically on arrival."""
+    def apps_for(self, event: AnyEvent, config: Settings | None = None) -> list[str]:
+        """The apps an event is delivered to automatically on arrival (under ``config``,
+        the settings just read, if given)."""
         if not is_final(event):
             return []
-        return self.engine.apps_for(self.engine.config.tenant(event.tenant))
+        return self.engine.apps_for((config or self.engine.config).tenant(event.tenant))
 
     def _keep(self, stored: Stored) -> None:
         # A stale copy that arrived late never replaces a richer one; an erased
@@ -79,7 +81,9 @@ class Intake:
     async def store_many(self, events: Sequence[AnyEvent]) -> list[Stored]:
         """:meth:`store` for a batch: stored with the batches of other callers that
         arrive meanwhile (:class:`Together`), the new events committed together."""
-        items = [(e, self.apps_for(e), notes.hold_until(self.engine, e)) for e in events]
+        config = self.engine.config  # once for the batch (a settings file is checked per read)
+        items = [(e, self.apps_for(e, config), notes.hold_until(self.engine, e, config))
+                 for e in events]
         stored = await self.together.store(items)
         for given, s in zip(events, stored, strict=True):
             self._keep(s)

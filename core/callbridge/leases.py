@@ -54,9 +54,13 @@ class Leases:
         # Renewals run on their own thread: a queue of ledger writes never delays them.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbridge-lease")
 
-    def hold(self, claim: Claim, work: asyncio.Task[Any], claimed: float) -> Lease:
-        """Keep ``claim``'s lease, taken at ``claimed``, while ``work`` runs."""
-        lease = Lease(claim, work, claimed, self.engine.config.ledger.lease_seconds)
+    def hold(self, claim: Claim, work: asyncio.Task[Any], claimed: float,
+             seconds: float | None = None) -> Lease:
+        """Keep ``claim``'s lease of ``seconds`` (the settings' ``lease_seconds``), taken
+        at ``claimed``, while ``work`` runs."""
+        if seconds is None:
+            seconds = self.engine.config.ledger.lease_seconds
+        lease = Lease(claim, work, claimed, seconds)
         self._held[id(lease)] = lease
         if self._keeper is None or self._keeper.done():
             self._keeper = asyncio.get_running_loop().create_task(self._keep())

@@ -33,6 +33,7 @@ from callbridge.services import LedgerDelivery
 
 if TYPE_CHECKING:
     from callbridge.engine import Engine
+    from callbridge.settings import Settings
 
 log = logging.getLogger("callbridge.worker")
 
@@ -163,15 +164,18 @@ class Worker:
         engine = self.engine
         task = asyncio.current_task()
         assert task is not None
+        # Read once per delivery: with a settings file each read checks the file.
+        config = engine.config
         # The lease runs from the claim: it is kept from before any wait for a slot.
-        lease = self.leases.hold(claim, task, engine.clock.monotonic())
+        lease = self.leases.hold(claim, task, engine.clock.monotonic(),
+                                 config.ledger.lease_seconds)
         key = (claim.tenant, claim.app)
         try:
             async with self._slot(claim):
                 self.running[key] = self.running.get(key, 0) + 1
                 try:
                     started = engine.clock.now()
-                    outcome, delivery = await self._attempt(claim)
+                    outcome, delivery = await self._attempt(claim, config)
                     outcome = engine.confirmer.schedule(claim.tenant, claim.app, outcome)
                 finally:
                     self.running[key] -= 1
@@ -205,10 +209,11 @@ class Worker:
 
     async def attempt(self, claim: Claim) -> Outcome:
         """One attempt at a delivery: its outcome, whatever the pipeline raised."""
-        return (await self._attempt(claim))[0]
+        return (await self._attempt(claim, self.engine.config))[0]
 
-    async def _attempt(self, claim: Claim) -> tuple[Outcome, LedgerDelivery | None]:
-        """:meth:`attempt`, and the delivery's ``ctx.delivery`` if it got that far."""
+    async def _attempt(self, claim: Claim, config: Settings) -> tuple[Outcome, LedgerDelivery | None]:
+        """:meth:`attempt` under ``config``, and the delivery's ``ctx.delivery`` if it got
+        that far."""
         engine = self.engine
         occurred_at: datetime | None = None
         delivery: LedgerDelivery | None = None
@@ -219,7 +224,7 @@ class Worker:
             if event is None:
                 event = await engine.db(engine.ledger.load_event, claim.event_pk)
             occurred_at = event.occurred_at
-            tenant = engine.config.tenants.get(claim.tenant)
+            tenant = config.tenants.get(claim.tenant)
             if tenant is None or claim.app not in tenant.apps:
                 return Outcome(status=OutcomeStatus.SKIPPED, reason="app_removed",
                                message="The app is no longer connected for this tenant."), None
@@ -231,7 +236,7 @@ class Worker:
                 return held, None  # refused with the credentials it still has: no request
             marker = engine.ledger.marker_for(event, claim.first_attempt_at)
             delivery = LedgerDelivery(engine.gateway, engine.ledger, claim, marker)
-            ctx = engine.context(claim.tenant, claim.app, delivery)
+            ctx = engine.context(claim.tenant, claim.app, delivery, tenant=tenant)
             job = Job(event=event, hooks=hooks, ctx=ctx, chosen_contact_ids=claim.chosen_contact_ids,
                       notes=claim.notes, needs_update=claim.needs_update)
             batched = hooks.supports(Capability.BATCH_WRITES) and not claim.needs_update

@@ -40,6 +40,7 @@ from callbridge.modes.refs import ManualRefused, check_app, check_contacts, find
 
 if TYPE_CHECKING:
     from callbridge.engine import Engine
+    from callbridge.settings import Settings
 
 __all__ = ["add_notes", "cancel_notes", "hold_until", "on_stored"]
 
@@ -49,12 +50,13 @@ _TEXT = TypeAdapter(Annotated[Text, Field(min_length=1, max_length=MAX_NOTES)])
 _CANCELLED = "notes-cancelled:{}"
 
 
-def hold_until(engine: Engine, event: AnyEvent) -> datetime | None:
+def hold_until(engine: Engine, event: AnyEvent,
+               config: Settings | None = None) -> datetime | None:
     """When an ended call's automatic deliveries may first be claimed (the grace period
-    for notes started during the call), or None."""
+    for notes started during the call), or None (``config``: the settings just read)."""
     if not (isinstance(event, CallEvent) and event.is_final and event.ended_at is not None):
         return None
-    grace = timedelta(seconds=engine.config.modes.notes_grace_seconds)
+    grace = timedelta(seconds=(config or engine.config).modes.notes_grace_seconds)
     now = engine.clock.now()
     until = min(now + grace, max(now, event.ended_at + grace))
     return until if until > now else None
