@@ -48,9 +48,14 @@
    a plugin answering from memory: the growth from 1 to 4 (goal: at most 1.2x), events/s
    with each, duplicates and lost (goal: 0) (bench_workers.py).
 
+12. scale: the scale demo of `nox -s scale` (scale.py): 20,000 events, 100 firms, two
+   workers sharing an embedded PostgreSQL, one SIGKILLed midway, the Clio and Smokeball
+   sandboxes with their limits x40; duplicates, lost and 429s (goal: 0 each) and the
+   time to done (goal: under 10 minutes). About ten minutes: only with --only scale.
+
 Usage: python benchmarks/bench.py [--events N] [--rows N] [--runs N]
        [--only pipeline|io|clio_batch|ack|hangup|tenants|profile|startup|ledger_scale|
-               shared_limit|workers]
+               shared_limit|workers|scale]
 """
 
 from __future__ import annotations
@@ -282,7 +287,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--only", choices=["pipeline", "io", "clio_batch", "ack", "hangup",
                                            "tenants", "profile", "startup", "ledger_scale",
-                                           "shared_limit", "workers"])
+                                           "shared_limit", "workers", "scale"])
     parser.add_argument("--rows", type=int, default=1_000_000,
                         help="deliveries in the ledger for ledger_scale")
     parser.add_argument("--runs", type=int, default=5,
@@ -375,6 +380,11 @@ def main() -> None:
         report["workers"] = wk = bench_workers()
         print("workers:\n" + table(wk) + f"\nCPU per event grows {wk['cpu_growth_1_to_last']}x "
               "from 1 to 4 workers (goal: at most 1.2x)")
+    if args.only == "scale":  # ten minutes: run only when asked for
+        from scale import run
+        from scale_report import table as scale_table
+        report["scale"] = sc = run(20000, 100, 2, 40, 32, 570.0)
+        print("scale:\n" + scale_table(sc))
     print(json.dumps(report, indent=2))
 
 
