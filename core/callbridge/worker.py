@@ -102,11 +102,12 @@ class Worker:
             sem = self._slots[key] = asyncio.Semaphore(self.slots_for(*key))
         return sem
 
-    async def _claim(self, limit: int, **where: Any) -> list[Claim]:
+    async def _claim(self, limit: int, config: Settings | None = None, **where: Any) -> list[Claim]:
         engine = self.engine
         claims: list[Claim] = await engine.db(
             engine.ledger.claim, owner=engine.owner, limit=limit,
-            lease_seconds=engine.config.ledger.lease_seconds, now=engine.clock.now(), **where)
+            lease_seconds=(config or engine.config).ledger.lease_seconds,
+            now=engine.clock.now(), **where)
         return claims
 
     async def process_due(self, *, limit: int = 256, event_pks: Sequence[int] | None = None,
@@ -141,10 +142,11 @@ class Worker:
                 if stop is not None and stop.is_set():
                     free = 0
                 if free and (free >= batch or not inflight):
-                    claims = await self._claim(free, event_pks=event_pks, tenant=tenant,
+                    config = self.engine.config  # read once for the claim and what it took
+                    claims = await self._claim(free, config, event_pks=event_pks, tenant=tenant,
                                                apps=apps)
                     total += len(claims)
-                    inflight |= {asyncio.create_task(self.work(c)) for c in claims}
+                    inflight |= {asyncio.create_task(self.work(c, config)) for c in claims}
                 if not inflight:
                     return total
                 done, inflight = await asyncio.wait(inflight,
@@ -159,13 +161,14 @@ class Worker:
             await asyncio.gather(*inflight, return_exceptions=True)
             raise
 
-    async def work(self, claim: Claim) -> None:
-        """Run one claimed delivery and record its outcome, keeping the lease meanwhile."""
+    async def work(self, claim: Claim, config: Settings | None = None) -> None:
+        """Run one claimed delivery and record its outcome, keeping the lease meanwhile
+        (``config``: the settings as read when it was claimed, if the caller has them)."""
         engine = self.engine
         task = asyncio.current_task()
         assert task is not None
-        # Read once per delivery: with a settings file each read checks the file.
-        config = engine.config
+        # Read once per delivery at most: with a settings file each read checks the file.
+        config = config or engine.config
         # The lease runs from the claim: it is kept from before any wait for a slot.
         lease = self.leases.hold(claim, task, engine.clock.monotonic(),
                                  config.ledger.lease_seconds)
