@@ -152,3 +152,35 @@ def test_group_commit_writes_the_rows_the_sqlalchemy_path_writes(
     for table in kept["hot"]:
         assert kept["hot"][table] == kept["plain"][table], table
     assert len(kept["hot"]["attempts"]) == 3
+
+
+def test_the_write_ahead_log_is_copied_back_and_stays_bounded(tmp_path: Path) -> None:
+    """An intake-only server commits every group on the event loop's connection, which
+    never checkpoints: without the writer thread's checkpoints the WAL grows for ever."""
+    import threading
+
+    from callbridge.ledger import hot
+
+    path = str(tmp_path / "wal.db")
+    writer = hot.GroupWriter(path, threading.Lock())
+    writer.run(lambda cur: cur.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)"))
+    body = bytes(4096)
+    written = 12_000  # about 48 MiB of rows, 3x what the WAL may reach
+
+    async def fill() -> None:
+        for _ in range(written // 40):  # groups of 40 writes, each committed on the loop
+            await writer.write_many([
+                lambda cur: cur.execute("INSERT INTO t (body) VALUES (?)", (body,))
+                for _ in range(40)])
+
+    try:
+        asyncio.run(fill())
+        writer.run(lambda cur: None)  # the thread has run what was queued before this
+        assert writer.checkpoints > 0
+        assert (tmp_path / "wal.db-wal").stat().st_size <= hot.WAL_LIMIT_BYTES
+        count = writer.run(lambda cur: cur.execute("SELECT count(*) FROM t").fetchone()[0])
+        assert count == written
+    finally:
+        writer.close()
+    with sqlite3.connect(path) as conn:  # and it is all in the database
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == written

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -40,6 +41,15 @@ PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "secure_
            "busy_timeout=30000")
 
 Job = Callable[[sqlite3.Cursor], Any]
+
+#: The event loop's connection never checkpoints (a commit there must not copy the WAL
+#: back). Every this many groups the writer looks at the WAL's size and, past
+#: CHECKPOINT_BYTES (SQLite's own default of 1,000 pages), its thread copies it back
+#: (PASSIVE: it waits for no reader and no other process's writer). The next write then starts the WAL
+#: again from its beginning, cut back to WAL_LIMIT_BYTES if it grew past that.
+CHECKPOINT_CHECK_GROUPS = 32
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 def sql_value(value: Any) -> Any:
@@ -80,6 +90,10 @@ def _commit(cur: sqlite3.Cursor) -> None:
     cur.execute("COMMIT")
 
 
+class _Checkpoint:
+    """Queued for the writer thread: copy the WAL back into the database."""
+
+
 class _Stop:
     pass
 
@@ -105,7 +119,8 @@ class GroupWriter:
     def __init__(self, path: str, write_lock: Any) -> None:
         self._path = path
         self._lock = write_lock
-        self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | _Stop | _Checkpoint] = (
+            queue.SimpleQueue())
         self._thread = threading.Thread(target=self._run, name="callbridge-ledger-writer",
                                         daemon=True)
         self._closed = False
@@ -123,6 +138,12 @@ class GroupWriter:
         # Checkpoints (copying the WAL back into the database) are left to the other
         # connections, so a commit on the event loop never runs one.
         self._loop_conn.execute("PRAGMA wal_autocheckpoint=0")
+        for conn in (self._conn, self._loop_conn):
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+        self._wal_path = path + "-wal"
+        self._checkpoint_queued = False
+        #: Checkpoints the writer thread ran (tests and the benchmarks' profile).
+        self.checkpoints = 0
         self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Job, asyncio.Future[Any]]]] = {}
         #: Transactions committed, writes they held, and groups handed to the thread
         #: because the database was busy (for the benchmarks' profile).
@@ -190,6 +211,7 @@ class GroupWriter:
             return
         self.groups += 1
         self.writes += len(group)
+        self._maybe_checkpoint()
         for (_, future), (ok, value) in zip(group, outcomes, strict=True):
             if future.done():  # its caller was cancelled; the write stands
                 continue
@@ -270,13 +292,42 @@ class GroupWriter:
         self._conn.close()
         self._loop_conn.close()
 
+    def _maybe_checkpoint(self) -> None:
+        """Every few groups: a checkpoint for the thread if the WAL has grown past its size."""
+        if self.groups % CHECKPOINT_CHECK_GROUPS or self._checkpoint_queued or self._closed:
+            return
+        try:
+            size = os.stat(self._wal_path).st_size
+        except OSError:
+            return
+        if size > CHECKPOINT_BYTES:
+            self._checkpoint_queued = True
+            self._queue.put(_Checkpoint())
+
+    def _checkpoint(self) -> None:
+        try:
+            # Under the in-process write lock, so this process's writes (handed to this
+            # thread meanwhile, the loop never waits) cannot keep it from copying the
+            # whole WAL; the next write then starts it again from its beginning.
+            with self._lock:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoints += 1
+        except sqlite3.Error as exc:  # tried again once the WAL has grown further
+            log.warning("copying the ledger's write-ahead log back failed: %s",
+                        type(exc).__name__)
+        finally:
+            self._checkpoint_queued = False
+
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if isinstance(first, _Stop):
                 return
+            if isinstance(first, _Checkpoint):
+                self._checkpoint()
+                continue
             group = [first]
-            stop = False
+            stop = checkpoint = False
             while len(group) < GROUP_MAX:
                 try:
                     item = self._queue.get_nowait()
@@ -285,8 +336,13 @@ class GroupWriter:
                 if isinstance(item, _Stop):
                     stop = True
                     break
+                if isinstance(item, _Checkpoint):
+                    checkpoint = True
+                    continue
                 group.append(item)
             self._commit(group)
+            if checkpoint:
+                self._checkpoint()
             if stop:
                 return
 
@@ -302,6 +358,7 @@ class GroupWriter:
         assert outcomes is not None
         self.groups += 1
         self.writes += len(group)
+        self._maybe_checkpoint()
         for (_, future), (ok, value) in zip(group, outcomes, strict=True):
             if ok:
                 future.set_result(value)
