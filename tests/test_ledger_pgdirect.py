@@ -118,3 +118,23 @@ def test_the_direct_path_writes_the_rows_the_sqlalchemy_path_writes(
                 "SELECT count(*) FROM deliveries WHERE needs_update").scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_a_failed_statement_leaves_its_connection_usable_and_close_closes_them(
+        postgres_server: str, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    monkeypatch.delenv("CALLBRIDGE_LEDGER_GROUP_COMMIT", raising=False)
+    ledger = Ledger(create_database(postgres_server, f"pgdirect_error_{os.getpid()}"),
+                    secret_key=key)
+    direct = ledger._direct
+    assert direct is not None
+    try:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            direct._one("SELECT 1 / 0", {})
+        (conn,) = direct._free  # no transaction left open: handed out again
+        assert direct._one("SELECT 2", {}) == (2,)
+        assert direct._free == [conn]
+    finally:
+        ledger.close()
+    assert direct._free == [] and conn.closed

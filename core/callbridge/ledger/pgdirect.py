@@ -165,6 +165,7 @@ class Direct:
         import psycopg
 
         self._psycopg = psycopg
+        self._idle = psycopg.pq.TransactionStatus.IDLE
         args, kwargs = engine.dialect.create_connect_args(engine.url)
         self._args, self._kwargs = args, kwargs
         self._free: list[Any] = []
@@ -183,14 +184,14 @@ class Direct:
             conn = self._psycopg.connect(*self._args, **self._kwargs, autocommit=True)
         try:
             yield conn
-        except self._psycopg.OperationalError:
-            conn.close()  # broken: not handed out again
-            raise
-        with self._lock:
-            if self._closed or conn.closed:
-                conn.close()
-            else:
-                self._free.append(conn)
+        finally:
+            idle = not conn.closed and conn.info.transaction_status == self._idle
+            with self._lock:
+                if idle and not self._closed:
+                    self._free.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()  # broken, or interrupted mid-statement: not handed out again
 
     def _one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         with self._conn() as conn:
