@@ -126,8 +126,10 @@ class Confirmer:
         records = [r for item in items for r in item.records]
         # A write is made before its attempt finishes (accepted_at), by as much as the
         # attempt's ledger writes took: with many deliveries at once, one written before
-        # another finished can finish after it. Looking back one lease covers the gap.
-        since = min(item.accepted_at for item in items) - timedelta(
+        # another finished can finish after it. A record may also come from an earlier
+        # attempt (a worker killed after writing it, found by its marker by the retry),
+        # so the look back starts at the first attempt, one lease before it.
+        since = min(item.first_attempt_at or item.accepted_at for item in items) - timedelta(
             seconds=engine.config.ledger.lease_seconds)
         answer: dict[str, bool | None] = {}
         retry_after: float | None = None

@@ -70,5 +70,5 @@ class AppEventsMixin(LedgerCore):
             found[marker] = AcceptedDelivery(
                 delivery_id=row.id, event_pk=row.event_id, tenant=tenant, app=app,
                 records=recs.get(row.id, ()), accepted_at=row.accepted_at or row.updated_at,
-                check_at=row.next_attempt_at or now)
+                check_at=row.next_attempt_at or now, first_attempt_at=row.first_attempt_at)
         return found

@@ -37,6 +37,8 @@ class AcceptedDelivery:
     #: When the app accepted the write (the last attempt that ended accepted).
     accepted_at: datetime
     check_at: datetime
+    #: When the delivery's first attempt began: no record of it was written before.
+    first_attempt_at: datetime | None = None
 
 
 class ConfirmationsMixin(LedgerCore):
@@ -54,7 +56,7 @@ class ConfirmationsMixin(LedgerCore):
                        .where(a.c.delivery_id == d.c.id, a.c.status == "accepted")
                        .scalar_subquery())
         query = (sa.select(d.c.id, d.c.event_id, d.c.tenant, d.c.app, d.c.next_attempt_at,
-                           d.c.updated_at, accepted_at.label("accepted_at"))
+                           d.c.updated_at, d.c.first_attempt_at, accepted_at.label("accepted_at"))
                  .where(d.c.status == "accepted", d.c.next_attempt_at.is_not(None),
                         d.c.next_attempt_at <= now, self._free(now))
                  .order_by(d.c.next_attempt_at, d.c.id).limit(limit))
@@ -75,7 +77,7 @@ class ConfirmationsMixin(LedgerCore):
         return [AcceptedDelivery(
             delivery_id=r.id, event_pk=r.event_id, tenant=r.tenant, app=r.app,
             records=recs.get(r.id, ()), accepted_at=r.accepted_at or r.updated_at,
-            check_at=r.next_attempt_at) for r in rows]
+            check_at=r.next_attempt_at, first_attempt_at=r.first_attempt_at) for r in rows]
 
     @staticmethod
     def _free(now: datetime) -> Any:

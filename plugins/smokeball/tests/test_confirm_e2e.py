@@ -142,3 +142,26 @@ async def test_serve_confirms_accepted_writes_as_their_checks_fall_due(firm: Fir
         await serving
     assert {v.status for v in firm.views(pks)} == {"logged"}
     assert firm.engine.confirmer.calls == 1
+
+
+async def test_a_record_kept_from_an_earlier_attempt_is_confirmed_not_written_again(
+        firm: Firm) -> None:
+    # The fee is written by a first attempt; the delivery is then retried long after
+    # (as when the worker that wrote it died): the retry finds the fee by its marker
+    # and ends accepted minutes after the fee was written. The check must still see it.
+    pks = await firm.feed(*calls(1))
+    await drain(firm.engine, event_pks=pks, wait_max=0)
+    [view] = firm.views(pks)
+    ledger, now = firm.engine.ledger, firm.clock.now()
+    [due] = ledger.accepted_due(now=now + timedelta(hours=1), owner="gone", lease_seconds=60)
+    assert ledger.reopen_unconfirmed(due.delivery_id, retry_at=now + timedelta(minutes=10),
+                                     message="retried", now=now, owner="gone")
+    firm.clock.advance(600)
+    await drain(firm.engine, event_pks=pks, wait_max=0)
+    assert firm.views(pks)[0].status == "accepted"
+    drained = await drain(firm.engine, event_pks=pks, wait_max=3600, confirm=True)
+    [view] = firm.views(pks)
+    assert view.status == "logged", (view.status, view.reason, view.message)
+    assert drained.left_open == 0
+    assert len(firm.state.rows("fees")) == 1
+    assert firm.engine.confirmer.calls == 1  # confirmed at the first check
