@@ -104,7 +104,8 @@ def bench(session: nox.Session) -> None:
 def scale(session: nox.Session) -> None:
     """The scale demo (docs/benchmarks.md): an embedded PostgreSQL, the Clio and Smokeball
     sandboxes, 100 firms, `serve --no-worker` and workers, a burst of 20,000 events, a
-    worker SIGKILLed midway; a table at the end. Not part of `tests`; about 10 minutes."""
+    worker SIGKILLed midway; a table at the end. Not part of `tests`; about 6 minutes on
+    two cores (goal: under 10)."""
     install_host(session, *APP_PLUGINS)
     session.run("python", "benchmarks/scale.py", *session.posargs)
 
