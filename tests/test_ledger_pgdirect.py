@@ -138,3 +138,35 @@ def test_a_failed_statement_leaves_its_connection_usable_and_close_closes_them(
     finally:
         ledger.close()
     assert direct._free == [] and conn.closed
+
+
+def test_a_connections_claim_reads_its_own_open_deliveries_from_their_index(
+        postgres_server: str, key: str) -> None:
+    """One connection's claim (the workers' kind) reads ix_deliveries_open_connection,
+    not every open delivery of every connection (a backlog's worth per claim)."""
+    from datetime import UTC, datetime, timedelta
+
+    from callbridge.ledger.pgdirect import claim_statement
+
+    ledger = Ledger(create_database(postgres_server, f"pgdirect_plan_{os.getpid()}"),
+                    secret_key=key)
+    try:
+        ledger.migrate()
+        for i in range(40):
+            ledger.store_event(sms(i).model_copy(update={"tenant": f"t{i % 4}"}), apps=["crm"])
+        now = datetime.now(UTC)
+        with ledger.engine.begin() as conn:  # a plan that could sort or scan must not
+            conn.exec_driver_sql("ANALYZE deliveries")
+            for setting in ("enable_seqscan", "enable_sort", "enable_bitmapscan"):
+                conn.exec_driver_sql(f"SET LOCAL {setting} = off")
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql(
+                "EXPLAIN " + claim_statement(("connection",)),
+                {"now": now, "limit": 2, "owner": "w", "expires": now + timedelta(seconds=30),
+                 "tenant": "t1", "app": "crm"}))
+        scan = plan.split("CTE u")[0]
+        assert "Index Scan using ix_deliveries_open_connection" in scan, plan
+        assert "Seq Scan" not in scan and "Sort" not in scan.split("CTE c")[1], plan
+        claimed = ledger.claim(owner="w", limit=2, lease_seconds=30, tenant="t1", apps=["crm"])
+        assert [(c.tenant, c.app) for c in claimed] == [("t1", "crm")] * 2
+    finally:
+        ledger.close()

@@ -60,8 +60,11 @@ _DUE = ("(status = 'pending' OR status = 'waiting' AND (next_attempt_at IS NULL 
         "AND (lease_expires IS NULL OR lease_expires < %(now)s) "
         "AND NOT (not_before IS NOT NULL AND not_before > %(now)s) "
         "AND (status IN ('pending', 'waiting') OR needs_update IS TRUE)")
-# `|| ''` keeps the tenant and app filters off the index choice (see Ledger._due_query).
-_FILTERS = {"tenant": " AND (tenant || '') = %(tenant)s",
+# One connection's claim: its own open rows, from ix_deliveries_open_connection
+# (migration 0011). Otherwise `|| ''` keeps the tenant and app filters off the index
+# choice (see Ledger._due_query).
+_FILTERS = {"connection": " AND tenant = %(tenant)s AND app = %(app)s",
+            "tenant": " AND (tenant || '') = %(tenant)s",
             "apps": " AND (app || '') = ANY(%(apps)s::text[])",
             "event_pks": " AND event_id = ANY(%(event_pks)s::integer[])",
             "modes": " AND mode = ANY(%(modes)s::text[])"}
@@ -222,12 +225,17 @@ class Direct:
               where: dict[str, Any]) -> list[Claim]:
         """Lease up to ``limit`` due deliveries to ``owner`` (``where``: tenant, apps,
         event_pks, modes, each None for any), in one statement."""
+        params = {"now": now, "limit": limit, "owner": owner, "expires": expires}
+        apps = where.get("apps")
+        if where.get("tenant") is not None and apps is not None and len(apps) == 1:
+            params.update(tenant=where["tenant"], app=next(iter(apps)))
+            where = {**where, "connection": True, "tenant": None, "apps": None}
         filters = tuple(f for f in _FILTERS if where.get(f) is not None)
         sql = self._claims.get(filters)
         if sql is None:
             sql = self._claims[filters] = claim_statement(filters)
-        params = {"now": now, "limit": limit, "owner": owner, "expires": expires,
-                  **{f: list(where[f]) if f != "tenant" else where[f] for f in filters}}
+        params.update({f: list(where[f]) if f != "tenant" else where[f]
+                       for f in filters if f != "connection"})
         with self._conn() as conn:
             rows = conn.execute(sql, params).fetchall()
         if len(self._contents) > _CONTENTS_KEPT:

@@ -122,6 +122,11 @@ deliveries = Table(
     Index("ix_deliveries_open", "occurred_at", "id",
           sqlite_where=text("status IN ('pending', 'waiting') OR needs_update IS 1"),
           postgresql_where=text("status IN ('pending', 'waiting') OR needs_update IS TRUE")),
+    # The same per connection, for a worker's claims of one (tenant, app); PostgreSQL
+    # only (migration 0011; ``info["dialects"]``: made on these alone).
+    Index("ix_deliveries_open_connection", "tenant", "app", "occurred_at", "id",
+          postgresql_where=text("status IN ('pending', 'waiting') OR needs_update IS TRUE"),
+          info={"dialects": ("postgresql",)}),
 )
 
 records = Table(
