@@ -53,6 +53,9 @@ def store_events(ledger: EventsMixin, events: Sequence[tuple[AnyEvent, Sequence[
                      "content_hash": ledger._cipher.digest("content", content),
                      "party_hash": ledger._party(event),
                      "content_enc": ledger._cipher.encrypt(content)})
+    # In the order of their identity: two calls holding some of the same events take
+    # their keys' locks in the same order, so they wait for each other, never deadlock.
+    rows.sort(key=lambda row: tuple(row[c] for c in _IDENTITY))
     pks: dict[int, int] = {}  # the call's index -> the new event's key
     with ledger._write() as conn:
         if rows:
