@@ -320,7 +320,7 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
                            if status not in ("pending", "waiting")) >= events // 2:
                         halfway()
                         return
-                    time.sleep(0.5)
+                    time.sleep(1)
 
             killed.append(time.monotonic() - began)  # [0]: when the burst began
             meter.begin(running())
