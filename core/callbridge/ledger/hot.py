@@ -306,9 +306,11 @@ class GroupWriter:
 
     def _checkpoint(self) -> None:
         try:
-            # Under the in-process write lock, so this process's writes (handed to this
-            # thread meanwhile, the loop never waits) cannot keep it from copying the
-            # whole WAL; the next write then starts it again from its beginning.
+            # The bulk first, beside this process's writes; then the rest under the
+            # in-process write lock (short), so those writes (handed to this thread
+            # meanwhile, the loop never waits) cannot keep it from copying the whole
+            # WAL; the next write then starts it again from its beginning.
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             with self._lock:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.checkpoints += 1
