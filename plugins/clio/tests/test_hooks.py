@@ -525,6 +525,23 @@ async def test_an_upload_that_keeps_failing_ends_with_the_document_missing(
     assert "the upload failed" in only(clio.state.communications)["body"]
 
 
+async def test_a_rate_limit_met_while_filing_the_fax_is_a_wait_not_a_failed_upload(
+        clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
+    """A full window (Clio's 429 here; the host's own bucket, shared by every worker on
+    PostgreSQL, raises the same) while the document is filed is the host's wait:
+    ``RateLimited`` reaches the host as it is, so the delivery waits for room with its
+    attempt not counted, instead of a quick retry that spends one of the upload's
+    ``UPLOAD_ATTEMPTS`` (after which the document would be given up)."""
+    from callbridge.errors import RateLimited
+
+    clio.faults.fail_on[("POST", "/api/v4/documents.json")] = [(429, 60.0)]
+    with pytest.raises(RateLimited) as held:
+        await plugin.log_fax(hook_ctx, fax(), target)
+    assert held.value.retry_after is not None and held.value.retry_after > 50
+    assert "missing" not in only(clio.state.communications)["body"]
+    assert clio.state.documents == {}
+
+
 async def test_an_upload_that_fails_once_is_finished_on_the_retry(
         clio: Any, hook_ctx: HookContext, target: LogTarget) -> None:
     clio.state.storage_down = True

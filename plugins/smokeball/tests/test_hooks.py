@@ -306,6 +306,27 @@ async def test_an_upload_that_keeps_failing_is_a_partial_success(sb: Smokeball) 
     assert len(sb.state.data["files"]) == 1 and sb.state.uploads == {}
 
 
+async def test_a_rate_limit_on_the_last_upload_attempt_is_waited_out_not_a_missing_document(
+        sb: Smokeball) -> None:
+    """A full window met while the file is uploaded is the host's wait (``RateLimited``
+    reaches it as it is: the delivery waits for room, its attempt not counted), even on
+    the last upload attempt: the document is not given up for it."""
+    from callbridge.errors import RateLimited
+
+    delivery = Delivery()
+    ctx = build_ctx(sb, delivery=delivery)
+    sb.state.storage_fault = 503
+    for _ in (1, 2):
+        with pytest.raises(TransientError):
+            await plugin.log_fax(ctx, fax(), target(sb))
+        delivery.retry()
+    sb.state.storage_fault = None
+    sb.faults.fail_next = [(429, 60.0)]
+    with pytest.raises(RateLimited):
+        await plugin.log_fax(ctx, fax(), target(sb))
+    assert len(sb.state.data["files"]) == 1 and sb.state.uploads == {}
+
+
 # --- late details, confirmation, retries -------------------------------------------------------------
 
 

@@ -8,6 +8,10 @@
 3. mark it uploaded. Clio refuses a second mark, so after an error the document is read
    again and ``fully_uploaded: true`` counts as done; ``UploadTimeoutError`` (Clio's
    verification timing out) is retried.
+
+A failed upload is retried by the host up to ``UPLOAD_ATTEMPTS``, then the log is kept
+without its document; a full rate-limit window or refused credentials met meanwhile are
+the host's waits, and spend none of those attempts.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from datetime import UTC
 from typing import Any
 
 from callbridge.context import HookContext, find_record
-from callbridge.errors import AppError, TransientError
+from callbridge.errors import AppError, AuthenticationFailed, RateLimited, TransientError
 from callbridge.events import FaxEvent
 from callbridge.models import LogResult, LogTarget, Record
 
@@ -144,6 +148,10 @@ async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogRe
         return missing_document((comm,))
     try:
         doc = await upload(ctx, event, target, comm)
+    except (RateLimited, AuthenticationFailed):
+        # The host's waits (room in a full window, new credentials), not a failed upload:
+        # the delivery waits without spending an upload attempt, and the document is filed.
+        raise
     except (AppError, OSError) as exc:
         attempt = ctx.delivery.attempt if ctx.delivery else UPLOAD_ATTEMPTS
         if attempt < UPLOAD_ATTEMPTS and (not isinstance(exc, AppError) or exc.retryable):

@@ -12,7 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callbridge.context import HookContext, find_record
-from callbridge.errors import AppError, PermanentError, SkipEvent, TransientError
+from callbridge.errors import (
+    AppError,
+    AuthenticationFailed,
+    PermanentError,
+    RateLimited,
+    SkipEvent,
+    TransientError,
+)
 
 try:
     from callbridge.errors import UnknownActivityCode
@@ -259,6 +266,10 @@ async def log_fax(ctx: HookContext, event: FaxEvent, target: LogTarget) -> LogRe
     mark = host.marker(ctx, event) or event.marker
     try:
         doc, uploaded = await _upload(ctx, event, target, mark)
+    except (RateLimited, AuthenticationFailed):
+        # The host's waits (room in a full window, new credentials), not a failed upload:
+        # never a reason to give the document up, however many attempts were spent.
+        raise
     except (AppError, OSError) as exc:
         doc_rec = find_record(ctx.delivery.records, "document", "document") if ctx.delivery \
             else None
