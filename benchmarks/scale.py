@@ -44,7 +44,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scale_cpu import Meter, pg_statements_on, pg_statements_top, process_seconds
+import psutil
+from scale_cpu import (
+    Meter,
+    pg_statements_on,
+    pg_statements_top,
+    postmaster_pid,
+    process_seconds,
+)
 from scale_report import Counted, report, table
 
 HERE = Path(__file__).resolve().parent
@@ -372,7 +379,11 @@ def run(events: int, tenants: int, workers: int, scale: int, senders: int,
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+        postmaster = postmaster_pid(Path(pg.pgdata))
         stop_now(pg)
+        if postmaster:  # its PID file is gone before the process: wait for its exit
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(postmaster).wait(10)
         pg.cleanup()
 
 

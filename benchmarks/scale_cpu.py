@@ -32,10 +32,20 @@ def process_seconds(pid: int) -> float:
         return 0.0
 
 
+def postmaster_pid(pgdata: Path) -> int:
+    """The cluster's postmaster (0 when it is not running)."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def postgres_seconds(pgdata: Path) -> float:
     """The cluster's CPU seconds: postmaster, live backends, and ended backends."""
     try:
-        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        pid = postmaster_pid(pgdata)
+        if not pid:
+            return 0.0
         master = psutil.Process(pid)
         times = master.cpu_times()
         total = _seconds(times) + times.children_user + times.children_system
