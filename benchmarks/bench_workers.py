@@ -26,7 +26,7 @@ Reported for each N: events/s, the workers' CPU per event (all of them together,
 the figure compared: ``ratio_to_1`` of 4 workers ≤ 1.2 wanted), each worker's
 share, the server's CPU per event, duplicates (must be 0) and lost (must be 0)::
 
-    python benchmarks/bench_workers.py [--events 3000] [--warmup 1000] [--tenants 16] [--fleets 1,2,4]
+    python benchmarks/bench_workers.py [--events 12000] [--warmup 1000] [--tenants 16] [--fleets 1,2,4]
 
 Prints a table, then one JSON object.
 """
@@ -262,7 +262,7 @@ def one_fleet(server_url: str, postmaster: int, folder: Path, workers: int, even
     }
 
 
-def bench_workers(*, events: int = 3000, tenants: int = 16, fleets: tuple[int, ...] = (1, 2, 4),
+def bench_workers(*, events: int = 12000, tenants: int = 16, fleets: tuple[int, ...] = (1, 2, 4),
                   concurrency: int = 16, warmup: int = 1000) -> dict[str, Any]:
     """The measure, on an embedded PostgreSQL cluster of its own."""
     from callbridge.ledger import Ledger
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         child(argv[1:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--events", type=int, default=12000)
     parser.add_argument("--tenants", type=int, default=16)
     parser.add_argument("--fleets", default="1,2,4", help="worker counts, comma-separated")
     parser.add_argument("--concurrency", type=int, default=16,
